@@ -1,0 +1,351 @@
+//! The host backend: "device" memory is aligned host memory and every copy is a `memcpy`.
+//!
+//! Always available, needs no setup, and is the embedded default. Its queues are synchronous:
+//! every operation has finished when the call returns, so its events are born complete.
+
+use std::alloc::{self, Layout};
+use std::any::Any;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::{
+    check_allocation, check_fill, check_owner, Backend, BackendId, BackendKind, BackendUsage,
+    Capabilities, DeviceBlock, DeviceInfo, Event, ManualEvent, Queue, StagingBuffer, StagingMemory,
+    UsageCounters, UserEvent,
+};
+use crate::element::check_range;
+use crate::error::{Error, Result};
+
+/// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
+const HOST_ALIGNMENT: usize = 64;
+
+/// Host memory posing as a device. See the [module docs](self).
+pub struct HostBackend {
+    id: BackendId,
+    queue: Queue,
+    usage: UsageCounters,
+    /// Physical memory, read once: `allocate` is a hot baseline and must not read /proc.
+    max_allocation: u64,
+}
+
+impl HostBackend {
+    /// A new host backend with its own identity.
+    pub fn new() -> Self {
+        let id = BackendId::unique();
+        HostBackend {
+            id,
+            queue: Queue::new(id, Arc::new(HostQueue)),
+            usage: UsageCounters::default(),
+            max_allocation: host_memory().total.min(isize::MAX as u64),
+        }
+    }
+
+    fn check_queue(&self, queue: &Queue) -> Result<()> {
+        check_owner("queue", self.id, queue.backend())
+    }
+
+    fn check_block(
+        &self,
+        what: &'static str,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_owner("device block", self.id, block.backend())?;
+        check_range(what, offset, len, block.size())
+    }
+
+    fn check_staging(
+        &self,
+        what: &'static str,
+        staging: &StagingBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_owner("staging buffer", self.id, staging.backend())?;
+        check_range(what, offset, len, staging.len())
+    }
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The host backend's queue object: work runs on the calling thread, so it holds nothing.
+struct HostQueue;
+
+/// Pointer to byte `offset` of a host block.
+fn block_ptr(block: &DeviceBlock, offset: usize) -> *mut u8 {
+    // `wrapping_add` keeps this function safe; callers have checked `offset` against the size.
+    block.raw_handle().cast::<u8>().wrapping_add(offset)
+}
+
+fn layout(bytes: usize) -> Result<Layout> {
+    Layout::from_size_align(bytes, HOST_ALIGNMENT).map_err(|_| Error::SizeOverflow {
+        what: "host allocation size",
+    })
+}
+
+/// Zeroed, aligned host memory, or `OutOfMemory`. Zeroed so that reading a fresh block never
+/// exposes uninitialised bytes (and costs nothing for large blocks, which come from fresh pages).
+fn alloc_zeroed(bytes: usize) -> Result<(NonNull<u8>, Layout)> {
+    let layout = layout(bytes)?;
+    // SAFETY: `bytes > 0` (checked by every caller), so the layout has a non-zero size.
+    let ptr = unsafe { alloc::alloc_zeroed(layout) };
+    NonNull::new(ptr)
+        .map(|p| (p, layout))
+        .ok_or(Error::OutOfMemory {
+            backend: BackendKind::Host,
+            requested: bytes as u64,
+        })
+}
+
+/// Host staging memory: the same aligned allocation as a block.
+struct HostStaging {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+// SAFETY: HostStaging owns its allocation exclusively; access to the bytes is governed by the
+// StagingBuffer that wraps it.
+unsafe impl Send for HostStaging {}
+// SAFETY: see `Send`.
+unsafe impl Sync for HostStaging {}
+
+// SAFETY: the pointer is a live, zero-initialised allocation of `layout.size()` bytes, freed only
+// in Drop.
+unsafe impl StagingMemory for HostStaging {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for HostStaging {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `alloc_zeroed` with this very layout, freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl Backend for HostBackend {
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn info(&self) -> DeviceInfo {
+        let memory = host_memory();
+        DeviceInfo {
+            kind: BackendKind::Host,
+            index: 0,
+            name: "host memory".into(),
+            vendor: std::env::consts::ARCH.into(),
+            driver: format!("hetmem {}", env!("CARGO_PKG_VERSION")),
+            total_memory: memory.total,
+            free_memory: memory.available,
+            max_allocation: self.max_allocation,
+            alignment: HOST_ALIGNMENT,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            unified_memory: true,
+            peer_access: false,
+            async_copies: false,
+            pinned_staging: false,
+        }
+    }
+
+    fn usage(&self) -> BackendUsage {
+        self.usage.snapshot()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+        check_allocation(bytes, self.max_allocation)?;
+        let (ptr, _) = alloc_zeroed(bytes)?;
+        self.usage.allocated(bytes);
+        // SAFETY: a fresh allocation of `bytes` bytes, handed out once, freed in `release`.
+        Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.as_ptr().cast::<c_void>(), bytes) })
+    }
+
+    fn release(&self, block: DeviceBlock) -> Result<()> {
+        check_owner("device block", self.id, block.backend())?;
+        let bytes = block.size();
+        let layout = layout(bytes)?;
+        // SAFETY: the block is ours (checked above), so its handle came from `alloc_zeroed` with
+        // this layout; `release` consumes the block, so it is freed exactly once.
+        unsafe { alloc::dealloc(block.into_raw().cast::<u8>(), layout) };
+        self.usage.released(bytes);
+        Ok(())
+    }
+
+    fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
+        check_allocation(bytes, self.max_allocation)?;
+        let (ptr, layout) = alloc_zeroed(bytes)?;
+        Ok(StagingBuffer::new(
+            self.id,
+            Arc::new(HostStaging { ptr, layout }),
+        ))
+    }
+
+    fn default_queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn create_queue(&self) -> Result<Queue> {
+        Ok(Queue::new(self.id, Arc::new(HostQueue)))
+    }
+
+    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+        self.check_queue(queue)?;
+        self.check_block("write destination", dst, offset, src.len())?;
+        // SAFETY: the range is inside the block (checked), `&mut dst` excludes every other access
+        // to it, and `src` is a distinct Rust slice, so the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), block_ptr(dst, offset), src.len()) };
+        Ok(())
+    }
+
+    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.check_queue(queue)?;
+        self.check_block("read source", src, offset, dst.len())?;
+        // SAFETY: the range is inside the block (checked) and initialised (blocks are zeroed at
+        // allocation); `&src` excludes writers; `dst` is an exclusive Rust slice.
+        unsafe {
+            std::ptr::copy_nonoverlapping(block_ptr(src, offset), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    fn write_staged(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        src: &StagingBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        self.check_staging("staged write source", src, src_offset, len)?;
+        let bytes = &src.as_slice()?[src_offset..src_offset + len];
+        self.write(queue, dst, dst_offset, bytes)?;
+        Ok(Event::complete())
+    }
+
+    fn read_staged(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut StagingBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        self.check_staging("staged read destination", dst, dst_offset, len)?;
+        let bytes = &mut dst.as_mut_slice()?[dst_offset..dst_offset + len];
+        self.read(queue, src, src_offset, bytes)?;
+        Ok(Event::complete())
+    }
+
+    fn copy(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        self.check_queue(queue)?;
+        self.check_block("copy source", src, src_offset, len)?;
+        self.check_block("copy destination", dst, dst_offset, len)?;
+        // SAFETY: both ranges are inside their blocks (checked); `src` and `dst` are distinct
+        // blocks (one is borrowed shared, the other exclusively), so they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                block_ptr(src, src_offset),
+                block_ptr(dst, dst_offset),
+                len,
+            )
+        };
+        Ok(Event::complete())
+    }
+
+    fn fill(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<Event> {
+        self.check_queue(queue)?;
+        check_owner("device block", self.id, dst.backend())?;
+        check_fill(offset, len, pattern, dst.size())?;
+        // SAFETY: the range is inside the block (checked by check_fill) and `&mut dst` makes this
+        // the only access to it.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(block_ptr(dst, offset), len) };
+        for chunk in bytes.chunks_exact_mut(pattern.len()) {
+            chunk.copy_from_slice(pattern);
+        }
+        Ok(Event::complete())
+    }
+
+    fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
+        self.check_queue(queue)?;
+        // Host queues run on the caller's thread, so the caller is the one that waits.
+        event.wait()
+    }
+
+    fn create_user_event(&self) -> Result<UserEvent> {
+        let source = ManualEvent::new();
+        let event = Event::from_source(source.clone());
+        Ok(UserEvent::new(
+            event,
+            Box::new(move |ok| source.finish(if ok { Ok(()) } else { Err(-1) })),
+        ))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct HostMemory {
+    total: u64,
+    available: Option<u64>,
+}
+
+/// Physical memory of this machine, from `/proc/meminfo` on Linux.
+fn host_memory() -> HostMemory {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+    };
+    HostMemory {
+        total: field("MemTotal:").unwrap_or(isize::MAX as u64),
+        available: field("MemAvailable:"),
+    }
+}

@@ -1,0 +1,385 @@
+//! The one seam between hetmem and hardware.
+//!
+//! Everything above this module (pools, unified buffers, the transfer engine, the manager) talks to
+//! memory only through [`Backend`], as `Arc<dyn Backend>`. A backend speaks **bytes**: typed views
+//! live above it.
+//!
+//! # The contract
+//!
+//! **Handles.** [`DeviceBlock`], [`Queue`], [`Event`] and [`StagingBuffer`] remember the
+//! [`BackendId`] of the backend that created them. Passing one to another backend is an
+//! [`Error::ForeignHandle`](crate::Error::ForeignHandle), never undefined behaviour. A
+//! `DeviceBlock` is not `Clone`: it is released exactly once, by [`Backend::release`]. A block
+//! that is dropped without being released leaks, like `std::mem::forget`.
+//!
+//! **What runs asynchronously.** [`Backend::write`] and [`Backend::read`] take pageable host memory
+//! and are *blocking*: when they return, the host slice is no longer used and the data has
+//! arrived. [`Backend::write_staged`], [`Backend::read_staged`], [`Backend::copy`] and
+//! [`Backend::fill`] may run asynchronously and return an [`Event`] that completes when the device
+//! is done. Work enqueued on one [`Queue`] runs in order; work on different queues of one backend
+//! may overlap. [`Backend::enqueue_wait`] orders one queue after an event, and
+//! [`Backend::synchronize`] waits for every queue. Releasing a block is ordered after the work
+//! already enqueued on it: the memory is reused only once that work is done.
+//!
+//! **Who owns host memory while the device works.** Asynchronous transfers touch host memory only
+//! through a [`StagingBuffer`] (page-locked where the backend can). The staging buffer records every
+//! pending operation on it: [`StagingBuffer::as_slice`] waits for pending device writes into it,
+//! [`StagingBuffer::as_mut_slice`] and `Drop` wait for all pending operations. The host therefore
+//! never sees memory the device is still writing, and the device never reads freed memory.
+//!
+//! **Aliasing.** Operations that change a block's contents take `&mut DeviceBlock`; reads take
+//! `&DeviceBlock`. Safe code therefore cannot race a write against another access on the same
+//! block from two threads.
+//!
+//! **Threads.** A backend is `Send + Sync`: any method may be called from any thread at any time,
+//! and two threads may use one backend (and one queue) at once. Completion callbacks run on a
+//! thread of the backend's choosing (a driver thread for OpenCL, the calling thread when the event
+//! is already complete) and must be short.
+
+mod counters;
+mod event;
+mod host;
+#[cfg(feature = "opencl")]
+mod opencl;
+mod registry;
+mod staging;
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use counters::BackendUsage;
+pub(crate) use counters::UsageCounters;
+pub use event::{CompletionCallback, Event, EventSource, EventStatus, ManualEvent, UserEvent};
+pub use host::HostBackend;
+#[cfg(feature = "opencl")]
+pub use opencl::OpenClBackend;
+pub use registry::{backends, probe, BackendProbe};
+pub use staging::{StagingBuffer, StagingMemory};
+
+use crate::error::{Error, Result};
+
+/// Identifies one backend instance for the life of the process; handles carry it so that a
+/// backend can reject what another backend created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BackendId(u64);
+
+impl BackendId {
+    /// A fresh id, never returned before in this process.
+    pub fn unique() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        BackendId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The numeric value.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// The family of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// Host memory standing in for a device; always available.
+    Host,
+    /// An OpenCL device.
+    OpenCl,
+    /// A CUDA device.
+    Cuda,
+}
+
+impl BackendKind {
+    /// The lower-case name used on the command line (`host`, `opencl`, `cuda`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Host => "host",
+            BackendKind::OpenCl => "opencl",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a device is and how much memory it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct DeviceInfo {
+    /// The backend family.
+    pub kind: BackendKind,
+    /// Position among the devices of this kind on this machine (`opencl:1` has index 1).
+    pub index: usize,
+    /// The device's name as its driver reports it.
+    pub name: String,
+    /// The device's vendor.
+    pub vendor: String,
+    /// The driver or platform version.
+    pub driver: String,
+    /// Total device memory in bytes.
+    pub total_memory: u64,
+    /// Free device memory in bytes at the time of the query, where the driver says.
+    pub free_memory: Option<u64>,
+    /// The largest single allocation the device accepts, in bytes.
+    pub max_allocation: u64,
+    /// Alignment of every block's start address, in bytes.
+    pub alignment: usize,
+}
+
+impl DeviceInfo {
+    /// `kind:index`, the name used on the command line.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind, self.index)
+    }
+}
+
+/// What a backend can do beyond the required minimum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Capabilities {
+    /// Device memory is host memory: a buffer can use one shared allocation and never transfer.
+    pub unified_memory: bool,
+    /// Blocks of this backend can be copied directly to and from other devices of the same driver.
+    pub peer_access: bool,
+    /// Staged transfers, copies and fills run asynchronously with respect to the caller.
+    pub async_copies: bool,
+    /// Staging buffers are page-locked memory the device can reach by DMA.
+    pub pinned_staging: bool,
+}
+
+/// One allocation of device memory. Created by [`Backend::allocate`], given back with
+/// [`Backend::release`]. The handle is opaque except to its backend.
+#[must_use = "a device block must be released to its backend, or it leaks"]
+#[derive(Debug)]
+pub struct DeviceBlock {
+    backend: BackendId,
+    handle: *mut c_void,
+    size: usize,
+}
+
+// SAFETY: a DeviceBlock is an inert handle. Only the backend that created it interprets the
+// pointer, and every backend is `Sync` and synchronises its own accesses; the `&`/`&mut` split in
+// the Backend methods keeps safe code from racing writes on host-backed memory.
+unsafe impl Send for DeviceBlock {}
+// SAFETY: see `Send`; `&DeviceBlock` only permits reads through the backend.
+unsafe impl Sync for DeviceBlock {}
+
+impl DeviceBlock {
+    /// Wraps a backend's raw allocation.
+    ///
+    /// # Safety
+    /// Only a [`Backend`] implementation may call this, for memory it allocated and now hands out
+    /// exactly once: `handle` must stay valid for `size` bytes until the block is released to the
+    /// backend whose id is `backend`.
+    pub unsafe fn from_raw(backend: BackendId, handle: *mut c_void, size: usize) -> Self {
+        DeviceBlock {
+            backend,
+            handle,
+            size,
+        }
+    }
+
+    /// The backend that owns this block.
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The driver's handle: a `cl_mem` for OpenCL, a `CUdeviceptr` for CUDA, a host pointer for
+    /// the host backend. Use it to pass the block to your own kernels; hetmem keeps ownership.
+    pub fn raw_handle(&self) -> *mut c_void {
+        self.handle
+    }
+
+    /// Consumes the block, returning its raw handle to the backend that releases it.
+    pub(crate) fn into_raw(self) -> *mut c_void {
+        self.handle
+    }
+}
+
+/// An in-order stream of device work. Cloning a queue gives another handle to the same stream.
+#[derive(Clone)]
+pub struct Queue {
+    backend: BackendId,
+    inner: Arc<dyn Any + Send + Sync>,
+}
+
+impl Queue {
+    /// Wraps a backend's queue object. Backends call this; users get queues from
+    /// [`Backend::default_queue`] and [`Backend::create_queue`].
+    pub fn new(backend: BackendId, inner: Arc<dyn Any + Send + Sync>) -> Self {
+        Queue { backend, inner }
+    }
+
+    /// The backend that owns this queue.
+    pub fn backend(&self) -> BackendId {
+        self.backend
+    }
+
+    /// The backend's queue object, for that backend (and for users launching their own kernels:
+    /// an `opencl3::command_queue::CommandQueue` on OpenCL).
+    pub fn downcast<T: Any>(&self) -> Option<&T> {
+        self.inner.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+/// The byte-level interface every device implements. See the [module docs](self) for the
+/// contract on asynchrony, host-memory ownership and threads.
+pub trait Backend: Send + Sync + 'static {
+    /// This backend's identity.
+    fn id(&self) -> BackendId;
+    /// What the device is; `free_memory` is read at the time of the call.
+    fn info(&self) -> DeviceInfo;
+    /// What the device can do.
+    fn capabilities(&self) -> Capabilities;
+    /// Blocks and bytes currently allocated through this backend.
+    fn usage(&self) -> BackendUsage;
+    /// For downcasting to the concrete backend (to reach an OpenCL context, say).
+    fn as_any(&self) -> &dyn Any;
+
+    /// Allocates `bytes` of device memory, aligned to `info().alignment`. Contents are
+    /// unspecified but initialised. Zero bytes, more than `info().max_allocation` or memory the
+    /// device cannot supply are errors.
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock>;
+    /// Gives a block back. The memory is reused only after work already enqueued on it is done.
+    /// A block of another backend is rejected with `ForeignHandle` (and stays unreleased).
+    fn release(&self, block: DeviceBlock) -> Result<()>;
+    /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
+    fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
+
+    /// The queue hetmem uses when the caller names none.
+    fn default_queue(&self) -> &Queue;
+    /// A new in-order queue; work on different queues may overlap.
+    fn create_queue(&self) -> Result<Queue>;
+
+    /// Copies `src` into `dst` at byte `offset`. Blocking: returns once `src` is no longer used.
+    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()>;
+    /// Copies from `src` at byte `offset` into `dst`. Blocking: returns once `dst` holds the data.
+    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Asynchronously copies `len` bytes of a staging buffer into a block.
+    fn write_staged(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        src: &StagingBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronously copies `len` bytes of a block into a staging buffer.
+    fn read_staged(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut StagingBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronously copies `len` bytes between two blocks of this backend.
+    fn copy(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronously repeats `pattern` over `len` bytes at `offset`. The pattern's length must be
+    /// a power of two up to 128, and `offset` and `len` multiples of it.
+    fn fill(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<Event>;
+
+    /// Makes work enqueued on `queue` after this call wait for `event`. Where the device cannot
+    /// wait for the event itself (an event of another backend), the caller waits instead.
+    fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()>;
+    /// An event completed by the host, for gating device work on host-side conditions.
+    fn create_user_event(&self) -> Result<UserEvent>;
+    /// Waits until all work on all of this backend's queues is done.
+    fn synchronize(&self) -> Result<()>;
+}
+
+impl fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.info();
+        write!(f, "Backend({} {} {})", info.label(), info.name, self.id())
+    }
+}
+
+/// Checks that a handle belongs to the backend `expected`.
+pub(crate) fn check_owner(what: &'static str, expected: BackendId, found: BackendId) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::ForeignHandle {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+/// Validates a fill pattern and range, the rule every backend shares.
+pub(crate) fn check_fill(offset: usize, len: usize, pattern: &[u8], size: usize) -> Result<()> {
+    crate::element::check_range("fill destination", offset, len, size)?;
+    let p = pattern.len();
+    if p == 0 || p > 128 || !p.is_power_of_two() {
+        return Err(Error::invalid(format!(
+            "fill pattern length must be a power of two from 1 to 128 bytes, got {p}"
+        )));
+    }
+    if offset % p != 0 || len % p != 0 {
+        return Err(Error::invalid(format!(
+            "fill offset {offset} and length {len} must be multiples of the pattern length {p}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an allocation request against the device's limit.
+pub(crate) fn check_allocation(bytes: usize, max: u64) -> Result<()> {
+    if bytes == 0 {
+        return Err(Error::ZeroLength { what: "allocation" });
+    }
+    if bytes as u64 > max {
+        return Err(Error::AllocationTooLarge {
+            requested: bytes as u64,
+            max,
+        });
+    }
+    Ok(())
+}

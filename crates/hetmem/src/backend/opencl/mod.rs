@@ -1,0 +1,659 @@
+//! The OpenCL backend (feature `opencl`): one backend per OpenCL device, over opencl3.
+//!
+//! libOpenCL is opened at run time, so a machine without OpenCL builds and runs hetmem and gets
+//! [`Error::BackendUnavailable`] from [`OpenClBackend::all`]. Each device has its own context and
+//! in-order queues; blocks are `cl_mem` buffers; staging buffers are `CL_MEM_ALLOC_HOST_PTR`
+//! buffers mapped once for their whole life (page-locked on GPU drivers), used as the host side of
+//! non-blocking reads and writes.
+
+mod event;
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use opencl3::command_queue::{self as clq, CommandQueue};
+use opencl3::context::Context;
+use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
+use opencl3::error_codes::{
+    error_text, CL_DEVICE_NOT_FOUND, CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY,
+    CL_OUT_OF_RESOURCES,
+};
+use opencl3::event::{
+    create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
+};
+use opencl3::memory::{
+    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR,
+    CL_MEM_READ_WRITE,
+};
+use opencl3::platform::{get_platforms, Platform};
+use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+
+use self::event::ClEvent;
+use super::{
+    check_allocation, check_fill, check_owner, Backend, BackendId, BackendKind, BackendUsage,
+    Capabilities, DeviceBlock, DeviceInfo, Event, Queue, StagingBuffer, StagingMemory,
+    UsageCounters, UserEvent,
+};
+use crate::element::check_range;
+use crate::error::{BackendError, Error, Result};
+
+/// `CL_PLATFORM_NOT_FOUND_KHR`: the ICD loader found no platform.
+const CL_PLATFORM_NOT_FOUND_KHR: cl_int = -1001;
+
+/// One OpenCL device. See the [module docs](self).
+pub struct OpenClBackend {
+    id: BackendId,
+    device: Device,
+    context: Context,
+    queue: Queue,
+    /// Every queue created, so `synchronize` can finish them all.
+    queues: Mutex<Vec<Arc<CommandQueue>>>,
+    info: DeviceInfo,
+    capabilities: Capabilities,
+    usage: UsageCounters,
+}
+
+// The `Device` and `Context` handles are `Send + Sync` (opencl3 declares them so; OpenCL objects
+// are thread-safe except kernels, which hetmem never shares).
+
+impl OpenClBackend {
+    /// One backend per device of every OpenCL platform, numbered in platform order.
+    pub fn all() -> Result<Vec<OpenClBackend>> {
+        if !cl3::is_opencl_runtime_available() {
+            return Err(unavailable(
+                "no OpenCL ICD loader (libOpenCL.so.1) could be loaded; install one with an ICD \
+                 such as PoCL (Debian: ocl-icd-libopencl1 pocl-opencl-icd) or a GPU driver",
+            ));
+        }
+        let platforms = get_platforms().map_err(|e| match e.0 {
+            CL_PLATFORM_NOT_FOUND_KHR => unavailable(
+                "the OpenCL loader found no platform; install an ICD such as pocl-opencl-icd",
+            ),
+            code => cl_error("clGetPlatformIDs", code),
+        })?;
+        let mut backends = Vec::new();
+        for platform in &platforms {
+            let ids = match platform.get_devices(CL_DEVICE_TYPE_ALL) {
+                Ok(ids) => ids,
+                Err(e) if e.0 == CL_DEVICE_NOT_FOUND => continue,
+                Err(e) => return Err(cl_error("clGetDeviceIDs", e.0)),
+            };
+            for id in ids {
+                backends.push(OpenClBackend::new(
+                    backends.len(),
+                    platform,
+                    Device::new(id),
+                )?);
+            }
+        }
+        if backends.is_empty() {
+            return Err(unavailable(
+                "OpenCL platforms are installed but expose no device",
+            ));
+        }
+        Ok(backends)
+    }
+
+    /// The backend for the `index`-th OpenCL device (`opencl:index`).
+    pub fn with_index(index: usize) -> Result<OpenClBackend> {
+        let mut all = OpenClBackend::all()?;
+        let count = all.len();
+        if index >= count {
+            return Err(unavailable(&format!(
+                "OpenCL device {index} requested, but this machine has {count}"
+            )));
+        }
+        Ok(all.swap_remove(index))
+    }
+
+    fn new(index: usize, platform: &Platform, device: Device) -> Result<Self> {
+        let context =
+            Context::from_device(&device).map_err(|e| cl_error("clCreateContext", e.0))?;
+        let id = BackendId::unique();
+        let info = DeviceInfo {
+            kind: BackendKind::OpenCl,
+            index,
+            name: device.name().unwrap_or_default(),
+            vendor: device.vendor().unwrap_or_default(),
+            driver: format!(
+                "{} {}",
+                platform.name().unwrap_or_default(),
+                device.driver_version().unwrap_or_default()
+            ),
+            total_memory: device
+                .global_mem_size()
+                .map_err(|e| cl_error("clGetDeviceInfo", e.0))?,
+            free_memory: None,
+            max_allocation: device
+                .max_mem_alloc_size()
+                .map_err(|e| cl_error("clGetDeviceInfo", e.0))?,
+            // CL_DEVICE_MEM_BASE_ADDR_ALIGN is in bits.
+            alignment: (device.mem_base_addr_align().unwrap_or(8) as usize / 8).max(1),
+        };
+        let capabilities = Capabilities {
+            unified_memory: device.host_unified_memory().unwrap_or(false),
+            peer_access: false,
+            async_copies: true,
+            pinned_staging: true,
+        };
+        let mut backend = OpenClBackend {
+            id,
+            device,
+            context,
+            queue: Queue::new(id, Arc::new(())),
+            queues: Mutex::new(Vec::new()),
+            info,
+            capabilities,
+            usage: UsageCounters::default(),
+        };
+        backend.queue = backend.create_queue()?;
+        Ok(backend)
+    }
+
+    /// The OpenCL context, for building programs and kernels that use this backend's blocks.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The OpenCL device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The OpenCL command queue behind a hetmem queue of this backend, for launching kernels in
+    /// order with hetmem's transfers.
+    pub fn command_queue<'q>(&self, queue: &'q Queue) -> Result<&'q CommandQueue> {
+        check_owner("queue", self.id, queue.backend())?;
+        queue
+            .downcast::<CommandQueue>()
+            .ok_or_else(|| Error::invalid("queue does not hold an OpenCL command queue"))
+    }
+
+    fn check_block(
+        &self,
+        what: &'static str,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_owner("device block", self.id, block.backend())?;
+        check_range(what, offset, len, block.size())
+    }
+
+    fn check_staging(
+        &self,
+        what: &'static str,
+        staging: &StagingBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        check_owner("staging buffer", self.id, staging.backend())?;
+        check_range(what, offset, len, staging.len())
+    }
+
+    /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
+    /// without anyone waiting on it.
+    fn submitted(&self, queue: &CommandQueue, raw: cl_event) -> Result<Event> {
+        let event = Event::from_source(Arc::new(ClEvent::new(raw, self.id)));
+        queue.flush().map_err(|e| cl_error("clFlush", e.0))?;
+        Ok(event)
+    }
+}
+
+/// Drops the event an enqueue returned when nobody needs it.
+fn discard(raw: cl_event) {
+    drop(ClEventHandle::new(raw));
+}
+
+fn mem(block: &DeviceBlock) -> cl_mem {
+    block.raw_handle()
+}
+
+impl Backend for OpenClBackend {
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn info(&self) -> DeviceInfo {
+        self.info.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn usage(&self) -> BackendUsage {
+        self.usage.snapshot()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+        check_allocation(bytes, self.info.max_allocation)?;
+        // SAFETY: READ_WRITE without a host pointer is a valid flag set; the size is non-zero and
+        // within the device limit.
+        let mem = unsafe {
+            create_buffer(
+                self.context.get(),
+                CL_MEM_READ_WRITE,
+                bytes,
+                ptr::null_mut(),
+            )
+        }
+        .map_err(|code| allocation_error("clCreateBuffer", code, bytes))?;
+        self.usage.allocated(bytes);
+        // SAFETY: a new cl_mem of `bytes` bytes, handed out once, released in `release`.
+        Ok(unsafe { DeviceBlock::from_raw(self.id, mem, bytes) })
+    }
+
+    fn release(&self, block: DeviceBlock) -> Result<()> {
+        check_owner("device block", self.id, block.backend())?;
+        let bytes = block.size();
+        // SAFETY: the block is ours, so its handle is a cl_mem we created and hold one reference
+        // to; `release` consumes the block, so the reference is dropped once. OpenCL frees the
+        // memory only after enqueued commands that use it complete.
+        unsafe { release_mem_object(block.into_raw()) }
+            .map_err(|code| cl_error("clReleaseMemObject", code))?;
+        self.usage.released(bytes);
+        Ok(())
+    }
+
+    fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
+        check_allocation(bytes, self.info.max_allocation)?;
+        let queue = self.command_queue(&self.queue)?;
+        let memory = ClStaging::new(&self.context, queue, bytes)?;
+        Ok(StagingBuffer::new(self.id, Arc::new(memory)))
+    }
+
+    fn default_queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn create_queue(&self) -> Result<Queue> {
+        let queue = Arc::new(
+            CommandQueue::create_default_with_properties(&self.context, 0, 0)
+                .map_err(|e| cl_error("clCreateCommandQueueWithProperties", e.0))?,
+        );
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(queue.clone());
+        Ok(Queue::new(self.id, queue))
+    }
+
+    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+        let q = self.command_queue(queue)?;
+        self.check_block("write destination", dst, offset, src.len())?;
+        // SAFETY: blocking write: `src` is read before the call returns; the range is inside the
+        // cl_mem (checked).
+        let raw = unsafe {
+            clq::enqueue_write_buffer(
+                q.get(),
+                mem(dst),
+                CL_BLOCKING,
+                offset,
+                src.len(),
+                src.as_ptr().cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
+        discard(raw);
+        Ok(())
+    }
+
+    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let q = self.command_queue(queue)?;
+        self.check_block("read source", src, offset, dst.len())?;
+        // SAFETY: blocking read: `dst` is fully written before the call returns; the range is
+        // inside the cl_mem (checked).
+        let raw = unsafe {
+            clq::enqueue_read_buffer(
+                q.get(),
+                mem(src),
+                CL_BLOCKING,
+                offset,
+                dst.len(),
+                dst.as_mut_ptr().cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
+        discard(raw);
+        Ok(())
+    }
+
+    fn write_staged(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        src: &StagingBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        let q = self.command_queue(queue)?;
+        self.check_block("staged write destination", dst, dst_offset, len)?;
+        self.check_staging("staged write source", src, src_offset, len)?;
+        let host = src.memory().as_ptr().wrapping_add(src_offset);
+        // SAFETY: non-blocking write from staging memory. The range is inside the staging buffer
+        // (checked); the buffer records the event below, and its host writers and Drop wait for
+        // it, so the memory stays valid and unchanged until the device has read it.
+        let raw = unsafe {
+            clq::enqueue_write_buffer(
+                q.get(),
+                mem(dst),
+                CL_NON_BLOCKING,
+                dst_offset,
+                len,
+                host.cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
+        let event = self.submitted(q, raw)?;
+        src.track_device_read(event.clone());
+        Ok(event)
+    }
+
+    fn read_staged(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut StagingBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        let q = self.command_queue(queue)?;
+        self.check_block("staged read source", src, src_offset, len)?;
+        self.check_staging("staged read destination", dst, dst_offset, len)?;
+        let host = dst.memory().as_ptr().wrapping_add(dst_offset);
+        // SAFETY: non-blocking read into staging memory. The range is inside the staging buffer
+        // (checked); the buffer records the event below, and every host access and Drop waits
+        // for it, so nothing reads or frees the memory while the device writes it.
+        let raw = unsafe {
+            clq::enqueue_read_buffer(
+                q.get(),
+                mem(src),
+                CL_NON_BLOCKING,
+                src_offset,
+                len,
+                host.cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
+        let event = self.submitted(q, raw)?;
+        dst.track_device_write(event.clone());
+        Ok(event)
+    }
+
+    fn copy(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        let q = self.command_queue(queue)?;
+        self.check_block("copy source", src, src_offset, len)?;
+        self.check_block("copy destination", dst, dst_offset, len)?;
+        // SAFETY: both ranges are inside their cl_mem objects (checked), which are distinct
+        // blocks of this context, so the copy cannot overlap.
+        let raw = unsafe {
+            clq::enqueue_copy_buffer(
+                q.get(),
+                mem(src),
+                mem(dst),
+                src_offset,
+                dst_offset,
+                len,
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueCopyBuffer", code))?;
+        self.submitted(q, raw)
+    }
+
+    fn fill(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<Event> {
+        let q = self.command_queue(queue)?;
+        check_owner("device block", self.id, dst.backend())?;
+        check_fill(offset, len, pattern, dst.size())?;
+        // SAFETY: the range is inside the cl_mem and aligned to the pattern (checked); OpenCL
+        // copies the pattern before clEnqueueFillBuffer returns.
+        let raw = unsafe {
+            clq::enqueue_fill_buffer(
+                q.get(),
+                mem(dst),
+                pattern.as_ptr().cast(),
+                pattern.len(),
+                offset,
+                len,
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueFillBuffer", code))?;
+        self.submitted(q, raw)
+    }
+
+    fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
+        let q = self.command_queue(queue)?;
+        let Some(source) = event.source() else {
+            return Ok(());
+        };
+        match source.as_any().downcast_ref::<ClEvent>() {
+            Some(cl) if source.backend() == Some(self.id) => {
+                let wait_list = [cl.raw()];
+                // SAFETY: the wait list holds one live event of this backend's context.
+                let raw =
+                    unsafe { clq::enqueue_barrier_with_wait_list(q.get(), 1, wait_list.as_ptr()) }
+                        .map_err(|code| cl_error("clEnqueueBarrierWithWaitList", code))?;
+                discard(raw);
+                q.flush().map_err(|e| cl_error("clFlush", e.0))
+            }
+            // Events of other contexts cannot enter this context's wait lists.
+            _ => event.wait(),
+        }
+    }
+
+    fn create_user_event(&self) -> Result<UserEvent> {
+        let raw = create_user_event(self.context.get())
+            .map_err(|code| cl_error("clCreateUserEvent", code))?;
+        let source = Arc::new(ClEvent::new(raw, self.id));
+        let event = Event::from_source(source.clone());
+        Ok(UserEvent::new(
+            event,
+            Box::new(move |ok| {
+                let status = if ok { CL_COMPLETE } else { -1 };
+                set_user_event_status(source.raw(), status)
+                    .map_err(|code| cl_error("clSetUserEventStatus", code))
+            }),
+        ))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        let queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for queue in queues {
+            queue.finish().map_err(|e| cl_error("clFinish", e.0))?;
+        }
+        Ok(())
+    }
+}
+
+/// A `CL_MEM_ALLOC_HOST_PTR` buffer, mapped for its whole life.
+struct ClStaging {
+    mem: cl_mem,
+    ptr: *mut u8,
+    len: usize,
+    /// The queue that mapped it, kept to unmap it.
+    queue: cl_queue_handle::Handle,
+}
+
+mod cl_queue_handle {
+    use opencl3::command_queue::release_command_queue;
+    use opencl3::command_queue::retain_command_queue;
+    use opencl3::types::cl_command_queue;
+
+    /// One counted reference to a command queue.
+    pub(super) struct Handle(pub(super) cl_command_queue);
+
+    impl Handle {
+        pub(super) fn retain(queue: cl_command_queue) -> Self {
+            // SAFETY: `queue` is live (borrowed from a CommandQueue by the caller); retaining
+            // adds the reference this handle releases in Drop.
+            let _ = unsafe { retain_command_queue(queue) };
+            Handle(queue)
+        }
+    }
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            // SAFETY: releases the reference taken in `retain`.
+            let _ = unsafe { release_command_queue(self.0) };
+        }
+    }
+}
+
+// SAFETY: ClStaging exclusively owns its cl_mem and the mapping; OpenCL handles are thread-safe,
+// and access to the mapped bytes is governed by the StagingBuffer that wraps it.
+unsafe impl Send for ClStaging {}
+// SAFETY: see `Send`.
+unsafe impl Sync for ClStaging {}
+
+impl ClStaging {
+    fn new(context: &Context, queue: &CommandQueue, len: usize) -> Result<Self> {
+        // SAFETY: ALLOC_HOST_PTR without a host pointer is a valid flag set; len is non-zero.
+        let mem = unsafe {
+            create_buffer(
+                context.get(),
+                CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR,
+                len,
+                ptr::null_mut(),
+            )
+        }
+        .map_err(|code| allocation_error("clCreateBuffer", code, len))?;
+        let mut mapped: *mut c_void = ptr::null_mut();
+        // SAFETY: blocking map of the whole new buffer; `mapped` receives the host pointer.
+        let mapping = unsafe {
+            clq::enqueue_map_buffer(
+                queue.get(),
+                mem,
+                CL_BLOCKING,
+                CL_MAP_READ | CL_MAP_WRITE,
+                0,
+                len,
+                &mut mapped,
+                0,
+                ptr::null(),
+            )
+        };
+        match mapping {
+            Ok(raw) => discard(raw),
+            Err(code) => {
+                // SAFETY: the buffer was created above and is not used anywhere else.
+                let _ = unsafe { release_mem_object(mem) };
+                return Err(cl_error("clEnqueueMapBuffer", code));
+            }
+        }
+        let ptr = mapped.cast::<u8>();
+        // SAFETY: the mapping covers `len` writable bytes; zeroing makes every byte initialised
+        // before any Rust slice sees it.
+        unsafe { ptr::write_bytes(ptr, 0, len) };
+        Ok(ClStaging {
+            mem,
+            ptr,
+            len,
+            queue: cl_queue_handle::Handle::retain(queue.get()),
+        })
+    }
+}
+
+// SAFETY: `ptr` is the mapping of `len` bytes, zeroed at creation, valid until Drop unmaps it.
+unsafe impl StagingMemory for ClStaging {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for ClStaging {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new` (the StagingBuffer has waited for all device
+        // work on it), then drops our one reference to the buffer.
+        unsafe {
+            if let Ok(raw) = clq::enqueue_unmap_mem_object(
+                self.queue.0,
+                self.mem,
+                self.ptr.cast(),
+                0,
+                ptr::null(),
+            ) {
+                let unmapped = ClEventHandle::new(raw);
+                let _ = unmapped.wait();
+            }
+            let _ = release_mem_object(self.mem);
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> Error {
+    Error::BackendUnavailable {
+        backend: BackendKind::OpenCl,
+        reason: reason.to_owned(),
+    }
+}
+
+/// A driver status as a hetmem error.
+pub(super) fn cl_error(operation: &'static str, code: cl_int) -> Error {
+    Error::Backend(BackendError {
+        backend: BackendKind::OpenCl,
+        operation,
+        code: code.into(),
+        name: error_text(code),
+        retryable: matches!(
+            code,
+            CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE
+        ),
+    })
+}
+
+fn allocation_error(operation: &'static str, code: cl_int, bytes: usize) -> Error {
+    match code {
+        CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE => {
+            Error::OutOfMemory {
+                backend: BackendKind::OpenCl,
+                requested: bytes as u64,
+            }
+        }
+        _ => cl_error(operation, code),
+    }
+}

@@ -1,0 +1,157 @@
+//! The one error type of hetmem.
+//!
+//! Every bad argument, every unavailable device and every driver failure is an [`Error`] value:
+//! hetmem never panics on bad input. Errors from the optional driver crates (opencl3, cudarc) are
+//! wrapped in [`BackendError`] so that no optional dependency leaks into the public API.
+
+use std::fmt;
+
+use crate::backend::{BackendId, BackendKind};
+
+/// `Result` with hetmem's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in hetmem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The backend is not present on this machine (no driver, no device, feature not compiled in).
+    #[error("{backend} backend unavailable: {reason}")]
+    BackendUnavailable {
+        /// Which kind of backend was asked for.
+        backend: BackendKind,
+        /// Why it cannot be used, in words a user can act on.
+        reason: String,
+    },
+
+    /// The device (or host) could not provide the memory.
+    #[error("out of memory on {backend}: requested {requested} bytes")]
+    OutOfMemory {
+        /// The backend that ran out.
+        backend: BackendKind,
+        /// Bytes requested by the failing call.
+        requested: u64,
+    },
+
+    /// A single allocation larger than the device allows.
+    #[error(
+        "allocation of {requested} bytes exceeds the device's largest allocation of {max} bytes"
+    )]
+    AllocationTooLarge {
+        /// Bytes requested.
+        requested: u64,
+        /// The device's largest single allocation.
+        max: u64,
+    },
+
+    /// A byte range does not fit inside a block, a buffer or a staging area.
+    #[error("{what}: range {offset}..{offset}+{len} is out of bounds for size {size}")]
+    OutOfRange {
+        /// What was being accessed ("write destination", "copy source", …).
+        what: &'static str,
+        /// Start of the requested range.
+        offset: u64,
+        /// Length of the requested range.
+        len: u64,
+        /// Size of the object the range must fit in.
+        size: u64,
+    },
+
+    /// A zero-sized allocation or transfer, which devices reject and which is almost always a bug.
+    #[error("{what}: zero length is not allowed")]
+    ZeroLength {
+        /// What was zero-sized.
+        what: &'static str,
+    },
+
+    /// A size computation overflowed (`count * size_of::<T>()`, `offset + len`, rounding).
+    #[error("size arithmetic overflowed: {what}")]
+    SizeOverflow {
+        /// The computation that overflowed.
+        what: &'static str,
+    },
+
+    /// Two lengths that must agree do not.
+    #[error("{what}: length mismatch, expected {expected}, got {actual}")]
+    LengthMismatch {
+        /// What was being compared.
+        what: &'static str,
+        /// Length required.
+        expected: u64,
+        /// Length given.
+        actual: u64,
+    },
+
+    /// A block, queue, event or staging buffer was handed to a backend that did not create it.
+    #[error("{what} belongs to backend {found}, not to backend {expected}")]
+    ForeignHandle {
+        /// The kind of handle.
+        what: &'static str,
+        /// The backend that was called.
+        expected: BackendId,
+        /// The backend that created the handle.
+        found: BackendId,
+    },
+
+    /// Any other invalid argument, with an explanation.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The device or its driver reported a failure.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+
+    /// An operating-system call failed.
+    #[error("operating system error: {0}")]
+    Os(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again later (a transient driver failure,
+    /// memory that may be freed meanwhile). Permanent errors — bad arguments, missing backends —
+    /// return `false` and should fail fast.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::OutOfMemory { .. } => true,
+            Error::Backend(e) => e.retryable,
+            Error::Os(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}
+
+/// A failure reported by a device API, with the API's own code and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    /// The backend kind that failed.
+    pub backend: BackendKind,
+    /// The API call that failed (`"clEnqueueWriteBuffer"`).
+    pub operation: &'static str,
+    /// The API's numeric status code.
+    pub code: i64,
+    /// The API's symbolic name for the code (`"CL_OUT_OF_RESOURCES"`).
+    pub name: &'static str,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} call {} failed: {} ({})",
+            self.backend, self.operation, self.name, self.code
+        )
+    }
+}
+
+impl std::error::Error for BackendError {}
