@@ -1,1 +1,33 @@
-fn main() {}
+//! `hetmem`: the command-line face of the hetmem library.
+
+mod info;
+
+use clap::{Parser, Subcommand};
+
+/// Memory for heterogeneous compute: backends, pools, unified buffers and transfers.
+#[derive(Parser)]
+#[command(name = "hetmem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List this machine's backends (host, OpenCL, CUDA) with their memory and capabilities.
+    Info(info::InfoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hetmem: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

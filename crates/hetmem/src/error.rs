@@ -93,6 +93,16 @@ pub enum Error {
         found: BackendId,
     },
 
+    /// A block was released to a backend that did not allocate it. The block travels back in the
+    /// error, unreleased, so that it can still be given to its owner.
+    #[error("device block of backend {} released to backend {expected}", block.backend())]
+    ReleasedToWrongBackend {
+        /// The backend that was called.
+        expected: BackendId,
+        /// The block, still owned by its backend.
+        block: crate::backend::DeviceBlock,
+    },
+
     /// Any other invalid argument, with an explanation.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

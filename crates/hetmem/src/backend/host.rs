@@ -10,9 +10,9 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::{
-    check_allocation, check_fill, check_owner, Backend, BackendId, BackendKind, BackendUsage,
-    Capabilities, DeviceBlock, DeviceInfo, Event, ManualEvent, Queue, StagingBuffer, StagingMemory,
-    UsageCounters, UserEvent,
+    check_allocation, check_fill, check_owner, check_release, Backend, BackendId, BackendKind,
+    BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, ManualEvent, Queue, StagingBuffer,
+    StagingMemory, UsageCounters, UserEvent,
 };
 use crate::element::check_range;
 use crate::error::{Error, Result};
@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
 const HOST_ALIGNMENT: usize = 64;
 
-/// Host memory posing as a device. See the [module docs](self).
+/// Host memory posing as a device: blocks are zeroed, 64-byte-aligned host allocations, copies
+/// are `memcpy`, and every operation has finished when its call returns.
 pub struct HostBackend {
     id: BackendId,
     queue: Queue,
@@ -182,7 +183,7 @@ impl Backend for HostBackend {
     }
 
     fn release(&self, block: DeviceBlock) -> Result<()> {
-        check_owner("device block", self.id, block.backend())?;
+        let block = check_release(self.id, block)?;
         let bytes = block.size();
         let layout = layout(bytes)?;
         // SAFETY: the block is ours (checked above), so its handle came from `alloc_zeroed` with
@@ -347,5 +348,79 @@ fn host_memory() -> HostMemory {
     HostMemory {
         total: field("MemTotal:").unwrap_or(isize::MAX as u64),
         available: field("MemAvailable:"),
+    }
+}
+
+/// Small-size tests of every unsafe path above; `.ci/run` runs them under Miri.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn write_read_copy_fill_release() {
+        let b = HostBackend::new();
+        let q = b.default_queue().clone();
+        let mut x = b.allocate(100).unwrap();
+        let mut y = b.allocate(100).unwrap();
+        assert_eq!(x.raw_handle() as usize % HOST_ALIGNMENT, 0);
+        let mut out = vec![1u8; 100];
+        b.read(&q, &x, 0, &mut out).unwrap();
+        assert_eq!(out, vec![0u8; 100], "fresh blocks are zeroed");
+        b.write(&q, &mut x, 10, &bytes(50)).unwrap();
+        b.copy(&q, &x, 10, &mut y, 0, 50).unwrap();
+        b.fill(&q, &mut y, 64, 32, &[1, 2, 3, 4]).unwrap();
+        b.read(&q, &y, 0, &mut out).unwrap();
+        assert_eq!(&out[..50], &bytes(50)[..]);
+        assert_eq!(&out[50..64], &[0u8; 14]);
+        assert_eq!(&out[64..68], &[1, 2, 3, 4]);
+        assert_eq!(&out[88..96], &[1, 2, 3, 4, 1, 2, 3, 4]);
+        assert_eq!(&out[96..], &[0u8; 4], "fill stops at its range");
+        b.release(x).unwrap();
+        b.release(y).unwrap();
+        assert_eq!(b.usage().live_bytes, 0);
+    }
+
+    #[test]
+    fn staging_round_trip_and_drop() {
+        let b = HostBackend::new();
+        let q = b.default_queue().clone();
+        let mut s = b.allocate_staging(33).unwrap();
+        assert_eq!(s.as_slice().unwrap(), &[0u8; 33][..]);
+        s.as_mut_slice().unwrap().copy_from_slice(&bytes(33));
+        let mut block = b.allocate(40).unwrap();
+        b.write_staged(&q, &mut block, 7, &s, 0, 33)
+            .unwrap()
+            .wait()
+            .unwrap();
+        let mut back = b.allocate_staging(33).unwrap();
+        b.read_staged(&q, &block, 7, &mut back, 0, 33).unwrap();
+        assert_eq!(back.as_slice().unwrap(), &bytes(33)[..]);
+        drop(s);
+        b.release(block).unwrap();
+    }
+
+    #[test]
+    fn foreign_and_out_of_range_leave_memory_alone() {
+        let a = HostBackend::new();
+        let b = HostBackend::new();
+        let mut block = a.allocate(8).unwrap();
+        assert!(matches!(
+            b.write(b.default_queue(), &mut block, 0, &[1]),
+            Err(Error::ForeignHandle { .. })
+        ));
+        assert!(matches!(
+            a.write(a.default_queue(), &mut block, 4, &[1; 5]),
+            Err(Error::OutOfRange { .. })
+        ));
+        let Err(Error::ReleasedToWrongBackend { block, .. }) = b.release(block) else {
+            panic!("release to the wrong backend must fail");
+        };
+        assert_eq!(a.usage().live_blocks, 1);
+        a.release(block).unwrap();
+        assert_eq!(a.usage().live_blocks, 0);
     }
 }

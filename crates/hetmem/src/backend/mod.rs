@@ -8,7 +8,7 @@
 //!
 //! **Handles.** [`DeviceBlock`], [`Queue`], [`Event`] and [`StagingBuffer`] remember the
 //! [`BackendId`] of the backend that created them. Passing one to another backend is an
-//! [`Error::ForeignHandle`](crate::Error::ForeignHandle), never undefined behaviour. A
+//! [`Error::ForeignHandle`], never undefined behaviour. A
 //! `DeviceBlock` is not `Clone`: it is released exactly once, by [`Backend::release`]. A block
 //! that is dropped without being released leaks, like `std::mem::forget`.
 //!
@@ -269,7 +269,8 @@ pub trait Backend: Send + Sync + 'static {
     /// device cannot supply are errors.
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock>;
     /// Gives a block back. The memory is reused only after work already enqueued on it is done.
-    /// A block of another backend is rejected with `ForeignHandle` (and stays unreleased).
+    /// A block of another backend comes back unreleased inside
+    /// [`Error::ReleasedToWrongBackend`].
     fn release(&self, block: DeviceBlock) -> Result<()>;
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
@@ -350,6 +351,15 @@ pub(crate) fn check_owner(what: &'static str, expected: BackendId, found: Backen
             expected,
             found,
         })
+    }
+}
+
+/// Accepts a block for release only from its own backend; otherwise hands it back in the error.
+pub(crate) fn check_release(expected: BackendId, block: DeviceBlock) -> Result<DeviceBlock> {
+    if block.backend() == expected {
+        Ok(block)
+    } else {
+        Err(Error::ReleasedToWrongBackend { expected, block })
     }
 }
 

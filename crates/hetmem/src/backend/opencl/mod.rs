@@ -32,9 +32,9 @@ use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::ClEvent;
 use super::{
-    check_allocation, check_fill, check_owner, Backend, BackendId, BackendKind, BackendUsage,
-    Capabilities, DeviceBlock, DeviceInfo, Event, Queue, StagingBuffer, StagingMemory,
-    UsageCounters, UserEvent,
+    check_allocation, check_fill, check_owner, check_release, Backend, BackendId, BackendKind,
+    BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue, StagingBuffer,
+    StagingMemory, UsageCounters, UserEvent,
 };
 use crate::element::check_range;
 use crate::error::{BackendError, Error, Result};
@@ -42,7 +42,8 @@ use crate::error::{BackendError, Error, Result};
 /// `CL_PLATFORM_NOT_FOUND_KHR`: the ICD loader found no platform.
 const CL_PLATFORM_NOT_FOUND_KHR: cl_int = -1001;
 
-/// One OpenCL device. See the [module docs](self).
+/// One OpenCL device with its own context and in-order queues; blocks are `cl_mem` buffers and
+/// staging buffers are mapped `CL_MEM_ALLOC_HOST_PTR` buffers.
 pub struct OpenClBackend {
     id: BackendId,
     device: Device,
@@ -61,6 +62,10 @@ pub struct OpenClBackend {
 impl OpenClBackend {
     /// One backend per device of every OpenCL platform, numbered in platform order.
     pub fn all() -> Result<Vec<OpenClBackend>> {
+        // Some ICDs (PoCL among them) initialise lazily and can report no device to a second
+        // thread that enumerates while the first is still initialising: enumerate one at a time.
+        static ENUMERATION: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = ENUMERATION.lock().unwrap_or_else(PoisonError::into_inner);
         if !cl3::is_opencl_runtime_available() {
             return Err(unavailable(
                 "no OpenCL ICD loader (libOpenCL.so.1) could be loaded; install one with an ICD \
@@ -251,7 +256,7 @@ impl Backend for OpenClBackend {
     }
 
     fn release(&self, block: DeviceBlock) -> Result<()> {
-        check_owner("device block", self.id, block.backend())?;
+        let block = check_release(self.id, block)?;
         let bytes = block.size();
         // SAFETY: the block is ours, so its handle is a cl_mem we created and hold one reference
         // to; `release` consumes the block, so the reference is dropped once. OpenCL frees the
