@@ -12,7 +12,9 @@ fn main() -> Result<()> {
         backend.write(&queue, &mut block, 0, &vec![7u8; 1 << 20])?;
 
         // Asynchronous device work returns events, which can be waited on or call back.
-        backend.fill(&queue, &mut block, 0, 4096, &[0xAB])?.on_complete(|r| assert!(r.is_ok()))?;
+        backend
+            .fill(&queue, &mut block, 0, 4096, &[0xAB])?
+            .on_complete(|r| assert!(r.is_ok()))?;
 
         // Asynchronous transfers go through staging memory that waits for the device itself.
         let mut staging = backend.allocate_staging(4096)?;

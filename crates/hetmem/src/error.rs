@@ -25,12 +25,15 @@ pub enum Error {
     },
 
     /// The device (or host) could not provide the memory.
-    #[error("out of memory on {backend}: requested {requested} bytes")]
+    #[error("out of memory on {backend}: requested {requested} bytes{}",
+        diagnosis.as_ref().map(|d| format!("; {d}")).unwrap_or_default())]
     OutOfMemory {
         /// The backend that ran out.
         backend: BackendKind,
         /// Bytes requested by the failing call.
         requested: u64,
+        /// What the pool knew, when the failure came through a pool.
+        diagnosis: Option<Box<crate::pool::OomDiagnosis>>,
     },
 
     /// A single allocation larger than the device allows.

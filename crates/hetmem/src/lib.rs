@@ -24,6 +24,8 @@
 pub mod backend;
 pub mod element;
 pub mod error;
+pub mod pool;
+mod sync;
 
 #[cfg(feature = "opencl")]
 pub use backend::OpenClBackend;
@@ -33,3 +35,4 @@ pub use backend::{
 };
 pub use element::{byte_len, Element};
 pub use error::{BackendError, Error, Result};
+pub use pool::{CachingAllocator, PooledBlock, SizeClasses};

@@ -29,9 +29,38 @@ pub(crate) struct UsageCounters {
 
 impl UsageCounters {
     pub(crate) fn allocated(&self, bytes: usize) {
-        self.allocations.fetch_add(1, Ordering::Relaxed);
-        let now = self.live_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
-        self.peak_bytes.fetch_max(now, Ordering::Relaxed);
+        let counted = self.try_allocate(bytes, u64::MAX);
+        debug_assert!(counted, "live bytes overflowed u64");
+    }
+
+    /// Counts an allocation only if live bytes stay within `capacity`; `false` otherwise.
+    pub(crate) fn try_allocate(&self, bytes: usize, capacity: u64) -> bool {
+        let bytes = bytes as u64;
+        let mut live = self.live_bytes.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = live.checked_add(bytes).filter(|&n| n <= capacity) else {
+                return false;
+            };
+            match self.live_bytes.compare_exchange_weak(
+                live,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.allocations.fetch_add(1, Ordering::Relaxed);
+                    self.peak_bytes.fetch_max(next, Ordering::Relaxed);
+                    return true;
+                }
+                Err(actual) => live = actual,
+            }
+        }
+    }
+
+    /// Takes back a `try_allocate` whose allocation then failed.
+    pub(crate) fn undo_allocate(&self, bytes: usize) {
+        self.allocations.fetch_sub(1, Ordering::Relaxed);
+        self.live_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn released(&self, bytes: usize) {

@@ -28,6 +28,8 @@ pub struct HostBackend {
     usage: UsageCounters,
     /// Physical memory, read once: `allocate` is a hot baseline and must not read /proc.
     max_allocation: u64,
+    /// Most bytes live at once (`u64::MAX` unless it stands in for a device of that size).
+    capacity: u64,
 }
 
 impl HostBackend {
@@ -39,7 +41,17 @@ impl HostBackend {
             queue: Queue::new(id, Arc::new(HostQueue)),
             usage: UsageCounters::default(),
             max_allocation: host_memory().total.min(isize::MAX as u64),
+            capacity: u64::MAX,
         }
+    }
+
+    /// A host backend that behaves like a device with `capacity` bytes of memory: allocations
+    /// that would take live bytes above it fail with `OutOfMemory`, as a full device does.
+    pub fn with_capacity(capacity: u64) -> Self {
+        let mut backend = Self::new();
+        backend.capacity = capacity;
+        backend.max_allocation = backend.max_allocation.min(capacity);
+        backend
     }
 
     fn check_queue(&self, queue: &Queue) -> Result<()> {
@@ -101,6 +113,7 @@ fn alloc_zeroed(bytes: usize) -> Result<(NonNull<u8>, Layout)> {
         .ok_or(Error::OutOfMemory {
             backend: BackendKind::Host,
             requested: bytes as u64,
+            diagnosis: None,
         })
 }
 
@@ -144,14 +157,19 @@ impl Backend for HostBackend {
 
     fn info(&self) -> DeviceInfo {
         let memory = host_memory();
+        let live = self.usage.snapshot().live_bytes;
         DeviceInfo {
             kind: BackendKind::Host,
             index: 0,
             name: "host memory".into(),
             vendor: std::env::consts::ARCH.into(),
             driver: format!("hetmem {}", env!("CARGO_PKG_VERSION")),
-            total_memory: memory.total,
-            free_memory: memory.available,
+            total_memory: memory.total.min(self.capacity),
+            free_memory: if self.capacity == u64::MAX {
+                memory.available
+            } else {
+                Some(self.capacity.saturating_sub(live))
+            },
             max_allocation: self.max_allocation,
             alignment: HOST_ALIGNMENT,
         }
@@ -176,8 +194,14 @@ impl Backend for HostBackend {
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
         check_allocation(bytes, self.max_allocation)?;
-        let (ptr, _) = alloc_zeroed(bytes)?;
-        self.usage.allocated(bytes);
+        if !self.usage.try_allocate(bytes, self.capacity) {
+            return Err(Error::OutOfMemory {
+                backend: BackendKind::Host,
+                requested: bytes as u64,
+                diagnosis: None,
+            });
+        }
+        let (ptr, _) = alloc_zeroed(bytes).inspect_err(|_| self.usage.undo_allocate(bytes))?;
         // SAFETY: a fresh allocation of `bytes` bytes, handed out once, freed in `release`.
         Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.as_ptr().cast::<c_void>(), bytes) })
     }

@@ -657,6 +657,7 @@ fn allocation_error(operation: &'static str, code: cl_int, bytes: usize) -> Erro
             Error::OutOfMemory {
                 backend: BackendKind::OpenCl,
                 requested: bytes as u64,
+                diagnosis: None,
             }
         }
         _ => cl_error(operation, code),

@@ -1,0 +1,9 @@
+//! Pooled allocation above a backend: size classes, a caching device allocator, a host array
+//! pool and an object pool.
+
+mod caching;
+mod gauge;
+mod size_classes;
+
+pub use caching::{CachingAllocator, CachingConfig, CachingStats, OomDiagnosis, PooledBlock};
+pub use size_classes::SizeClasses;

@@ -1,0 +1,352 @@
+//! The caching device allocator, on every backend present: reuse, stream-ordered safety, bounds,
+//! trimming, statistics, threads, and a model-based property test.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use common::pattern;
+use hetmem::pool::{CachingAllocator, CachingConfig, SizeClasses};
+use hetmem::{Backend, Error, HostBackend};
+use proptest::prelude::*;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn handle(p: &hetmem::PooledBlock) -> usize {
+    p.block().raw_handle() as usize
+}
+
+/// Invariants that hold whenever no allocation is in flight.
+fn check_invariants(pool: &CachingAllocator) {
+    let s = pool.stats();
+    assert_eq!(s.bytes_in_use + s.bytes_cached, s.bytes_reserved, "{s:?}");
+    assert!(s.peak_in_use >= s.bytes_in_use && s.peak_reserved >= s.bytes_reserved);
+    let usage = pool.backend().usage();
+    assert_eq!(
+        usage.live_bytes, s.bytes_reserved,
+        "backend and pool agree on reserved bytes"
+    );
+    assert_eq!(
+        s.backend_allocations - s.backend_releases,
+        usage.live_blocks
+    );
+}
+
+fn released_block_is_reused_with_its_contents_intact(b: &Arc<dyn Backend>) {
+    let pool = CachingAllocator::new(b.clone());
+    let q = b.default_queue().clone();
+    let mut first = pool.allocate(1000).unwrap();
+    assert_eq!(first.len(), 1000);
+    assert_eq!(first.capacity(), 1024);
+    let data = pattern(1000, 1);
+    b.write(&q, first.block_mut(), 0, &data).unwrap();
+    let id = handle(&first);
+    drop(first);
+    let s = pool.stats();
+    assert_eq!(
+        (s.misses, s.hits, s.cached_blocks, s.bytes_cached),
+        (1, 0, 1, 1024)
+    );
+    // 900 bytes falls into the same 1024-byte class: the cached block comes back.
+    let again = pool.allocate(900).unwrap();
+    assert_eq!(handle(&again), id);
+    let mut out = vec![0u8; 1000];
+    b.read(&q, again.block(), 0, &mut out).unwrap();
+    assert_eq!(out, data, "a cached block keeps its bytes");
+    let s = pool.stats();
+    assert_eq!((s.hits, s.backend_allocations, s.waste_bytes), (1, 1, 124));
+    assert_eq!(s.hit_rate(), 0.5);
+    // A different class does not take it.
+    let other = pool.allocate(2000).unwrap();
+    assert_ne!(handle(&other), id);
+    drop((again, other));
+    check_invariants(&pool);
+}
+
+fn pending_work_keeps_a_block_out_of_reach(b: &Arc<dyn Backend>) {
+    let pool = CachingAllocator::new(b.clone());
+    let gate = b.create_user_event().unwrap();
+    let mut block = pool.allocate(64 * KIB).unwrap();
+    let id = handle(&block);
+    let pending = if b.capabilities().async_copies {
+        // Real queued device work on the block, held back by the gate.
+        let queue = b.create_queue().unwrap();
+        b.enqueue_wait(&queue, gate.event()).unwrap();
+        b.fill(&queue, block.block_mut(), 0, 64 * KIB, &[0x77])
+            .unwrap()
+    } else {
+        gate.event().clone()
+    };
+    assert!(!pending.is_finished());
+    block.release_after(pending.clone());
+    let while_pending = pool.allocate(64 * KIB).unwrap();
+    assert_ne!(
+        handle(&while_pending),
+        id,
+        "a block with queued work must not be handed out"
+    );
+    gate.complete().unwrap();
+    pending.wait().unwrap();
+    let after = pool.allocate(64 * KIB).unwrap();
+    assert_eq!(
+        handle(&after),
+        id,
+        "once the work is done the block is reused"
+    );
+    if b.capabilities().async_copies {
+        let mut out = vec![0u8; 64 * KIB];
+        b.read(b.default_queue(), after.block(), 0, &mut out)
+            .unwrap();
+        assert!(
+            out.iter().all(|&x| x == 0x77),
+            "the gated fill ran before reuse"
+        );
+    }
+    drop((while_pending, after));
+    check_invariants(&pool);
+}
+
+fn cache_bounds_and_lru_trimming(b: &Arc<dyn Backend>) {
+    let config = CachingConfig {
+        max_cached_bytes: 4 * MIB as u64,
+        max_blocks_per_class: 2,
+        ..CachingConfig::default()
+    };
+    let pool = CachingAllocator::with_config(b.clone(), config);
+    // Per-class bound: of three released 1 MiB blocks only two stay cached.
+    let blocks: Vec<_> = (0..3).map(|_| pool.allocate(MIB).unwrap()).collect();
+    drop(blocks);
+    let s = pool.stats();
+    assert_eq!((s.cached_blocks, s.backend_releases), (2, 1));
+    // Byte bound: releasing 3 MiB more evicts the least recently released 1 MiB block.
+    let big = pool.allocate(3 * MIB).unwrap();
+    let big_id = handle(&big);
+    drop(big);
+    let s = pool.stats();
+    assert!(s.bytes_cached <= 4 * MIB as u64, "{s:?}");
+    assert_eq!(s.bytes_cached, 4 * MIB as u64);
+    assert_eq!(s.largest_cached_block, 3 * MIB as u64);
+    // trim keeps the most recently released block.
+    assert_eq!(pool.trim(3 * MIB as u64).unwrap(), MIB as u64);
+    assert_eq!(handle(&pool.allocate(3 * MIB).unwrap()), big_id);
+    assert!(pool.release_all().unwrap() > 0);
+    let s = pool.stats();
+    assert_eq!(
+        (s.cached_blocks, s.bytes_cached, s.bytes_reserved),
+        (0, 0, 0)
+    );
+    assert_eq!(b.usage().live_bytes, 0);
+    check_invariants(&pool);
+}
+
+fn oversize_and_bad_requests(b: &Arc<dyn Backend>) {
+    let config = CachingConfig {
+        classes: SizeClasses::new(4, 512, MIB).unwrap(),
+        ..CachingConfig::default()
+    };
+    let pool = CachingAllocator::with_config(b.clone(), config);
+    let big = pool.allocate(MIB + 1).unwrap();
+    assert_eq!(big.capacity(), MIB + 1, "oversized requests are exact");
+    drop(big);
+    let s = pool.stats();
+    assert_eq!((s.oversize, s.cached_blocks, s.backend_releases), (1, 0, 1));
+    assert!(matches!(pool.allocate(0), Err(Error::ZeroLength { .. })));
+    assert!(matches!(
+        pool.allocate(usize::MAX),
+        Err(Error::AllocationTooLarge { .. })
+    ));
+    check_invariants(&pool);
+}
+
+fn two_threads_allocate_and_release(b: &Arc<dyn Backend>) {
+    let pool = CachingAllocator::new(b.clone());
+    std::thread::scope(|s| {
+        for t in 0..2usize {
+            let pool = pool.clone();
+            s.spawn(move || {
+                let q = pool.backend().default_queue().clone();
+                let mut held = Vec::new();
+                for i in 0..200usize {
+                    let size = 512 + (i * 977 + t * 131) % (256 * KIB);
+                    let mut p = pool.allocate(size).unwrap();
+                    let tag = [(t * 100 + i % 100) as u8; 8];
+                    pool.backend().write(&q, p.block_mut(), 0, &tag).unwrap();
+                    held.push((p, tag));
+                    if held.len() > 8 {
+                        let (p, tag) = held.remove(i % held.len());
+                        let mut out = [0u8; 8];
+                        pool.backend().read(&q, p.block(), 0, &mut out).unwrap();
+                        assert_eq!(out, tag, "no block is shared between live allocations");
+                    }
+                }
+            });
+        }
+    });
+    let s = pool.stats();
+    assert_eq!(s.bytes_in_use, 0);
+    assert_eq!(s.hits + s.misses, 400);
+    assert!(s.hits > 0);
+    check_invariants(&pool);
+}
+
+macro_rules! instantiate {
+    ($($backend:ident => $make:expr),* $(,)?) => {$(
+        mod $backend {
+            instantiate!(@tests $make;
+                released_block_is_reused_with_its_contents_intact,
+                pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
+                oversize_and_bad_requests, two_threads_allocate_and_release);
+        }
+    )*};
+    (@tests $make:expr; $($test:ident),*) => {$(
+        #[test]
+        fn $test() {
+            if let Some(backend) = $make {
+                super::$test(&backend);
+            }
+        }
+    )*};
+}
+
+instantiate! {
+    host => crate::common::host(),
+    opencl_dev0 => crate::common::opencl(0),
+}
+
+#[test]
+fn out_of_memory_releases_the_cache_retries_and_diagnoses() {
+    let backend: Arc<dyn Backend> = Arc::new(HostBackend::with_capacity(4 * MIB as u64));
+    let pool = CachingAllocator::new(backend.clone());
+    // Fill the "device" with cached blocks of another class.
+    let held: Vec<_> = (0..3).map(|_| pool.allocate(MIB).unwrap()).collect();
+    drop(held);
+    assert_eq!(pool.stats().bytes_cached, 3 * MIB as u64);
+    // 2 MiB does not fit next to 3 MiB of cache: the cache is released and the retry succeeds.
+    let two = pool.allocate(2 * MIB).unwrap();
+    let s = pool.stats();
+    assert_eq!((s.bytes_cached, s.bytes_in_use), (0, 2 * MIB as u64));
+    // Now a request that cannot fit even with an empty cache.
+    let _one = pool.allocate(MIB).unwrap();
+    drop(pool.allocate(512 * KIB).unwrap()); // cached, released again on the next failure
+    match pool.allocate(2 * MIB) {
+        Err(Error::OutOfMemory {
+            requested,
+            diagnosis: Some(d),
+            ..
+        }) => {
+            assert_eq!(requested, 2 * MIB as u64);
+            assert_eq!(d.in_use, 3 * MIB as u64);
+            assert_eq!(d.cached, 512 * KIB as u64);
+            assert_eq!(d.largest_cached, 512 * KIB as u64);
+            assert_eq!(d.device_free, Some(MIB as u64));
+            let text = Error::OutOfMemory {
+                backend: hetmem::BackendKind::Host,
+                requested,
+                diagnosis: Some(d),
+            }
+            .to_string();
+            assert!(text.contains("in use"), "{text}");
+        }
+        other => panic!("expected a diagnosed OutOfMemory, got {other:?}"),
+    }
+    assert_eq!(pool.stats().bytes_cached, 0);
+    drop(two);
+    check_invariants(&pool);
+}
+
+#[test]
+fn peaks_reset_to_the_current_values() {
+    let pool = CachingAllocator::new(Arc::new(HostBackend::new()));
+    let a = pool.allocate(MIB).unwrap();
+    drop(pool.allocate(2 * MIB).unwrap());
+    assert_eq!(pool.stats().peak_in_use, 3 * MIB as u64);
+    pool.reset_peaks();
+    let s = pool.stats();
+    assert_eq!(
+        (s.peak_in_use, s.peak_reserved),
+        (MIB as u64, 3 * MIB as u64)
+    );
+    drop(a);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allocate(usize),
+    Release(usize),
+    Trim(u64),
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => (1usize..300_000).prop_map(Op::Allocate),
+            4 => any::<usize>().prop_map(Op::Release),
+            1 => (0u64..1_000_000).prop_map(Op::Trim),
+        ],
+        1..80,
+    )
+}
+
+/// Runs a random operation sequence against the pool and a reference model of what must hold.
+fn run_model(backend: Arc<dyn Backend>, ops: &[Op]) {
+    let config = CachingConfig {
+        max_cached_bytes: 1_500_000,
+        max_blocks_per_class: 3,
+        ..CachingConfig::default()
+    };
+    let pool = CachingAllocator::with_config(backend, config);
+    let classes = *pool.classes();
+    let mut live = Vec::new();
+    let (mut requested_total, mut rounded_total) = (0u64, 0u64);
+    for op in ops {
+        match *op {
+            Op::Allocate(n) => {
+                let p = pool.allocate(n).unwrap();
+                assert_eq!(p.capacity(), classes.round_up(n).unwrap());
+                requested_total += n as u64;
+                rounded_total += p.capacity() as u64;
+                live.push(p);
+            }
+            Op::Release(i) if !live.is_empty() => {
+                let p = live.swap_remove(i % live.len());
+                requested_total -= p.len() as u64;
+                rounded_total -= p.capacity() as u64;
+            }
+            Op::Release(_) => {}
+            Op::Trim(target) => {
+                pool.trim(target).unwrap();
+                assert!(pool.stats().bytes_cached <= target);
+            }
+        }
+        let handles: HashSet<usize> = live.iter().map(handle).collect();
+        assert_eq!(handles.len(), live.len(), "a block was handed out twice");
+        let s = pool.stats();
+        assert_eq!(s.bytes_in_use, rounded_total);
+        assert_eq!(s.waste_bytes, rounded_total - requested_total);
+        assert!(s.bytes_cached <= 1_500_000);
+        check_invariants(&pool);
+    }
+    drop(live);
+    let s = pool.stats();
+    assert_eq!(s.bytes_in_use, 0);
+    assert_eq!(s.waste_bytes, 0);
+    check_invariants(&pool);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn model_host(ops in ops()) {
+        run_model(Arc::new(HostBackend::new()), &ops);
+    }
+
+    #[test]
+    fn model_opencl(ops in ops()) {
+        if let Some(backend) = common::opencl(0) {
+            run_model(backend, &ops);
+        }
+    }
+}
