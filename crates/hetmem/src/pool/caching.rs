@@ -115,7 +115,8 @@ impl CachingStats {
 }
 
 /// A device allocator that caches released blocks per size class. Cheap to clone: clones share
-/// one cache. See the [module docs](self).
+/// one cache; each size class is locked separately and released blocks with pending device work
+/// are held back until that work finishes.
 #[derive(Clone)]
 pub struct CachingAllocator {
     inner: Arc<Inner>,

@@ -1,9 +1,11 @@
 //! Pooled allocation above a backend: size classes, a caching device allocator, a host array
 //! pool and an object pool.
 
+mod array_pool;
 mod caching;
 mod gauge;
 mod size_classes;
 
+pub use array_pool::{ArrayPool, ArrayPoolConfig, ArrayPoolStats, Rented};
 pub use caching::{CachingAllocator, CachingConfig, CachingStats, OomDiagnosis, PooledBlock};
 pub use size_classes::SizeClasses;

@@ -1,0 +1,125 @@
+//! Caching allocator against raw backend calls, in the same run, on the host backend and the
+//! first OpenCL device (when the `opencl` feature is on and a device is present).
+//!
+//! `cargo bench -p hetmem --all-features --bench pool`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use hetmem::pool::CachingAllocator;
+use hetmem::{Backend, HostBackend};
+
+const MIB: usize = 1 << 20;
+
+fn backends() -> Vec<(String, Arc<dyn Backend>)> {
+    let mut all: Vec<(String, Arc<dyn Backend>)> =
+        vec![("host".into(), Arc::new(HostBackend::new()))];
+    #[cfg(feature = "opencl")]
+    if let Ok(mut cl) = hetmem::OpenClBackend::all() {
+        all.push(("opencl0".into(), Arc::new(cl.swap_remove(0))));
+    }
+    all
+}
+
+/// Allocate + release of a 1 MiB block: a cache hit against the raw driver round trip.
+fn alloc_release(c: &mut Criterion) {
+    let mut group = c.benchmark_group("alloc_release_1MiB");
+    for (name, backend) in backends() {
+        let pool = CachingAllocator::new(backend.clone());
+        drop(pool.allocate(MIB).unwrap()); // warm: one cached block
+        group.bench_function(BenchmarkId::new("pool_hit", &name), |b| {
+            b.iter(|| drop(pool.allocate(std::hint::black_box(MIB)).unwrap()))
+        });
+        group.bench_function(BenchmarkId::new("raw_backend", &name), |b| {
+            b.iter(|| {
+                backend
+                    .release(backend.allocate(std::hint::black_box(MIB)).unwrap())
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Allocate + first write of 16 MiB: a warm pooled block against a fresh driver allocation.
+fn first_use(c: &mut Criterion) {
+    let mut group = c.benchmark_group("first_use_16MiB");
+    group.sample_size(20);
+    let data = vec![0x5Au8; 16 * MIB];
+    for (name, backend) in backends() {
+        let pool = CachingAllocator::new(backend.clone());
+        let q = backend.default_queue().clone();
+        drop(pool.allocate(16 * MIB).unwrap());
+        group.bench_function(BenchmarkId::new("pool_hit_write", &name), |b| {
+            b.iter(|| {
+                let mut p = pool.allocate(16 * MIB).unwrap();
+                backend.write(&q, p.block_mut(), 0, &data).unwrap();
+            })
+        });
+        group.bench_function(BenchmarkId::new("raw_alloc_write_release", &name), |b| {
+            b.iter(|| {
+                let mut block = backend.allocate(16 * MIB).unwrap();
+                backend.write(&q, &mut block, 0, &data).unwrap();
+                backend.release(block).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Allocate/release throughput of 1 and 2 threads sharing one pool (time per operation per
+/// thread; equal times mean 2 threads do twice the work).
+fn threads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("threads_alloc_release");
+    let pool = CachingAllocator::new(Arc::new(HostBackend::new()));
+    let sizes = [4096usize, 65_536, 300_000, MIB];
+    for &size in &sizes {
+        drop((pool.allocate(size).unwrap(), pool.allocate(size).unwrap()));
+    }
+    for threads in [1usize, 2] {
+        group.bench_function(BenchmarkId::new("pool_host", threads), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let pool = pool.clone();
+                        s.spawn(move || {
+                            for i in 0..iters as usize {
+                                drop(pool.allocate(sizes[(i + t) % sizes.len()]).unwrap());
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Rent + return of 1 MiB of f32 against `Vec::with_capacity` + touching every page.
+fn array_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("array_1MiB_f32");
+    let pool = hetmem::pool::ArrayPool::<f32>::new();
+    drop(pool.rent(MIB / 4).unwrap());
+    group.bench_function("pool_rent_return", |b| {
+        b.iter(|| drop(pool.rent(std::hint::black_box(MIB / 4)).unwrap()))
+    });
+    group.bench_function("vec_with_capacity_touch", |b| {
+        b.iter(|| {
+            let mut v: Vec<f32> = Vec::with_capacity(MIB / 4);
+            // Filling writes every page, as a fresh array's first use does.
+            v.resize(MIB / 4, 0.0);
+            std::hint::black_box(&mut v);
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = alloc_release, first_use, threads, array_pool
+}
+criterion_main!(benches);

@@ -1,0 +1,347 @@
+//! `ArrayPool<T>`: host arrays rented by element count and returned on drop.
+//!
+//! Arrays live in power-of-two buckets (64 to 16M elements by default, 8 arrays each). A rented
+//! array's contents are whatever its last user left: every bit pattern is a valid `T`, and not
+//! clearing is what makes renting cheaper than allocating.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use super::gauge::Budget;
+use crate::element::{byte_len, Element};
+use crate::error::{Error, Result};
+use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+
+/// Limits of an [`ArrayPool`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayPoolConfig {
+    /// Smallest bucket, in elements (a power of two).
+    pub min_len: usize,
+    /// Largest bucket, in elements (a power of two); longer requests are served unpooled.
+    pub max_len: usize,
+    /// Most arrays kept per bucket.
+    pub arrays_per_bucket: usize,
+    /// Most bytes kept in the pool across all buckets.
+    pub max_retained_bytes: u64,
+}
+
+impl Default for ArrayPoolConfig {
+    fn default() -> Self {
+        ArrayPoolConfig {
+            min_len: 64,
+            max_len: 16 << 20,
+            arrays_per_bucket: 8,
+            max_retained_bytes: u64::MAX,
+        }
+    }
+}
+
+/// A snapshot of an [`ArrayPool`]'s counters.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ArrayPoolStats {
+    /// Arrays handed out.
+    pub rented: u64,
+    /// Arrays given back (kept or dropped).
+    pub returned: u64,
+    /// Arrays allocated because no pooled one fitted (unpooled requests included).
+    pub allocated: u64,
+    /// Bytes held by pooled arrays waiting to be rented.
+    pub bytes_retained: u64,
+}
+
+impl ArrayPoolStats {
+    /// Fraction of rents served without allocating.
+    pub fn reuse_rate(&self) -> f64 {
+        if self.rented == 0 {
+            0.0
+        } else {
+            1.0 - self.allocated as f64 / self.rented as f64
+        }
+    }
+}
+
+/// The arrays one bucket keeps, most recently returned last.
+type Bucket<T> = Mutex<Vec<Box<[T]>>>;
+
+/// Host arrays of `T` by element count, in power-of-two buckets; rented contents are not cleared.
+pub struct ArrayPool<T: Element> {
+    config: ArrayPoolConfig,
+    min_len_log2: u32,
+    buckets: Box<[Bucket<T>]>,
+    retained: Budget,
+    rented: AtomicU64,
+    returned: AtomicU64,
+    allocated: AtomicU64,
+}
+
+impl<T: Element> ArrayPool<T> {
+    /// A pool with the default buckets: 64 to 16M elements, 8 arrays each.
+    pub fn new() -> Self {
+        Self::with_config(ArrayPoolConfig::default()).expect("valid default")
+    }
+
+    /// A pool with the given limits.
+    pub fn with_config(config: ArrayPoolConfig) -> Result<Self> {
+        if !config.min_len.is_power_of_two()
+            || !config.max_len.is_power_of_two()
+            || config.max_len < config.min_len
+        {
+            return Err(Error::invalid(format!(
+                "array pool buckets {}..={} must be powers of two in order",
+                config.min_len, config.max_len
+            )));
+        }
+        byte_len::<T>(config.max_len)?;
+        let count =
+            (config.max_len.trailing_zeros() - config.min_len.trailing_zeros() + 1) as usize;
+        Ok(ArrayPool {
+            config,
+            min_len_log2: config.min_len.trailing_zeros(),
+            buckets: (0..count).map(|_| Mutex::new(Vec::new())).collect(),
+            retained: Budget::new(config.max_retained_bytes),
+            rented: AtomicU64::new(0),
+            returned: AtomicU64::new(0),
+            allocated: AtomicU64::new(0),
+        })
+    }
+
+    /// An array of `len` elements (capacity: its bucket's size), returned to the pool on drop.
+    pub fn rent(&self, len: usize) -> Result<Rented<'_, T>> {
+        if len == 0 {
+            return Err(Error::ZeroLength { what: "array rent" });
+        }
+        byte_len::<T>(len)?;
+        self.rented.fetch_add(1, Ordering::Relaxed);
+        if len > self.config.max_len {
+            self.allocated.fetch_add(1, Ordering::Relaxed);
+            return Ok(Rented {
+                array: Some(zeroed(len)),
+                len,
+                bucket: None,
+                pool: self,
+            });
+        }
+        let bucket = self.bucket(len);
+        let pooled = lock(&self.buckets[bucket]).pop();
+        let array = match pooled {
+            Some(array) => {
+                self.retained.sub(bytes_of(&array));
+                array
+            }
+            None => {
+                self.allocated.fetch_add(1, Ordering::Relaxed);
+                zeroed(self.config.min_len << bucket)
+            }
+        };
+        Ok(Rented {
+            array: Some(array),
+            len,
+            bucket: Some(bucket),
+            pool: self,
+        })
+    }
+
+    /// Drops `fraction` (0.0 to 1.0) of the arrays each bucket holds, for memory pressure.
+    /// Returns the bytes freed.
+    pub fn shrink(&self, fraction: f64) -> u64 {
+        let fraction = fraction.clamp(0.0, 1.0);
+        let mut freed = 0;
+        for bucket in self.buckets.iter() {
+            let mut arrays = lock(bucket);
+            let drop_count = ((arrays.len() as f64 * fraction).ceil() as usize).min(arrays.len());
+            for array in arrays.drain(..drop_count) {
+                freed += bytes_of(&array);
+            }
+        }
+        self.retained.sub(freed);
+        freed
+    }
+
+    /// Changes the retained-bytes limit, shrinking at once if the pool holds more.
+    pub fn set_max_retained_bytes(&self, limit: u64) {
+        self.retained.set_limit(limit);
+        // Largest buckets first: they free the most per array.
+        for bucket in self.buckets.iter().rev() {
+            let mut arrays = lock(bucket);
+            while self.retained.used() > limit {
+                match arrays.pop() {
+                    Some(array) => self.retained.sub(bytes_of(&array)),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> ArrayPoolStats {
+        ArrayPoolStats {
+            rented: self.rented.load(Ordering::Relaxed),
+            returned: self.returned.load(Ordering::Relaxed),
+            allocated: self.allocated.load(Ordering::Relaxed),
+            bytes_retained: self.retained.used(),
+        }
+    }
+
+    fn bucket(&self, len: usize) -> usize {
+        let len = len.max(self.config.min_len).next_power_of_two();
+        (len.trailing_zeros() - self.min_len_log2) as usize
+    }
+
+    fn give_back(&self, array: Box<[T]>, bucket: Option<usize>) {
+        self.returned.fetch_add(1, Ordering::Relaxed);
+        let Some(bucket) = bucket else { return };
+        let mut arrays = lock(&self.buckets[bucket]);
+        if arrays.len() < self.config.arrays_per_bucket && self.retained.try_add(bytes_of(&array)) {
+            arrays.push(array);
+        }
+    }
+}
+
+impl<T: Element> Default for ArrayPool<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element> fmt::Debug for ArrayPool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArrayPool")
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn zeroed<T: Element>(len: usize) -> Box<[T]> {
+    vec![T::zeroed(); len].into_boxed_slice()
+}
+
+fn bytes_of<T>(array: &[T]) -> u64 {
+    std::mem::size_of_val(array) as u64
+}
+
+/// An array rented from an [`ArrayPool`]: derefs to `[T]` of the requested length.
+pub struct Rented<'a, T: Element> {
+    array: Option<Box<[T]>>,
+    len: usize,
+    bucket: Option<usize>,
+    pool: &'a ArrayPool<T>,
+}
+
+impl<T: Element> Rented<'_, T> {
+    /// Elements available without reallocating: the bucket size (or `len` when unpooled).
+    pub fn capacity(&self) -> usize {
+        self.array.as_ref().map_or(0, |a| a.len())
+    }
+}
+
+impl<T: Element> Deref for Rented<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.array.as_ref().expect("present until drop")[..self.len]
+    }
+}
+
+impl<T: Element> DerefMut for Rented<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.array.as_mut().expect("present until drop")[..self.len]
+    }
+}
+
+impl<T: Element> Drop for Rented<'_, T> {
+    fn drop(&mut self) {
+        if let Some(array) = self.array.take() {
+            self.pool.give_back(array, self.bucket);
+        }
+    }
+}
+
+impl<T: Element + fmt::Debug> fmt::Debug for Rented<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rented")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rent_rounds_to_buckets_and_reuses() {
+        let pool = ArrayPool::<f32>::new();
+        let mut a = pool.rent(100).unwrap();
+        assert_eq!((a.len(), a.capacity()), (100, 128));
+        assert!(a.iter().all(|&x| x == 0.0), "fresh arrays are zeroed");
+        a[99] = 7.5;
+        let ptr = a.as_ptr();
+        drop(a);
+        let b = pool.rent(128).unwrap();
+        assert_eq!(b.as_ptr(), ptr, "same bucket, same array");
+        assert_eq!(b[99], 7.5, "contents are not cleared");
+        assert_eq!(pool.rent(1).unwrap().capacity(), 64);
+        drop(b);
+        let s = pool.stats();
+        assert_eq!((s.rented, s.returned, s.allocated), (3, 3, 2));
+        assert!((s.reuse_rate() - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s.bytes_retained, (128 + 64) * 4);
+    }
+
+    #[test]
+    fn bad_and_oversized_requests() {
+        let pool = ArrayPool::<u64>::with_config(ArrayPoolConfig {
+            max_len: 1024,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(matches!(pool.rent(0), Err(Error::ZeroLength { .. })));
+        assert!(matches!(
+            pool.rent(usize::MAX),
+            Err(Error::SizeOverflow { .. })
+        ));
+        let big = pool.rent(1025).unwrap();
+        assert_eq!(big.capacity(), 1025, "unpooled arrays are exact");
+        drop(big);
+        assert_eq!(
+            pool.stats().bytes_retained,
+            0,
+            "unpooled arrays are not kept"
+        );
+        assert!(ArrayPool::<u8>::with_config(ArrayPoolConfig {
+            min_len: 100,
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn bucket_bounds_shrink_and_byte_limit() {
+        let pool = ArrayPool::<u8>::with_config(ArrayPoolConfig {
+            arrays_per_bucket: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let held: Vec<_> = (0..3).map(|_| pool.rent(4096).unwrap()).collect();
+        drop(held);
+        assert_eq!(
+            pool.stats().bytes_retained,
+            2 * 4096,
+            "at most two per bucket"
+        );
+        assert_eq!(pool.shrink(0.5), 4096);
+        assert_eq!(pool.stats().bytes_retained, 4096);
+        pool.set_max_retained_bytes(1000);
+        assert_eq!(pool.stats().bytes_retained, 0);
+        drop(pool.rent(4096).unwrap());
+        assert_eq!(
+            pool.stats().bytes_retained,
+            0,
+            "over the limit: dropped, not kept"
+        );
+        drop(pool.rent(512).unwrap());
+        assert_eq!(pool.stats().bytes_retained, 512);
+    }
+}
