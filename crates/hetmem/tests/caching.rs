@@ -191,29 +191,14 @@ fn two_threads_allocate_and_release(b: &Arc<dyn Backend>) {
     check_invariants(&pool);
 }
 
-macro_rules! instantiate {
-    ($($backend:ident => $make:expr),* $(,)?) => {$(
-        mod $backend {
-            instantiate!(@tests $make;
-                released_block_is_reused_with_its_contents_intact,
-                pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
-                oversize_and_bad_requests, two_threads_allocate_and_release);
-        }
-    )*};
-    (@tests $make:expr; $($test:ident),*) => {$(
-        #[test]
-        fn $test() {
-            if let Some(backend) = $make {
-                super::$test(&backend);
-            }
-        }
-    )*};
-}
-
-instantiate! {
-    host => crate::common::host(),
-    opencl_dev0 => crate::common::opencl(0),
-}
+common::backend_suite!(
+    [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
+    [
+        released_block_is_reused_with_its_contents_intact,
+        pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
+        oversize_and_bad_requests, two_threads_allocate_and_release,
+    ]
+);
 
 #[test]
 fn out_of_memory_releases_the_cache_retries_and_diagnoses() {

@@ -407,32 +407,20 @@ fn info_and_usage_are_consistent(b: &Arc<dyn Backend>) {
 
 // ---------------------------------------------------------------- instantiation
 
-macro_rules! conformance {
-    ($($backend:ident => $make:expr),* $(,)?) => {$(
-        mod $backend {
-            conformance!(@tests $make;
-                one_byte_round_trip, odd_sizes_round_trip, sixty_four_mib_round_trip,
-                above_max_allocation_is_an_error, writes_at_offsets_land_exactly,
-                device_copy_moves_exactly_the_range, fill_repeats_the_pattern,
-                staged_transfers_round_trip, events_complete_and_call_back_once,
-                user_event_gates_a_queue, queues_order_through_events,
-                release_while_work_is_pending_is_safe, two_threads_share_one_backend,
-                out_of_range_is_an_error_and_changes_nothing, foreign_handles_are_rejected,
-                info_and_usage_are_consistent);
-        }
-    )*};
-    (@tests $make:expr; $($test:ident),*) => {$(
-        #[test]
-        fn $test() {
-            if let Some(backend) = $make {
-                super::$test(&backend);
-            }
-        }
-    )*};
-}
-
-conformance! {
-    host => crate::common::host(),
-    opencl_dev0 => crate::common::opencl(0),
-    opencl_dev1 => crate::common::opencl(1),
-}
+common::backend_suite!(
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        opencl_dev1 => crate::common::opencl(1),
+    ],
+    [
+        one_byte_round_trip, odd_sizes_round_trip, sixty_four_mib_round_trip,
+        above_max_allocation_is_an_error, writes_at_offsets_land_exactly,
+        device_copy_moves_exactly_the_range, fill_repeats_the_pattern,
+        staged_transfers_round_trip, events_complete_and_call_back_once,
+        user_event_gates_a_queue, queues_order_through_events,
+        release_while_work_is_pending_is_safe, two_threads_share_one_backend,
+        out_of_range_is_an_error_and_changes_nothing, foreign_handles_are_rejected,
+        info_and_usage_are_consistent,
+    ]
+);

@@ -2,7 +2,7 @@
 //!
 //! OpenCL fixtures return `None` (and say so on stdout) when no OpenCL device is present, unless
 //! `HETMEM_REQUIRE_OPENCL=1`, which turns absence into a test failure.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros, unused_imports)] // each test file uses a subset
 
 use std::io::Write;
 use std::sync::Arc;
@@ -70,3 +70,23 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(7) as u8 ^ seed)
         .collect()
 }
+
+/// Instantiates generic backend tests once per backend, as `#[test]`s named `backend::test`:
+/// `backend_suite!([host => common::host(), …], [test_a, test_b]);` with each test a function
+/// `fn(&Arc<dyn Backend>)` at the invoking file's top level. Absent backends skip.
+macro_rules! backend_suite {
+    ([$($backend:ident => $make:expr),* $(,)?], $tests:tt) => {$(
+        mod $backend {
+            crate::common::backend_suite!(@tests $make, $tests);
+        }
+    )*};
+    (@tests $make:expr, [$($test:ident),* $(,)?]) => {$(
+        #[test]
+        fn $test() {
+            if let Some(backend) = $make {
+                super::$test(&backend);
+            }
+        }
+    )*};
+}
+pub(crate) use backend_suite;
