@@ -10,11 +10,10 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::{
-    check_allocation, check_fill, check_owner, check_release, Backend, BackendId, BackendKind,
-    BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, ManualEvent, Queue, StagingBuffer,
-    StagingMemory, UsageCounters, UserEvent,
+    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    ManualEvent, Queue, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
 };
-use crate::element::check_range;
 use crate::error::{Error, Result};
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
@@ -56,28 +55,6 @@ impl HostBackend {
 
     fn check_queue(&self, queue: &Queue) -> Result<()> {
         check_owner("queue", self.id, queue.backend())
-    }
-
-    fn check_block(
-        &self,
-        what: &'static str,
-        block: &DeviceBlock,
-        offset: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_owner("device block", self.id, block.backend())?;
-        check_range(what, offset, len, block.size())
-    }
-
-    fn check_staging(
-        &self,
-        what: &'static str,
-        staging: &StagingBuffer,
-        offset: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_owner("staging buffer", self.id, staging.backend())?;
-        check_range(what, offset, len, staging.len())
     }
 }
 
@@ -236,7 +213,7 @@ impl Backend for HostBackend {
 
     fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
         self.check_queue(queue)?;
-        self.check_block("write destination", dst, offset, src.len())?;
+        check_block(self.id, "write destination", dst, offset, src.len())?;
         // SAFETY: the range is inside the block (checked), `&mut dst` excludes every other access
         // to it, and `src` is a distinct Rust slice, so the regions do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), block_ptr(dst, offset), src.len()) };
@@ -245,7 +222,7 @@ impl Backend for HostBackend {
 
     fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check_queue(queue)?;
-        self.check_block("read source", src, offset, dst.len())?;
+        check_block(self.id, "read source", src, offset, dst.len())?;
         // SAFETY: the range is inside the block (checked) and initialised (blocks are zeroed at
         // allocation); `&src` excludes writers; `dst` is an exclusive Rust slice.
         unsafe {
@@ -263,7 +240,7 @@ impl Backend for HostBackend {
         src_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check_staging("staged write source", src, src_offset, len)?;
+        check_staging(self.id, "staged write source", src, src_offset, len)?;
         let bytes = &src.as_slice()?[src_offset..src_offset + len];
         self.write(queue, dst, dst_offset, bytes)?;
         Ok(Event::complete())
@@ -278,7 +255,7 @@ impl Backend for HostBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check_staging("staged read destination", dst, dst_offset, len)?;
+        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
         let bytes = &mut dst.as_mut_slice()?[dst_offset..dst_offset + len];
         self.read(queue, src, src_offset, bytes)?;
         Ok(Event::complete())
@@ -294,8 +271,8 @@ impl Backend for HostBackend {
         len: usize,
     ) -> Result<Event> {
         self.check_queue(queue)?;
-        self.check_block("copy source", src, src_offset, len)?;
-        self.check_block("copy destination", dst, dst_offset, len)?;
+        check_block(self.id, "copy source", src, src_offset, len)?;
+        check_block(self.id, "copy destination", dst, dst_offset, len)?;
         // SAFETY: both ranges are inside their blocks (checked); `src` and `dst` are distinct
         // blocks (one is borrowed shared, the other exclusively), so they do not overlap.
         unsafe {

@@ -354,6 +354,30 @@ pub(crate) fn check_owner(what: &'static str, expected: BackendId, found: Backen
     }
 }
 
+/// Checks that `block` belongs to `backend` and that `offset..offset + len` lies inside it.
+pub(crate) fn check_block(
+    backend: BackendId,
+    what: &'static str,
+    block: &DeviceBlock,
+    offset: usize,
+    len: usize,
+) -> Result<()> {
+    check_owner("device block", backend, block.backend())?;
+    crate::element::check_range(what, offset, len, block.size())
+}
+
+/// Checks that `staging` belongs to `backend` and that `offset..offset + len` lies inside it.
+pub(crate) fn check_staging(
+    backend: BackendId,
+    what: &'static str,
+    staging: &StagingBuffer,
+    offset: usize,
+    len: usize,
+) -> Result<()> {
+    check_owner("staging buffer", backend, staging.backend())?;
+    crate::element::check_range(what, offset, len, staging.len())
+}
+
 /// Accepts a block for release only from its own backend; otherwise hands it back in the error.
 pub(crate) fn check_release(expected: BackendId, block: DeviceBlock) -> Result<DeviceBlock> {
     if block.backend() == expected {

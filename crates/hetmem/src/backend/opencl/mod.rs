@@ -32,11 +32,10 @@ use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::ClEvent;
 use super::{
-    check_allocation, check_fill, check_owner, check_release, Backend, BackendId, BackendKind,
-    BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue, StagingBuffer,
-    StagingMemory, UsageCounters, UserEvent,
+    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
+    StagingBuffer, StagingMemory, UsageCounters, UserEvent,
 };
-use crate::element::check_range;
 use crate::error::{BackendError, Error, Result};
 
 /// `CL_PLATFORM_NOT_FOUND_KHR`: the ICD loader found no platform.
@@ -176,28 +175,6 @@ impl OpenClBackend {
             .ok_or_else(|| Error::invalid("queue does not hold an OpenCL command queue"))
     }
 
-    fn check_block(
-        &self,
-        what: &'static str,
-        block: &DeviceBlock,
-        offset: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_owner("device block", self.id, block.backend())?;
-        check_range(what, offset, len, block.size())
-    }
-
-    fn check_staging(
-        &self,
-        what: &'static str,
-        staging: &StagingBuffer,
-        offset: usize,
-        len: usize,
-    ) -> Result<()> {
-        check_owner("staging buffer", self.id, staging.backend())?;
-        check_range(what, offset, len, staging.len())
-    }
-
     /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
     /// without anyone waiting on it.
     fn submitted(&self, queue: &CommandQueue, raw: cl_event) -> Result<Event> {
@@ -292,7 +269,7 @@ impl Backend for OpenClBackend {
 
     fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
         let q = self.command_queue(queue)?;
-        self.check_block("write destination", dst, offset, src.len())?;
+        check_block(self.id, "write destination", dst, offset, src.len())?;
         // SAFETY: blocking write: `src` is read before the call returns; the range is inside the
         // cl_mem (checked).
         let raw = unsafe {
@@ -314,7 +291,7 @@ impl Backend for OpenClBackend {
 
     fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
         let q = self.command_queue(queue)?;
-        self.check_block("read source", src, offset, dst.len())?;
+        check_block(self.id, "read source", src, offset, dst.len())?;
         // SAFETY: blocking read: `dst` is fully written before the call returns; the range is
         // inside the cl_mem (checked).
         let raw = unsafe {
@@ -344,8 +321,8 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        self.check_block("staged write destination", dst, dst_offset, len)?;
-        self.check_staging("staged write source", src, src_offset, len)?;
+        check_block(self.id, "staged write destination", dst, dst_offset, len)?;
+        check_staging(self.id, "staged write source", src, src_offset, len)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
         // SAFETY: non-blocking write from staging memory. The range is inside the staging buffer
         // (checked); the buffer records the event below, and its host writers and Drop wait for
@@ -378,8 +355,8 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        self.check_block("staged read source", src, src_offset, len)?;
-        self.check_staging("staged read destination", dst, dst_offset, len)?;
+        check_block(self.id, "staged read source", src, src_offset, len)?;
+        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
         // SAFETY: non-blocking read into staging memory. The range is inside the staging buffer
         // (checked); the buffer records the event below, and every host access and Drop waits
@@ -412,8 +389,8 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        self.check_block("copy source", src, src_offset, len)?;
-        self.check_block("copy destination", dst, dst_offset, len)?;
+        check_block(self.id, "copy source", src, src_offset, len)?;
+        check_block(self.id, "copy destination", dst, dst_offset, len)?;
         // SAFETY: both ranges are inside their cl_mem objects (checked), which are distinct
         // blocks of this context, so the copy cannot overlap.
         let raw = unsafe {
