@@ -42,7 +42,9 @@ fn alloc_release(c: &mut Criterion) {
     group.finish();
 }
 
-/// Allocate + first write of 16 MiB: a warm pooled block against a fresh driver allocation.
+/// Allocate + first write of 16 MiB: a warm pooled block against a driver allocation that is
+/// released again (which the driver and libc may recycle, warm) and against one that is kept
+/// (fresh memory: its first write faults every page in, as a new buffer in a program does).
 fn first_use(c: &mut Criterion) {
     let mut group = c.benchmark_group("first_use_16MiB");
     group.sample_size(20);
@@ -64,6 +66,24 @@ fn first_use(c: &mut Criterion) {
                 backend.release(block).unwrap();
             })
         });
+        group.bench_function(BenchmarkId::new("raw_alloc_write_fresh", &name), |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut kept = Vec::new();
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    let mut block = backend.allocate(16 * MIB).unwrap();
+                    backend.write(&q, &mut block, 0, &data).unwrap();
+                    timed += start.elapsed();
+                    kept.push(block);
+                    if kept.len() == 16 {
+                        kept.drain(..).for_each(|b| backend.release(b).unwrap());
+                    }
+                }
+                kept.into_iter().for_each(|b| backend.release(b).unwrap());
+                timed
+            })
+        });
     }
     group.finish();
 }
@@ -80,18 +100,12 @@ fn threads(c: &mut Criterion) {
     for threads in [1usize, 2] {
         group.bench_function(BenchmarkId::new("pool_host", threads), |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for t in 0..threads {
-                        let pool = pool.clone();
-                        s.spawn(move || {
-                            for i in 0..iters as usize {
-                                drop(pool.allocate(sizes[(i + t) % sizes.len()]).unwrap());
-                            }
-                        });
-                    }
-                });
-                start.elapsed()
+                per_thread(threads, iters, |t, i| {
+                    drop(
+                        pool.allocate(sizes[(i as usize + t) % sizes.len()])
+                            .unwrap(),
+                    );
+                })
             })
         });
     }
@@ -117,9 +131,91 @@ fn array_pool(c: &mut Criterion) {
     group.finish();
 }
 
+/// A 4 KiB scratch vector, the kind of object hot loops recycle.
+fn scratch() -> Vec<u8> {
+    Vec::with_capacity(4096)
+}
+
+struct OpoolScratch;
+
+impl opool::PoolAllocator<Vec<u8>> for OpoolScratch {
+    fn allocate(&self) -> Vec<u8> {
+        scratch()
+    }
+    fn reset(&self, v: &mut Vec<u8>) {
+        v.clear();
+    }
+}
+
+/// Runs `op(thread, i)` for `i` in `0..iters` on each of `threads` threads at once; equal times
+/// for 1 and 2 threads mean 2 threads do twice the work.
+fn per_thread(threads: usize, iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let op = &op;
+            s.spawn(move || (0..iters).for_each(|i| op(t, i)));
+        }
+    });
+    start.elapsed()
+}
+
+/// Get + use + put of a scratch vector: hetmem's ObjectPool against opool, object-pool and a
+/// `Mutex<Vec<T>>`, on 1 and 2 threads sharing one pool.
+fn object_pool(c: &mut Criterion) {
+    let mut group = c.benchmark_group("object_get_put");
+    let hetmem_pool = hetmem::pool::ObjectPool::builder(scratch)
+        .reset(|v: &mut Vec<u8>| {
+            v.clear();
+            true
+        })
+        .build()
+        .unwrap();
+    let opool_pool = opool::Pool::new(64, OpoolScratch);
+    let object_pool_pool = object_pool::Pool::new(64, scratch);
+    let mutex_pool = std::sync::Mutex::new(Vec::<Vec<u8>>::new());
+    for threads in [1usize, 2] {
+        group.bench_function(BenchmarkId::new("hetmem", threads), |b| {
+            b.iter_custom(|iters| {
+                per_thread(threads, iters, |_, _| {
+                    hetmem_pool.get().push(std::hint::black_box(1))
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("opool", threads), |b| {
+            b.iter_custom(|iters| {
+                per_thread(threads, iters, |_, _| {
+                    opool_pool.get().push(std::hint::black_box(1))
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("object_pool", threads), |b| {
+            b.iter_custom(|iters| {
+                per_thread(threads, iters, |_, _| {
+                    let mut v = object_pool_pool.pull(scratch);
+                    v.clear();
+                    v.push(std::hint::black_box(1));
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("mutex_vec", threads), |b| {
+            b.iter_custom(|iters| {
+                per_thread(threads, iters, |_, _| {
+                    let popped = mutex_pool.lock().unwrap().pop();
+                    let mut v = popped.unwrap_or_else(scratch);
+                    v.push(std::hint::black_box(1));
+                    v.clear();
+                    mutex_pool.lock().unwrap().push(v);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = alloc_release, first_use, threads, array_pool
+    targets = alloc_release, first_use, threads, array_pool, object_pool
 }
 criterion_main!(benches);

@@ -109,9 +109,11 @@ fn pending_work_keeps_a_block_out_of_reach(b: &Arc<dyn Backend>) {
 }
 
 fn cache_bounds_and_lru_trimming(b: &Arc<dyn Backend>) {
+    // The shared bins alone: thread caches off.
     let config = CachingConfig {
         max_cached_bytes: 4 * MIB as u64,
         max_blocks_per_class: 2,
+        thread_cache_blocks: 0,
         ..CachingConfig::default()
     };
     let pool = CachingAllocator::with_config(b.clone(), config);
@@ -191,12 +193,52 @@ fn two_threads_allocate_and_release(b: &Arc<dyn Backend>) {
     check_invariants(&pool);
 }
 
+fn thread_caches_count_against_the_byte_limit_and_drain_on_trim(b: &Arc<dyn Backend>) {
+    let config = CachingConfig {
+        max_cached_bytes: 3 * MIB as u64,
+        max_blocks_per_class: 8,
+        thread_cache_blocks: 2,
+        thread_cache_bytes: 2 * MIB as u64,
+        ..CachingConfig::default()
+    };
+    let pool = CachingAllocator::with_config(b.clone(), config);
+    let blocks: Vec<_> = (0..6).map(|_| pool.allocate(MIB).unwrap()).collect();
+    let ids: HashSet<usize> = blocks.iter().map(handle).collect();
+    drop(blocks);
+    // Two blocks in this thread's cache, one in the shared bin: 3 MiB, the limit.
+    let s = pool.stats();
+    assert_eq!(
+        (s.cached_blocks, s.bytes_cached),
+        (3, 3 * MIB as u64),
+        "{s:?}"
+    );
+    assert_eq!(s.backend_releases, 3);
+    check_invariants(&pool);
+    // Another thread cannot see this thread's cache but does get the shared block.
+    let other = std::thread::scope(|s| s.spawn(|| handle(&pool.allocate(MIB).unwrap())).join());
+    assert!(ids.contains(&other.unwrap()));
+    // This thread gets its own blocks back, most recently released first.
+    let (x, y) = (pool.allocate(MIB).unwrap(), pool.allocate(MIB).unwrap());
+    assert!(ids.contains(&handle(&x)) && ids.contains(&handle(&y)));
+    assert_eq!(pool.stats().hits, 3);
+    drop((x, y));
+    // trim empties every thread's cache, this one's included.
+    assert_eq!(pool.trim(0).unwrap(), 3 * MIB as u64);
+    let s = pool.stats();
+    assert_eq!(
+        (s.cached_blocks, s.bytes_cached, s.bytes_reserved),
+        (0, 0, 0)
+    );
+    check_invariants(&pool);
+}
+
 common::backend_suite!(
     [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
     [
         released_block_is_reused_with_its_contents_intact,
         pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
         oversize_and_bad_requests, two_threads_allocate_and_release,
+        thread_caches_count_against_the_byte_limit_and_drain_on_trim,
     ]
 );
 
@@ -238,6 +280,22 @@ fn out_of_memory_releases_the_cache_retries_and_diagnoses() {
     }
     assert_eq!(pool.stats().bytes_cached, 0);
     drop(two);
+    check_invariants(&pool);
+}
+
+#[test]
+fn out_of_memory_empties_other_threads_caches() {
+    let backend: Arc<dyn Backend> = Arc::new(HostBackend::with_capacity(2 * MIB as u64));
+    let pool = CachingAllocator::new(backend);
+    // Another thread's cache keeps the whole "device".
+    std::thread::scope(|s| {
+        s.spawn(|| drop(pool.allocate(2 * MIB).unwrap()));
+    });
+    assert_eq!(pool.stats().bytes_cached, 2 * MIB as u64);
+    // A different class does not fit; the retry after emptying every cache does.
+    let p = pool.allocate(MIB + 1).unwrap();
+    let s = pool.stats();
+    assert_eq!((s.bytes_cached, s.bytes_in_use), (0, p.capacity() as u64));
     check_invariants(&pool);
 }
 

@@ -8,9 +8,10 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use super::gauge::Budget;
+use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
-use crate::sync::{lock, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Mutex};
 
 /// Limits of an [`ArrayPool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +20,13 @@ pub struct ArrayPoolConfig {
     pub min_len: usize,
     /// Largest bucket, in elements (a power of two); longer requests are served unpooled.
     pub max_len: usize,
-    /// Most arrays kept per bucket.
+    /// Most arrays kept per bucket in the shared buckets.
     pub arrays_per_bucket: usize,
-    /// Most bytes kept in the pool across all buckets.
+    /// Most arrays per bucket each thread keeps for itself; 0 turns thread caches off.
+    pub thread_cache_arrays: usize,
+    /// Most bytes each thread keeps for itself; larger arrays go to the shared buckets.
+    pub thread_cache_bytes: u64,
+    /// Most bytes kept in the pool, thread caches included.
     pub max_retained_bytes: u64,
 }
 
@@ -31,6 +36,8 @@ impl Default for ArrayPoolConfig {
             min_len: 64,
             max_len: 16 << 20,
             arrays_per_bucket: 8,
+            thread_cache_arrays: 2,
+            thread_cache_bytes: 16 << 20,
             max_retained_bytes: u64::MAX,
         }
     }
@@ -64,15 +71,36 @@ impl ArrayPoolStats {
 /// The arrays one bucket keeps, most recently returned last.
 type Bucket<T> = Mutex<Vec<Box<[T]>>>;
 
+/// One thread's cache and counters (summed by [`ArrayPool::stats`]).
+struct ThreadSlot<T> {
+    cache: ThreadCache<Box<[T]>>,
+    rented: u64,
+    returned: u64,
+    allocated: u64,
+}
+
+impl<T> Default for ThreadSlot<T> {
+    fn default() -> Self {
+        ThreadSlot {
+            cache: ThreadCache::default(),
+            rented: 0,
+            returned: 0,
+            allocated: 0,
+        }
+    }
+}
+
 /// Host arrays of `T` by element count, in power-of-two buckets; rented contents are not cleared.
+///
+/// Like the caching allocator, each thread keeps a few arrays for itself in front of the shared
+/// buckets, so renting and returning on one thread touches no shared memory.
 pub struct ArrayPool<T: Element> {
     config: ArrayPoolConfig,
     min_len_log2: u32,
     buckets: Box<[Bucket<T>]>,
+    threads: PerThread<ThreadSlot<T>>,
+    /// Bytes in the shared buckets plus every thread cache's credit.
     retained: Budget,
-    rented: AtomicU64,
-    returned: AtomicU64,
-    allocated: AtomicU64,
 }
 
 impl<T: Element> ArrayPool<T> {
@@ -99,10 +127,8 @@ impl<T: Element> ArrayPool<T> {
             config,
             min_len_log2: config.min_len.trailing_zeros(),
             buckets: (0..count).map(|_| Mutex::new(Vec::new())).collect(),
+            threads: PerThread::new(),
             retained: Budget::new(config.max_retained_bytes),
-            rented: AtomicU64::new(0),
-            returned: AtomicU64::new(0),
-            allocated: AtomicU64::new(0),
         })
     }
 
@@ -112,9 +138,11 @@ impl<T: Element> ArrayPool<T> {
             return Err(Error::ZeroLength { what: "array rent" });
         }
         byte_len::<T>(len)?;
-        self.rented.fetch_add(1, Ordering::Relaxed);
         if len > self.config.max_len {
-            self.allocated.fetch_add(1, Ordering::Relaxed);
+            self.threads.with(|t| {
+                t.rented += 1;
+                t.allocated += 1;
+            });
             return Ok(Rented {
                 array: Some(zeroed(len)),
                 len,
@@ -123,15 +151,24 @@ impl<T: Element> ArrayPool<T> {
             });
         }
         let bucket = self.bucket(len);
-        let pooled = lock(&self.buckets[bucket]).pop();
-        let array = match pooled {
-            Some(array) => {
-                self.retained.sub(bytes_of(&array));
-                array
-            }
+        let local = self.threads.with(|t| {
+            t.rented += 1;
+            t.cache.take(bucket, |a| bytes_of(a))
+        });
+        let array = match local {
+            Some(array) => array,
             None => {
-                self.allocated.fetch_add(1, Ordering::Relaxed);
-                zeroed(self.config.min_len << bucket)
+                let shared = lock(&self.buckets[bucket]).pop();
+                match shared {
+                    Some(array) => {
+                        self.retained.sub(bytes_of(&array));
+                        array
+                    }
+                    None => {
+                        self.threads.with(|t| t.allocated += 1);
+                        zeroed(self.config.min_len << bucket)
+                    }
+                }
             }
         };
         Ok(Rented {
@@ -142,9 +179,10 @@ impl<T: Element> ArrayPool<T> {
         })
     }
 
-    /// Drops `fraction` (0.0 to 1.0) of the arrays each bucket holds, for memory pressure.
-    /// Returns the bytes freed.
+    /// Empties the thread caches into the shared buckets, then drops `fraction` (0.0 to 1.0) of
+    /// the arrays each bucket holds, for memory pressure. Returns the bytes freed.
     pub fn shrink(&self, fraction: f64) -> u64 {
+        self.flush_threads();
         let fraction = fraction.clamp(0.0, 1.0);
         let mut freed = 0;
         for bucket in self.buckets.iter() {
@@ -161,6 +199,7 @@ impl<T: Element> ArrayPool<T> {
     /// Changes the retained-bytes limit, shrinking at once if the pool holds more.
     pub fn set_max_retained_bytes(&self, limit: u64) {
         self.retained.set_limit(limit);
+        self.flush_threads();
         // Largest buckets first: they free the most per array.
         for bucket in self.buckets.iter().rev() {
             let mut arrays = lock(bucket);
@@ -173,14 +212,19 @@ impl<T: Element> ArrayPool<T> {
         }
     }
 
-    /// The counters now.
+    /// The counters now: exact whenever no rent or return is in flight.
     pub fn stats(&self) -> ArrayPoolStats {
-        ArrayPoolStats {
-            rented: self.rented.load(Ordering::Relaxed),
-            returned: self.returned.load(Ordering::Relaxed),
-            allocated: self.allocated.load(Ordering::Relaxed),
-            bytes_retained: self.retained.used(),
-        }
+        let mut stats = ArrayPoolStats::default();
+        let (mut credit, mut thread_bytes) = (0, 0);
+        self.threads.for_each(|t| {
+            stats.rented += t.rented;
+            stats.returned += t.returned;
+            stats.allocated += t.allocated;
+            credit += t.cache.credit();
+            thread_bytes += t.cache.bytes();
+        });
+        stats.bytes_retained = (self.retained.used() + thread_bytes).saturating_sub(credit);
+        stats
     }
 
     fn bucket(&self, len: usize) -> usize {
@@ -189,11 +233,35 @@ impl<T: Element> ArrayPool<T> {
     }
 
     fn give_back(&self, array: Box<[T]>, bucket: Option<usize>) {
-        self.returned.fetch_add(1, Ordering::Relaxed);
-        let Some(bucket) = bucket else { return };
+        let limits = ThreadCacheLimits {
+            items_per_class: self.config.thread_cache_arrays,
+            bytes: self.config.thread_cache_bytes,
+        };
+        let rejected = self.threads.with(|t| {
+            t.returned += 1;
+            let bucket = bucket?;
+            let size = bytes_of(&array);
+            t.cache.keep(array, bucket, size, limits, &self.retained)
+        });
+        if let (Some(array), Some(bucket)) = (rejected, bucket) {
+            self.keep_shared(array, bucket);
+        }
+    }
+
+    fn keep_shared(&self, array: Box<[T]>, bucket: usize) {
         let mut arrays = lock(&self.buckets[bucket]);
         if arrays.len() < self.config.arrays_per_bucket && self.retained.try_add(bytes_of(&array)) {
             arrays.push(array);
+        }
+    }
+
+    /// Moves every thread cache's arrays into the shared buckets.
+    fn flush_threads(&self) {
+        let mut arrays = Vec::new();
+        self.threads
+            .for_each(|t| arrays.extend(t.cache.drain(&self.retained)));
+        for (bucket, array) in arrays {
+            self.keep_shared(array, bucket);
         }
     }
 }
@@ -319,8 +387,10 @@ mod tests {
 
     #[test]
     fn bucket_bounds_shrink_and_byte_limit() {
+        // The shared buckets alone: thread caches off.
         let pool = ArrayPool::<u8>::with_config(ArrayPoolConfig {
             arrays_per_bucket: 2,
+            thread_cache_arrays: 0,
             ..Default::default()
         })
         .unwrap();
@@ -343,5 +413,33 @@ mod tests {
         );
         drop(pool.rent(512).unwrap());
         assert_eq!(pool.stats().bytes_retained, 512);
+    }
+
+    #[test]
+    fn thread_caches_count_against_the_byte_limit() {
+        let pool = ArrayPool::<u8>::with_config(ArrayPoolConfig {
+            max_retained_bytes: 3 * 4096,
+            ..Default::default()
+        })
+        .unwrap();
+        let held: Vec<_> = (0..5).map(|_| pool.rent(4096).unwrap()).collect();
+        drop(held);
+        // Two in this thread's cache, one in the shared bucket; the limit covers both.
+        assert_eq!(pool.stats().bytes_retained, 3 * 4096);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut a = pool.rent(4096).unwrap();
+                a[0] = 1;
+                assert_eq!(pool.stats().allocated, 5, "the shared array was reused");
+            });
+        });
+        assert_eq!(pool.stats().bytes_retained, 3 * 4096);
+        assert_eq!(
+            pool.shrink(1.0),
+            3 * 4096,
+            "shrink empties every thread's cache"
+        );
+        let s = pool.stats();
+        assert_eq!((s.rented, s.returned, s.bytes_retained), (6, 6, 0));
     }
 }
