@@ -22,6 +22,7 @@
 //! ```
 
 pub mod backend;
+pub mod buffer;
 pub mod element;
 pub mod error;
 pub mod pool;
