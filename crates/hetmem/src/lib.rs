@@ -25,6 +25,7 @@ pub mod backend;
 pub mod buffer;
 pub mod element;
 pub mod error;
+mod gauge;
 pub mod pool;
 mod sync;
 

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::gauge::Budget;
+
 /// A snapshot of what a backend has handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -19,53 +21,56 @@ pub struct BackendUsage {
 }
 
 /// The atomic counters behind [`BackendUsage`]; one per backend, updated on allocate and release.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct UsageCounters {
-    live_bytes: AtomicU64,
+    /// Live bytes, admitted only within the backend's capacity.
+    live_bytes: Budget,
     peak_bytes: AtomicU64,
     allocations: AtomicU64,
     releases: AtomicU64,
 }
 
+impl Default for UsageCounters {
+    fn default() -> Self {
+        Self::with_capacity(u64::MAX)
+    }
+}
+
 impl UsageCounters {
+    /// Counters that refuse allocations beyond `capacity` live bytes.
+    pub(crate) fn with_capacity(capacity: u64) -> Self {
+        UsageCounters {
+            live_bytes: Budget::new(capacity),
+            peak_bytes: AtomicU64::new(0),
+            allocations: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn allocated(&self, bytes: usize) {
-        let counted = self.try_allocate(bytes, u64::MAX);
+        let counted = self.try_allocate(bytes);
         debug_assert!(counted, "live bytes overflowed u64");
     }
 
-    /// Counts an allocation only if live bytes stay within `capacity`; `false` otherwise.
-    pub(crate) fn try_allocate(&self, bytes: usize, capacity: u64) -> bool {
-        let bytes = bytes as u64;
-        let mut live = self.live_bytes.load(Ordering::Relaxed);
-        loop {
-            let Some(next) = live.checked_add(bytes).filter(|&n| n <= capacity) else {
-                return false;
-            };
-            match self.live_bytes.compare_exchange_weak(
-                live,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    self.allocations.fetch_add(1, Ordering::Relaxed);
-                    self.peak_bytes.fetch_max(next, Ordering::Relaxed);
-                    return true;
-                }
-                Err(actual) => live = actual,
-            }
-        }
+    /// Counts an allocation only if live bytes stay within the capacity; `false` otherwise.
+    pub(crate) fn try_allocate(&self, bytes: usize) -> bool {
+        let Some(live) = self.live_bytes.admit(bytes as u64) else {
+            return false;
+        };
+        self.allocations.fetch_add(1, Ordering::Relaxed);
+        self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+        true
     }
 
     /// Takes back a `try_allocate` whose allocation then failed.
     pub(crate) fn undo_allocate(&self, bytes: usize) {
         self.allocations.fetch_sub(1, Ordering::Relaxed);
-        self.live_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.live_bytes.sub(bytes as u64);
     }
 
     pub(crate) fn released(&self, bytes: usize) {
         self.releases.fetch_add(1, Ordering::Relaxed);
-        self.live_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+        self.live_bytes.sub(bytes as u64);
     }
 
     pub(crate) fn snapshot(&self) -> BackendUsage {
@@ -73,7 +78,7 @@ impl UsageCounters {
         let releases = self.releases.load(Ordering::Relaxed);
         BackendUsage {
             live_blocks: allocations.saturating_sub(releases),
-            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            live_bytes: self.live_bytes.used(),
             peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
             allocations,
             releases,

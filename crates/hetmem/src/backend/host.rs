@@ -49,6 +49,7 @@ impl HostBackend {
     pub fn with_capacity(capacity: u64) -> Self {
         let mut backend = Self::new();
         backend.capacity = capacity;
+        backend.usage = UsageCounters::with_capacity(capacity);
         backend.max_allocation = backend.max_allocation.min(capacity);
         backend
     }
@@ -171,7 +172,7 @@ impl Backend for HostBackend {
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
         check_allocation(bytes, self.max_allocation)?;
-        if !self.usage.try_allocate(bytes, self.capacity) {
+        if !self.usage.try_allocate(bytes) {
             return Err(Error::OutOfMemory {
                 backend: BackendKind::Host,
                 requested: bytes as u64,

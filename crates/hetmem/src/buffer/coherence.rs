@@ -209,9 +209,8 @@ pub fn transition(
             let effects = make_valid(state, side);
             let next = match state {
                 Uninitialized => CoherenceState::newest_on(side, false),
-                HostOnly | DeviceOnly if !state.is_valid(side) => Synchronized,
-                HostDirty | DeviceDirty if !state.is_valid(side) => Synchronized,
-                other => other,
+                stale if !stale.is_valid(side) => Synchronized,
+                valid => valid,
             };
             t(next, effects)
         }

@@ -7,10 +7,10 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use super::gauge::Budget;
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
+use crate::gauge::Budget;
 use crate::sync::{lock, Mutex};
 
 /// Limits of an [`ArrayPool`].

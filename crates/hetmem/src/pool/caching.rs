@@ -3,18 +3,18 @@
 //!
 //! The fast path is a per-thread cache ([`super::per_thread`]): a thread reuses the blocks it
 //! released without touching shared memory. Behind it each size class has a shared bin with its
-//! own lock, so no lock is global; byte accounting is lock-free ([`super::gauge`]).
+//! own lock, so no lock is global; byte accounting is lock-free ([`crate::gauge`]).
 //! A block released while device work may still use it carries that work's [`Event`] and is not
 //! handed out again until the event has finished (stream-ordered safety).
 
 use std::fmt;
 use std::sync::Arc;
 
-use super::gauge::{Budget, PeakGauge};
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use super::SizeClasses;
 use crate::backend::{Backend, DeviceBlock, Event};
 use crate::error::{Error, Result};
+use crate::gauge::{Budget, PeakGauge};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 
 /// Limits of a [`CachingAllocator`].

@@ -3,7 +3,6 @@
 
 mod array_pool;
 mod caching;
-mod gauge;
 mod object_pool;
 mod per_thread;
 mod size_classes;

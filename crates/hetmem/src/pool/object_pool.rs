@@ -9,9 +9,9 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
-use super::gauge::Budget;
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use crate::error::{Error, Result};
+use crate::gauge::Budget;
 use crate::sync::{lock, Mutex};
 
 type Create<T> = Box<dyn Fn() -> T + Send + Sync>;
@@ -336,13 +336,6 @@ impl<T: Send + 'static> fmt::Debug for ObjectPool<T> {
         f.debug_struct("ObjectPool")
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-impl<T: Send + 'static> Drop for ObjectPool<T> {
-    fn drop(&mut self) {
-        // Idle objects are destroyed with the pool's fields; nothing else to release.
-        self.clear();
     }
 }
 

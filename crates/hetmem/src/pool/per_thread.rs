@@ -8,7 +8,7 @@
 
 use thread_local::ThreadLocal;
 
-use super::gauge::Budget;
+use crate::gauge::Budget;
 use spin::mutex::SpinMutex;
 
 /// A `T` per thread, `T::default()` on a thread's first use.

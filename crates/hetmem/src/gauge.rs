@@ -1,5 +1,6 @@
-//! Lock-free byte accounting: a gauge with a resettable peak, and a budget that admits bytes only
-//! while they fit under a limit. Model-checked with loom (`tests/loom_pool.rs`).
+//! Lock-free accounting shared by the backends and the pools: a gauge with a resettable peak,
+//! and a budget that admits units only while they fit under a limit. Model-checked with loom
+//! (the `loom_tests` below).
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -52,19 +53,22 @@ impl Budget {
         }
     }
 
-    /// Admits `n` bytes if they fit under the limit.
+    /// Admits `n` units if they fit under the limit.
     pub(crate) fn try_add(&self, n: u64) -> bool {
+        self.admit(n).is_some()
+    }
+
+    /// Admits `n` units if they fit under the limit, returning the new total.
+    pub(crate) fn admit(&self, n: u64) -> Option<u64> {
         let limit = self.limit.load(Ordering::Relaxed);
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            let Some(next) = used.checked_add(n).filter(|&next| next <= limit) else {
-                return false;
-            };
+            let next = used.checked_add(n).filter(|&next| next <= limit)?;
             match self
                 .used
                 .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(next),
                 Err(actual) => used = actual,
             }
         }
