@@ -106,6 +106,36 @@ pub enum Error {
         block: crate::backend::DeviceBlock,
     },
 
+    /// A buffer view cannot be reinterpreted as the requested element type.
+    #[error("cannot view {bytes} bytes at byte offset {offset} as {to} (size {size}, alignment {align}): {reason}")]
+    IncompatibleCast {
+        /// The target element type's name.
+        to: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// Its alignment in bytes.
+        align: usize,
+        /// The view's length in bytes.
+        bytes: usize,
+        /// The view's offset in bytes from the start of its buffer.
+        offset: usize,
+        /// Which rule fails.
+        reason: &'static str,
+    },
+
+    /// The buffer context (or the memory manager owning it) that made a buffer was closed or
+    /// dropped: the buffer keeps its memory and its host data, but can no longer allocate,
+    /// transfer or hand out device access.
+    #[error("{what}: the buffer context that made this buffer is closed")]
+    ContextClosed {
+        /// What was attempted.
+        what: &'static str,
+    },
+
+    /// A coherence rule refused the operation (invalidating the only valid copy).
+    #[error(transparent)]
+    Coherence(#[from] crate::buffer::CoherenceError),
+
     /// Any other invalid argument, with an explanation.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

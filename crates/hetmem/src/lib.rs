@@ -28,6 +28,7 @@ pub mod error;
 mod gauge;
 pub mod pool;
 mod sync;
+pub mod transfer;
 
 #[cfg(feature = "opencl")]
 pub use backend::OpenClBackend;
@@ -35,6 +36,8 @@ pub use backend::{
     backends, probe, Backend, BackendId, BackendKind, BackendProbe, BackendUsage, Capabilities,
     DeviceBlock, DeviceInfo, Event, EventStatus, HostBackend, Queue, StagingBuffer, UserEvent,
 };
+pub use buffer::{BufferContext, Residency, UnifiedBuffer};
 pub use element::{byte_len, Element};
 pub use error::{BackendError, Error, Result};
 pub use pool::{CachingAllocator, PooledBlock, SizeClasses};
+pub use transfer::TransferHandle;

@@ -17,7 +17,7 @@ use super::{
 use crate::error::{Error, Result};
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
-const HOST_ALIGNMENT: usize = 64;
+pub(crate) const HOST_ALIGNMENT: usize = 64;
 
 /// Host memory posing as a device: blocks are zeroed, 64-byte-aligned host allocations, copies
 /// are `memcpy`, and every operation has finished when its call returns.
@@ -159,6 +159,7 @@ impl Backend for HostBackend {
             peer_access: false,
             async_copies: false,
             pinned_staging: false,
+            host_addressable: true,
         }
     }
 
@@ -193,6 +194,22 @@ impl Backend for HostBackend {
         unsafe { alloc::dealloc(block.into_raw().cast::<u8>(), layout) };
         self.usage.released(bytes);
         Ok(())
+    }
+
+    fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
+        check_owner("device block", self.id, block.backend()).ok()?;
+        // SAFETY: the block is ours, so its handle points to `size()` initialised (zeroed at
+        // allocation) bytes that stay allocated until `release`, which consumes the block and so
+        // cannot run while this borrow lives. Writes through this backend need `&mut
+        // DeviceBlock`, which the borrow excludes.
+        Some(unsafe { std::slice::from_raw_parts(block_ptr(block, 0), block.size()) })
+    }
+
+    fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
+        check_owner("device block", self.id, block.backend()).ok()?;
+        // SAFETY: as in `host_bytes`; the exclusive borrow of the block excludes every other
+        // access through safe code for the slice's lifetime.
+        Some(unsafe { std::slice::from_raw_parts_mut(block_ptr(block, 0), block.size()) })
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -360,6 +377,23 @@ mod tests {
 
     fn bytes(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    #[test]
+    fn host_bytes_alias_the_block_and_refuse_foreign_blocks() {
+        let b = HostBackend::new();
+        let other = HostBackend::new();
+        let q = b.default_queue().clone();
+        let mut x = b.allocate(16).unwrap();
+        b.host_bytes_mut(&mut x).unwrap()[3] = 42;
+        let mut out = [0u8; 16];
+        b.read(&q, &x, 0, &mut out).unwrap();
+        assert_eq!(out[3], 42);
+        b.write(&q, &mut x, 8, &[7, 8]).unwrap();
+        assert_eq!(&b.host_bytes(&x).unwrap()[8..10], &[7, 8]);
+        assert!(other.host_bytes(&x).is_none());
+        assert!(other.host_bytes_mut(&mut x).is_none());
+        b.release(x).unwrap();
     }
 
     #[test]

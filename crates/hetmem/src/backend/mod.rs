@@ -54,6 +54,7 @@ pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 pub use event::{CompletionCallback, Event, EventSource, EventStatus, ManualEvent, UserEvent};
 pub use host::HostBackend;
+pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]
 pub use opencl::OpenClBackend;
 pub use registry::{backends, probe, BackendProbe};
@@ -160,6 +161,9 @@ pub struct Capabilities {
     pub async_copies: bool,
     /// Staging buffers are page-locked memory the device can reach by DMA.
     pub pinned_staging: bool,
+    /// Blocks are ordinary host memory, readable through [`Backend::host_bytes`]: a unified buffer
+    /// can keep one allocation for both sides.
+    pub host_addressable: bool,
 }
 
 /// One allocation of device memory. Created by [`Backend::allocate`], given back with
@@ -272,6 +276,18 @@ pub trait Backend: Send + Sync + 'static {
     /// A block of another backend comes back unreleased inside
     /// [`Error::ReleasedToWrongBackend`].
     fn release(&self, block: DeviceBlock) -> Result<()>;
+    /// The block's memory as host bytes, where the device's memory *is* host memory that the
+    /// host can read directly (the host backend); `None` elsewhere, and for a block of another
+    /// backend. A buffer uses this to keep one shared allocation instead of two copies.
+    fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
+        let _ = block;
+        None
+    }
+    /// [`Backend::host_bytes`], for writing.
+    fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
+        let _ = block;
+        None
+    }
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 

@@ -141,6 +141,8 @@ impl OpenClBackend {
             peer_access: false,
             async_copies: true,
             pinned_staging: true,
+            // A cl_mem is reachable from the host only while mapped.
+            host_addressable: false,
         };
         let mut backend = OpenClBackend {
             id,

@@ -1,0 +1,185 @@
+//! [`BufferContext`]: the pools, queue and lifetime that unified buffers are made from.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::storage::BufferStorage;
+use super::UnifiedBuffer;
+use crate::backend::{Backend, HostBackend, Queue, HOST_ALIGNMENT};
+use crate::element::{byte_len, Element};
+use crate::error::{Error, Result};
+use crate::pool::CachingAllocator;
+
+/// How a buffer keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Residency {
+    /// [`Residency::Shared`] where the device's memory is host-addressable, otherwise
+    /// [`Residency::Mirrored`].
+    #[default]
+    Auto,
+    /// A host copy and a device copy, kept coherent by transfers.
+    Mirrored,
+    /// One allocation both sides use: never a transfer. Only where the device's blocks are host
+    /// memory (`Capabilities::host_addressable`).
+    Shared,
+}
+
+/// Makes [`UnifiedBuffer`]s: device memory from a [`CachingAllocator`] over the device's backend,
+/// host copies from a caching allocator over host memory.
+///
+/// Buffers keep the pools alive, so memory is returned to them whenever a buffer drops, even
+/// after the context is gone. Closing the context (dropping it, or [`BufferContext::close`])
+/// stops its buffers from allocating, transferring or handing out device access — those return
+/// [`Error::ContextClosed`] — while host data already valid stays readable and writable.
+pub struct BufferContext {
+    shared: Arc<ContextShared>,
+}
+
+/// What a context's buffers hold on to.
+pub(crate) struct ContextShared {
+    pub(crate) device: CachingAllocator,
+    pub(crate) host: CachingAllocator,
+    pub(crate) queue: Queue,
+    closed: AtomicBool,
+}
+
+impl ContextShared {
+    pub(crate) fn check_open(&self, what: &'static str) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::ContextClosed { what })
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn device_backend(&self) -> &dyn Backend {
+        &**self.device.backend()
+    }
+}
+
+impl BufferContext {
+    /// A context over `device` with default pools, and host copies from a new host pool.
+    pub fn new(device: Arc<dyn Backend>) -> Self {
+        let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
+        Self::build(CachingAllocator::new(device), CachingAllocator::new(host))
+    }
+
+    /// A context over given pools. `host` must allocate host-addressable memory (a pool over a
+    /// [`HostBackend`]).
+    pub fn with_pools(device: CachingAllocator, host: CachingAllocator) -> Result<Self> {
+        if !host.backend().capabilities().host_addressable {
+            return Err(Error::invalid(format!(
+                "the host pool's backend ({:?}) does not hand out host-addressable memory",
+                host.backend()
+            )));
+        }
+        Ok(Self::build(device, host))
+    }
+
+    fn build(device: CachingAllocator, host: CachingAllocator) -> Self {
+        let queue = device.backend().default_queue().clone();
+        BufferContext {
+            shared: Arc::new(ContextShared {
+                device,
+                host,
+                queue,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The device's backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        self.shared.device.backend()
+    }
+
+    /// The pool device copies come from.
+    pub fn device_pool(&self) -> &CachingAllocator {
+        &self.shared.device
+    }
+
+    /// The pool host copies come from.
+    pub fn host_pool(&self) -> &CachingAllocator {
+        &self.shared.host
+    }
+
+    /// A buffer of `len` elements that reads as zeros. Nothing is allocated until a side is
+    /// first used.
+    pub fn alloc<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        self.alloc_with(len, Residency::Auto)
+    }
+
+    /// [`BufferContext::alloc`] with a chosen residency.
+    pub fn alloc_with<T: Element>(
+        &self,
+        len: usize,
+        residency: Residency,
+    ) -> Result<UnifiedBuffer<T>> {
+        self.shared.check_open("allocating a buffer")?;
+        if len == 0 {
+            return Err(Error::ZeroLength { what: "buffer" });
+        }
+        if std::mem::align_of::<T>() > HOST_ALIGNMENT {
+            return Err(Error::invalid(format!(
+                "element alignment {} exceeds the {HOST_ALIGNMENT}-byte alignment of buffer memory",
+                std::mem::align_of::<T>()
+            )));
+        }
+        let bytes = byte_len::<T>(len)?;
+        let max = self.backend().info().max_allocation;
+        if bytes as u64 > max {
+            return Err(Error::AllocationTooLarge {
+                requested: bytes as u64,
+                max,
+            });
+        }
+        let addressable = self.backend().capabilities().host_addressable;
+        let shared = match residency {
+            Residency::Auto => addressable,
+            Residency::Mirrored => false,
+            Residency::Shared if addressable => true,
+            Residency::Shared => {
+                return Err(Error::invalid(format!(
+                    "{:?} cannot share one allocation with the host: its memory is not host-addressable",
+                    self.backend()
+                )))
+            }
+        };
+        let storage = BufferStorage::new(self.shared.clone(), bytes, shared);
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// A buffer holding a copy of `data`, valid on the host.
+    pub fn from_slice<T: Element>(&self, data: &[T]) -> Result<UnifiedBuffer<T>> {
+        let mut buffer = self.alloc(data.len())?;
+        buffer.host_discard()?.copy_from_slice(data);
+        Ok(buffer)
+    }
+
+    /// Stops this context's buffers from allocating, transferring and giving device access.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`BufferContext::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for BufferContext {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for BufferContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferContext")
+            .field("backend", self.backend())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

@@ -1,0 +1,174 @@
+//! Guards: the only way to touch a buffer's memory, so that marking a side stale cannot be
+//! forgotten. Holding a read guard keeps its side valid; a mutable guard exists only while the
+//! buffer is exclusively borrowed, and the other side was marked stale when it was handed out.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut, Range};
+use std::sync::RwLockReadGuard;
+
+use super::storage::{allocated, host_bytes};
+use crate::backend::{Backend, DeviceBlock, Queue};
+use crate::element::Element;
+use crate::error::Result;
+use crate::pool::PooledBlock;
+
+/// Read access to a buffer's host copy, as a slice.
+pub struct HostRef<'a, T: Element> {
+    slot: RwLockReadGuard<'a, Option<PooledBlock>>,
+    backend: &'a dyn Backend,
+    range: Range<usize>,
+    _element: PhantomData<T>,
+}
+
+impl<'a, T: Element> HostRef<'a, T> {
+    /// Checks once that the bytes are reachable and fit, so that `deref` cannot fail.
+    pub(crate) fn new(
+        slot: RwLockReadGuard<'a, Option<PooledBlock>>,
+        backend: &'a dyn Backend,
+        range: Range<usize>,
+    ) -> Result<Self> {
+        let bytes = host_bytes(backend, allocated(&slot))?;
+        bytemuck::try_cast_slice::<u8, T>(&bytes[range.clone()])
+            .map_err(|e| crate::error::Error::invalid(format!("host view: {e}")))?;
+        Ok(HostRef {
+            slot,
+            backend,
+            range,
+            _element: PhantomData,
+        })
+    }
+}
+
+impl<T: Element> Deref for HostRef<'_, T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        let bytes = self
+            .backend
+            .host_bytes(allocated(&self.slot))
+            .expect("checked when the guard was made");
+        bytemuck::cast_slice(&bytes[self.range.clone()])
+    }
+}
+
+/// Write access to a buffer's host copy, as a slice. The device copy was marked stale over this
+/// range when the guard was made.
+pub struct HostMut<'a, T: Element> {
+    data: &'a mut [T],
+}
+
+impl<'a, T: Element> HostMut<'a, T> {
+    pub(crate) fn new(bytes: &'a mut [u8]) -> Result<Self> {
+        let data = bytemuck::try_cast_slice_mut(bytes)
+            .map_err(|e| crate::error::Error::invalid(format!("host view: {e}")))?;
+        Ok(HostMut { data })
+    }
+}
+
+impl<T: Element> Deref for HostMut<'_, T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        self.data
+    }
+}
+
+impl<T: Element> DerefMut for HostMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.data
+    }
+}
+
+/// Read access to a buffer's device copy: the raw block, the byte range the buffer (or view)
+/// covers, and the queue hetmem orders its own work on. Pass the block to your kernels.
+pub struct DeviceRef<'a> {
+    pub(crate) slot: RwLockReadGuard<'a, Option<PooledBlock>>,
+    pub(crate) queue: &'a Queue,
+    pub(crate) range: Range<usize>,
+}
+
+impl DeviceRef<'_> {
+    /// The device block (it may be larger than the buffer: use [`DeviceRef::offset`] and
+    /// [`DeviceRef::byte_len`]).
+    pub fn block(&self) -> &DeviceBlock {
+        allocated(&self.slot)
+    }
+
+    /// Byte offset of the buffer (or view) inside the block.
+    pub fn offset(&self) -> usize {
+        self.range.start
+    }
+
+    /// Length in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// The queue hetmem's transfers for this buffer run on.
+    pub fn queue(&self) -> &Queue {
+        self.queue
+    }
+}
+
+/// Write access to a buffer's device copy. The host copy was marked stale over this range when
+/// the guard was made.
+pub struct DeviceMut<'a> {
+    pub(crate) block: &'a mut DeviceBlock,
+    pub(crate) queue: &'a Queue,
+    pub(crate) range: Range<usize>,
+}
+
+impl DeviceMut<'_> {
+    /// The device block.
+    pub fn block(&self) -> &DeviceBlock {
+        self.block
+    }
+
+    /// The device block, for backend calls that write it.
+    pub fn block_mut(&mut self) -> &mut DeviceBlock {
+        self.block
+    }
+
+    /// Byte offset of the buffer (or view) inside the block.
+    pub fn offset(&self) -> usize {
+        self.range.start
+    }
+
+    /// Length in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.range.len()
+    }
+
+    /// The queue hetmem's transfers for this buffer run on.
+    pub fn queue(&self) -> &Queue {
+        self.queue
+    }
+}
+
+macro_rules! debug_device_guard {
+    ($guard:ident) => {
+        impl fmt::Debug for $guard<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($guard))
+                    .field("block", self.block())
+                    .field("range", &self.range)
+                    .finish()
+            }
+        }
+    };
+}
+debug_device_guard!(DeviceRef);
+debug_device_guard!(DeviceMut);
+
+impl<T: Element + fmt::Debug> fmt::Debug for HostRef<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Element + fmt::Debug> fmt::Debug for HostMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}

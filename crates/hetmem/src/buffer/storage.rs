@@ -1,0 +1,712 @@
+//! [`BufferStorage`]: the memory behind a buffer and all its views, and the protocol that keeps
+//! its two copies coherent.
+//!
+//! Every state change is computed by [`transition`] and carried out here. Each side keeps the set
+//! of byte ranges where it is stale; a transfer moves only those ranges (see [`RangeSet::plan`]).
+//! At most one side is stale at a time: before a side becomes newer anywhere it is made valid
+//! everywhere, so the six states of the table describe every buffer.
+//!
+//! # Locking
+//! Operations through `&self` (guards for reading, `read`, `sync`, prefetches) only ever make a
+//! stale side valid; nothing through `&self` changes a valid side. They serialise on `tracker`,
+//! and write a side's slot only while that side is stale — when no guard on it can exist, since
+//! guards are handed out only for valid sides and a side becomes stale only through `&mut`. So a
+//! thread holding a read guard on one side may take a guard on the other without deadlock, and
+//! concurrent readers needing one sync perform it once. Operations through `&mut self` use
+//! `get_mut` and take no lock at all.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
+use super::context::ContextShared;
+use super::metrics::{BufferMetrics, Direction, MetricCells};
+use super::range_set::RangeSet;
+use super::Residency;
+use crate::backend::{Backend, DeviceBlock, Queue};
+use crate::error::{Error, Result};
+use crate::pool::{CachingAllocator, PooledBlock};
+
+const HOST_VALID: u8 = 1;
+const DEVICE_VALID: u8 = 2;
+
+/// How a shared-residency buffer comes into being: its one allocation, zeroed.
+const SHARED_INIT: Transition = Transition {
+    state: CoherenceState::Synchronized,
+    effects: &[Effect::Allocate(Side::Device), Effect::Zero(Side::Device)],
+};
+
+/// The memory of one buffer, shared by the buffer and its views. Opaque: reach it through
+/// [`UnifiedBuffer`](super::UnifiedBuffer).
+pub struct BufferStorage {
+    core: Core,
+    /// The host copy (unused with shared residency).
+    host: RwLock<Option<PooledBlock>>,
+    /// The device copy, or with shared residency the one allocation.
+    device: RwLock<Option<PooledBlock>>,
+    tracker: Mutex<Tracker>,
+    /// Which sides are valid, mirrored from `tracker` for the guards' lock-free fast path.
+    valid: AtomicU8,
+}
+
+/// What the effects need besides the slots and the tracker.
+struct Core {
+    ctx: Arc<ContextShared>,
+    /// Length in bytes.
+    len: usize,
+    shared: bool,
+    metrics: MetricCells,
+}
+
+/// The coherence state and, per side, the byte ranges where that side is stale.
+struct Tracker {
+    state: CoherenceState,
+    stale_host: RangeSet,
+    stale_device: RangeSet,
+}
+
+impl Tracker {
+    fn stale(&self, side: Side) -> &RangeSet {
+        match side {
+            Side::Host => &self.stale_host,
+            Side::Device => &self.stale_device,
+        }
+    }
+
+    fn stale_mut(&mut self, side: Side) -> &mut RangeSet {
+        match side {
+            Side::Host => &mut self.stale_host,
+            Side::Device => &mut self.stale_device,
+        }
+    }
+
+    fn set_state(&mut self, state: CoherenceState, valid: &AtomicU8) {
+        self.state = state;
+        valid.store(valid_bits(state), Ordering::Release);
+    }
+}
+
+fn valid_bits(state: CoherenceState) -> u8 {
+    let host = if state.is_valid(Side::Host) {
+        HOST_VALID
+    } else {
+        0
+    };
+    let device = if state.is_valid(Side::Device) {
+        DEVICE_VALID
+    } else {
+        0
+    };
+    host | device
+}
+
+fn side_bit(side: Side) -> u8 {
+    match side {
+        Side::Host => HOST_VALID,
+        Side::Device => DEVICE_VALID,
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn get_mut<T>(lock: &mut RwLock<T>) -> &mut T {
+    lock.get_mut().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The block in a slot that the protocol guarantees is allocated.
+pub(crate) fn allocated(slot: &Option<PooledBlock>) -> &DeviceBlock {
+    slot.as_ref()
+        .expect("a side in a valid or stale state is allocated")
+        .block()
+}
+
+fn allocated_mut(slot: &mut Option<PooledBlock>) -> &mut DeviceBlock {
+    slot.as_mut()
+        .expect("a side in a valid or stale state is allocated")
+        .block_mut()
+}
+
+/// A host-addressable block's bytes.
+pub(crate) fn host_bytes<'a>(backend: &dyn Backend, block: &'a DeviceBlock) -> Result<&'a [u8]> {
+    backend
+        .host_bytes(block)
+        .ok_or_else(|| Error::invalid(format!("{backend:?} memory is not host-addressable")))
+}
+
+fn host_bytes_mut<'a>(backend: &dyn Backend, block: &'a mut DeviceBlock) -> Result<&'a mut [u8]> {
+    backend
+        .host_bytes_mut(block)
+        .ok_or_else(|| Error::invalid(format!("{backend:?} memory is not host-addressable")))
+}
+
+impl Core {
+    fn pool(&self, side: Side) -> &CachingAllocator {
+        match side {
+            Side::Host => &self.ctx.host,
+            Side::Device => &self.ctx.device,
+        }
+    }
+
+    fn backend(&self, side: Side) -> &dyn Backend {
+        &**self.pool(side).backend()
+    }
+
+    /// Carries out transition `t`, whose effects all make `side` (held in `target`) valid,
+    /// reading from the other side (`source`). Bytes in `exclude` are about to be overwritten
+    /// whole, so they are neither transferred nor zeroed. The state changes only once every
+    /// effect has succeeded: a failure leaves the valid side valid.
+    #[allow(clippy::too_many_arguments)]
+    fn perform(
+        &self,
+        tracker: &mut Tracker,
+        valid: &AtomicU8,
+        side: Side,
+        t: Transition,
+        target: &mut Option<PooledBlock>,
+        source: &Option<PooledBlock>,
+        exclude: &Range<usize>,
+    ) -> Result<()> {
+        let untouched = RangeSet::full(self.len).without(exclude);
+        for &effect in t.effects {
+            match effect {
+                Effect::Allocate(_) => {
+                    *target = Some(self.pool(side).allocate(self.len)?);
+                    *tracker.stale_mut(side) = RangeSet::full(self.len);
+                    // Reads of an uninitialised buffer see zeros (the device side has an
+                    // explicit Zero effect).
+                    if tracker.state == CoherenceState::Uninitialized && side == Side::Host {
+                        self.zero(side, allocated_mut(target), &untouched)?;
+                    }
+                }
+                Effect::Zero(_) => self.zero(side, allocated_mut(target), &untouched)?,
+                Effect::Upload | Effect::Download => {
+                    let stale = tracker.stale(side).without(exclude);
+                    self.transfer(side, &stale, allocated_mut(target), source)?;
+                }
+                other => unreachable!("{other:?} never makes a side valid"),
+            }
+        }
+        tracker.stale_mut(side).clear();
+        tracker.set_state(t.state, valid);
+        Ok(())
+    }
+
+    fn zero(&self, side: Side, block: &mut DeviceBlock, ranges: &RangeSet) -> Result<()> {
+        let backend = self.backend(side);
+        match side {
+            Side::Host => {
+                let bytes = host_bytes_mut(backend, block)?;
+                for r in ranges.ranges() {
+                    bytes[r.clone()].fill(0);
+                }
+            }
+            Side::Device => {
+                for r in ranges.ranges() {
+                    backend
+                        .fill(&self.ctx.queue, block, r.start, r.len(), &[0])?
+                        .wait()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the `stale` ranges of `side` from the other side.
+    fn transfer(
+        &self,
+        side: Side,
+        stale: &RangeSet,
+        target: &mut DeviceBlock,
+        source: &Option<PooledBlock>,
+    ) -> Result<()> {
+        let ranges = stale.plan(self.len);
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let device = self.ctx.device_backend();
+        let host = self.backend(Side::Host);
+        let queue = &self.ctx.queue;
+        match side {
+            Side::Device => {
+                let from = host_bytes(host, allocated(source))?;
+                for r in &ranges {
+                    device.write(queue, target, r.start, &from[r.clone()])?;
+                }
+            }
+            Side::Host => {
+                let from = allocated(source);
+                let to = host_bytes_mut(host, target)?;
+                for r in &ranges {
+                    device.read(queue, from, r.start, &mut to[r.clone()])?;
+                }
+            }
+        }
+        let bytes = ranges.iter().map(|r| r.len()).sum();
+        let direction = match side {
+            Side::Device => Direction::HostToDevice,
+            Side::Host => Direction::DeviceToHost,
+        };
+        self.metrics.record(direction, bytes, start);
+        Ok(())
+    }
+
+    /// Gives a valid side a new length, keeping its prefix and zeroing any new tail.
+    fn reallocate(&self, side: Side, slot: &mut Option<PooledBlock>, new_len: usize) -> Result<()> {
+        let old_len = self.len;
+        let tail = RangeSet::full(new_len).without(&(0..old_len));
+        let current = slot.as_mut().expect("a valid side is allocated");
+        if new_len <= current.capacity() {
+            return self.zero(side, current.block_mut(), &tail);
+        }
+        let mut fresh = self.pool(side).allocate(new_len)?;
+        let keep = old_len.min(new_len);
+        match side {
+            Side::Host => {
+                let backend = self.backend(side);
+                let from = host_bytes(backend, current.block())?;
+                host_bytes_mut(backend, fresh.block_mut())?[..keep].copy_from_slice(&from[..keep]);
+            }
+            Side::Device => {
+                let start = Instant::now();
+                self.ctx
+                    .device_backend()
+                    .copy(
+                        &self.ctx.queue,
+                        current.block(),
+                        0,
+                        fresh.block_mut(),
+                        0,
+                        keep,
+                    )?
+                    .wait()?;
+                self.metrics.record(Direction::DeviceToDevice, keep, start);
+            }
+        }
+        self.zero(side, fresh.block_mut(), &tail)?;
+        *slot = Some(fresh);
+        Ok(())
+    }
+}
+
+impl BufferStorage {
+    pub(crate) fn new(ctx: Arc<ContextShared>, len: usize, shared: bool) -> Self {
+        BufferStorage {
+            core: Core {
+                ctx,
+                len,
+                shared,
+                metrics: MetricCells::new(),
+            },
+            host: RwLock::new(None),
+            device: RwLock::new(None),
+            tracker: Mutex::new(Tracker {
+                state: CoherenceState::Uninitialized,
+                stale_host: RangeSet::default(),
+                stale_device: RangeSet::default(),
+            }),
+            valid: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn residency(&self) -> Residency {
+        if self.core.shared {
+            Residency::Shared
+        } else {
+            Residency::Mirrored
+        }
+    }
+
+    pub(crate) fn state(&self) -> CoherenceState {
+        self.tracker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state
+    }
+
+    pub(crate) fn is_valid(&self, side: Side) -> bool {
+        self.valid.load(Ordering::Acquire) & side_bit(side) != 0
+    }
+
+    pub(crate) fn ctx(&self) -> &ContextShared {
+        &self.core.ctx
+    }
+
+    pub(crate) fn metrics(&self) -> BufferMetrics {
+        let m = &self.core.metrics;
+        BufferMetrics {
+            host_to_device: m.direction(Direction::HostToDevice),
+            device_to_host: m.direction(Direction::DeviceToHost),
+            device_to_device: m.direction(Direction::DeviceToDevice),
+            last_access: m.last_access(),
+            state: self.state(),
+            residency: self.residency(),
+            bytes: self.core.len,
+        }
+    }
+
+    /// Makes `side` valid for reading, transferring its stale ranges if needed.
+    pub(crate) fn acquire(&self, side: Side) -> Result<()> {
+        self.core.metrics.touch();
+        if self.is_valid(side) {
+            return Ok(());
+        }
+        self.core.ctx.check_open("making a buffer side valid")?;
+        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        if tracker.state.is_valid(side) {
+            return Ok(()); // another thread did it while this one waited
+        }
+        let none = None;
+        if self.core.shared {
+            let mut slot = write(&self.device);
+            return self.core.perform(
+                &mut tracker,
+                &self.valid,
+                Side::Device,
+                SHARED_INIT,
+                &mut slot,
+                &none,
+                &(0..0),
+            );
+        }
+        let t = transition(tracker.state, CoherenceEvent::Read(side))?;
+        let (mut target, source) = match side {
+            Side::Host => (write(&self.host), read(&self.device)),
+            Side::Device => (write(&self.device), read(&self.host)),
+        };
+        self.core.perform(
+            &mut tracker,
+            &self.valid,
+            side,
+            t,
+            &mut target,
+            &source,
+            &(0..0),
+        )
+    }
+
+    /// Makes `side` valid and newest over `range`, which the caller will modify; with `discard`
+    /// the caller overwrites all of `range` without reading it, so it is not transferred.
+    pub(crate) fn acquire_mut(
+        &mut self,
+        side: Side,
+        range: Range<usize>,
+        discard: bool,
+    ) -> Result<()> {
+        self.core.metrics.touch();
+        if range.is_empty() {
+            return Ok(());
+        }
+        let core = &self.core;
+        let tracker = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let exclude = if discard { range.clone() } else { 0..0 };
+        if core.shared {
+            if tracker.state == CoherenceState::Uninitialized {
+                core.ctx.check_open("allocating a buffer")?;
+                let slot = get_mut(&mut self.device);
+                let none = None;
+                core.perform(
+                    tracker,
+                    &self.valid,
+                    Side::Device,
+                    SHARED_INIT,
+                    slot,
+                    &none,
+                    &exclude,
+                )?;
+            }
+            return Ok(());
+        }
+        let whole = range == (0..core.len);
+        let event = if discard && whole {
+            CoherenceEvent::Discard(side)
+        } else {
+            CoherenceEvent::Write(side)
+        };
+        let t = transition(tracker.state, event)?;
+        if !t.effects.is_empty() {
+            core.ctx.check_open("making a buffer side valid")?;
+        }
+        let host = get_mut(&mut self.host);
+        let device = get_mut(&mut self.device);
+        let (target, source) = match side {
+            Side::Host => (host, &*device),
+            Side::Device => (device, &*host),
+        };
+        core.perform(tracker, &self.valid, side, t, target, source, &exclude)?;
+        if t.state.is_allocated(side.other()) {
+            tracker.stale_mut(side.other()).insert(range);
+        }
+        Ok(())
+    }
+
+    /// The slot holding the host-side bytes and the backend that can read them.
+    pub(crate) fn host_slot(&self) -> (RwLockReadGuard<'_, Option<PooledBlock>>, &dyn Backend) {
+        if self.core.shared {
+            (read(&self.device), self.core.backend(Side::Device))
+        } else {
+            (read(&self.host), self.core.backend(Side::Host))
+        }
+    }
+
+    /// The host-side bytes (the whole block), for writing. Call [`BufferStorage::acquire_mut`]
+    /// first.
+    pub(crate) fn host_bytes_mut(&mut self) -> Result<&mut [u8]> {
+        let (slot, backend) = if self.core.shared {
+            (get_mut(&mut self.device), self.core.backend(Side::Device))
+        } else {
+            (get_mut(&mut self.host), self.core.backend(Side::Host))
+        };
+        host_bytes_mut(backend, allocated_mut(slot))
+    }
+
+    pub(crate) fn device_slot(&self) -> RwLockReadGuard<'_, Option<PooledBlock>> {
+        read(&self.device)
+    }
+
+    pub(crate) fn device_block_mut(&mut self) -> &mut DeviceBlock {
+        self.device_parts().0
+    }
+
+    /// The device block, for writing, and the queue to order work on.
+    pub(crate) fn device_parts(&mut self) -> (&mut DeviceBlock, &Queue) {
+        (
+            allocated_mut(get_mut(&mut self.device)),
+            &self.core.ctx.queue,
+        )
+    }
+
+    /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
+    /// when only the device is, zeros when nothing was ever written.
+    pub(crate) fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.core.metrics.touch();
+        if self.is_valid(Side::Host) {
+            let (slot, backend) = self.host_slot();
+            let bytes = host_bytes(backend, allocated(&slot))?;
+            dst.copy_from_slice(&bytes[offset..offset + dst.len()]);
+        } else if self.is_valid(Side::Device) {
+            self.core.ctx.check_open("reading from the device")?;
+            let slot = self.device_slot();
+            let start = Instant::now();
+            let queue = &self.core.ctx.queue;
+            self.core
+                .ctx
+                .device_backend()
+                .read(queue, allocated(&slot), offset, dst)?;
+            self.core
+                .metrics
+                .record(Direction::DeviceToHost, dst.len(), start);
+        } else {
+            dst.fill(0);
+        }
+        Ok(())
+    }
+
+    /// Writes `src` at `offset` into the newest copy: the host copy when it is valid (or nothing
+    /// exists yet), otherwise straight to the device, so a write never forces a download.
+    pub(crate) fn write_from(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        let range = offset..offset + src.len();
+        if self.core.shared || !self.newest_only_on_device() {
+            self.acquire_mut(Side::Host, range.clone(), true)?;
+            self.host_bytes_mut()?[range].copy_from_slice(src);
+            return Ok(());
+        }
+        self.core.ctx.check_open("writing to the device")?;
+        let start = Instant::now();
+        let queue = self.core.ctx.queue.clone();
+        let backend = self.core.ctx.device.backend().clone();
+        backend.write(&queue, self.device_block_mut(), offset, src)?;
+        self.core
+            .metrics
+            .record(Direction::HostToDevice, src.len(), start);
+        self.acquire_mut(Side::Device, range, true)
+    }
+
+    /// Repeats `pattern` over `range` on the newest copy (a device fill when only the device is
+    /// valid and the backend can fill with this pattern at this offset).
+    pub(crate) fn fill(&mut self, range: Range<usize>, pattern: &[u8]) -> Result<()> {
+        let p = pattern.len();
+        let device_fill = !self.core.shared
+            && self.newest_only_on_device()
+            && p.is_power_of_two()
+            && p <= 128
+            && range.start % p == 0;
+        if device_fill {
+            self.core.ctx.check_open("filling on the device")?;
+            let queue = self.core.ctx.queue.clone();
+            let backend = self.core.ctx.device.backend().clone();
+            backend
+                .fill(
+                    &queue,
+                    self.device_block_mut(),
+                    range.start,
+                    range.len(),
+                    pattern,
+                )?
+                .wait()?;
+            return self.acquire_mut(Side::Device, range, true);
+        }
+        self.acquire_mut(Side::Host, range.clone(), true)?;
+        for chunk in self.host_bytes_mut()?[range].chunks_exact_mut(p) {
+            chunk.copy_from_slice(pattern);
+        }
+        Ok(())
+    }
+
+    /// Copies `src` of `other` into `dst` of this storage: device to device when `other` is
+    /// valid on the same device and this buffer's device copy is valid (or overwritten whole),
+    /// otherwise through the host.
+    pub(crate) fn copy_from(
+        &mut self,
+        dst: Range<usize>,
+        other: &BufferStorage,
+        src: Range<usize>,
+    ) -> Result<()> {
+        let same_device =
+            self.core.ctx.device_backend().id() == other.core.ctx.device_backend().id();
+        let device_side_ready = self.is_valid(Side::Device) || dst == (0..self.core.len);
+        if same_device && other.is_valid(Side::Device) && device_side_ready {
+            self.core.ctx.check_open("copying on the device")?;
+            self.acquire_mut(Side::Device, dst.clone(), true)?;
+            let from = other.device_slot();
+            let start = Instant::now();
+            let queue = self.core.ctx.queue.clone();
+            let backend = self.core.ctx.device.backend().clone();
+            backend
+                .copy(
+                    &queue,
+                    allocated(&from),
+                    src.start,
+                    self.device_block_mut(),
+                    dst.start,
+                    dst.len(),
+                )?
+                .wait()?;
+            self.core
+                .metrics
+                .record(Direction::DeviceToDevice, dst.len(), start);
+            return Ok(());
+        }
+        if self.core.shared || !self.newest_only_on_device() {
+            self.acquire_mut(Side::Host, dst.clone(), true)?;
+            return other.read_into(src.start, &mut self.host_bytes_mut()?[dst]);
+        }
+        let mut staged = vec![0u8; src.len()];
+        other.read_into(src.start, &mut staged)?;
+        self.write_from(dst.start, &staged)
+    }
+
+    /// The device holds the only valid copy (`DeviceOnly` or `DeviceDirty`).
+    fn newest_only_on_device(&self) -> bool {
+        self.is_valid(Side::Device) && !self.is_valid(Side::Host)
+    }
+
+    /// Makes both sides valid.
+    pub(crate) fn sync(&self) -> Result<()> {
+        match self.state() {
+            CoherenceState::HostOnly | CoherenceState::HostDirty => self.acquire(Side::Device),
+            CoherenceState::DeviceOnly | CoherenceState::DeviceDirty => self.acquire(Side::Host),
+            CoherenceState::Uninitialized | CoherenceState::Synchronized => Ok(()),
+        }
+    }
+
+    /// Drops the device copy, downloading what the host lacks first.
+    pub(crate) fn compact(&mut self) -> Result<()> {
+        if self.core.shared {
+            return Ok(());
+        }
+        let core = &self.core;
+        let tracker = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let t = transition(tracker.state, CoherenceEvent::Compact)?;
+        let host = get_mut(&mut self.host);
+        let device = get_mut(&mut self.device);
+        if t.effects.contains(&Effect::Download) {
+            core.ctx.check_open("downloading before compaction")?;
+            let read = transition(tracker.state, CoherenceEvent::Read(Side::Host))?;
+            core.perform(
+                tracker,
+                &self.valid,
+                Side::Host,
+                read,
+                host,
+                device,
+                &(0..0),
+            )?;
+        }
+        *device = None;
+        tracker.stale_host.clear();
+        tracker.stale_device.clear();
+        tracker.set_state(t.state, &self.valid);
+        Ok(())
+    }
+
+    /// Declares `side` stale (a kernel the buffer did not see wrote the other side).
+    pub(crate) fn invalidate(&mut self, side: Side) -> Result<()> {
+        if self.core.shared {
+            return Ok(());
+        }
+        let tracker = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let t = transition(tracker.state, CoherenceEvent::Invalidate(side))?;
+        if t.state.is_allocated(side) && !t.state.is_valid(side) {
+            *tracker.stale_mut(side) = RangeSet::full(self.core.len);
+        }
+        tracker.set_state(t.state, &self.valid);
+        Ok(())
+    }
+
+    /// Changes the length to `new_len` bytes, keeping the prefix; new bytes read as zeros.
+    pub(crate) fn resize(&mut self, new_len: usize) -> Result<()> {
+        let core = &self.core;
+        let tracker = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        let t = transition(tracker.state, CoherenceEvent::Resize)?;
+        if !t.effects.is_empty() {
+            core.ctx.check_open("resizing a buffer")?;
+        }
+        // Reallocations first: if one fails, nothing has been released and the old length
+        // still describes every copy.
+        let reallocations = t
+            .effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Reallocate(_)));
+        let releases = t.effects.iter().filter(|e| matches!(e, Effect::Release(_)));
+        for &effect in reallocations.chain(releases) {
+            let (Effect::Release(side) | Effect::Reallocate(side)) = effect else {
+                unreachable!("{effect:?} is not an effect of resizing")
+            };
+            let slot = match (side, core.shared) {
+                (Side::Host, true) => continue, // one allocation: the device slot holds it
+                (Side::Host, false) => get_mut(&mut self.host),
+                (Side::Device, _) => get_mut(&mut self.device),
+            };
+            match effect {
+                Effect::Release(_) => *slot = None,
+                _ => core.reallocate(side, slot, new_len)?,
+            }
+        }
+        self.core.len = new_len;
+        tracker.stale_host.clear();
+        tracker.stale_device.clear();
+        tracker.set_state(t.state, &self.valid);
+        Ok(())
+    }
+}
