@@ -6,21 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::backends;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hetmem::pool::CachingAllocator;
-use hetmem::{Backend, HostBackend};
+use hetmem::HostBackend;
 
 const MIB: usize = 1 << 20;
-
-fn backends() -> Vec<(String, Arc<dyn Backend>)> {
-    let mut all: Vec<(String, Arc<dyn Backend>)> =
-        vec![("host".into(), Arc::new(HostBackend::new()))];
-    #[cfg(feature = "opencl")]
-    if let Ok(mut cl) = hetmem::OpenClBackend::all() {
-        all.push(("opencl0".into(), Arc::new(cl.swap_remove(0))));
-    }
-    all
-}
 
 /// Allocate + release of a 1 MiB block: a cache hit against the raw driver round trip.
 fn alloc_release(c: &mut Criterion) {

@@ -174,7 +174,7 @@ impl Core {
         source: &Option<PooledBlock>,
         exclude: &Range<usize>,
     ) -> Result<()> {
-        let untouched = RangeSet::full(self.len).without(exclude);
+        let untouched = || RangeSet::full(self.len).without(exclude);
         for &effect in t.effects {
             match effect {
                 Effect::Allocate(_) => {
@@ -183,10 +183,10 @@ impl Core {
                     // Reads of an uninitialised buffer see zeros (the device side has an
                     // explicit Zero effect).
                     if tracker.state == CoherenceState::Uninitialized && side == Side::Host {
-                        self.zero(side, allocated_mut(target), &untouched)?;
+                        self.zero(side, allocated_mut(target), &untouched())?;
                     }
                 }
-                Effect::Zero(_) => self.zero(side, allocated_mut(target), &untouched)?,
+                Effect::Zero(_) => self.zero(side, allocated_mut(target), &untouched())?,
                 Effect::Upload | Effect::Download => {
                     let stale = tracker.stale(side).without(exclude);
                     self.transfer(side, &stale, allocated_mut(target), source)?;
