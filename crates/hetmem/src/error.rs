@@ -132,6 +132,17 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A transfer's destination did not match its source (checked when verification is on).
+    #[error("{what}: checksum mismatch, sent CRC-32 {expected:#010x}, found {actual:#010x}")]
+    IntegrityMismatch {
+        /// Which transfer.
+        what: &'static str,
+        /// CRC-32 of the source.
+        expected: u32,
+        /// CRC-32 of what arrived.
+        actual: u32,
+    },
+
     /// A coherence rule refused the operation (invalidating the only valid copy).
     #[error(transparent)]
     Coherence(#[from] crate::buffer::CoherenceError),
@@ -155,7 +166,7 @@ impl Error {
     /// return `false` and should fail fast.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::OutOfMemory { .. } => true,
+            Error::OutOfMemory { .. } | Error::IntegrityMismatch { .. } => true,
             Error::Backend(e) => e.retryable,
             Error::Os(e) => matches!(
                 e.kind(),

@@ -38,6 +38,7 @@
 
 mod counters;
 mod event;
+mod faulty;
 mod host;
 #[cfg(feature = "opencl")]
 mod opencl;
@@ -53,6 +54,7 @@ use std::sync::Arc;
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 pub use event::{CompletionCallback, Event, EventSource, EventStatus, ManualEvent, UserEvent};
+pub use faulty::{FaultKind, FaultOp, FaultyBackend};
 pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]

@@ -10,6 +10,7 @@ use crate::backend::{Backend, HostBackend, Queue, HOST_ALIGNMENT};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::pool::CachingAllocator;
+use crate::transfer::TransferEngine;
 
 /// How a buffer keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -42,6 +43,7 @@ pub(crate) struct ContextShared {
     pub(crate) device: CachingAllocator,
     pub(crate) host: CachingAllocator,
     pub(crate) queue: Queue,
+    pub(crate) engine: TransferEngine,
     closed: AtomicBool,
 }
 
@@ -80,11 +82,13 @@ impl BufferContext {
 
     fn build(device: CachingAllocator, host: CachingAllocator) -> Self {
         let queue = device.backend().default_queue().clone();
+        let engine = TransferEngine::new(device.backend().clone());
         BufferContext {
             shared: Arc::new(ContextShared {
                 device,
                 host,
                 queue,
+                engine,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -98,6 +102,11 @@ impl BufferContext {
     /// The pool device copies come from.
     pub fn device_pool(&self) -> &CachingAllocator {
         &self.shared.device
+    }
+
+    /// The engine buffers' syncs go through (its statistics cover every buffer of the context).
+    pub fn engine(&self) -> &TransferEngine {
+        &self.shared.engine
     }
 
     /// The pool host copies come from.

@@ -17,6 +17,6 @@ mod unified;
 pub use coherence::{CoherenceError, CoherenceEvent, CoherenceState, Effect, Side, Transition};
 pub use context::{BufferContext, Residency};
 pub use guards::{DeviceMut, DeviceRef, HostMut, HostRef};
-pub use metrics::{BufferMetrics, Direction, DirectionMetrics};
+pub use metrics::BufferMetrics;
 pub use storage::BufferStorage;
 pub use unified::{BufferView, BufferViewMut, UnifiedBuffer};

@@ -22,12 +22,13 @@ use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
-use super::metrics::{BufferMetrics, Direction, MetricCells};
+use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
 use super::Residency;
 use crate::backend::{Backend, DeviceBlock, Queue};
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, PooledBlock};
+use crate::transfer::Direction;
 
 const HOST_VALID: u8 = 1;
 const DEVICE_VALID: u8 = 2;
@@ -232,21 +233,20 @@ impl Core {
             return Ok(());
         }
         let start = Instant::now();
-        let device = self.ctx.device_backend();
+        let engine = &self.ctx.engine;
         let host = self.backend(Side::Host);
-        let queue = &self.ctx.queue;
         match side {
             Side::Device => {
                 let from = host_bytes(host, allocated(source))?;
                 for r in &ranges {
-                    device.write(queue, target, r.start, &from[r.clone()])?;
+                    engine.write(target, r.start, &from[r.clone()])?;
                 }
             }
             Side::Host => {
                 let from = allocated(source);
                 let to = host_bytes_mut(host, target)?;
                 for r in &ranges {
-                    device.read(queue, from, r.start, &mut to[r.clone()])?;
+                    engine.read(from, r.start, &mut to[r.clone()])?;
                 }
             }
         }
@@ -343,9 +343,9 @@ impl BufferStorage {
     pub(crate) fn metrics(&self) -> BufferMetrics {
         let m = &self.core.metrics;
         BufferMetrics {
-            host_to_device: m.direction(Direction::HostToDevice),
-            device_to_host: m.direction(Direction::DeviceToHost),
-            device_to_device: m.direction(Direction::DeviceToDevice),
+            host_to_device: m.transfers.get(Direction::HostToDevice),
+            device_to_host: m.transfers.get(Direction::DeviceToHost),
+            device_to_device: m.transfers.get(Direction::DeviceToDevice),
             last_access: m.last_access(),
             state: self.state(),
             residency: self.residency(),
@@ -499,11 +499,7 @@ impl BufferStorage {
             self.core.ctx.check_open("reading from the device")?;
             let slot = self.device_slot();
             let start = Instant::now();
-            let queue = &self.core.ctx.queue;
-            self.core
-                .ctx
-                .device_backend()
-                .read(queue, allocated(&slot), offset, dst)?;
+            self.core.ctx.engine.read(allocated(&slot), offset, dst)?;
             self.core
                 .metrics
                 .record(Direction::DeviceToHost, dst.len(), start);
@@ -524,9 +520,8 @@ impl BufferStorage {
         }
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
-        let queue = self.core.ctx.queue.clone();
-        let backend = self.core.ctx.device.backend().clone();
-        backend.write(&queue, self.device_block_mut(), offset, src)?;
+        let ctx = self.core.ctx.clone();
+        ctx.engine.write(self.device_block_mut(), offset, src)?;
         self.core
             .metrics
             .record(Direction::HostToDevice, src.len(), start);

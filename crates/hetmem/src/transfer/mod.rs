@@ -1,8 +1,18 @@
-//! Moving bytes between host and devices.
+//! Moving bytes between host memory and devices.
 //!
-//! For now this holds the handle every asynchronous operation returns; the transfer engine
-//! (plans, staging ring, batching, retries) grows here.
+//! [`TransferEngine`] picks a [`Plan`] per transfer from its size and the backend's capabilities
+//! (direct, chunked, pipelined through a staging ring, batched, through the host across devices),
+//! retries transient failures chunk by chunk under a [`RetryPolicy`], optionally verifies the
+//! destination with a CRC-32, and keeps [`TransferStats`]. [`TransferHandle`] is the completion
+//! of asynchronous work, as a `Future` and a blocking `wait()`.
 
+mod engine;
 mod handle;
+mod retry;
+mod stats;
 
+pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
+pub use retry::RetryPolicy;
+pub(crate) use stats::DirectionCounters;
+pub use stats::{Direction, DirectionStats, TransferStats};

@@ -1,0 +1,106 @@
+//! Transfer statistics: what moved each way, how fast, and what went wrong.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The way bytes moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Direction {
+    /// Host → device.
+    HostToDevice,
+    /// Device → host.
+    DeviceToHost,
+    /// Device → device (on one device, or across devices).
+    DeviceToDevice,
+}
+
+impl Direction {
+    /// Every direction.
+    pub const ALL: [Direction; 3] = [
+        Direction::HostToDevice,
+        Direction::DeviceToHost,
+        Direction::DeviceToDevice,
+    ];
+}
+
+/// Transfers in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct DirectionStats {
+    /// Transfers completed.
+    pub transfers: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Time spent moving them.
+    pub time: Duration,
+    /// Fastest single transfer of at least 1 MiB, in bytes per second (0 if none).
+    pub peak_bandwidth: f64,
+}
+
+impl DirectionStats {
+    /// Average bandwidth in bytes per second, when anything took measurable time.
+    pub fn bandwidth(&self) -> Option<f64> {
+        let secs = self.time.as_secs_f64();
+        (secs > 0.0).then(|| self.bytes as f64 / secs)
+    }
+}
+
+#[derive(Default)]
+struct DirectionCells {
+    transfers: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+    /// f64 bits of the peak bandwidth (non-negative, so the bits order like the values).
+    peak: AtomicU64,
+}
+
+/// Live counters for one direction each.
+#[derive(Default)]
+pub(crate) struct DirectionCounters {
+    cells: [DirectionCells; 3],
+}
+
+impl DirectionCounters {
+    /// Records one transfer of `bytes` that started at `start`.
+    pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
+        let c = &self.cells[direction as usize];
+        let elapsed = start.elapsed();
+        c.transfers.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        if bytes >= 1 << 20 && elapsed > Duration::ZERO {
+            let bandwidth = bytes as f64 / elapsed.as_secs_f64();
+            c.peak.fetch_max(bandwidth.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self, direction: Direction) -> DirectionStats {
+        let c = &self.cells[direction as usize];
+        DirectionStats {
+            transfers: c.transfers.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            time: Duration::from_nanos(c.nanos.load(Ordering::Relaxed)),
+            peak_bandwidth: f64::from_bits(c.peak.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A snapshot of a transfer engine's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TransferStats {
+    /// Host → device.
+    pub host_to_device: DirectionStats,
+    /// Device → host.
+    pub device_to_host: DirectionStats,
+    /// Device → device.
+    pub device_to_device: DirectionStats,
+    /// Operations retried after a transient failure.
+    pub retries: u64,
+    /// Transfers that failed for good.
+    pub failures: u64,
+    /// Transfers in progress now.
+    pub in_flight: u64,
+}
