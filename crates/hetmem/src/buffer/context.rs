@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::storage::BufferStorage;
 use super::UnifiedBuffer;
-use crate::backend::{Backend, HostBackend, Queue, HOST_ALIGNMENT};
+use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNMENT};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::pool::CachingAllocator;
@@ -44,6 +44,10 @@ pub(crate) struct ContextShared {
     pub(crate) host: CachingAllocator,
     pub(crate) queue: Queue,
     pub(crate) engine: TransferEngine,
+    /// The device's largest allocation and whether its blocks are host memory, read once:
+    /// `info()` may query the driver or the OS, which allocation must not do each time.
+    max_allocation: u64,
+    host_addressable: bool,
     closed: AtomicBool,
 }
 
@@ -58,6 +62,11 @@ impl ContextShared {
 
     pub(crate) fn device_backend(&self) -> &dyn Backend {
         &**self.device.backend()
+    }
+
+    /// Checks a buffer of `bytes` bytes (never zero) against the device's largest allocation.
+    pub(crate) fn check_size(&self, bytes: usize) -> Result<()> {
+        check_allocation(bytes, self.max_allocation)
     }
 }
 
@@ -83,12 +92,16 @@ impl BufferContext {
     fn build(device: CachingAllocator, host: CachingAllocator) -> Self {
         let queue = device.backend().default_queue().clone();
         let engine = TransferEngine::new(device.backend().clone());
+        let max_allocation = device.backend().info().max_allocation;
+        let host_addressable = device.backend().capabilities().host_addressable;
         BufferContext {
             shared: Arc::new(ContextShared {
                 device,
                 host,
                 queue,
                 engine,
+                max_allocation,
+                host_addressable,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -137,14 +150,8 @@ impl BufferContext {
             )));
         }
         let bytes = byte_len::<T>(len)?;
-        let max = self.backend().info().max_allocation;
-        if bytes as u64 > max {
-            return Err(Error::AllocationTooLarge {
-                requested: bytes as u64,
-                max,
-            });
-        }
-        let addressable = self.backend().capabilities().host_addressable;
+        self.shared.check_size(bytes)?;
+        let addressable = self.shared.host_addressable;
         let shared = match residency {
             Residency::Auto => addressable,
             Residency::Mirrored => false,

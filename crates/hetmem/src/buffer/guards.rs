@@ -94,21 +94,6 @@ impl DeviceRef<'_> {
     pub fn block(&self) -> &DeviceBlock {
         allocated(&self.slot)
     }
-
-    /// Byte offset of the buffer (or view) inside the block.
-    pub fn offset(&self) -> usize {
-        self.range.start
-    }
-
-    /// Length in bytes.
-    pub fn byte_len(&self) -> usize {
-        self.range.len()
-    }
-
-    /// The queue hetmem's transfers for this buffer run on.
-    pub fn queue(&self) -> &Queue {
-        self.queue
-    }
 }
 
 /// Write access to a buffer's device copy. The host copy was marked stale over this range when
@@ -129,25 +114,28 @@ impl DeviceMut<'_> {
     pub fn block_mut(&mut self) -> &mut DeviceBlock {
         self.block
     }
-
-    /// Byte offset of the buffer (or view) inside the block.
-    pub fn offset(&self) -> usize {
-        self.range.start
-    }
-
-    /// Length in bytes.
-    pub fn byte_len(&self) -> usize {
-        self.range.len()
-    }
-
-    /// The queue hetmem's transfers for this buffer run on.
-    pub fn queue(&self) -> &Queue {
-        self.queue
-    }
 }
 
-macro_rules! debug_device_guard {
+/// What both device guards offer besides their block: range, queue, `Debug`.
+macro_rules! device_guard_common {
     ($guard:ident) => {
+        impl $guard<'_> {
+            /// Byte offset of the buffer (or view) inside the block.
+            pub fn offset(&self) -> usize {
+                self.range.start
+            }
+
+            /// Length in bytes.
+            pub fn byte_len(&self) -> usize {
+                self.range.len()
+            }
+
+            /// The queue hetmem's transfers for this buffer run on.
+            pub fn queue(&self) -> &Queue {
+                self.queue
+            }
+        }
+
         impl fmt::Debug for $guard<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
@@ -158,8 +146,8 @@ macro_rules! debug_device_guard {
         }
     };
 }
-debug_device_guard!(DeviceRef);
-debug_device_guard!(DeviceMut);
+device_guard_common!(DeviceRef);
+device_guard_common!(DeviceMut);
 
 impl<T: Element + fmt::Debug> fmt::Debug for HostRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
@@ -25,7 +25,7 @@ use super::context::ContextShared;
 use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
 use super::Residency;
-use crate::backend::{Backend, DeviceBlock, Queue};
+use crate::backend::{Backend, DeviceBlock};
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, PooledBlock};
 use crate::transfer::Direction;
@@ -120,6 +120,14 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 fn get_mut<T>(lock: &mut RwLock<T>) -> &mut T {
     lock.get_mut().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn exclusive<T>(mutex: &mut Mutex<T>) -> &mut T {
+    mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The block in a slot that the protocol guarantees is allocated.
@@ -326,10 +334,7 @@ impl BufferStorage {
     }
 
     pub(crate) fn state(&self) -> CoherenceState {
-        self.tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .state
+        lock(&self.tracker).state
     }
 
     pub(crate) fn is_valid(&self, side: Side) -> bool {
@@ -360,7 +365,7 @@ impl BufferStorage {
             return Ok(());
         }
         self.core.ctx.check_open("making a buffer side valid")?;
-        let mut tracker = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tracker = lock(&self.tracker);
         if tracker.state.is_valid(side) {
             return Ok(()); // another thread did it while this one waited
         }
@@ -406,10 +411,7 @@ impl BufferStorage {
             return Ok(());
         }
         let core = &self.core;
-        let tracker = self
-            .tracker
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let tracker = exclusive(&mut self.tracker);
         let exclude = if discard { range.clone() } else { 0..0 };
         if core.shared {
             if tracker.state == CoherenceState::Uninitialized {
@@ -475,16 +477,9 @@ impl BufferStorage {
         read(&self.device)
     }
 
-    pub(crate) fn device_block_mut(&mut self) -> &mut DeviceBlock {
-        self.device_parts().0
-    }
-
-    /// The device block, for writing, and the queue to order work on.
-    pub(crate) fn device_parts(&mut self) -> (&mut DeviceBlock, &Queue) {
-        (
-            allocated_mut(get_mut(&mut self.device)),
-            &self.core.ctx.queue,
-        )
+    /// The device block, for writing, and the context (queue, engine) to work on it with.
+    pub(crate) fn device_parts(&mut self) -> (&mut DeviceBlock, &ContextShared) {
+        (allocated_mut(get_mut(&mut self.device)), &self.core.ctx)
     }
 
     /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
@@ -520,8 +515,8 @@ impl BufferStorage {
         }
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
-        let ctx = self.core.ctx.clone();
-        ctx.engine.write(self.device_block_mut(), offset, src)?;
+        let (block, ctx) = self.device_parts();
+        ctx.engine.write(block, offset, src)?;
         self.core
             .metrics
             .record(Direction::HostToDevice, src.len(), start);
@@ -539,16 +534,9 @@ impl BufferStorage {
             && range.start % p == 0;
         if device_fill {
             self.core.ctx.check_open("filling on the device")?;
-            let queue = self.core.ctx.queue.clone();
-            let backend = self.core.ctx.device.backend().clone();
-            backend
-                .fill(
-                    &queue,
-                    self.device_block_mut(),
-                    range.start,
-                    range.len(),
-                    pattern,
-                )?
+            let (block, ctx) = self.device_parts();
+            ctx.device_backend()
+                .fill(&ctx.queue, block, range.start, range.len(), pattern)?
                 .wait()?;
             return self.acquire_mut(Side::Device, range, true);
         }
@@ -576,18 +564,9 @@ impl BufferStorage {
             self.acquire_mut(Side::Device, dst.clone(), true)?;
             let from = other.device_slot();
             let start = Instant::now();
-            let queue = self.core.ctx.queue.clone();
-            let backend = self.core.ctx.device.backend().clone();
-            backend
-                .copy(
-                    &queue,
-                    allocated(&from),
-                    src.start,
-                    self.device_block_mut(),
-                    dst.start,
-                    dst.len(),
-                )?
-                .wait()?;
+            let (block, ctx) = self.device_parts();
+            ctx.engine
+                .copy(allocated(&from), src.start, block, dst.start, dst.len())?;
             self.core
                 .metrics
                 .record(Direction::DeviceToDevice, dst.len(), start);
@@ -622,10 +601,7 @@ impl BufferStorage {
             return Ok(());
         }
         let core = &self.core;
-        let tracker = self
-            .tracker
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let tracker = exclusive(&mut self.tracker);
         let t = transition(tracker.state, CoherenceEvent::Compact)?;
         let host = get_mut(&mut self.host);
         let device = get_mut(&mut self.device);
@@ -654,10 +630,7 @@ impl BufferStorage {
         if self.core.shared {
             return Ok(());
         }
-        let tracker = self
-            .tracker
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let tracker = exclusive(&mut self.tracker);
         let t = transition(tracker.state, CoherenceEvent::Invalidate(side))?;
         if t.state.is_allocated(side) && !t.state.is_valid(side) {
             *tracker.stale_mut(side) = RangeSet::full(self.core.len);
@@ -669,10 +642,7 @@ impl BufferStorage {
     /// Changes the length to `new_len` bytes, keeping the prefix; new bytes read as zeros.
     pub(crate) fn resize(&mut self, new_len: usize) -> Result<()> {
         let core = &self.core;
-        let tracker = self
-            .tracker
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
+        let tracker = exclusive(&mut self.tracker);
         let t = transition(tracker.state, CoherenceEvent::Resize)?;
         if !t.effects.is_empty() {
             core.ctx.check_open("resizing a buffer")?;

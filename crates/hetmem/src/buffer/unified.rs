@@ -136,13 +136,7 @@ impl<T: Element> UnifiedBuffer<T> {
             return Err(Error::ZeroLength { what: "buffer" });
         }
         let bytes = byte_len::<T>(len)?;
-        let max = self.storage.ctx().device_backend().info().max_allocation;
-        if bytes as u64 > max {
-            return Err(Error::AllocationTooLarge {
-                requested: bytes as u64,
-                max,
-            });
-        }
+        self.storage.ctx().check_size(bytes)?;
         self.storage.resize(bytes)?;
         self.len = len;
         Ok(())
@@ -356,10 +350,10 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
         }
         self.storage
             .acquire_mut(Side::Device, range.clone(), discard)?;
-        let (block, queue) = self.storage.device_parts();
+        let (block, ctx) = self.storage.device_parts();
         Ok(DeviceMut {
             block,
-            queue,
+            queue: &ctx.queue,
             range,
         })
     }

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use super::retry::RetryPolicy;
 use super::stats::{Direction, DirectionCounters, TransferStats};
-use crate::backend::{check_block, Backend, DeviceBlock, Event, Queue, StagingBuffer};
+use crate::backend::{
+    check_block, Backend, Capabilities, DeviceBlock, Event, Queue, StagingBuffer,
+};
 use crate::error::{Error, Result};
 
 /// How transfers are carried out. The defaults were chosen by measurement on PoCL (see
@@ -135,6 +137,8 @@ pub struct BatchWrite<'a> {
 /// every transfer, from any thread); each transfer blocks until its data has arrived.
 pub struct TransferEngine {
     backend: Arc<dyn Backend>,
+    /// Read once: plans are made on every transfer.
+    caps: Capabilities,
     queue: Queue,
     config: TransferConfig,
     /// Chunk-sized staging buffers, reused across transfers.
@@ -179,6 +183,7 @@ impl TransferEngine {
             )));
         }
         Ok(TransferEngine {
+            caps: backend.capabilities(),
             queue: backend.default_queue().clone(),
             backend,
             config,
@@ -203,7 +208,7 @@ impl TransferEngine {
 
     /// The plan a host↔device transfer of `len` bytes uses.
     pub fn plan(&self, len: usize) -> Plan {
-        let caps = self.backend.capabilities();
+        let caps = self.caps;
         let c = &self.config;
         let strategy = match c.strategy {
             _ if len <= c.direct_max => Strategy::Direct,
@@ -373,7 +378,7 @@ impl TransferEngine {
 
     /// The plan for a batch of writes.
     pub fn plan_batch(&self, items: &[BatchWrite<'_>]) -> Plan {
-        let caps = self.backend.capabilities();
+        let caps = self.caps;
         if caps.host_addressable || !caps.async_copies || items.len() < 2 {
             return Plan::Direct;
         }
@@ -562,13 +567,7 @@ impl TransferEngine {
                 })?;
                 pending[slot] = Some((event, i));
             }
-            let mut rest: Vec<(usize, Event, usize)> = pending
-                .into_iter()
-                .enumerate()
-                .filter_map(|(slot, p)| p.map(|(e, j)| (slot, e, j)))
-                .collect();
-            rest.sort_by_key(|&(_, _, j)| j);
-            for (slot, event, j) in rest {
+            for (slot, event, j) in in_chunk_order(pending) {
                 let p = &parts[j];
                 self.settle_write(event, dst, offset + p.start, &ring[slot], 0, p.len())?;
             }
@@ -627,13 +626,7 @@ impl TransferEngine {
                 })?;
                 pending[slot] = Some((event, i));
             }
-            let mut rest: Vec<(usize, Event, usize)> = pending
-                .into_iter()
-                .enumerate()
-                .filter_map(|(slot, p)| p.map(|(e, j)| (slot, e, j)))
-                .collect();
-            rest.sort_by_key(|&(_, _, j)| j);
-            for (slot, event, j) in rest {
+            for (slot, event, j) in in_chunk_order(pending) {
                 finish(slot, event, j, &mut ring)?;
             }
             Ok(())
@@ -682,6 +675,17 @@ impl TransferEngine {
         self.backend.read(&self.queue, dst, offset, &mut back)?;
         check_crc("host-to-device transfer", src, &back)
     }
+}
+
+/// The events still pending in a ring, with their slot, in the order of their chunks.
+fn in_chunk_order(pending: Vec<Option<(Event, usize)>>) -> Vec<(usize, Event, usize)> {
+    let mut rest: Vec<(usize, Event, usize)> = pending
+        .into_iter()
+        .enumerate()
+        .filter_map(|(slot, p)| p.map(|(event, j)| (slot, event, j)))
+        .collect();
+    rest.sort_by_key(|&(_, _, j)| j);
+    rest
 }
 
 /// Compares the CRC-32 of what was sent and what arrived.
