@@ -132,6 +132,14 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A queued transfer was cancelled (by its submission, or by dropping its scheduler)
+    /// before it started.
+    #[error("{what}: cancelled before it started")]
+    Cancelled {
+        /// What was cancelled.
+        what: &'static str,
+    },
+
     /// A transfer's destination did not match its source (checked when verification is on).
     #[error("{what}: checksum mismatch, sent CRC-32 {expected:#010x}, found {actual:#010x}")]
     IntegrityMismatch {

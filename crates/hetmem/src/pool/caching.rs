@@ -624,6 +624,20 @@ impl PooledBlock {
     }
 }
 
+/// Lets a pooled block go wherever a block is borrowed, e.g. into a
+/// [`TransferRequest`](crate::transfer::TransferRequest).
+impl std::borrow::Borrow<DeviceBlock> for PooledBlock {
+    fn borrow(&self) -> &DeviceBlock {
+        self.block()
+    }
+}
+
+impl std::borrow::BorrowMut<DeviceBlock> for PooledBlock {
+    fn borrow_mut(&mut self) -> &mut DeviceBlock {
+        self.block_mut()
+    }
+}
+
 impl Drop for PooledBlock {
     fn drop(&mut self) {
         if let Some(Taken { block, home }) = self.taken.take() {

@@ -1,6 +1,7 @@
 //! [`TransferEngine`]: moves bytes between host memory and one device's blocks with a plan chosen
 //! from the size and the backend's capabilities, retrying transient failures chunk by chunk.
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +161,34 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Where one transfer runs, and whom it tells how far it got.
+pub(crate) struct Lane<'a> {
+    queue: &'a Queue,
+    /// Called with the bytes done so far after each chunk.
+    progress: Option<&'a (dyn Fn(usize) + Sync)>,
+    done: Cell<usize>,
+}
+
+impl<'a> Lane<'a> {
+    /// A lane on `queue` that reports progress to `progress`.
+    pub(crate) fn new(queue: &'a Queue, progress: Option<&'a (dyn Fn(usize) + Sync)>) -> Self {
+        Lane {
+            queue,
+            progress,
+            done: Cell::new(0),
+        }
+    }
+
+    /// Records `bytes` more done.
+    fn advance(&self, bytes: usize) {
+        let done = self.done.get() + bytes;
+        self.done.set(done);
+        if let Some(report) = self.progress {
+            report(done);
+        }
+    }
+}
+
 /// The chunk ranges of `len` bytes.
 fn chunks(len: usize, chunk: usize) -> Vec<Range<usize>> {
     (0..len)
@@ -249,6 +278,17 @@ impl TransferEngine {
     /// Copies `src` into `dst` at byte `offset`. On failure the destination range holds
     /// unspecified bytes (the source is untouched), and the error says whether it was permanent.
     pub fn write(&self, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+        self.write_on(&Lane::new(&self.queue, None), dst, offset, src)
+    }
+
+    /// [`TransferEngine::write`] on `lane`.
+    pub(crate) fn write_on(
+        &self,
+        lane: &Lane<'_>,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<()> {
         check_block(
             self.backend.id(),
             "transfer destination",
@@ -257,52 +297,68 @@ impl TransferEngine {
             src.len(),
         )?;
         self.run(Direction::HostToDevice, src.len(), || {
-            self.until_intact(|| {
+            self.until_intact(lane, || {
                 match self.plan(src.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
-                        self.write_pipelined(dst, offset, src, chunk, depth)?
+                        self.write_pipelined(lane, dst, offset, src, chunk, depth)?
                     }
                     Plan::Chunked { chunk, .. } => {
                         for r in chunks(src.len(), chunk) {
                             let s = &src[r.clone()];
                             self.retrying(None, || {
-                                self.backend.write(&self.queue, dst, offset + r.start, s)
+                                self.backend.write(lane.queue, dst, offset + r.start, s)
                             })?;
+                            lane.advance(r.len());
                         }
                     }
                     _ => {
-                        self.retrying(None, || self.backend.write(&self.queue, dst, offset, src))?
+                        self.retrying(None, || self.backend.write(lane.queue, dst, offset, src))?;
+                        lane.advance(src.len());
                     }
                 }
-                self.verify(dst, offset, src)
+                self.verify(lane, dst, offset, src)
             })
         })
     }
 
     /// Copies from `src` at byte `offset` into `dst`.
     pub fn read(&self, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.read_on(&Lane::new(&self.queue, None), src, offset, dst)
+    }
+
+    /// [`TransferEngine::read`] on `lane`.
+    pub(crate) fn read_on(
+        &self,
+        lane: &Lane<'_>,
+        src: &DeviceBlock,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
         check_block(self.backend.id(), "transfer source", src, offset, dst.len())?;
         self.run(Direction::DeviceToHost, dst.len(), || {
-            self.until_intact(|| {
+            self.until_intact(lane, || {
                 match self.plan(dst.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
-                        self.read_pipelined(src, offset, dst, chunk, depth)?
+                        self.read_pipelined(lane, src, offset, dst, chunk, depth)?
                     }
                     Plan::Chunked { chunk, .. } => {
                         for r in chunks(dst.len(), chunk) {
+                            let len = r.len();
                             let d = &mut dst[r.clone()];
                             self.retrying(None, || {
-                                self.backend.read(&self.queue, src, offset + r.start, d)
+                                self.backend.read(lane.queue, src, offset + r.start, d)
                             })?;
+                            lane.advance(len);
                         }
                     }
                     _ => {
-                        self.retrying(None, || self.backend.read(&self.queue, src, offset, dst))?
+                        self.retrying(None, || self.backend.read(lane.queue, src, offset, dst))?;
+                        lane.advance(dst.len());
                     }
                 }
                 if self.config.verify {
                     let mut again = vec![0u8; dst.len()];
-                    self.backend.read(&self.queue, src, offset, &mut again)?;
+                    self.backend.read(lane.queue, src, offset, &mut again)?;
                     check_crc("device-to-host transfer", &again, dst)?;
                 }
                 Ok(())
@@ -319,14 +375,30 @@ impl TransferEngine {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
+        let lane = Lane::new(&self.queue, None);
+        self.copy_on(&lane, src, src_offset, dst, dst_offset, len)
+    }
+
+    /// [`TransferEngine::copy`] on `lane`.
+    pub(crate) fn copy_on(
+        &self,
+        lane: &Lane<'_>,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
         check_block(self.backend.id(), "copy source", src, src_offset, len)?;
         check_block(self.backend.id(), "copy destination", dst, dst_offset, len)?;
         self.run(Direction::DeviceToDevice, len, || {
             self.retrying(None, || {
                 self.backend
-                    .copy(&self.queue, src, src_offset, dst, dst_offset, len)?
+                    .copy(lane.queue, src, src_offset, dst, dst_offset, len)?
                     .wait()
-            })
+            })?;
+            lane.advance(len);
+            Ok(())
         })
     }
 
@@ -392,6 +464,15 @@ impl TransferEngine {
     /// are copied into one staging buffer, every write is enqueued without waiting, and the
     /// engine waits once. Every range is checked before anything is written.
     pub fn write_batch(&self, items: &mut [BatchWrite<'_>]) -> Result<()> {
+        self.write_batch_on(&Lane::new(&self.queue, None), items)
+    }
+
+    /// [`TransferEngine::write_batch`] on `lane`.
+    pub(crate) fn write_batch_on(
+        &self,
+        lane: &Lane<'_>,
+        items: &mut [BatchWrite<'_>],
+    ) -> Result<()> {
         let mut total = 0usize;
         for item in items.iter() {
             check_block(
@@ -412,12 +493,13 @@ impl TransferEngine {
             if self.plan_batch(items) == Plan::Direct {
                 for item in items.iter_mut() {
                     let (dst, offset, src) = (&mut *item.dst, item.offset, item.src);
-                    self.retrying(None, || self.backend.write(&self.queue, dst, offset, src))?;
+                    self.retrying(None, || self.backend.write(lane.queue, dst, offset, src))?;
+                    lane.advance(src.len());
                 }
                 return Ok(());
             }
             let mut staging = self.take_batch_staging(total)?;
-            let outcome = self.write_batch_staged(items, &mut staging);
+            let outcome = self.write_batch_staged(lane, items, &mut staging);
             *self.batch.lock().unwrap_or_else(PoisonError::into_inner) = Some(staging);
             outcome
         })
@@ -425,6 +507,7 @@ impl TransferEngine {
 
     fn write_batch_staged(
         &self,
+        lane: &Lane<'_>,
         items: &mut [BatchWrite<'_>],
         staging: &mut StagingBuffer,
     ) -> Result<()> {
@@ -436,16 +519,30 @@ impl TransferEngine {
             places.push(at);
             at += item.src.len();
         }
+        // The writes wait behind a gate until all are enqueued: the device's threads then do
+        // not contend with this one for the queue on every enqueue. (Dropped early on a
+        // failure, the gate completes and releases what was enqueued.)
+        let gate = self.backend.create_user_event()?;
+        self.backend.enqueue_wait(lane.queue, gate.event())?;
         let mut events = Vec::with_capacity(items.len());
         for (item, &from) in items.iter_mut().zip(&places) {
             let (dst, offset, len) = (&mut *item.dst, item.offset, item.src.len());
             events.push(self.retrying(None, || {
                 self.backend
-                    .write_staged(&self.queue, dst, offset, staging, from, len)
+                    .write_staged(lane.queue, dst, offset, staging, from, len)
             })?);
         }
+        gate.complete()?;
         for ((item, &from), event) in items.iter_mut().zip(&places).zip(events) {
-            self.settle_write(event, item.dst, item.offset, staging, from, item.src.len())?;
+            let len = item.src.len();
+            self.settle_write(
+                lane,
+                event,
+                item.dst,
+                item.offset,
+                staging,
+                from..from + len,
+            )?;
         }
         Ok(())
     }
@@ -477,9 +574,14 @@ impl TransferEngine {
 
     /// Runs a whole transfer again when verification finds it corrupted, up to the policy's
     /// attempts. (Other transient failures are retried per chunk inside.)
-    fn until_intact(&self, mut transfer: impl FnMut() -> Result<()>) -> Result<()> {
+    fn until_intact(
+        &self,
+        lane: &Lane<'_>,
+        mut transfer: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
         let mut attempt = 1;
         loop {
+            lane.done.set(0);
             match transfer() {
                 Err(Error::IntegrityMismatch { .. })
                     if attempt < self.config.retry.max_attempts =>
@@ -515,27 +617,32 @@ impl TransferEngine {
         }
     }
 
-    /// Waits for an asynchronous write of a staged chunk, redoing it (synchronously) if it
-    /// failed transiently: the staging buffer still holds the chunk.
+    /// Waits for an asynchronous write of `staged` bytes of `staging`, redoing it
+    /// (synchronously) if it failed transiently: the staging buffer still holds the bytes.
     fn settle_write(
         &self,
+        lane: &Lane<'_>,
         event: Event,
         dst: &mut DeviceBlock,
         offset: usize,
         staging: &StagingBuffer,
-        from: usize,
-        len: usize,
+        staged: Range<usize>,
     ) -> Result<()> {
-        let Err(e) = event.wait() else { return Ok(()) };
-        self.retrying(Some(e), || {
-            self.backend
-                .write_staged(&self.queue, dst, offset, staging, from, len)?
-                .wait()
-        })
+        let len = staged.len();
+        if let Err(e) = event.wait() {
+            self.retrying(Some(e), || {
+                self.backend
+                    .write_staged(lane.queue, dst, offset, staging, staged.start, len)?
+                    .wait()
+            })?;
+        }
+        lane.advance(len);
+        Ok(())
     }
 
     fn write_pipelined(
         &self,
+        lane: &Lane<'_>,
         dst: &mut DeviceBlock,
         offset: usize,
         src: &[u8],
@@ -550,14 +657,14 @@ impl TransferEngine {
                 let slot = i % depth;
                 if let Some((event, j)) = pending[slot].take() {
                     let p = &parts[j];
-                    self.settle_write(event, dst, offset + p.start, &ring[slot], 0, p.len())?;
+                    self.settle_write(lane, event, dst, offset + p.start, &ring[slot], 0..p.len())?;
                 }
                 // Waits for the device to finish reading this staging buffer's previous chunk.
                 ring[slot].as_mut_slice()?[..r.len()].copy_from_slice(&src[r.clone()]);
                 let staging = &ring[slot];
                 let event = self.retrying(None, || {
                     self.backend.write_staged(
-                        &self.queue,
+                        lane.queue,
                         dst,
                         offset + r.start,
                         staging,
@@ -569,7 +676,7 @@ impl TransferEngine {
             }
             for (slot, event, j) in in_chunk_order(pending) {
                 let p = &parts[j];
-                self.settle_write(event, dst, offset + p.start, &ring[slot], 0, p.len())?;
+                self.settle_write(lane, event, dst, offset + p.start, &ring[slot], 0..p.len())?;
             }
             Ok(())
         })();
@@ -581,6 +688,7 @@ impl TransferEngine {
 
     fn read_pipelined(
         &self,
+        lane: &Lane<'_>,
         src: &DeviceBlock,
         offset: usize,
         dst: &mut [u8],
@@ -601,11 +709,12 @@ impl TransferEngine {
                     let staging = &mut ring[slot];
                     self.retrying(Some(e), || {
                         self.backend
-                            .read_staged(&self.queue, src, offset + p.start, staging, 0, p.len())?
+                            .read_staged(lane.queue, src, offset + p.start, staging, 0, p.len())?
                             .wait()
                     })?;
                 }
                 dst[p.clone()].copy_from_slice(&ring[slot].as_slice()?[..p.len()]);
+                lane.advance(p.len());
                 Ok(())
             };
             for (i, r) in parts.iter().enumerate() {
@@ -615,14 +724,8 @@ impl TransferEngine {
                 }
                 let staging = &mut ring[slot];
                 let event = self.retrying(None, || {
-                    self.backend.read_staged(
-                        &self.queue,
-                        src,
-                        offset + r.start,
-                        staging,
-                        0,
-                        r.len(),
-                    )
+                    self.backend
+                        .read_staged(lane.queue, src, offset + r.start, staging, 0, r.len())
                 })?;
                 pending[slot] = Some((event, i));
             }
@@ -667,12 +770,12 @@ impl TransferEngine {
     }
 
     /// With `verify` on, reads the destination back and compares checksums.
-    fn verify(&self, dst: &DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+    fn verify(&self, lane: &Lane<'_>, dst: &DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
         if !self.config.verify {
             return Ok(());
         }
         let mut back = vec![0u8; src.len()];
-        self.backend.read(&self.queue, dst, offset, &mut back)?;
+        self.backend.read(lane.queue, dst, offset, &mut back)?;
         check_crc("host-to-device transfer", src, &back)
     }
 }

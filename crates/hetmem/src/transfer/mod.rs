@@ -3,16 +3,23 @@
 //! [`TransferEngine`] picks a [`Plan`] per transfer from its size and the backend's capabilities
 //! (direct, chunked, pipelined through a staging ring, batched, through the host across devices),
 //! retries transient failures chunk by chunk under a [`RetryPolicy`], optionally verifies the
-//! destination with a CRC-32, and keeps [`TransferStats`]. [`TransferHandle`] is the completion
+//! destination with a CRC-32, and keeps [`TransferStats`]. [`TransferScheduler`] runs submitted
+//! [`TransferRequest`]s asynchronously on several queues, by [`Priority`], cancellable while
+//! queued, each owning what it moves until its [`Submission`] gives it back. [`TransferHandle`] is the completion
 //! of asynchronous work, as a `Future` and a blocking `wait()`.
 
 mod engine;
 mod handle;
 mod retry;
+mod scheduler;
 mod stats;
 
 pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
 pub use retry::RetryPolicy;
+pub use scheduler::{
+    Failed, Outcome, Priority, Progress, SchedulerConfig, Submission, TransferRequest,
+    TransferScheduler,
+};
 pub(crate) use stats::DirectionCounters;
 pub use stats::{Direction, DirectionStats, TransferStats};
