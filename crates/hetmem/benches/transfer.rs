@@ -26,14 +26,18 @@ fn h2d_d2h(c: &mut Criterion) {
     for (name, backend) in backends() {
         let q = backend.default_queue().clone();
         let engine = TransferEngine::new(backend.clone());
-        let chunked = TransferEngine::with_config(
-            backend.clone(),
-            TransferConfig {
-                strategy: Strategy::Chunked,
-                ..TransferConfig::default()
-            },
-        )
-        .unwrap();
+        let with = |strategy| {
+            TransferEngine::with_config(
+                backend.clone(),
+                TransferConfig {
+                    strategy,
+                    direct_max: 0,
+                    ..TransferConfig::default()
+                },
+            )
+            .unwrap()
+        };
+        let (chunked, mapped) = (with(Strategy::Chunked), with(Strategy::Mapped));
         for (dir, write) in [("h2d", true), ("d2h", false)] {
             let mut group = c.benchmark_group(format!("{dir}_{name}"));
             group
@@ -50,6 +54,15 @@ fn h2d_d2h(c: &mut Criterion) {
                             engine.write(&mut block, 0, &host).unwrap()
                         } else {
                             engine.read(&block, 0, &mut host).unwrap()
+                        }
+                    })
+                });
+                group.bench_function(BenchmarkId::new("hetmem_mapped", label), |b| {
+                    b.iter(|| {
+                        if write {
+                            mapped.write(&mut block, 0, &host).unwrap()
+                        } else {
+                            mapped.read(&block, 0, &mut host).unwrap()
                         }
                     })
                 });

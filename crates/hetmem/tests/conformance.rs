@@ -405,6 +405,42 @@ fn info_and_usage_are_consistent(b: &Arc<dyn Backend>) {
     assert_eq!(b.usage().releases, before.releases + 1);
 }
 
+fn mapped_access_is_in_place_and_checked(b: &Arc<dyn Backend>) {
+    let data = pattern(70_000, 11);
+    let mut block = b.allocate(100_000).unwrap();
+    b.write(&q(b), &mut block, 0, &vec![0u8; 100_000]).unwrap();
+    let mapped = b
+        .write_mapped(&q(b), &mut block, 1234, data.len(), &mut |bytes| {
+            bytes.copy_from_slice(&data)
+        })
+        .unwrap();
+    if !mapped {
+        // Backends that cannot map say so and leave the block alone.
+        assert_eq!(read_all(b, &block), vec![0u8; 100_000]);
+        b.release(block).unwrap();
+        return;
+    }
+    let all = read_all(b, &block);
+    assert_eq!(all[1234..1234 + data.len()], data[..]);
+    assert!(all[..1234]
+        .iter()
+        .chain(&all[1234 + data.len()..])
+        .all(|&x| x == 0));
+    let mut seen = Vec::new();
+    assert!(b
+        .read_mapped(&q(b), &block, 1234, data.len(), &mut |bytes| seen
+            .extend_from_slice(bytes))
+        .unwrap());
+    assert_eq!(seen, data);
+    let mut called = false;
+    assert!(matches!(
+        b.write_mapped(&q(b), &mut block, 99_999, 2, &mut |_| called = true),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(!called, "an out-of-range mapping never reaches the caller");
+    b.release(block).unwrap();
+}
+
 // ---------------------------------------------------------------- instantiation
 
 common::backend_suite!(
@@ -421,6 +457,6 @@ common::backend_suite!(
         user_event_gates_a_queue, queues_order_through_events,
         release_while_work_is_pending_is_safe, two_threads_share_one_backend,
         out_of_range_is_an_error_and_changes_nothing, foreign_handles_are_rejected,
-        info_and_usage_are_consistent,
+        info_and_usage_are_consistent, mapped_access_is_in_place_and_checked,
     ]
 );

@@ -47,6 +47,7 @@ fn every_plan_moves_the_right_bytes(b: &Arc<dyn Backend>) {
         Strategy::Direct,
         Strategy::Chunked,
         Strategy::Pipelined,
+        Strategy::Mapped,
     ] {
         let engine = TransferEngine::with_config(b.clone(), config(strategy)).unwrap();
         for len in [4 * KIB, 64 * KIB + 3, MIB, 3 * MIB + 7] {
@@ -279,9 +280,9 @@ proptest! {
     /// error leaving the source untouched; nothing panics and no block leaks.
     #[test]
     fn random_fault_schedules_lose_no_data(
-        faults in prop::collection::vec((0usize..6, 0u64..12, 0usize..3), 0..6),
+        faults in prop::collection::vec((0usize..7, 0u64..12, 0usize..3), 0..6),
         len in 1usize..40_000,
-        strategy in 0usize..3,
+        strategy in 0usize..4,
     ) {
         let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
         let faulty = Arc::new(FaultyBackend::new(host.clone()));
@@ -289,7 +290,7 @@ proptest! {
             let kind = [FaultKind::Transient, FaultKind::Permanent, FaultKind::Corrupt][kind];
             faulty.fail(FaultOp::ALL[op], nth, kind);
         }
-        let mut cfg = config([Strategy::Direct, Strategy::Chunked, Strategy::Pipelined][strategy]);
+        let mut cfg = config([Strategy::Direct, Strategy::Chunked, Strategy::Pipelined, Strategy::Mapped][strategy]);
         cfg.direct_max = 1024;
         cfg.chunk_size = 4096;
         cfg.verify = true;

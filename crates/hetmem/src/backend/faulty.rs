@@ -29,17 +29,20 @@ pub enum FaultOp {
     ReadStaged,
     /// [`Backend::copy`].
     Copy,
+    /// [`Backend::write_mapped`] and [`Backend::read_mapped`] (fail before mapping).
+    Mapped,
 }
 
 impl FaultOp {
     /// Every injectable call.
-    pub const ALL: [FaultOp; 6] = [
+    pub const ALL: [FaultOp; 7] = [
         FaultOp::Allocate,
         FaultOp::Write,
         FaultOp::Read,
         FaultOp::WriteStaged,
         FaultOp::ReadStaged,
         FaultOp::Copy,
+        FaultOp::Mapped,
     ];
 }
 
@@ -58,7 +61,7 @@ pub enum FaultKind {
 /// A backend whose `n`-th call of an operation fails (counting from 0, per operation).
 pub struct FaultyBackend {
     inner: Arc<dyn Backend>,
-    calls: [AtomicU64; 6],
+    calls: [AtomicU64; FaultOp::ALL.len()],
     faults: Mutex<HashMap<(FaultOp, u64), FaultKind>>,
     injected: AtomicU64,
 }
@@ -163,6 +166,28 @@ impl Backend for FaultyBackend {
     }
     fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
         self.inner.host_bytes_mut(block)
+    }
+    fn write_mapped(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        self.check(FaultOp::Mapped)?;
+        self.inner.write_mapped(queue, dst, offset, len, access)
+    }
+    fn read_mapped(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        self.check(FaultOp::Mapped)?;
+        self.inner.read_mapped(queue, src, offset, len, access)
     }
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
         self.inner.allocate_staging(bytes)

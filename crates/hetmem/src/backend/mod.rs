@@ -290,6 +290,42 @@ pub trait Backend: Send + Sync + 'static {
         let _ = block;
         None
     }
+    /// Lets `access` write bytes `offset..offset + len` of `dst` in place, through a host
+    /// mapping of the device's memory: one copy on devices that share memory with the host.
+    /// Blocking: the device sees the bytes once this returns. `Ok(false)`, without calling
+    /// `access`, where the backend cannot map. The default serves backends whose blocks are
+    /// host memory ([`Backend::host_bytes_mut`]).
+    fn write_mapped(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        let _ = queue;
+        check_block(self.id(), "mapped write destination", dst, offset, len)?;
+        Ok(self.host_bytes_mut(dst).is_some_and(|bytes| {
+            access(&mut bytes[offset..offset + len]);
+            true
+        }))
+    }
+    /// [`Backend::write_mapped`], for reading bytes `offset..offset + len` of `src` in place.
+    fn read_mapped(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        let _ = queue;
+        check_block(self.id(), "mapped read source", src, offset, len)?;
+        Ok(self.host_bytes(src).is_some_and(|bytes| {
+            access(&bytes[offset..offset + len]);
+            true
+        }))
+    }
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 

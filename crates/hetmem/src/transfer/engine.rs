@@ -59,6 +59,9 @@ pub enum Strategy {
     Chunked,
     /// Through the ring of staging buffers, copying one chunk while the device moves another.
     Pipelined,
+    /// Copied in place through a host mapping of the block (zero-copy where the device shares
+    /// memory with the host); direct where the backend cannot map.
+    Mapped,
 }
 
 /// How one transfer will be carried out; `Display` explains it in words.
@@ -83,6 +86,8 @@ pub enum Plan {
         /// Staging buffers in the ring.
         depth: usize,
     },
+    /// One copy through a host mapping of the destination or source block.
+    Mapped,
     /// Many small writes copied into one staging buffer, enqueued without waiting, and waited
     /// for once.
     Batched {
@@ -104,6 +109,7 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Plan::Direct => write!(f, "direct: one backend call"),
+            Plan::Mapped => write!(f, "mapped: one copy through a host mapping of the block"),
             Plan::Chunked { chunk, chunks } => {
                 write!(f, "chunked: {chunks} blocking calls of up to {chunk} bytes")
             }
@@ -251,6 +257,7 @@ impl TransferEngine {
         let chunks = len.div_ceil(c.chunk_size);
         match strategy {
             Strategy::Direct | Strategy::Auto => Plan::Direct,
+            Strategy::Mapped => Plan::Mapped,
             Strategy::Chunked => Plan::Chunked {
                 chunk: c.chunk_size,
                 chunks,
@@ -302,6 +309,19 @@ impl TransferEngine {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.write_pipelined(lane, dst, offset, src, chunk, depth)?
                     }
+                    Plan::Mapped
+                        if self.retrying(None, || {
+                            self.backend.write_mapped(
+                                lane.queue,
+                                dst,
+                                offset,
+                                src.len(),
+                                &mut |bytes| bytes.copy_from_slice(src),
+                            )
+                        })? =>
+                    {
+                        lane.advance(src.len())
+                    }
                     Plan::Chunked { chunk, .. } => {
                         for r in chunks(src.len(), chunk) {
                             let s = &src[r.clone()];
@@ -340,6 +360,17 @@ impl TransferEngine {
                 match self.plan(dst.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.read_pipelined(lane, src, offset, dst, chunk, depth)?
+                    }
+                    Plan::Mapped
+                        if self.retrying(None, || {
+                            let len = dst.len();
+                            self.backend
+                                .read_mapped(lane.queue, src, offset, len, &mut |bytes| {
+                                    dst.copy_from_slice(bytes)
+                                })
+                        })? =>
+                    {
+                        lane.advance(dst.len())
                     }
                     Plan::Chunked { chunk, .. } => {
                         for r in chunks(dst.len(), chunk) {

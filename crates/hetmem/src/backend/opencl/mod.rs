@@ -24,11 +24,11 @@ use opencl3::event::{
     create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
 };
 use opencl3::memory::{
-    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR,
-    CL_MEM_READ_WRITE,
+    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MAP_WRITE_INVALIDATE_REGION,
+    CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE,
 };
 use opencl3::platform::{get_platforms, Platform};
-use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+use opencl3::types::{cl_event, cl_int, cl_map_flags, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::ClEvent;
 use super::{
@@ -311,6 +311,38 @@ impl Backend for OpenClBackend {
         .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
         discard(raw);
         Ok(())
+    }
+
+    fn write_mapped(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        let q = self.command_queue(queue)?;
+        check_block(self.id, "mapped write destination", dst, offset, len)?;
+        let mut mapping = Mapping::new(q, mem(dst), CL_MAP_WRITE_INVALIDATE_REGION, offset, len)?;
+        access(mapping.bytes_mut());
+        mapping.unmap()?;
+        Ok(true)
+    }
+
+    fn read_mapped(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        let q = self.command_queue(queue)?;
+        check_block(self.id, "mapped read source", src, offset, len)?;
+        let mut mapping = Mapping::new(q, mem(src), CL_MAP_READ, offset, len)?;
+        access(mapping.bytes_mut());
+        mapping.unmap()?;
+        Ok(true)
     }
 
     fn write_staged(
@@ -606,6 +638,99 @@ impl Drop for ClStaging {
             }
             let _ = release_mem_object(self.mem);
         }
+    }
+}
+
+/// A range of a `cl_mem` mapped into host memory (blocking map), unmapped on `unmap` or drop.
+struct Mapping<'q> {
+    queue: &'q CommandQueue,
+    mem: cl_mem,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl<'q> Mapping<'q> {
+    fn new(
+        queue: &'q CommandQueue,
+        mem: cl_mem,
+        flags: cl_map_flags,
+        offset: usize,
+        len: usize,
+    ) -> Result<Self> {
+        if len == 0 {
+            // Mapping nothing is an error in OpenCL; an empty slice needs no mapping.
+            return Ok(Mapping {
+                queue,
+                mem,
+                ptr: ptr::NonNull::dangling().as_ptr(),
+                len,
+            });
+        }
+        let mut mapped: *mut c_void = ptr::null_mut();
+        // SAFETY: blocking map of a range inside the buffer (checked by the caller); `mapped`
+        // receives the host pointer, valid until the unmap.
+        let raw = unsafe {
+            clq::enqueue_map_buffer(
+                queue.get(),
+                mem,
+                CL_BLOCKING,
+                flags,
+                offset,
+                len,
+                &mut mapped,
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueMapBuffer", code))?;
+        discard(raw);
+        Ok(Mapping {
+            queue,
+            mem,
+            ptr: mapped.cast(),
+            len,
+        })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: a blocking map returned `len` host-accessible bytes that stay mapped until
+        // `unmap`, which needs `self`; for a write-invalidate map their contents are
+        // unspecified but initialised host memory, and the caller overwrites them.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// Unmaps and waits, so that the device sees what was written.
+    fn unmap(mut self) -> Result<()> {
+        let outcome = self.release();
+        std::mem::forget(self);
+        outcome
+    }
+
+    fn release(&mut self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        // SAFETY: unmaps the mapping made in `new`, once (`unmap` forgets `self`).
+        let raw = unsafe {
+            clq::enqueue_unmap_mem_object(
+                self.queue.get(),
+                self.mem,
+                self.ptr.cast(),
+                0,
+                ptr::null(),
+            )
+        }
+        .map_err(|code| cl_error("clEnqueueUnmapMemObject", code))?;
+        ClEventHandle::new(raw)
+            .wait()
+            .map_err(|e| cl_error("clWaitForEvents", e.0))
+    }
+}
+
+impl Drop for Mapping<'_> {
+    /// Only reached when the access panicked: unmap anyway, nothing to report to.
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }
 
