@@ -1,5 +1,6 @@
 //! `hetmem`: the command-line face of the hetmem library.
 
+mod bench;
 mod info;
 
 use clap::{Parser, Subcommand};
@@ -16,12 +17,16 @@ struct Cli {
 enum Command {
     /// List this machine's backends (host, OpenCL, CUDA) with their memory and capabilities.
     Info(info::InfoArgs),
+    /// Measure hetmem against same-run baselines: transfers, allocation, usage patterns,
+    /// unified buffers.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

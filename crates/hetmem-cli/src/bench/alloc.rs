@@ -1,0 +1,186 @@
+//! `alloc.*`: hetmem's pools against the raw backend, `Vec` and a mutex-guarded free list.
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+
+use hetmem::buffer::BufferContext;
+use hetmem::pool::{ArrayPool, CachingAllocator, ObjectPool};
+use hetmem::transfer::TransferEngine;
+use hetmem::{Backend, Result};
+
+use super::harness::{compare, compare_auto, latency, Effort, Side};
+use super::report::Measurement;
+use super::Suite;
+
+const MIB: usize = 1 << 20;
+
+pub fn register(suite: &mut Suite) {
+    suite.case("alloc.pool_hit", |b, e| pool_hit(b, e).map(|m| vec![m]));
+    suite.case("alloc.first_use.16MiB", |b, e| {
+        first_use(b, e).map(|m| vec![m])
+    });
+    suite.case("alloc.bulk", |b, e| bulk(b, e).map(|m| vec![m]));
+    suite.case("alloc.array_pool.1MiB", |_, e| {
+        array_pool(e).map(|m| vec![m])
+    });
+    suite.case("alloc.object_pool", |_, e| object_pool(e).map(|m| vec![m]));
+    suite.case("alloc.manager", |b, e| manager(b, e).map(|m| vec![m]));
+}
+
+/// Raw allocate + release of `bytes`, the baseline of every device allocation figure.
+fn raw(backend: &Arc<dyn Backend>, bytes: usize) -> Result<()> {
+    backend.release(backend.allocate(bytes)?)
+}
+
+fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let pool = CachingAllocator::new(backend.clone());
+    let (ours, theirs) = compare_auto(effort, |side| match side {
+        Side::Hetmem => pool.allocate(MIB).map(drop),
+        Side::Baseline => raw(backend, MIB),
+    })?;
+    Ok(latency(
+        "alloc.pool_hit",
+        ours,
+        "raw backend allocate + release",
+        theirs,
+        "ns",
+    ))
+}
+
+fn first_use(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let len = 16 * MIB;
+    let pool = CachingAllocator::new(backend.clone());
+    let engine = TransferEngine::new(backend.clone());
+    let q = backend.default_queue().clone();
+    let data = vec![3u8; len];
+    let (ours, theirs) = compare_auto(effort, |side| match side {
+        Side::Hetmem => {
+            let mut block = pool.allocate(len)?;
+            engine.write(block.block_mut(), 0, &data)
+        }
+        Side::Baseline => {
+            let mut block = backend.allocate(len)?;
+            let written = backend.write(&q, &mut block, 0, &data);
+            backend.release(block)?;
+            written
+        }
+    })?;
+    Ok(latency(
+        "alloc.first_use.16MiB",
+        ours,
+        "raw allocate + write + release",
+        theirs,
+        "us",
+    ))
+}
+
+/// 1000 sizes, log-uniform from 256 B to 1 MiB, from a fixed seed.
+fn mixed_sizes() -> Vec<usize> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..1000)
+        .map(|_| (256.0 * 4096f64.powf(rng.f64())) as usize)
+        .collect()
+}
+
+fn bulk(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let sizes = mixed_sizes();
+    let pool = CachingAllocator::new(backend.clone());
+    let (ours, theirs) = compare(effort.samples, 1, |side| match side {
+        Side::Hetmem => {
+            let blocks = sizes
+                .iter()
+                .map(|&s| pool.allocate(s))
+                .collect::<Result<Vec<_>>>()?;
+            drop(black_box(blocks));
+            Ok(())
+        }
+        Side::Baseline => {
+            let blocks = sizes
+                .iter()
+                .map(|&s| backend.allocate(s))
+                .collect::<Result<Vec<_>>>()?;
+            blocks.into_iter().try_for_each(|b| backend.release(b))
+        }
+    })?;
+    let n = sizes.len() as f64;
+    Ok(latency(
+        "alloc.bulk",
+        ours / n,
+        "raw allocate, then release, per block",
+        theirs / n,
+        "ns",
+    ))
+}
+
+fn array_pool(effort: Effort) -> Result<Measurement> {
+    let pool = ArrayPool::<f32>::new();
+    let len = MIB / 4;
+    let (ours, theirs) = compare_auto(effort, |side| {
+        match side {
+            Side::Hetmem => drop(black_box(pool.rent(len)?)),
+            Side::Baseline => {
+                let mut v: Vec<f32> = Vec::with_capacity(len);
+                // Writing every page, as a fresh array's first use does.
+                v.resize(len, 0.0);
+                black_box(&mut v);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(latency(
+        "alloc.array_pool.1MiB",
+        ours,
+        "Vec::with_capacity + touching every page",
+        theirs,
+        "ns",
+    ))
+}
+
+fn object_pool(effort: Effort) -> Result<Measurement> {
+    let scratch = || Vec::<u8>::with_capacity(4096);
+    let pool = ObjectPool::builder(scratch)
+        .reset(|v: &mut Vec<u8>| {
+            v.clear();
+            true
+        })
+        .build()?;
+    let free_list = Mutex::new(Vec::<Vec<u8>>::new());
+    let (ours, theirs) = compare_auto(effort, |side| {
+        match side {
+            Side::Hetmem => pool.get().push(black_box(1)),
+            Side::Baseline => {
+                let popped = free_list.lock().map(|mut l| l.pop()).unwrap_or(None);
+                let mut v = popped.unwrap_or_else(scratch);
+                v.push(black_box(1));
+                v.clear();
+                if let Ok(mut l) = free_list.lock() {
+                    l.push(v);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(latency(
+        "alloc.object_pool",
+        ours,
+        "Mutex<Vec<T>> free list",
+        theirs,
+        "ns",
+    ))
+}
+
+/// A 1 MiB buffer from the buffer context (the façade until the memory manager lands).
+fn manager(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let ctx = BufferContext::new(backend.clone());
+    let (ours, theirs) = compare_auto(effort, |side| match side {
+        Side::Hetmem => ctx.alloc::<u8>(MIB).map(|b| drop(black_box(b))),
+        Side::Baseline => raw(backend, MIB),
+    })?;
+    Ok(latency(
+        "alloc.manager",
+        ours,
+        "raw backend allocate + release",
+        theirs,
+        "ns",
+    ))
+}

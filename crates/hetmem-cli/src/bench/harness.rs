@@ -1,0 +1,146 @@
+//! Timing: warm-up first, then hetmem and its baseline sampled alternately so that drift on a
+//! noisy machine hits both alike; medians, never means.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use hetmem::Result;
+
+use super::report::{Better, Measurement};
+
+/// How much to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Effort {
+    /// Timed samples per side.
+    pub samples: usize,
+    /// Scale for loop counts inside a sample (operations per sample, trace lengths).
+    pub scale: usize,
+}
+
+impl Effort {
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Effort {
+                samples: 5,
+                scale: 1,
+            }
+        } else {
+            Effort {
+                samples: 21,
+                scale: 4,
+            }
+        }
+    }
+
+    /// Samples for an operation that takes about `each`: fewer for the slow ones.
+    pub fn samples_for(&self, each: Duration) -> usize {
+        if each > Duration::from_millis(50) {
+            (self.samples / 2).max(3)
+        } else {
+            self.samples
+        }
+    }
+}
+
+/// The median of `values` (sorted in place).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Which side of a comparison a call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Hetmem,
+    Baseline,
+}
+
+/// Median seconds per call of each side of `run`: one warm-up call each, then `samples`
+/// alternating samples of `iters` calls (hetmem's, the baseline's). The first failure ends
+/// the comparison.
+pub fn compare_with(
+    samples: usize,
+    iters: (usize, usize),
+    mut run: impl FnMut(Side) -> Result<()>,
+) -> Result<(f64, f64)> {
+    run(Side::Hetmem)?;
+    run(Side::Baseline)?;
+    let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        a.push(time(iters.0, || run(Side::Hetmem))?);
+        b.push(time(iters.1, || run(Side::Baseline))?);
+    }
+    Ok((median(&mut a), median(&mut b)))
+}
+
+/// [`compare_with`], the same number of calls on both sides.
+pub fn compare(
+    samples: usize,
+    iters: usize,
+    run: impl FnMut(Side) -> Result<()>,
+) -> Result<(f64, f64)> {
+    compare_with(samples, (iters, iters), run)
+}
+
+/// [`compare_with`], sizing each side's loop so that a sample lasts about 10 ms, and taking
+/// fewer samples of slow operations.
+pub fn compare_auto(effort: Effort, mut run: impl FnMut(Side) -> Result<()>) -> Result<(f64, f64)> {
+    let mut each = |side| -> Result<Duration> {
+        run(side)?;
+        let start = Instant::now();
+        run(side)?;
+        Ok(start.elapsed())
+    };
+    let (ours, theirs) = (each(Side::Hetmem)?, each(Side::Baseline)?);
+    let target = Duration::from_millis(10);
+    let iters = (iters_for(ours, target), iters_for(theirs, target));
+    compare_with(effort.samples_for(ours.max(theirs)), iters, run)
+}
+
+/// Seconds per call over `iters` calls.
+pub fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    Ok(black_box(start.elapsed().as_secs_f64() / iters as f64))
+}
+
+/// Loop count so that one sample of an operation taking about `each` lasts about `target`.
+pub fn iters_for(each: Duration, target: Duration) -> usize {
+    let each = each.as_secs_f64().max(1e-9);
+    ((target.as_secs_f64() / each) as usize).clamp(1, 1_000_000)
+}
+
+/// A result whose value and baseline are times per operation in seconds, reported in `unit`
+/// ("ns", "us" or "ms"): lower is better.
+pub fn latency(
+    id: &str,
+    ours: f64,
+    baseline: &str,
+    theirs: f64,
+    unit: &'static str,
+) -> Measurement {
+    let scale = match unit {
+        "ns" => 1e9,
+        "us" => 1e6,
+        "ms" => 1e3,
+        _ => 1.0,
+    };
+    Measurement::new(
+        id,
+        ours * scale,
+        unit,
+        Better::Lower,
+        baseline,
+        theirs * scale,
+    )
+}

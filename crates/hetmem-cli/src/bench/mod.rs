@@ -1,0 +1,195 @@
+//! `hetmem bench`: what hetmem buys on this machine, each figure against a baseline measured in
+//! the same run — as a table on stdout, and optionally JSON and Markdown.
+
+mod alloc;
+mod buffer;
+mod harness;
+mod pattern;
+mod report;
+mod transfer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use hetmem::{Backend, BackendKind, HostBackend};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use harness::Effort;
+use report::{BackendReport, Machine, Measurement, Report};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The backend to measure: host, opencl[:N] or cuda[:N] (N: the device's index).
+    #[arg(long, default_value = "host")]
+    backend: String,
+    /// Fewer samples and shorter traces: under a minute on a 2-core machine.
+    #[arg(long)]
+    quick: bool,
+    /// Only results whose id contains PATTERN (e.g. `transfer.h2d` or `alloc`).
+    #[arg(long, value_name = "PATTERN")]
+    filter: Option<String>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also write the results as a Markdown table to FILE.
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+}
+
+type CaseFn = dyn Fn(&Arc<dyn Backend>, Effort) -> hetmem::Result<Vec<Measurement>>;
+
+/// One measurement routine and the result ids it produces.
+struct Case {
+    ids: Vec<String>,
+    run: Box<CaseFn>,
+}
+
+/// Every case, in the order they run.
+#[derive(Default)]
+pub struct Suite {
+    cases: Vec<Case>,
+}
+
+impl Suite {
+    /// A case producing the one result `id`.
+    fn case(
+        &mut self,
+        id: &str,
+        run: impl Fn(&Arc<dyn Backend>, Effort) -> hetmem::Result<Vec<Measurement>> + 'static,
+    ) {
+        self.cases.push(Case {
+            ids: expand(id),
+            run: Box::new(run),
+        });
+    }
+
+    fn all() -> Self {
+        let mut suite = Suite::default();
+        transfer::register(&mut suite);
+        alloc::register(&mut suite);
+        pattern::register(&mut suite);
+        buffer::register(&mut suite);
+        suite
+    }
+
+    /// Every result id, in order.
+    pub fn ids() -> Vec<String> {
+        Self::all().cases.into_iter().flat_map(|c| c.ids).collect()
+    }
+}
+
+/// The ids a case produces: cases that report several results are registered under their
+/// common prefix.
+fn expand(id: &str) -> Vec<String> {
+    let several: &[&str] = match id {
+        "pattern.replay" => &["waste_pct", "hit_rate_pct", "peak_reserved_ratio"],
+        "buffer.lazy_sync" => &["bytes_ratio", "speedup"],
+        _ => return vec![id.to_owned()],
+    };
+    several.iter().map(|s| format!("{id}.{s}")).collect()
+}
+
+/// Finds the backend named by `--backend`.
+fn select(spec: &str) -> Result<Arc<dyn Backend>, String> {
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => (
+            k,
+            i.parse::<usize>()
+                .map_err(|_| format!("bad device index in --backend {spec}"))?,
+        ),
+        None => (spec, 0),
+    };
+    let kind = match kind {
+        "host" => BackendKind::Host,
+        "opencl" => BackendKind::OpenCl,
+        "cuda" => BackendKind::Cuda,
+        other => {
+            return Err(format!(
+                "unknown backend {other:?}: expected host, opencl[:N] or cuda[:N]"
+            ))
+        }
+    };
+    let probe = hetmem::probe()
+        .into_iter()
+        .find(|p| p.kind == kind)
+        .ok_or_else(|| format!("{} support is not built in", kind.name()))?;
+    let devices = probe
+        .outcome
+        .map_err(|e| format!("{} is unavailable: {e}", kind.name()))?;
+    let count = devices.len();
+    devices
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| format!("{} has {count} device(s); no index {index}", kind.name()))
+}
+
+fn machine() -> Machine {
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::OS.to_owned());
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
+        memory_bytes: HostBackend::new().info().total_memory,
+        os,
+    }
+}
+
+pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let backend = select(&args.backend)?;
+    let effort = Effort::new(args.quick);
+    let wanted = |id: &str| args.filter.as_deref().is_none_or(|f| id.contains(f));
+    let cases: Vec<Case> = Suite::all()
+        .cases
+        .into_iter()
+        .filter(|c| c.ids.iter().any(|id| wanted(id)))
+        .collect();
+    if cases.is_empty() {
+        return Err(format!(
+            "no result id contains {:?}; ids: {}",
+            args.filter.as_deref().unwrap_or(""),
+            Suite::ids().join(", ")
+        )
+        .into());
+    }
+    let bar = ProgressBar::new(cases.len() as u64).with_style(ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+    )?);
+    let mut results = Vec::new();
+    for case in &cases {
+        bar.set_message(case.ids.join(", "));
+        let measured =
+            (case.run)(&backend, effort).map_err(|e| format!("{}: {e}", case.ids.join(", ")))?;
+        results.extend(measured.into_iter().filter(|m| wanted(&m.id)));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let info = backend.info();
+    let report = Report {
+        version: 1,
+        hetmem: env!("CARGO_PKG_VERSION"),
+        quick: args.quick,
+        backend: BackendReport {
+            kind: info.kind,
+            name: info.name.clone(),
+            label: info.label(),
+            vendor: info.vendor.clone(),
+            total_memory: info.total_memory,
+        },
+        machine: machine(),
+        results,
+    };
+    println!("{}\n{}", report.title(), report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, report.markdown())?;
+    }
+    Ok(())
+}

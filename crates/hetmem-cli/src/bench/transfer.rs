@@ -1,0 +1,116 @@
+//! `transfer.*`: the engine against one raw backend call (memcpy, on the host backend).
+
+use std::sync::Arc;
+
+use hetmem::transfer::{BatchWrite, TransferEngine};
+use hetmem::{Backend, BackendKind, Result};
+
+use super::harness::{compare, compare_auto, latency, Effort, Side};
+use super::report::{Better, Measurement};
+use super::Suite;
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+/// The sizes measured, with their labels.
+pub const SIZES: [(usize, &str); 5] = [
+    (4 * KIB, "4KiB"),
+    (64 * KIB, "64KiB"),
+    (MIB, "1MiB"),
+    (16 * MIB, "16MiB"),
+    (256 * MIB, "256MiB"),
+];
+
+/// The directions measured.
+pub const WAYS: [&str; 3] = ["h2d", "d2h", "d2d"];
+
+pub fn register(suite: &mut Suite) {
+    for way in WAYS {
+        for (len, label) in SIZES {
+            suite.case(&format!("transfer.{way}.{label}"), move |b, e| {
+                bandwidth(b, e, way, len, label).map(|m| vec![m])
+            });
+        }
+    }
+    suite.case("transfer.batch.h2d.4KiBx1000", |b, e| {
+        batch(b, e).map(|m| vec![m])
+    });
+}
+
+/// GB/s of the engine and of the raw call for one size and direction.
+fn bandwidth(
+    backend: &Arc<dyn Backend>,
+    effort: Effort,
+    way: &str,
+    len: usize,
+    label: &str,
+) -> Result<Measurement> {
+    let engine = TransferEngine::new(backend.clone());
+    let q = backend.default_queue().clone();
+    let mut host = vec![7u8; len];
+    let mut block = backend.allocate(len)?;
+    let mut other = backend.allocate(len)?;
+    let timed = compare_auto(effort, |side| match (way, side) {
+        ("h2d", Side::Hetmem) => engine.write(&mut block, 0, &host),
+        ("h2d", Side::Baseline) => backend.write(&q, &mut block, 0, &host),
+        ("d2h", Side::Hetmem) => engine.read(&block, 0, &mut host),
+        ("d2h", Side::Baseline) => backend.read(&q, &block, 0, &mut host),
+        (_, Side::Hetmem) => engine.copy(&block, 0, &mut other, 0, len),
+        (_, Side::Baseline) => backend.copy(&q, &block, 0, &mut other, 0, len)?.wait(),
+    });
+    backend.release(block)?;
+    backend.release(other)?;
+    let (ours, theirs) = timed?;
+    let baseline = if backend.info().kind == BackendKind::Host {
+        "memcpy (host backend call)"
+    } else {
+        "one raw backend call"
+    };
+    let gbs = |secs: f64| len as f64 / secs / 1e9;
+    Ok(Measurement::new(
+        &format!("transfer.{way}.{label}"),
+        gbs(ours),
+        "GB/s",
+        Better::Higher,
+        baseline,
+        gbs(theirs),
+    ))
+}
+
+/// 1000 writes of 4 KiB as one batch against 1000 raw blocking writes, µs in all.
+fn batch(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let engine = TransferEngine::new(backend.clone());
+    let q = backend.default_queue().clone();
+    let mut blocks = (0..1000)
+        .map(|_| backend.allocate(4 * KIB))
+        .collect::<Result<Vec<_>>>()?;
+    let sources: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 4 * KIB]).collect();
+    let timed = compare(effort.samples, 1, |side| match side {
+        Side::Hetmem => {
+            let mut items: Vec<BatchWrite> = blocks
+                .iter_mut()
+                .zip(&sources)
+                .map(|(dst, src)| BatchWrite {
+                    dst,
+                    offset: 0,
+                    src,
+                })
+                .collect();
+            engine.write_batch(&mut items)
+        }
+        Side::Baseline => blocks
+            .iter_mut()
+            .zip(&sources)
+            .try_for_each(|(dst, src)| backend.write(&q, dst, 0, src)),
+    });
+    for block in blocks {
+        backend.release(block)?;
+    }
+    let (ours, theirs) = timed?;
+    Ok(latency(
+        "transfer.batch.h2d.4KiBx1000",
+        ours,
+        "1000 raw blocking writes",
+        theirs,
+        "us",
+    ))
+}

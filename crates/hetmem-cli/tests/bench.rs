@@ -1,0 +1,126 @@
+//! `hetmem bench --quick --json` on the host backend: the document follows schema version 1 and
+//! holds every required result with a finite value and a same-run baseline. (No timing
+//! thresholds: CI machines are noisy; the figures belong in benchmark reports.)
+
+use std::process::Command;
+
+const REQUIRED: &[&str] = &[
+    "transfer.batch.h2d.4KiBx1000",
+    "alloc.pool_hit",
+    "alloc.first_use.16MiB",
+    "alloc.bulk",
+    "alloc.array_pool.1MiB",
+    "alloc.object_pool",
+    "alloc.manager",
+    "pattern.concurrent.1threads",
+    "pattern.concurrent.2threads",
+    "pattern.replay.waste_pct",
+    "pattern.replay.hit_rate_pct",
+    "pattern.replay.peak_reserved_ratio",
+    "buffer.lazy_sync.bytes_ratio",
+    "buffer.lazy_sync.speedup",
+    "buffer.guard_ns",
+];
+
+fn hetmem(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hetmem"))
+        .args(args)
+        .output()
+        .expect("hetmem runs")
+}
+
+#[test]
+fn quick_json_has_every_required_result() {
+    let dir = std::env::temp_dir().join(format!("hetmem-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, markdown) = (dir.join("bench.json"), dir.join("bench.md"));
+    let out = hetmem(&[
+        "bench",
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+        "--markdown",
+        markdown.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("valid JSON");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["hetmem"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["backend"]["kind"], "host");
+    assert!(doc["backend"]["name"].is_string());
+    assert!(doc["machine"]["cpus"].as_u64().unwrap() >= 1);
+    assert!(doc["machine"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(!doc["machine"]["os"].as_str().unwrap().is_empty());
+
+    let results = doc["results"].as_array().unwrap();
+    let mut required: Vec<String> = REQUIRED.iter().map(|s| s.to_string()).collect();
+    for way in ["h2d", "d2h", "d2d"] {
+        for size in ["4KiB", "64KiB", "1MiB", "16MiB", "256MiB"] {
+            required.push(format!("transfer.{way}.{size}"));
+        }
+    }
+    for id in &required {
+        let r = results
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("missing result {id}"));
+        let value = r["value"].as_f64().unwrap();
+        let baseline = r["baseline"]["value"].as_f64().unwrap();
+        let ratio = r["ratio"].as_f64().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{id}: value {value}");
+        assert!(
+            baseline.is_finite() && baseline > 0.0,
+            "{id}: baseline {baseline}"
+        );
+        assert!(ratio.is_finite() && ratio > 0.0, "{id}: ratio {ratio}");
+        let expected = match r["better"].as_str().unwrap() {
+            "higher" => value / baseline,
+            "lower" => baseline / value,
+            other => panic!("{id}: better = {other}"),
+        };
+        assert!(
+            (ratio - expected).abs() <= 1e-9 * expected.abs(),
+            "{id}: ratio"
+        );
+        assert_eq!(r["category"], id.split('.').next().unwrap());
+        assert!(!r["unit"].as_str().unwrap().is_empty());
+        assert!(!r["baseline"]["name"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(results.len(), required.len(), "no unexpected results");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let md = std::fs::read_to_string(&markdown).unwrap();
+    for id in &required {
+        assert!(stdout.contains(id.as_str()), "table lacks {id}");
+        assert!(md.contains(&format!("| {id} |")), "markdown lacks {id}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn filters_and_bad_backends_are_reported() {
+    let out = hetmem(&["bench", "--quick", "--filter", "alloc.object_pool"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("alloc.object_pool"));
+    assert!(!stdout.contains("transfer."));
+
+    for (args, message) in [
+        (&["bench", "--backend", "tpu"][..], "unknown backend"),
+        (&["bench", "--backend", "host:7"][..], "no index 7"),
+        (&["bench", "--backend", "opencl:x"][..], "bad device index"),
+        (
+            &["bench", "--filter", "no-such-id"][..],
+            "no result id contains",
+        ),
+    ] {
+        let out = hetmem(args);
+        assert!(!out.status.success(), "{args:?} must fail");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
