@@ -30,13 +30,41 @@ fn hetmem(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn quick_json_has_every_required_result() {
-    let dir = std::env::temp_dir().join(format!("hetmem-bench-{}", std::process::id()));
+fn quick_json_has_every_required_result_on_the_host() {
+    check_quick_run("host");
+}
+
+/// The same on the first OpenCL device, where one exists (required when
+/// `HETMEM_REQUIRE_OPENCL=1`, as in CI).
+#[test]
+fn quick_json_has_every_required_result_on_opencl() {
+    let info = hetmem(&["info", "--json"]);
+    let kinds: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let present = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["kind"] == "opencl" && k["available"] == true);
+    if !present {
+        assert!(
+            std::env::var_os("HETMEM_REQUIRE_OPENCL").is_none_or(|v| v != "1"),
+            "HETMEM_REQUIRE_OPENCL=1 but no OpenCL device"
+        );
+        eprintln!("SKIPPED bench on opencl: no OpenCL device");
+        return;
+    }
+    check_quick_run("opencl");
+}
+
+fn check_quick_run(backend: &str) {
+    let dir = std::env::temp_dir().join(format!("hetmem-bench-{backend}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (json, markdown) = (dir.join("bench.json"), dir.join("bench.md"));
     let out = hetmem(&[
         "bench",
         "--quick",
+        "--backend",
+        backend,
         "--json",
         json.to_str().unwrap(),
         "--markdown",
@@ -51,7 +79,7 @@ fn quick_json_has_every_required_result() {
         serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("valid JSON");
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["hetmem"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(doc["backend"]["kind"], "host");
+    assert_eq!(doc["backend"]["kind"], backend);
     assert!(doc["backend"]["name"].is_string());
     assert!(doc["machine"]["cpus"].as_u64().unwrap() >= 1);
     assert!(doc["machine"]["memory_bytes"].as_u64().unwrap() > 0);
