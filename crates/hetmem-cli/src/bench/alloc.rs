@@ -15,16 +15,12 @@ use super::Suite;
 const MIB: usize = 1 << 20;
 
 pub fn register(suite: &mut Suite) {
-    suite.case("alloc.pool_hit", |b, e| pool_hit(b, e).map(|m| vec![m]));
-    suite.case("alloc.first_use.16MiB", |b, e| {
-        first_use(b, e).map(|m| vec![m])
-    });
-    suite.case("alloc.bulk", |b, e| bulk(b, e).map(|m| vec![m]));
-    suite.case("alloc.array_pool.1MiB", |_, e| {
-        array_pool(e).map(|m| vec![m])
-    });
-    suite.case("alloc.object_pool", |_, e| object_pool(e).map(|m| vec![m]));
-    suite.case("alloc.manager", |b, e| manager(b, e).map(|m| vec![m]));
+    suite.case("alloc.pool_hit", pool_hit);
+    suite.case("alloc.first_use.16MiB", first_use);
+    suite.case("alloc.bulk", bulk);
+    suite.case("alloc.array_pool.1MiB", |_, e| array_pool(e));
+    suite.case("alloc.object_pool", |_, e| object_pool(e));
+    suite.case("alloc.manager", manager);
 }
 
 /// Raw allocate + release of `bytes`, the baseline of every device allocation figure.

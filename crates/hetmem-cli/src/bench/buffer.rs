@@ -11,8 +11,11 @@ use super::report::{Better, Measurement};
 use super::Suite;
 
 pub fn register(suite: &mut Suite) {
-    suite.case("buffer.lazy_sync", lazy_sync);
-    suite.case("buffer.guard_ns", |b, e| guard(b, e).map(|m| vec![m]));
+    suite.case_of_several(
+        &["buffer.lazy_sync.bytes_ratio", "buffer.lazy_sync.speedup"],
+        lazy_sync,
+    );
+    suite.case("buffer.guard_ns", guard);
 }
 
 /// 1-element host writes into a 64 MiB buffer, each followed by device access: hetmem moves

@@ -56,10 +56,22 @@ impl Suite {
     fn case(
         &mut self,
         id: &str,
+        run: impl Fn(&Arc<dyn Backend>, Effort) -> hetmem::Result<Measurement> + 'static,
+    ) {
+        self.cases.push(Case {
+            ids: vec![id.to_owned()],
+            run: Box::new(move |b, e| run(b, e).map(|m| vec![m])),
+        });
+    }
+
+    /// A case producing the results `ids`, in that order.
+    fn case_of_several(
+        &mut self,
+        ids: &[&str],
         run: impl Fn(&Arc<dyn Backend>, Effort) -> hetmem::Result<Vec<Measurement>> + 'static,
     ) {
         self.cases.push(Case {
-            ids: expand(id),
+            ids: ids.iter().map(|id| id.to_string()).collect(),
             run: Box::new(run),
         });
     }
@@ -77,17 +89,6 @@ impl Suite {
     pub fn ids() -> Vec<String> {
         Self::all().cases.into_iter().flat_map(|c| c.ids).collect()
     }
-}
-
-/// The ids a case produces: cases that report several results are registered under their
-/// common prefix.
-fn expand(id: &str) -> Vec<String> {
-    let several: &[&str] = match id {
-        "pattern.replay" => &["waste_pct", "hit_rate_pct", "peak_reserved_ratio"],
-        "buffer.lazy_sync" => &["bytes_ratio", "speedup"],
-        _ => return vec![id.to_owned()],
-    };
-    several.iter().map(|s| format!("{id}.{s}")).collect()
 }
 
 /// Finds the backend named by `--backend`.

@@ -15,11 +15,16 @@ use super::Suite;
 pub fn register(suite: &mut Suite) {
     for threads in [1usize, 2] {
         let id = format!("pattern.concurrent.{threads}threads");
-        suite.case(&id.clone(), move |b, e| {
-            concurrent(b, e, threads, &id).map(|m| vec![m])
-        });
+        suite.case(&id.clone(), move |b, e| concurrent(b, e, threads, &id));
     }
-    suite.case("pattern.replay", replay);
+    suite.case_of_several(
+        &[
+            "pattern.replay.waste_pct",
+            "pattern.replay.hit_rate_pct",
+            "pattern.replay.peak_reserved_ratio",
+        ],
+        replay,
+    );
 }
 
 /// Allocate/release operations per second of 64 KiB blocks on `threads` threads at once.

@@ -27,13 +27,11 @@ pub fn register(suite: &mut Suite) {
     for way in WAYS {
         for (len, label) in SIZES {
             suite.case(&format!("transfer.{way}.{label}"), move |b, e| {
-                bandwidth(b, e, way, len, label).map(|m| vec![m])
+                bandwidth(b, e, way, len, label)
             });
         }
     }
-    suite.case("transfer.batch.h2d.4KiBx1000", |b, e| {
-        batch(b, e).map(|m| vec![m])
-    });
+    suite.case("transfer.batch.h2d.4KiBx1000", batch);
 }
 
 /// GB/s of the engine and of the raw call for one size and direction.

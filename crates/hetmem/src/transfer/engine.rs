@@ -185,6 +185,11 @@ impl<'a> Lane<'a> {
         }
     }
 
+    /// Starts counting again: the transfer is being redone.
+    fn restart(&self) {
+        self.done.set(0);
+    }
+
     /// Records `bytes` more done.
     fn advance(&self, bytes: usize) {
         let done = self.done.get() + bytes;
@@ -309,6 +314,7 @@ impl TransferEngine {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.write_pipelined(lane, dst, offset, src, chunk, depth)?
                     }
+                    // Where the backend cannot map, the arm is skipped for a direct call.
                     Plan::Mapped
                         if self.retrying(None, || {
                             self.backend.write_mapped(
@@ -361,6 +367,7 @@ impl TransferEngine {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.read_pipelined(lane, src, offset, dst, chunk, depth)?
                     }
+                    // Where the backend cannot map, the arm is skipped for a direct call.
                     Plan::Mapped
                         if self.retrying(None, || {
                             let len = dst.len();
@@ -612,7 +619,7 @@ impl TransferEngine {
     ) -> Result<()> {
         let mut attempt = 1;
         loop {
-            lane.done.set(0);
+            lane.restart();
             match transfer() {
                 Err(Error::IntegrityMismatch { .. })
                     if attempt < self.config.retry.max_attempts =>

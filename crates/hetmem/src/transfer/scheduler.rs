@@ -268,19 +268,31 @@ impl<P> Slot<P> {
         }
     }
 
-    /// Ends a still-queued request with `error`; false if it had already started.
-    fn abandon(&self, error: Error) -> bool {
+    /// Ends a still-queued request with [`Error::Cancelled`]; false if it had already started.
+    fn cancel(&self) -> bool {
         let mut inner = self.lock();
-        let request = match std::mem::replace(&mut inner.state, State::Running) {
-            State::Queued(request) => request,
-            other => {
-                inner.state = other;
-                return false;
-            }
+        let Some(request) = inner.start() else {
+            return false;
+        };
+        let error = Error::Cancelled {
+            what: "queued transfer",
         };
         let parts = request.parts;
         self.finish(inner, Err(Failed { error, parts }));
         true
+    }
+}
+
+impl<P> SlotInner<P> {
+    /// Takes the request out if it is still queued, marking it running.
+    fn start(&mut self) -> Option<TransferRequest<P>> {
+        match std::mem::replace(&mut self.state, State::Running) {
+            State::Queued(request) => Some(request),
+            other => {
+                self.state = other;
+                None
+            }
+        }
     }
 }
 
@@ -294,15 +306,9 @@ trait Job: Send + Sync {
 
 impl<P: Send + 'static> Job for Slot<P> {
     fn run(&self, engine: &TransferEngine, queue: &Queue) {
-        let mut inner = self.lock();
-        let request = match std::mem::replace(&mut inner.state, State::Running) {
-            State::Queued(request) => request,
-            other => {
-                inner.state = other; // cancelled while it waited
-                return;
-            }
+        let Some(request) = self.lock().start() else {
+            return; // cancelled while it waited
         };
-        drop(inner);
         let TransferRequest {
             mut parts,
             operation,
@@ -324,9 +330,7 @@ impl<P: Send + 'static> Job for Slot<P> {
     }
 
     fn cancel(&self) -> bool {
-        self.abandon(Error::Cancelled {
-            what: "queued transfer",
-        })
+        Slot::cancel(self)
     }
 }
 
@@ -577,9 +581,7 @@ impl<P> Submission<P> {
     /// Cancels the transfer if it has not started: it then ends with [`Error::Cancelled`] and
     /// its parts. False when it is already running or done.
     pub fn cancel(&self) -> bool {
-        self.slot.abandon(Error::Cancelled {
-            what: "queued transfer",
-        })
+        self.slot.cancel()
     }
 
     /// Whether the transfer has ended.

@@ -177,6 +177,28 @@ impl OpenClBackend {
             .ok_or_else(|| Error::invalid("queue does not hold an OpenCL command queue"))
     }
 
+    /// Maps `offset..offset + len` of `block`, lets `access` at the bytes, unmaps.
+    fn mapped(
+        &self,
+        queue: &Queue,
+        purpose: MapFor,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        let q = self.command_queue(queue)?;
+        let (what, flags) = match purpose {
+            MapFor::Write => ("mapped write destination", CL_MAP_WRITE_INVALIDATE_REGION),
+            MapFor::Read => ("mapped read source", CL_MAP_READ),
+        };
+        check_block(self.id, what, block, offset, len)?;
+        let mut mapping = Mapping::new(q, mem(block), flags, offset, len)?;
+        access(mapping.bytes_mut());
+        mapping.unmap()?;
+        Ok(true)
+    }
+
     /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
     /// without anyone waiting on it.
     fn submitted(&self, queue: &CommandQueue, raw: cl_event) -> Result<Event> {
@@ -321,12 +343,7 @@ impl Backend for OpenClBackend {
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
     ) -> Result<bool> {
-        let q = self.command_queue(queue)?;
-        check_block(self.id, "mapped write destination", dst, offset, len)?;
-        let mut mapping = Mapping::new(q, mem(dst), CL_MAP_WRITE_INVALIDATE_REGION, offset, len)?;
-        access(mapping.bytes_mut());
-        mapping.unmap()?;
-        Ok(true)
+        self.mapped(queue, MapFor::Write, dst, offset, len, access)
     }
 
     fn read_mapped(
@@ -337,12 +354,7 @@ impl Backend for OpenClBackend {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool> {
-        let q = self.command_queue(queue)?;
-        check_block(self.id, "mapped read source", src, offset, len)?;
-        let mut mapping = Mapping::new(q, mem(src), CL_MAP_READ, offset, len)?;
-        access(mapping.bytes_mut());
-        mapping.unmap()?;
-        Ok(true)
+        self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b))
     }
 
     fn write_staged(
@@ -639,6 +651,13 @@ impl Drop for ClStaging {
             let _ = release_mem_object(self.mem);
         }
     }
+}
+
+/// Why a range is mapped: writing it whole (its old bytes need not be fetched) or reading it.
+#[derive(Clone, Copy)]
+enum MapFor {
+    Write,
+    Read,
 }
 
 /// A range of a `cl_mem` mapped into host memory (blocking map), unmapped on `unmap` or drop.
