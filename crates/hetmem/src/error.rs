@@ -36,6 +36,34 @@ pub enum Error {
         diagnosis: Option<Box<crate::pool::OomDiagnosis>>,
     },
 
+    /// An allocation would take the memory held under a [`MemoryLimit`](crate::pool::MemoryLimit)
+    /// past it, even after every cache under the limit was released.
+    #[error("memory limit of {limit} bytes exceeded: {requested} bytes requested, {in_use} bytes already in use (caches released)")]
+    LimitExceeded {
+        /// Bytes the failing allocation asked the backend for.
+        requested: u64,
+        /// The limit.
+        limit: u64,
+        /// Bytes held under the limit when it failed.
+        in_use: u64,
+    },
+
+    /// A new memory limit below the memory still in use.
+    #[error("memory limit of {limit} bytes is below the {in_use} bytes in use (caches released)")]
+    LimitBelowUse {
+        /// The limit asked for.
+        limit: u64,
+        /// Bytes in use.
+        in_use: u64,
+    },
+
+    /// A buffer was given to a memory manager that did not make it.
+    #[error("{what}: the buffer was not made by this memory manager")]
+    ForeignBuffer {
+        /// What was attempted.
+        what: &'static str,
+    },
+
     /// A single allocation larger than the device allows.
     #[error(
         "allocation of {requested} bytes exceeds the device's largest allocation of {max} bytes"
@@ -174,7 +202,9 @@ impl Error {
     /// return `false` and should fail fast.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::OutOfMemory { .. } | Error::IntegrityMismatch { .. } => true,
+            Error::OutOfMemory { .. }
+            | Error::LimitExceeded { .. }
+            | Error::IntegrityMismatch { .. } => true,
             Error::Backend(e) => e.retryable,
             Error::Os(e) => matches!(
                 e.kind(),

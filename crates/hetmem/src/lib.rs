@@ -26,8 +26,10 @@ pub mod buffer;
 pub mod element;
 pub mod error;
 mod gauge;
+pub mod manager;
 pub mod pool;
 mod sync;
+mod trace;
 pub mod transfer;
 
 #[cfg(feature = "opencl")]
@@ -39,5 +41,6 @@ pub use backend::{
 pub use buffer::{BufferContext, Residency, UnifiedBuffer};
 pub use element::{byte_len, Element};
 pub use error::{BackendError, Error, Result};
+pub use manager::{AccessPattern, AllocOptions, MemoryManager, MemoryStats, Placement};
 pub use pool::{CachingAllocator, PooledBlock, SizeClasses};
 pub use transfer::TransferHandle;

@@ -10,7 +10,7 @@ use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNME
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::pool::CachingAllocator;
-use crate::transfer::TransferEngine;
+use crate::transfer::{Strategy, TransferEngine};
 
 /// How a buffer keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -139,6 +139,18 @@ impl BufferContext {
         len: usize,
         residency: Residency,
     ) -> Result<UnifiedBuffer<T>> {
+        let storage = self.storage_for::<T>(len, residency, None)?;
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// The storage of a new buffer of `len` elements of `T`, checked against the device; large
+    /// syncs use `strategy` when one is given.
+    pub(crate) fn storage_for<T: Element>(
+        &self,
+        len: usize,
+        residency: Residency,
+        strategy: Option<Strategy>,
+    ) -> Result<BufferStorage> {
         self.shared.check_open("allocating a buffer")?;
         if len == 0 {
             return Err(Error::ZeroLength { what: "buffer" });
@@ -163,8 +175,12 @@ impl BufferContext {
                 )))
             }
         };
-        let storage = BufferStorage::new(self.shared.clone(), bytes, shared);
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(BufferStorage::new(
+            self.shared.clone(),
+            bytes,
+            shared,
+            strategy,
+        ))
     }
 
     /// A buffer holding a copy of `data`, valid on the host.

@@ -28,7 +28,7 @@ use super::Residency;
 use crate::backend::{Backend, DeviceBlock};
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, PooledBlock};
-use crate::transfer::Direction;
+use crate::transfer::{Direction, Lane, Strategy};
 
 const HOST_VALID: u8 = 1;
 const DEVICE_VALID: u8 = 2;
@@ -50,6 +50,18 @@ pub struct BufferStorage {
     tracker: Mutex<Tracker>,
     /// Which sides are valid, mirrored from `tracker` for the guards' lock-free fast path.
     valid: AtomicU8,
+    /// Told of resizes; dropped with the buffer (a memory manager's allocation record).
+    observer: Option<Box<dyn Observer>>,
+}
+
+/// Something that follows one buffer's life: made with the buffer's metric cells, told when
+/// its length changes, and dropped when the buffer is.
+pub(crate) trait Observer: Send + Sync {
+    /// The buffer's length changed from `old` to `new` bytes.
+    fn resized(&self, old: usize, new: usize);
+
+    /// For finding out which observer this is.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// What the effects need besides the slots and the tracker.
@@ -58,7 +70,11 @@ struct Core {
     /// Length in bytes.
     len: usize,
     shared: bool,
-    metrics: MetricCells,
+    /// Large syncs use this strategy instead of the engine's (pinned staging for `HostPinned`).
+    strategy: Option<Strategy>,
+    /// Whether first use fills with zeros (otherwise the contents start unspecified).
+    zero_fill: bool,
+    metrics: Arc<MetricCells>,
 }
 
 /// The coherence state and, per side, the byte ranges where that side is stale.
@@ -157,6 +173,15 @@ fn host_bytes_mut<'a>(backend: &dyn Backend, block: &'a mut DeviceBlock) -> Resu
 }
 
 impl Core {
+    /// The lane this buffer's transfers take.
+    fn lane(&self) -> Lane<'_> {
+        let lane = Lane::new(&self.ctx.queue, None);
+        match self.strategy {
+            Some(strategy) => lane.with_strategy(strategy),
+            None => lane,
+        }
+    }
+
     fn pool(&self, side: Side) -> &CachingAllocator {
         match side {
             Side::Host => &self.ctx.host,
@@ -187,15 +212,24 @@ impl Core {
         for &effect in t.effects {
             match effect {
                 Effect::Allocate(_) => {
-                    *target = Some(self.pool(side).allocate(self.len)?);
+                    // A block reserved when the buffer was made is used if it is big enough.
+                    if target.as_ref().is_none_or(|b| b.capacity() < self.len) {
+                        *target = Some(self.pool(side).allocate(self.len)?);
+                    }
                     *tracker.stale_mut(side) = RangeSet::full(self.len);
                     // Reads of an uninitialised buffer see zeros (the device side has an
                     // explicit Zero effect).
-                    if tracker.state == CoherenceState::Uninitialized && side == Side::Host {
+                    if tracker.state == CoherenceState::Uninitialized
+                        && side == Side::Host
+                        && self.zero_fill
+                    {
                         self.zero(side, allocated_mut(target), &untouched())?;
                     }
                 }
-                Effect::Zero(_) => self.zero(side, allocated_mut(target), &untouched())?,
+                Effect::Zero(_) if self.zero_fill => {
+                    self.zero(side, allocated_mut(target), &untouched())?
+                }
+                Effect::Zero(_) => {}
                 Effect::Upload | Effect::Download => {
                     let stale = tracker.stale(side).without(exclude);
                     self.transfer(side, &stale, allocated_mut(target), source)?;
@@ -242,19 +276,20 @@ impl Core {
         }
         let start = Instant::now();
         let engine = &self.ctx.engine;
+        let lane = self.lane();
         let host = self.backend(Side::Host);
         match side {
             Side::Device => {
                 let from = host_bytes(host, allocated(source))?;
                 for r in &ranges {
-                    engine.write(target, r.start, &from[r.clone()])?;
+                    engine.write_on(&lane, target, r.start, &from[r.clone()])?;
                 }
             }
             Side::Host => {
                 let from = allocated(source);
                 let to = host_bytes_mut(host, target)?;
                 for r in &ranges {
-                    engine.read(from, r.start, &mut to[r.clone()])?;
+                    engine.read_on(&lane, from, r.start, &mut to[r.clone()])?;
                 }
             }
         }
@@ -306,13 +341,20 @@ impl Core {
 }
 
 impl BufferStorage {
-    pub(crate) fn new(ctx: Arc<ContextShared>, len: usize, shared: bool) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<ContextShared>,
+        len: usize,
+        shared: bool,
+        strategy: Option<Strategy>,
+    ) -> Self {
         BufferStorage {
             core: Core {
                 ctx,
                 len,
                 shared,
-                metrics: MetricCells::new(),
+                strategy,
+                zero_fill: true,
+                metrics: Arc::new(MetricCells::new()),
             },
             host: RwLock::new(None),
             device: RwLock::new(None),
@@ -322,7 +364,32 @@ impl BufferStorage {
                 stale_device: RangeSet::default(),
             }),
             valid: AtomicU8::new(0),
+            observer: None,
         }
+    }
+
+    /// Has `make` follow this buffer from now on; it gets the buffer's live metric cells.
+    pub(crate) fn observe(&mut self, make: impl FnOnce(Arc<MetricCells>) -> Box<dyn Observer>) {
+        self.observer = Some(make(self.core.metrics.clone()));
+    }
+
+    pub(crate) fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
+    }
+
+    /// Takes the memory of `side` (of the one allocation, when shared) from its pool now, so that
+    /// running out of memory shows at creation rather than at first use. The buffer stays
+    /// uninitialised; first use fills it with zeros unless `zero_fill` is off, in which case its
+    /// contents are whatever the memory held.
+    pub(crate) fn reserve(&mut self, side: Side, zero_fill: bool) -> Result<()> {
+        self.core.zero_fill = zero_fill;
+        let side = if self.core.shared { Side::Device } else { side };
+        let slot = match side {
+            Side::Host => get_mut(&mut self.host),
+            Side::Device => get_mut(&mut self.device),
+        };
+        *slot = Some(self.core.pool(side).allocate(self.core.len)?);
+        Ok(())
     }
 
     pub(crate) fn residency(&self) -> Residency {
@@ -494,7 +561,11 @@ impl BufferStorage {
             self.core.ctx.check_open("reading from the device")?;
             let slot = self.device_slot();
             let start = Instant::now();
-            self.core.ctx.engine.read(allocated(&slot), offset, dst)?;
+            let lane = self.core.lane();
+            self.core
+                .ctx
+                .engine
+                .read_on(&lane, allocated(&slot), offset, dst)?;
             self.core
                 .metrics
                 .record(Direction::DeviceToHost, dst.len(), start);
@@ -515,8 +586,9 @@ impl BufferStorage {
         }
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
-        let (block, ctx) = self.device_parts();
-        ctx.engine.write(block, offset, src)?;
+        let lane = self.core.lane();
+        let block = allocated_mut(get_mut(&mut self.device));
+        self.core.ctx.engine.write_on(&lane, block, offset, src)?;
         self.core
             .metrics
             .record(Direction::HostToDevice, src.len(), start);
@@ -667,6 +739,14 @@ impl BufferStorage {
                 Effect::Release(_) => *slot = None,
                 _ => core.reallocate(side, slot, new_len)?,
             }
+        }
+        if tracker.state == CoherenceState::Uninitialized {
+            // Blocks reserved at creation have the old length: give them back.
+            *get_mut(&mut self.host) = None;
+            *get_mut(&mut self.device) = None;
+        }
+        if let Some(observer) = &self.observer {
+            observer.resized(self.core.len, new_len);
         }
         self.core.len = new_len;
         tracker.stale_host.clear();

@@ -156,6 +156,10 @@ impl<T: Element> UnifiedBuffer<T> {
 }
 
 impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
+    pub(crate) fn storage(&self) -> &BufferStorage {
+        &self.storage
+    }
+
     /// Length in elements.
     pub fn len(&self) -> usize {
         self.len

@@ -10,6 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::limit::{MemoryLimit, Relieve};
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use super::SizeClasses;
 use crate::backend::{Backend, DeviceBlock, Event};
@@ -161,6 +162,8 @@ struct Inner {
     oversize: AtomicU64,
     backend_allocations: AtomicU64,
     backend_releases: AtomicU64,
+    /// The limit every backend allocation is charged to, if any.
+    limit: Option<MemoryLimit>,
 }
 
 struct Cached {
@@ -223,6 +226,24 @@ impl CachingAllocator {
 
     /// A caching allocator over `backend` with the given limits.
     pub fn with_config(backend: Arc<dyn Backend>, config: CachingConfig) -> Self {
+        Self::build(backend, config, None)
+    }
+
+    /// A caching allocator whose backend allocations are charged to `limit` (which may be
+    /// shared with other pools). When a block would not fit, every pool under the limit
+    /// releases its cache before the allocation fails with `Error::LimitExceeded`.
+    pub fn with_limit(
+        backend: Arc<dyn Backend>,
+        config: CachingConfig,
+        limit: MemoryLimit,
+    ) -> Self {
+        let pool = Self::build(backend, config, Some(limit.clone()));
+        let relieve: Arc<dyn Relieve> = pool.inner.clone();
+        limit.attach(Arc::downgrade(&relieve));
+        pool
+    }
+
+    fn build(backend: Arc<dyn Backend>, config: CachingConfig, limit: Option<MemoryLimit>) -> Self {
         let bins = (0..config.classes.count())
             .map(|_| Mutex::new(Vec::new()))
             .collect();
@@ -238,6 +259,7 @@ impl CachingAllocator {
             oversize: AtomicU64::new(0),
             backend_allocations: AtomicU64::new(0),
             backend_releases: AtomicU64::new(0),
+            limit,
         });
         // Twice the cores, so that threads rarely share a home.
         let homes = std::thread::available_parallelism().map_or(8, |n| 2 * n.get());
@@ -256,6 +278,11 @@ impl CachingAllocator {
     /// The backend blocks come from.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
+    }
+
+    /// The limit this pool's backend allocations are charged to, if any.
+    pub fn limit(&self) -> Option<&MemoryLimit> {
+        self.inner.limit.as_ref()
     }
 
     /// The size-class policy.
@@ -409,10 +436,30 @@ impl Inner {
     }
 
     fn allocate_from_backend(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
-        let block = match self.backend.allocate(size) {
+        crate::trace::span!("hetmem.pool_miss", requested, size);
+        if let Some(limit) = &self.limit {
+            limit.charge(size as u64)?;
+        }
+        let block = self.allocate_or_relieve(requested, size);
+        if let (Err(_), Some(limit)) = (&block, &self.limit) {
+            limit.credit(size as u64);
+        }
+        let block = block?;
+        self.backend_allocations.fetch_add(1, Ordering::Relaxed);
+        self.reserved.add(size as u64);
+        Ok(block)
+    }
+
+    /// A block from the backend; on out-of-memory, after releasing the cache and retrying once.
+    fn allocate_or_relieve(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
+        match self.backend.allocate(size) {
             Err(Error::OutOfMemory { .. }) => {
                 let before = self.stats();
-                self.trim(0)?;
+                // Every pool sharing a limit gives up its cache: they share the device too.
+                match &self.limit {
+                    Some(limit) => limit.relieve()?,
+                    None => self.trim(0)?,
+                };
                 self.backend.allocate(size).map_err(|e| match e {
                     Error::OutOfMemory { backend, .. } => Error::OutOfMemory {
                         backend,
@@ -427,13 +474,10 @@ impl Inner {
                         })),
                     },
                     other => other,
-                })?
+                })
             }
-            other => other?,
-        };
-        self.backend_allocations.fetch_add(1, Ordering::Relaxed);
-        self.reserved.add(size as u64);
-        Ok(block)
+            other => other,
+        }
     }
 
     fn release_to_backend(&self, block: DeviceBlock) -> Result<()> {
@@ -441,6 +485,9 @@ impl Inner {
         self.backend.release(block)?;
         self.backend_releases.fetch_add(1, Ordering::Relaxed);
         self.reserved.sub(size);
+        if let Some(limit) = &self.limit {
+            limit.credit(size);
+        }
         Ok(())
     }
 
@@ -551,6 +598,12 @@ impl Inner {
             released += size;
         }
         Ok(released)
+    }
+}
+
+impl Relieve for Inner {
+    fn relieve(&self) -> Result<u64> {
+        self.trim(0)
     }
 }
 

@@ -173,6 +173,8 @@ pub(crate) struct Lane<'a> {
     /// Called with the bytes done so far after each chunk.
     progress: Option<&'a (dyn Fn(usize) + Sync)>,
     done: Cell<usize>,
+    /// Overrides the engine's configured strategy for large transfers.
+    strategy: Option<Strategy>,
 }
 
 impl<'a> Lane<'a> {
@@ -182,7 +184,14 @@ impl<'a> Lane<'a> {
             queue,
             progress,
             done: Cell::new(0),
+            strategy: None,
         }
+    }
+
+    /// This lane's large transfers use `strategy` whatever the engine's configuration says.
+    pub(crate) fn with_strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy);
+        self
     }
 
     /// Starts counting again: the transfer is being redone.
@@ -248,9 +257,19 @@ impl TransferEngine {
 
     /// The plan a host↔device transfer of `len` bytes uses.
     pub fn plan(&self, len: usize) -> Plan {
+        self.plan_with(len, self.config.strategy)
+    }
+
+    /// The plan for `len` bytes on `lane`.
+    fn plan_on(&self, lane: &Lane<'_>, len: usize) -> Plan {
+        self.plan_with(len, lane.strategy.unwrap_or(self.config.strategy))
+    }
+
+    /// The plan for `len` bytes with `strategy` for large transfers.
+    fn plan_with(&self, len: usize, strategy: Strategy) -> Plan {
         let caps = self.caps;
         let c = &self.config;
-        let strategy = match c.strategy {
+        let strategy = match strategy {
             _ if len <= c.direct_max => Strategy::Direct,
             // Staging pays off where it is DMA-able memory in front of a separate device; on
             // unified memory (PoCL: measured 6.96 GB/s pipelined against 10.8 GB/s direct for
@@ -310,7 +329,7 @@ impl TransferEngine {
         )?;
         self.run(Direction::HostToDevice, src.len(), || {
             self.until_intact(lane, || {
-                match self.plan(src.len()) {
+                match self.plan_on(lane, src.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.write_pipelined(lane, dst, offset, src, chunk, depth)?
                     }
@@ -363,7 +382,7 @@ impl TransferEngine {
         check_block(self.backend.id(), "transfer source", src, offset, dst.len())?;
         self.run(Direction::DeviceToHost, dst.len(), || {
             self.until_intact(lane, || {
-                match self.plan(dst.len()) {
+                match self.plan_on(lane, dst.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.read_pipelined(lane, src, offset, dst, chunk, depth)?
                     }
@@ -595,6 +614,7 @@ impl TransferEngine {
         if bytes == 0 {
             return Ok(());
         }
+        crate::trace::span!("hetmem.transfer", ?direction, bytes);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let start = Instant::now();

@@ -14,6 +14,7 @@ mod retry;
 mod scheduler;
 mod stats;
 
+pub(crate) use engine::Lane;
 pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
 pub use retry::RetryPolicy;

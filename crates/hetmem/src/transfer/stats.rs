@@ -44,6 +44,14 @@ impl DirectionStats {
         let secs = self.time.as_secs_f64();
         (secs > 0.0).then(|| self.bytes as f64 / secs)
     }
+
+    /// Adds `other`'s transfers to these (the peak is the higher one).
+    pub fn merge(&mut self, other: &DirectionStats) {
+        self.transfers += other.transfers;
+        self.bytes += other.bytes;
+        self.time += other.time;
+        self.peak_bandwidth = self.peak_bandwidth.max(other.peak_bandwidth);
+    }
 }
 
 #[derive(Default)]

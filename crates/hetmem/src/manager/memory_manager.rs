@@ -1,0 +1,205 @@
+//! [`MemoryManager`]: allocation, placement, limits, statistics and diagnostics in one object.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::placement::{decide, Decision};
+use super::recommend::{recommend, Recommendation};
+use super::registry::{Outstanding, Registry, Tracking, Usage};
+use super::stats::{MemoryStats, StatsScope};
+use super::{AllocOptions, MemoryManagerBuilder};
+use crate::backend::{Backend, Capabilities};
+use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
+use crate::element::{byte_len, Element};
+use crate::error::{Error, Result};
+use crate::pool::MemoryLimit;
+
+/// The object users start from: one device, two pools (device memory and host copies), a
+/// placement policy, a memory limit and the record of every buffer.
+///
+/// Buffers are [`UnifiedBuffer`]s whose memory comes from the pools and goes back to them when
+/// they drop. `alloc` takes the memory of the buffer's home side at once (so a limit or an
+/// out-of-memory shows at the call); the other side is taken when first used.
+///
+/// # Dropping the manager while buffers live
+/// Safe, and never a leak. Each buffer keeps the pools and the record alive, so its memory
+/// returns to the pools when it drops and the pools release everything once the last buffer is
+/// gone. Meanwhile the buffers keep their host data, readable and writable, but can no longer
+/// allocate, transfer or hand out device access: those return [`Error::ContextClosed`].
+pub struct MemoryManager {
+    pub(crate) context: BufferContext,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) limit: MemoryLimit,
+    pub(crate) caps: Capabilities,
+}
+
+impl MemoryManager {
+    /// A manager over host memory: works on every machine, no setup.
+    pub fn host() -> Self {
+        Self::builder()
+            .tracking(Tracking::from_env().ok().flatten().unwrap_or_default())
+            .build()
+            .expect("a host manager without a limit has nothing to refuse")
+    }
+
+    /// A manager over `backend` with default pools, no limit, and tracking from `HETMEM_TRACK`.
+    pub fn new(backend: Arc<dyn Backend>) -> Result<Self> {
+        Self::builder().backend(backend).build()
+    }
+
+    /// Configures a manager: backend, pools, limit, tracking.
+    pub fn builder() -> MemoryManagerBuilder {
+        MemoryManagerBuilder::default()
+    }
+
+    /// The device's backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        self.context.backend()
+    }
+
+    /// The pools, queue and transfer engine buffers are made from.
+    pub fn context(&self) -> &BufferContext {
+        &self.context
+    }
+
+    /// A buffer of `len` elements that reads as zeros, placed automatically.
+    pub fn alloc<T: Element>(&self, len: usize) -> Result<UnifiedBuffer<T>> {
+        self.alloc_with(len, AllocOptions::default())
+    }
+
+    /// A buffer of `len` elements placed, zeroed and labelled as `options` say.
+    pub fn alloc_with<T: Element>(
+        &self,
+        len: usize,
+        options: AllocOptions,
+    ) -> Result<UnifiedBuffer<T>> {
+        let bytes = byte_len::<T>(len)?;
+        let decision = self.decide(&options, bytes)?;
+        let mut storage =
+            self.context
+                .storage_for::<T>(len, decision.residency, decision.strategy)?;
+        storage.reserve(decision.home, options.zeroed)?;
+        let registry = &self.registry;
+        storage.observe(|metrics| {
+            registry.register(bytes, options.label, decision.placement, metrics)
+        });
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// A buffer holding a copy of `data`, placed automatically.
+    pub fn from_slice<T: Element>(&self, data: &[T]) -> Result<UnifiedBuffer<T>> {
+        self.from_slice_with(data, AllocOptions::default())
+    }
+
+    /// A buffer holding a copy of `data`, placed and labelled as `options` say.
+    pub fn from_slice_with<T: Element>(
+        &self,
+        data: &[T],
+        options: AllocOptions,
+    ) -> Result<UnifiedBuffer<T>> {
+        let mut buffer = self.alloc_with(data.len(), options.zeroed(false))?;
+        buffer.host_discard()?.copy_from_slice(data);
+        Ok(buffer)
+    }
+
+    /// How a buffer of `bytes` bytes with `options` would be built on this device.
+    pub fn decide(&self, options: &AllocOptions, bytes: usize) -> Result<Decision> {
+        decide(options.placement, options.access, &self.caps, bytes)
+    }
+
+    /// Releases every cached block of both pools to the backends; returns the bytes released.
+    pub fn trim(&self) -> Result<u64> {
+        self.limit.relieve()
+    }
+
+    /// The memory limit in bytes, if one is set.
+    pub fn limit(&self) -> Option<u64> {
+        Some(self.limit.bytes()).filter(|&b| b != u64::MAX)
+    }
+
+    /// Sets the memory limit (`None`: no limit). Caches are released first when the memory held
+    /// is above it; a limit below the memory in use is refused with [`Error::LimitBelowUse`].
+    pub fn set_limit(&self, bytes: Option<u64>) -> Result<()> {
+        self.limit.set(bytes.unwrap_or(u64::MAX))
+    }
+
+    /// All statistics now.
+    pub fn stats(&self) -> MemoryStats {
+        MemoryStats::collect(self)
+    }
+
+    /// Starts new peak windows (buffer bytes and both pools) at the current values.
+    pub fn reset_peaks(&self) {
+        self.registry.counters.live_bytes.reset_peak();
+        self.context.device_pool().reset_peaks();
+        self.context.host_pool().reset_peaks();
+    }
+
+    /// Opens a region whose statistics are measured on their own; scopes nest.
+    pub fn stats_scope(&self) -> StatsScope<'_> {
+        StatsScope::open(self)
+    }
+
+    /// A human-readable table of the statistics, then the live allocations and advice.
+    pub fn summary(&self) -> String {
+        let mut out = format!("{:?}\n{}", self.backend(), self.stats().summary());
+        let live = self.outstanding();
+        if !live.is_empty() {
+            out.push_str(&format!("{} live allocations, oldest first:\n", live.len()));
+            for o in live.iter().take(10) {
+                out.push_str(&format!("  {o}\n"));
+            }
+        }
+        for r in self.recommendations() {
+            out.push_str(&format!("advice: {r}\n"));
+        }
+        out
+    }
+
+    /// Live allocations, oldest first, with size, label and age (and where they were made, with
+    /// [`Tracking::Backtraces`]). Empty with [`Tracking::Counts`].
+    pub fn outstanding(&self) -> Vec<Outstanding> {
+        self.registry.outstanding()
+    }
+
+    /// The tracking level in force.
+    pub fn tracking(&self) -> Tracking {
+        self.registry.tracking()
+    }
+
+    /// What each label and placement did: buffers, bytes, transfers each way.
+    pub fn usage(&self) -> Vec<Usage> {
+        self.registry.usage()
+    }
+
+    /// Advice derived from [`MemoryManager::usage`].
+    pub fn recommendations(&self) -> Vec<Recommendation> {
+        recommend(&self.usage(), &self.caps)
+    }
+
+    /// The record of `buffer` (or of the buffer a view belongs to), or
+    /// [`Error::ForeignBuffer`] when another manager or a plain context made it.
+    pub fn allocation<T: Element, S: Deref<Target = BufferStorage>>(
+        &self,
+        buffer: &UnifiedBuffer<T, S>,
+    ) -> Result<Outstanding> {
+        buffer
+            .storage()
+            .observer()
+            .and_then(|o| self.registry.describe(o))
+            .ok_or(Error::ForeignBuffer {
+                what: "describing an allocation",
+            })
+    }
+}
+
+impl fmt::Debug for MemoryManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryManager")
+            .field("backend", self.backend())
+            .field("limit", &self.limit())
+            .field("tracking", &self.tracking())
+            .finish()
+    }
+}

@@ -1,0 +1,154 @@
+//! What a caller can ask of one allocation: [`AllocOptions`], [`Placement`], [`AccessPattern`].
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a buffer's memory lives. [`Placement::Auto`] resolves through one decision table
+/// ([`decide`](super::decide)); the others are requests that the table only maps onto what the
+/// device can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum Placement {
+    /// Chosen from the access pattern, the size and the device's capabilities.
+    #[default]
+    Auto,
+    /// Lives on the host; a device copy is made when the device first uses it.
+    Host,
+    /// Lives on the host, and its transfers go through the device's page-locked staging memory
+    /// (DMA at full speed) at every size.
+    HostPinned,
+    /// Lives on the device; a host copy is made when the host first uses it.
+    Device,
+    /// One allocation both sides use, never a transfer; only where device memory is host memory.
+    Shared,
+}
+
+impl Placement {
+    /// Every placement, in declaration order.
+    pub const ALL: [Placement; 5] = [
+        Placement::Auto,
+        Placement::Host,
+        Placement::HostPinned,
+        Placement::Device,
+        Placement::Shared,
+    ];
+
+    /// The placement's name as written in code.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Auto => "Auto",
+            Placement::Host => "Host",
+            Placement::HostPinned => "HostPinned",
+            Placement::Device => "Device",
+            Placement::Shared => "Shared",
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a buffer will be used: a hint for [`Placement::Auto`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum AccessPattern {
+    /// Nothing known.
+    #[default]
+    Unknown,
+    /// Read or written front to back, mostly by kernels.
+    Sequential,
+    /// Scattered small accesses, mostly from the host.
+    Random,
+    /// Written once, then read many times (weights, lookup tables).
+    ReadMostly,
+    /// Written once and handed to the device (results of a one-off upload).
+    WriteOnce,
+    /// New data every iteration flowing host → device (or back): input batches, frames.
+    Streaming,
+}
+
+impl AccessPattern {
+    /// Every pattern, in declaration order.
+    pub const ALL: [AccessPattern; 6] = [
+        AccessPattern::Unknown,
+        AccessPattern::Sequential,
+        AccessPattern::Random,
+        AccessPattern::ReadMostly,
+        AccessPattern::WriteOnce,
+        AccessPattern::Streaming,
+    ];
+}
+
+/// Options for [`MemoryManager::alloc_with`](super::MemoryManager::alloc_with).
+///
+/// ```
+/// use hetmem::manager::{AccessPattern, AllocOptions, Placement};
+///
+/// let options = AllocOptions::new()
+///     .placement(Placement::Device)
+///     .access(AccessPattern::ReadMostly)
+///     .label("weights");
+/// assert_eq!(options.label_str(), Some("weights"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocOptions {
+    /// Where the memory lives.
+    pub placement: Placement,
+    /// How it will be used.
+    pub access: AccessPattern,
+    /// Whether the buffer reads as zeros until written (the default). Off, its first use skips
+    /// zero-filling and its contents are whatever the pooled memory held.
+    pub zeroed: bool,
+    /// A name for statistics, leak reports and recommendations.
+    pub label: Option<Arc<str>>,
+}
+
+impl Default for AllocOptions {
+    fn default() -> Self {
+        AllocOptions {
+            placement: Placement::Auto,
+            access: AccessPattern::Unknown,
+            zeroed: true,
+            label: None,
+        }
+    }
+}
+
+impl AllocOptions {
+    /// Automatic placement, unknown access, zeroed, no label.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With `placement`.
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// With the access hint `access`.
+    pub fn access(mut self, access: AccessPattern) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Zeroed or not.
+    pub fn zeroed(mut self, zeroed: bool) -> Self {
+        self.zeroed = zeroed;
+        self
+    }
+
+    /// With `label`.
+    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// The label, if any.
+    pub fn label_str(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+}

@@ -1,0 +1,354 @@
+//! The manager's record of its buffers: counts and bytes (always), live allocations with their
+//! labels and ages (leak tracking), what each label and placement moved (for recommendations),
+//! and the peaks of open statistics scopes.
+
+use std::backtrace::Backtrace;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::Placement;
+use crate::buffer::{MetricCells, Observer};
+use crate::error::{Error, Result};
+use crate::gauge::PeakGauge;
+use crate::transfer::{Direction, DirectionStats};
+
+/// How much the manager records per allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Tracking {
+    /// Counters and byte totals only: no per-allocation bookkeeping beyond one record.
+    Counts,
+    /// Also the list of live allocations for [`MemoryManager::outstanding`](super::MemoryManager::outstanding).
+    #[default]
+    Outstanding,
+    /// Also a backtrace of where each live allocation was made (costly: tens of microseconds).
+    Backtraces,
+}
+
+impl Tracking {
+    /// The level `HETMEM_TRACK` asks for (`counts`, `outstanding` or `backtrace`), if it is set.
+    pub fn from_env() -> Result<Option<Tracking>> {
+        match std::env::var("HETMEM_TRACK") {
+            Ok(value) => Self::parse(&value).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn parse(value: &str) -> Result<Tracking> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "counts" | "off" => Ok(Tracking::Counts),
+            "outstanding" | "on" => Ok(Tracking::Outstanding),
+            "backtrace" | "backtraces" => Ok(Tracking::Backtraces),
+            other => Err(Error::invalid(format!(
+                "HETMEM_TRACK={other:?} is not a tracking level: use counts, outstanding or backtrace"
+            ))),
+        }
+    }
+}
+
+/// One live allocation, as [`MemoryManager::outstanding`](super::MemoryManager::outstanding)
+/// reports it.
+#[derive(Debug, Clone)]
+pub struct Outstanding {
+    /// The allocation's number in this manager, in allocation order.
+    pub id: u64,
+    /// Its length in bytes now.
+    pub bytes: usize,
+    /// Its label, if it was given one.
+    pub label: Option<Arc<str>>,
+    /// The placement it resolved to.
+    pub placement: Placement,
+    /// Time since it was made.
+    pub age: Duration,
+    /// Host → device transfers so far.
+    pub host_to_device: DirectionStats,
+    /// Device → host transfers so far.
+    pub device_to_host: DirectionStats,
+    /// Where it was made, with [`Tracking::Backtraces`].
+    pub backtrace: Option<Arc<Backtrace>>,
+}
+
+impl fmt::Display for Outstanding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "#{} {} bytes, {}, {}, alive {:.3} s",
+            self.id,
+            self.bytes,
+            self.label.as_deref().unwrap_or("(no label)"),
+            self.placement,
+            self.age.as_secs_f64()
+        )?;
+        if let Some(bt) = &self.backtrace {
+            write!(f, "\n{bt}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the buffers of one label and placement did, summed over live and dropped buffers.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Usage {
+    /// The label (`None`: buffers made without one).
+    pub label: Option<Arc<str>>,
+    /// The placement they resolved to.
+    pub placement: Placement,
+    /// Buffers made.
+    pub buffers: u64,
+    /// Their lengths in bytes, summed.
+    pub bytes: u64,
+    /// Buffers never accessed before they were dropped (or by now).
+    pub unused: u64,
+    /// Host → device transfers.
+    pub host_to_device: DirectionStats,
+    /// Device → host transfers.
+    pub device_to_host: DirectionStats,
+}
+
+impl Usage {
+    fn new(label: Option<Arc<str>>, placement: Placement) -> Self {
+        Usage {
+            label,
+            placement,
+            buffers: 0,
+            bytes: 0,
+            unused: 0,
+            host_to_device: DirectionStats::default(),
+            device_to_host: DirectionStats::default(),
+        }
+    }
+
+    fn add(&mut self, record: &Record) {
+        let m = &record.metrics;
+        self.buffers += 1;
+        self.bytes += record.bytes.load(Ordering::Relaxed) as u64;
+        self.unused += u64::from(m.last_access().is_none());
+        self.host_to_device
+            .merge(&m.transfers.get(Direction::HostToDevice));
+        self.device_to_host
+            .merge(&m.transfers.get(Direction::DeviceToHost));
+    }
+
+    /// Bytes moved each way over the bytes allocated: how many times the data went across.
+    pub fn round_trips(&self) -> f64 {
+        let moved = self.host_to_device.bytes + self.device_to_host.bytes;
+        moved as f64 / self.bytes.max(1) as f64
+    }
+}
+
+/// Counters that only ever grow, and the live-bytes gauge.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) allocations: AtomicU64,
+    pub(crate) releases: AtomicU64,
+    pub(crate) bytes_allocated: AtomicU64,
+    pub(crate) bytes_released: AtomicU64,
+    pub(crate) live_bytes: PeakGauge,
+}
+
+/// One allocation's record, shared by its buffer's [`Token`] and the live list.
+struct Record {
+    id: u64,
+    bytes: AtomicUsize,
+    label: Option<Arc<str>>,
+    placement: Placement,
+    created: Instant,
+    backtrace: Option<Arc<Backtrace>>,
+    metrics: Arc<MetricCells>,
+}
+
+type UsageKey = (Option<Arc<str>>, Placement);
+
+pub(crate) struct Registry {
+    tracking: Tracking,
+    next_id: AtomicU64,
+    pub(crate) counters: Counters,
+    live: Mutex<HashMap<u64, Arc<Record>>>,
+    /// Usage of dropped buffers, folded in when they drop.
+    dropped: Mutex<HashMap<UsageKey, Usage>>,
+    /// Peaks of live bytes within each open statistics scope.
+    scopes: Mutex<Vec<Arc<AtomicU64>>>,
+    open_scopes: AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Registry {
+    pub(crate) fn new(tracking: Tracking) -> Self {
+        Registry {
+            tracking,
+            next_id: AtomicU64::new(1),
+            counters: Counters::default(),
+            live: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(Vec::new()),
+            open_scopes: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn tracking(&self) -> Tracking {
+        self.tracking
+    }
+
+    /// Records a new buffer of `bytes` bytes; the token it returns follows the buffer.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        bytes: usize,
+        label: Option<Arc<str>>,
+        placement: Placement,
+        metrics: Arc<MetricCells>,
+    ) -> Box<dyn Observer> {
+        let record = Arc::new(Record {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            bytes: AtomicUsize::new(bytes),
+            label,
+            placement,
+            created: Instant::now(),
+            backtrace: (self.tracking >= Tracking::Backtraces)
+                .then(|| Arc::new(Backtrace::force_capture())),
+            metrics,
+        });
+        let c = &self.counters;
+        c.allocations.fetch_add(1, Ordering::Relaxed);
+        self.grow(bytes);
+        if self.tracking >= Tracking::Outstanding {
+            lock(&self.live).insert(record.id, record.clone());
+        }
+        Box::new(Token {
+            registry: self.clone(),
+            record,
+        })
+    }
+
+    fn grow(&self, bytes: usize) {
+        let c = &self.counters;
+        c.bytes_allocated.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.live_bytes.add(bytes as u64);
+        if self.open_scopes.load(Ordering::Relaxed) > 0 {
+            let now = c.live_bytes.get();
+            for peak in lock(&self.scopes).iter() {
+                peak.fetch_max(now, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn shrink(&self, bytes: usize) {
+        let c = &self.counters;
+        c.bytes_released.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.live_bytes.sub(bytes as u64);
+    }
+
+    fn release(&self, record: &Record) {
+        self.counters.releases.fetch_add(1, Ordering::Relaxed);
+        self.shrink(record.bytes.load(Ordering::Relaxed));
+        if self.tracking >= Tracking::Outstanding {
+            lock(&self.live).remove(&record.id);
+        }
+        lock(&self.dropped)
+            .entry((record.label.clone(), record.placement))
+            .or_insert_with(|| Usage::new(record.label.clone(), record.placement))
+            .add(record);
+    }
+
+    /// Live allocations, oldest first (empty below [`Tracking::Outstanding`]).
+    pub(crate) fn outstanding(&self) -> Vec<Outstanding> {
+        let mut list: Vec<_> = lock(&self.live).values().map(|r| describe(r)).collect();
+        list.sort_by_key(|o| o.id);
+        list
+    }
+
+    /// Usage per label and placement, live buffers included (those only from
+    /// [`Tracking::Outstanding`] up), largest first.
+    pub(crate) fn usage(&self) -> Vec<Usage> {
+        let mut by_key = lock(&self.dropped).clone();
+        for record in lock(&self.live).values() {
+            by_key
+                .entry((record.label.clone(), record.placement))
+                .or_insert_with(|| Usage::new(record.label.clone(), record.placement))
+                .add(record);
+        }
+        let mut usage: Vec<_> = by_key.into_values().collect();
+        usage.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.label.cmp(&b.label)));
+        usage
+    }
+
+    /// Opens a scope: the returned cell follows the peak of live bytes until it is closed.
+    pub(crate) fn open_scope(&self) -> Arc<AtomicU64> {
+        let peak = Arc::new(AtomicU64::new(self.counters.live_bytes.get()));
+        lock(&self.scopes).push(peak.clone());
+        self.open_scopes.fetch_add(1, Ordering::Relaxed);
+        peak
+    }
+
+    pub(crate) fn close_scope(&self, peak: &Arc<AtomicU64>) {
+        lock(&self.scopes).retain(|p| !Arc::ptr_eq(p, peak));
+        self.open_scopes.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The live allocation behind `observer`, if it is one of this registry's tokens.
+    pub(crate) fn describe(&self, observer: &dyn Observer) -> Option<Outstanding> {
+        let token = observer.as_any().downcast_ref::<Token>()?;
+        std::ptr::eq(&*token.registry, self).then(|| describe(&token.record))
+    }
+}
+
+fn describe(r: &Record) -> Outstanding {
+    Outstanding {
+        id: r.id,
+        bytes: r.bytes.load(Ordering::Relaxed),
+        label: r.label.clone(),
+        placement: r.placement,
+        age: r.created.elapsed(),
+        host_to_device: r.metrics.transfers.get(Direction::HostToDevice),
+        device_to_host: r.metrics.transfers.get(Direction::DeviceToHost),
+        backtrace: r.backtrace.clone(),
+    }
+}
+
+/// Follows one buffer: keeps the byte counts right through resizes, and folds the buffer's
+/// usage into the registry when the buffer drops. Holds the registry, so a buffer outliving its
+/// manager still reports to it safely.
+struct Token {
+    registry: Arc<Registry>,
+    record: Arc<Record>,
+}
+
+impl Observer for Token {
+    fn resized(&self, old: usize, new: usize) {
+        self.record.bytes.store(new, Ordering::Relaxed);
+        if new > old {
+            self.registry.grow(new - old);
+        } else {
+            self.registry.shrink(old - new);
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.registry.release(&self.record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracking_levels_parse_from_their_names_and_reject_others() {
+        assert_eq!(Tracking::parse("backtrace").unwrap(), Tracking::Backtraces);
+        assert_eq!(Tracking::parse(" Counts ").unwrap(), Tracking::Counts);
+        assert_eq!(Tracking::parse("on").unwrap(), Tracking::Outstanding);
+        let err = Tracking::parse("verbose").unwrap_err();
+        assert!(err.to_string().contains("counts, outstanding or backtrace"));
+    }
+}

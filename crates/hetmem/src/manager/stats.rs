@@ -1,0 +1,299 @@
+//! [`MemoryStats`]: one snapshot of everything a manager knows; [`StatsDelta`]: what changed
+//! inside a [`StatsScope`]; and the human-readable [`MemoryStats::summary`].
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::registry::Counters;
+use super::MemoryManager;
+use crate::pool::CachingStats;
+use crate::transfer::{DirectionStats, TransferStats};
+
+/// A manager's statistics at one moment. Exact whenever no allocation or release is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct MemoryStats {
+    /// Buffers made.
+    pub allocations: u64,
+    /// Buffers dropped.
+    pub releases: u64,
+    /// Bytes of live buffers (their lengths, whichever sides they use).
+    pub bytes_current: u64,
+    /// Highest `bytes_current` since the manager was made or peaks were reset.
+    pub bytes_peak: u64,
+    /// Bytes of all buffers ever made (growth through resizes included).
+    pub bytes_allocated: u64,
+    /// Bytes of all buffers dropped (shrinking through resizes included).
+    pub bytes_released: u64,
+    /// The pool device memory comes from.
+    pub device: CachingStats,
+    /// The pool host copies come from.
+    pub host: CachingStats,
+    /// Every transfer the manager's buffers made.
+    pub transfers: TransferStats,
+    /// The memory limit, if one is set.
+    pub limit: Option<u64>,
+}
+
+impl MemoryStats {
+    pub(crate) fn collect(manager: &MemoryManager) -> Self {
+        let c: &Counters = &manager.registry.counters;
+        let ctx = &manager.context;
+        MemoryStats {
+            allocations: c.allocations.load(Ordering::Relaxed),
+            releases: c.releases.load(Ordering::Relaxed),
+            bytes_current: c.live_bytes.get(),
+            bytes_peak: c.live_bytes.peak(),
+            bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
+            bytes_released: c.bytes_released.load(Ordering::Relaxed),
+            device: ctx.device_pool().stats(),
+            host: ctx.host_pool().stats(),
+            transfers: ctx.engine().stats(),
+            limit: manager.limit(),
+        }
+    }
+
+    /// Live buffers.
+    pub fn live_buffers(&self) -> u64 {
+        self.allocations - self.releases
+    }
+
+    /// Bytes both pools hold from their backends: in use plus cached.
+    pub fn reserved_bytes(&self) -> u64 {
+        self.device.bytes_reserved + self.host.bytes_reserved
+    }
+
+    /// Bytes in blocks handed out by both pools.
+    pub fn in_use_bytes(&self) -> u64 {
+        self.device.bytes_in_use + self.host.bytes_in_use
+    }
+
+    /// Bytes in cached blocks of both pools.
+    pub fn cached_bytes(&self) -> u64 {
+        self.device.bytes_cached + self.host.bytes_cached
+    }
+
+    /// Pool hits over pool requests, both pools (0 before any request).
+    pub fn hit_rate(&self) -> f64 {
+        let hits = self.device.hits + self.host.hits;
+        let requests = hits + self.device.misses + self.host.misses;
+        if requests == 0 {
+            0.0
+        } else {
+            hits as f64 / requests as f64
+        }
+    }
+
+    /// Bytes lost to rounding up to size classes in blocks in use.
+    pub fn waste_bytes(&self) -> u64 {
+        self.device.waste_bytes + self.host.waste_bytes
+    }
+
+    /// External fragmentation of the caches: the share of cached bytes outside the largest cached
+    /// block (0 when nothing or one block is cached; near 1 when the cache is many small pieces
+    /// that cannot serve a large request).
+    pub fn fragmentation(&self) -> f64 {
+        let cached = self.cached_bytes();
+        let largest = self
+            .device
+            .largest_cached_block
+            .max(self.host.largest_cached_block);
+        if cached == 0 {
+            0.0
+        } else {
+            1.0 - largest as f64 / cached as f64
+        }
+    }
+
+    /// A table of these statistics in the manner of PyTorch's `memory_summary()`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let rule = "-".repeat(72);
+        let _ = writeln!(out, "{rule}\n hetmem memory summary\n{rule}");
+        let _ = writeln!(
+            out,
+            "{:<26}{:>15}{:>15}{:>16}",
+            "", "current", "peak", "total"
+        );
+        let row = |out: &mut String, name: &str, current: String, peak: String, total: String| {
+            let _ = writeln!(out, "{name:<26}{current:>15}{peak:>15}{total:>16}");
+        };
+        row(
+            &mut out,
+            "buffers",
+            self.live_buffers().to_string(),
+            "-".into(),
+            self.allocations.to_string(),
+        );
+        row(
+            &mut out,
+            "buffer bytes",
+            bytes(self.bytes_current),
+            bytes(self.bytes_peak),
+            bytes(self.bytes_allocated),
+        );
+        for (name, pool) in [("device pool", &self.device), ("host pool", &self.host)] {
+            row(
+                &mut out,
+                &format!("{name} in use"),
+                bytes(pool.bytes_in_use),
+                bytes(pool.peak_in_use),
+                "-".into(),
+            );
+            row(
+                &mut out,
+                &format!("{name} reserved"),
+                bytes(pool.bytes_reserved),
+                bytes(pool.peak_reserved),
+                format!("{} allocs", pool.backend_allocations),
+            );
+            row(
+                &mut out,
+                &format!("{name} cached"),
+                bytes(pool.bytes_cached),
+                "-".into(),
+                format!("{} blocks", pool.cached_blocks),
+            );
+        }
+        let _ = writeln!(out, "{rule}");
+        let _ = writeln!(
+            out,
+            "pool hit rate {:.1}%   rounding waste {}   cache fragmentation {:.1}%   limit {}",
+            100.0 * self.hit_rate(),
+            bytes(self.waste_bytes()),
+            100.0 * self.fragmentation(),
+            self.limit.map_or_else(|| "none".to_string(), bytes)
+        );
+        let t = &self.transfers;
+        for (name, d) in [
+            ("host -> device", &t.host_to_device),
+            ("device -> host", &t.device_to_host),
+            ("device -> device", &t.device_to_device),
+        ] {
+            let _ = writeln!(out, "{name:<17}{}", transfers(d));
+        }
+        let _ = writeln!(
+            out,
+            "transfer retries {}   failures {}\n{rule}",
+            t.retries, t.failures
+        );
+        out
+    }
+}
+
+impl fmt::Display for MemoryStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+fn transfers(d: &DirectionStats) -> String {
+    let bandwidth = d
+        .bandwidth()
+        .map_or_else(|| "-".into(), |b| format!("{:.2} GB/s", b / 1e9));
+    format!(
+        "{:>8} transfers {:>12}   average {bandwidth}   peak {:.2} GB/s",
+        d.transfers,
+        bytes(d.bytes),
+        d.peak_bandwidth / 1e9
+    )
+}
+
+/// `n` bytes in binary units, as people read them.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+/// What happened between the opening of a [`StatsScope`] and now.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct StatsDelta {
+    /// Buffers made.
+    pub allocations: u64,
+    /// Buffers dropped.
+    pub releases: u64,
+    /// Bytes of buffers made (and grown).
+    pub bytes_allocated: u64,
+    /// Bytes of buffers dropped (and shrunk).
+    pub bytes_released: u64,
+    /// Highest live bytes reached, over the live bytes when the scope opened.
+    pub peak_increase: u64,
+    /// Pool hits, both pools.
+    pub pool_hits: u64,
+    /// Pool misses (backend allocations), both pools.
+    pub pool_misses: u64,
+    /// Host → device transfers.
+    pub host_to_device: DirectionStats,
+    /// Device → host transfers.
+    pub device_to_host: DirectionStats,
+}
+
+impl StatsDelta {
+    /// Bytes made minus bytes dropped: what the region left allocated.
+    pub fn net_bytes(&self) -> i64 {
+        self.bytes_allocated as i64 - self.bytes_released as i64
+    }
+}
+
+/// A region whose statistics are measured on their own, like RMM's counter stack: scopes nest,
+/// and each reports only what happened since it opened. Made by
+/// [`MemoryManager::stats_scope`].
+pub struct StatsScope<'a> {
+    manager: &'a MemoryManager,
+    start: MemoryStats,
+    peak: Arc<AtomicU64>,
+}
+
+impl<'a> StatsScope<'a> {
+    pub(crate) fn open(manager: &'a MemoryManager) -> Self {
+        let peak = manager.registry.open_scope();
+        StatsScope {
+            start: manager.stats(),
+            manager,
+            peak,
+        }
+    }
+
+    /// What changed since the scope opened.
+    pub fn delta(&self) -> StatsDelta {
+        let now = self.manager.stats();
+        let s = &self.start;
+        let d = |now: DirectionStats, then: DirectionStats| DirectionStats {
+            transfers: now.transfers - then.transfers,
+            bytes: now.bytes - then.bytes,
+            time: now.time.saturating_sub(then.time),
+            peak_bandwidth: now.peak_bandwidth,
+        };
+        let peak = self.peak.load(Ordering::Relaxed).max(now.bytes_current);
+        StatsDelta {
+            allocations: now.allocations - s.allocations,
+            releases: now.releases - s.releases,
+            bytes_allocated: now.bytes_allocated - s.bytes_allocated,
+            bytes_released: now.bytes_released - s.bytes_released,
+            peak_increase: peak.saturating_sub(s.bytes_current),
+            pool_hits: (now.device.hits + now.host.hits) - (s.device.hits + s.host.hits),
+            pool_misses: (now.device.backend_allocations + now.host.backend_allocations)
+                - (s.device.backend_allocations + s.host.backend_allocations),
+            host_to_device: d(now.transfers.host_to_device, s.transfers.host_to_device),
+            device_to_host: d(now.transfers.device_to_host, s.transfers.device_to_host),
+        }
+    }
+}
+
+impl Drop for StatsScope<'_> {
+    fn drop(&mut self) {
+        self.manager.registry.close_scope(&self.peak);
+    }
+}
