@@ -2,6 +2,7 @@
 
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use hetmem::manager::bytes;
 use hetmem::{BackendKind, Capabilities, DeviceInfo};
 use serde::Serialize;
 
@@ -114,20 +115,5 @@ fn capabilities(c: &Capabilities) -> String {
         "-".into()
     } else {
         on.join(", ")
-    }
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

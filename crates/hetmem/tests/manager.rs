@@ -246,7 +246,10 @@ fn outstanding_lists_live_allocations_with_labels_and_ages(backend: &Arc<dyn Bac
     assert!(live[0].age > live[1].age);
     assert!(live[0].backtrace.is_none(), "backtraces are off by default");
     assert!(live[0].to_string().contains("weights"));
-    assert_eq!(m.allocation(&a.slice(10..20).unwrap()).unwrap().id, live[0].id);
+    assert_eq!(
+        m.allocation(&a.slice(10..20).unwrap()).unwrap().id,
+        live[0].id
+    );
     drop(a);
     let live = m.outstanding();
     assert_eq!(live.iter().map(|o| o.bytes).collect::<Vec<_>>(), [7]);

@@ -90,3 +90,17 @@ fn pool_misses_and_transfers_open_spans() {
         "{names:?}"
     );
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn snapshots_serialise_with_every_figure() {
+    let manager = hetmem::MemoryManager::host();
+    let _a = manager.alloc::<u8>(2048).unwrap();
+    let json = serde_json::to_value(manager.stats()).unwrap();
+    assert_eq!(json["allocations"], 1);
+    assert_eq!(json["bytes_current"], 2048);
+    assert_eq!(json["device"]["bytes_in_use"], 2048);
+    assert!(json["transfers"]["host_to_device"]["bytes"].is_number());
+    let usage = serde_json::to_value(manager.usage()).unwrap();
+    assert_eq!(usage[0]["placement"], "Shared");
+}

@@ -3,9 +3,9 @@
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use hetmem::buffer::BufferContext;
 use hetmem::pool::{ArrayPool, CachingAllocator, ObjectPool};
 use hetmem::transfer::TransferEngine;
+use hetmem::MemoryManager;
 use hetmem::{Backend, Result};
 
 use super::harness::{compare, compare_auto, latency, Effort, Side};
@@ -165,11 +165,11 @@ fn object_pool(effort: Effort) -> Result<Measurement> {
     ))
 }
 
-/// A 1 MiB buffer from the buffer context (the façade until the memory manager lands).
+/// A 1 MiB buffer from the memory manager, with its default tracking (live allocations listed).
 fn manager(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
-    let ctx = BufferContext::new(backend.clone());
+    let manager = MemoryManager::new(backend.clone())?;
     let (ours, theirs) = compare_auto(effort, |side| match side {
-        Side::Hetmem => ctx.alloc::<u8>(MIB).map(|b| drop(black_box(b))),
+        Side::Hetmem => manager.alloc::<u8>(MIB).map(|b| drop(black_box(b))),
         Side::Baseline => raw(backend, MIB),
     })?;
     Ok(latency(

@@ -82,6 +82,26 @@ fn layout(bytes: usize) -> Result<Layout> {
 
 /// Zeroed, aligned host memory, or `OutOfMemory`. Zeroed so that reading a fresh block never
 /// exposes uninitialised bytes (and costs nothing for large blocks, which come from fresh pages).
+/// Fills `bytes` (a whole number of patterns long) with `pattern` repeated: memset for one byte,
+/// otherwise by doubling the filled prefix, so that the work is a few large copies rather than
+/// one small copy per pattern (measured: one call per byte made zeroing 64 KiB cost 50 µs).
+fn fill_repeating(bytes: &mut [u8], pattern: &[u8]) {
+    if let [byte] = pattern {
+        bytes.fill(*byte);
+        return;
+    }
+    let Some(first) = bytes.get_mut(..pattern.len()) else {
+        return;
+    };
+    first.copy_from_slice(pattern);
+    let mut filled = pattern.len();
+    while filled < bytes.len() {
+        let n = filled.min(bytes.len() - filled);
+        bytes.copy_within(..n, filled);
+        filled += n;
+    }
+}
+
 fn alloc_zeroed(bytes: usize) -> Result<(NonNull<u8>, Layout)> {
     let layout = layout(bytes)?;
     // SAFETY: `bytes > 0` (checked by every caller), so the layout has a non-zero size.
@@ -317,9 +337,7 @@ impl Backend for HostBackend {
         // SAFETY: the range is inside the block (checked by check_fill) and `&mut dst` makes this
         // the only access to it.
         let bytes = unsafe { std::slice::from_raw_parts_mut(block_ptr(dst, offset), len) };
-        for chunk in bytes.chunks_exact_mut(pattern.len()) {
-            chunk.copy_from_slice(pattern);
-        }
+        fill_repeating(bytes, pattern);
         Ok(Event::complete())
     }
 
@@ -374,6 +392,21 @@ fn host_memory() -> HostMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeating_fill_matches_the_pattern_everywhere() {
+        for (len, pattern) in [
+            (12, &[1u8, 2, 3][..]),
+            (4096, &[9, 8, 7, 6]),
+            (5, &[4]),
+            (0, &[1, 2]),
+        ] {
+            let mut bytes = vec![0u8; len];
+            fill_repeating(&mut bytes, pattern);
+            let expected: Vec<u8> = pattern.iter().copied().cycle().take(len).collect();
+            assert_eq!(bytes, expected);
+        }
+    }
 
     fn bytes(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + 3) as u8).collect()

@@ -28,7 +28,7 @@ pub struct BufferMetrics {
 
 /// The live counters behind [`BufferMetrics`].
 pub(crate) struct MetricCells {
-    created: Instant,
+    pub(crate) created: Instant,
     /// Nanoseconds after `created` of the last access, plus one (0: never accessed).
     last_access: AtomicU64,
     pub(crate) transfers: DirectionCounters,

@@ -212,7 +212,7 @@ pub fn bytes(n: u64) -> String {
     if unit == 0 {
         format!("{n} B")
     } else {
-        format!("{value:.2} {}", UNITS[unit])
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
