@@ -1,13 +1,14 @@
 //! The README's unified-buffer tour, kept compiling and running by CI on every backend.
 
-use hetmem::buffer::{BufferContext, Residency};
+use hetmem::manager::{AllocOptions, MemoryManager, Placement};
 use hetmem::Result;
 
 fn main() -> Result<()> {
     for backend in hetmem::backends() {
         let label = backend.info().label();
-        let ctx = BufferContext::new(backend.clone());
-        let mut buf = ctx.alloc_with::<f32>(1 << 20, Residency::Mirrored)?;
+        let manager = MemoryManager::new(backend.clone())?;
+        let mut buf =
+            manager.alloc_with::<f32>(1 << 20, AllocOptions::new().placement(Placement::Host))?;
 
         buf.host_discard()?.fill(1.0); // written on the host: nothing moves
         let device = buf.device()?; // the device needs it: one upload of 4 MiB

@@ -3,6 +3,10 @@
 //! Pooled allocation of device and host memory, unified buffers that keep a host and a device copy
 //! coherent, a fast transfer engine, and statistics that explain where memory and time go.
 //!
+//! Start from a [`MemoryManager`]: it makes [`UnifiedBuffer`]s from its pools, places them
+//! ([`Placement`]), keeps them under a memory limit and reports where memory and time went
+//! ([`MemoryStats`], [`MemoryManager::summary`]).
+//!
 //! Everything reaches hardware through one seam, the byte-level [`Backend`] trait, implemented by
 //! [`HostBackend`] (always available), `OpenClBackend` (feature `opencl`) and, later, CUDA.
 //! [`backends()`] lists what this machine has.
