@@ -5,13 +5,14 @@
 use std::backtrace::Backtrace;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Placement;
 use crate::buffer::{MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
+use crate::sync::{lock, Mutex};
 use crate::transfer::{Direction, DirectionStats};
 
 /// How much the manager records per allocation.
@@ -205,10 +206,6 @@ pub(crate) struct Registry {
     /// Peaks of live bytes within each open statistics scope.
     scopes: Mutex<Vec<Arc<AtomicU64>>>,
     open_scopes: AtomicUsize,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Registry {

@@ -8,10 +8,11 @@
 //! the allocation refused with [`Error::LimitExceeded`].
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
 use crate::error::{Error, Result};
 use crate::gauge::Budget;
+use crate::sync::{lock, Mutex};
 
 /// A byte limit shared by the pools made with it. Cheap to clone: clones are the same limit.
 #[derive(Clone)]
@@ -119,10 +120,6 @@ impl MemoryLimit {
     pub(crate) fn credit(&self, bytes: u64) {
         self.inner.budget.sub(bytes);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl fmt::Debug for MemoryLimit {
