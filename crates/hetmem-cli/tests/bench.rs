@@ -59,7 +59,11 @@ fn quick_json_has_every_required_result_on_opencl() {
 fn check_quick_run(backend: &str) {
     let dir = std::env::temp_dir().join(format!("hetmem-bench-{backend}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (json, markdown) = (dir.join("bench.json"), dir.join("bench.md"));
+    let (json, markdown, plots) = (
+        dir.join("bench.json"),
+        dir.join("bench.md"),
+        dir.join("plots"),
+    );
     let out = hetmem(&[
         "bench",
         "--quick",
@@ -69,6 +73,8 @@ fn check_quick_run(backend: &str) {
         json.to_str().unwrap(),
         "--markdown",
         markdown.to_str().unwrap(),
+        "--plot",
+        plots.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -118,6 +124,9 @@ fn check_quick_run(backend: &str) {
         assert_eq!(r["category"], id.split('.').next().unwrap());
         assert!(!r["unit"].as_str().unwrap().is_empty());
         assert!(!r["baseline"]["name"].as_str().unwrap().is_empty());
+        if id.starts_with("alloc.") {
+            check_samples(id, r);
+        }
     }
     assert_eq!(results.len(), required.len(), "no unexpected results");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -126,16 +135,86 @@ fn check_quick_run(backend: &str) {
         assert!(stdout.contains(id.as_str()), "table lacks {id}");
         assert!(md.contains(&format!("| {id} |")), "markdown lacks {id}");
     }
+    check_plots(&plots, &["bandwidth", "alloc-latency"]);
+    let bandwidth = std::fs::read_to_string(plots.join("bandwidth.svg")).unwrap();
+    for text in ["H2D bandwidth", "D2H bandwidth", "D2D bandwidth", "256 MiB"] {
+        assert!(bandwidth.contains(text), "bandwidth.svg lacks {text:?}");
+    }
+    let latency = std::fs::read_to_string(plots.join("alloc-latency.svg")).unwrap();
+    for id in REQUIRED.iter().filter(|id| id.starts_with("alloc.")) {
+        assert!(latency.contains(id), "alloc-latency.svg lacks {id}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A latency figure keeps its samples, and its value is their median.
+fn check_samples(id: &str, r: &serde_json::Value) {
+    for (side, value) in [
+        ("hetmem", &r["value"]),
+        ("baseline", &r["baseline"]["value"]),
+    ] {
+        let mut samples: Vec<f64> = r["samples"][side]
+            .as_array()
+            .unwrap_or_else(|| panic!("{id}: no {side} samples"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(samples.len() >= 3, "{id}: {} samples", samples.len());
+        assert!(samples.iter().all(|v| v.is_finite() && *v > 0.0), "{id}");
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len();
+        let median = if n % 2 == 1 {
+            samples[n / 2]
+        } else {
+            (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+        };
+        let value = value.as_f64().unwrap();
+        assert!(
+            (median - value).abs() <= 1e-9 * value,
+            "{id} {side}: median"
+        );
+    }
+}
+
+/// Each named plot exists as an SVG document and a PNG image, and nothing else was drawn.
+fn check_plots(dir: &std::path::Path, names: &[&str]) {
+    let mut expected: Vec<String> = names
+        .iter()
+        .flat_map(|n| [format!("{n}.png"), format!("{n}.svg")])
+        .collect();
+    expected.sort();
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    found.sort();
+    assert_eq!(found, expected);
+    for name in names {
+        let png = std::fs::read(dir.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name}.png is a PNG");
+        let svg = std::fs::read_to_string(dir.join(format!("{name}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
 }
 
 #[test]
 fn filters_and_bad_backends_are_reported() {
-    let out = hetmem(&["bench", "--quick", "--filter", "alloc.object_pool"]);
+    let plots = std::env::temp_dir().join(format!("hetmem-plots-{}", std::process::id()));
+    let out = hetmem(&[
+        "bench",
+        "--quick",
+        "--filter",
+        "alloc.object_pool",
+        "--plot",
+        plots.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("alloc.object_pool"));
     assert!(!stdout.contains("transfer."));
+    // No transfer figures, so no bandwidth plot.
+    check_plots(&plots, &["alloc-latency"]);
+    std::fs::remove_dir_all(&plots).unwrap();
 
     for (args, message) in [
         (&["bench", "--backend", "tpu"][..], "unknown backend"),
@@ -144,6 +223,17 @@ fn filters_and_bad_backends_are_reported() {
         (
             &["bench", "--filter", "no-such-id"][..],
             "no result id contains",
+        ),
+        (
+            &[
+                "bench",
+                "--quick",
+                "--filter",
+                "alloc.object_pool",
+                "--plot",
+                "/proc/hetmem-plots",
+            ][..],
+            "cannot create /proc/hetmem-plots",
         ),
     ] {
         let out = hetmem(args);

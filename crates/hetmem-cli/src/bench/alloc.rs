@@ -30,15 +30,14 @@ fn raw(backend: &Arc<dyn Backend>, bytes: usize) -> Result<()> {
 
 fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     let pool = CachingAllocator::new(backend.clone());
-    let (ours, theirs) = compare_auto(effort, |side| match side {
+    let timings = compare_auto(effort, |side| match side {
         Side::Hetmem => pool.allocate(MIB).map(drop),
         Side::Baseline => raw(backend, MIB),
     })?;
     Ok(latency(
         "alloc.pool_hit",
-        ours,
+        &timings,
         "raw backend allocate + release",
-        theirs,
         "ns",
     ))
 }
@@ -49,7 +48,7 @@ fn first_use(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> 
     let engine = TransferEngine::new(backend.clone());
     let q = backend.default_queue().clone();
     let data = vec![3u8; len];
-    let (ours, theirs) = compare_auto(effort, |side| match side {
+    let timings = compare_auto(effort, |side| match side {
         Side::Hetmem => {
             let mut block = pool.allocate(len)?;
             engine.write(block.block_mut(), 0, &data)
@@ -63,9 +62,8 @@ fn first_use(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> 
     })?;
     Ok(latency(
         "alloc.first_use.16MiB",
-        ours,
+        &timings,
         "raw allocate + write + release",
-        theirs,
         "us",
     ))
 }
@@ -81,7 +79,7 @@ fn mixed_sizes() -> Vec<usize> {
 fn bulk(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     let sizes = mixed_sizes();
     let pool = CachingAllocator::new(backend.clone());
-    let (ours, theirs) = compare(effort.samples, 1, |side| match side {
+    let timings = compare(effort.samples, 1, |side| match side {
         Side::Hetmem => {
             let blocks = sizes
                 .iter()
@@ -98,12 +96,10 @@ fn bulk(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
             blocks.into_iter().try_for_each(|b| backend.release(b))
         }
     })?;
-    let n = sizes.len() as f64;
     Ok(latency(
         "alloc.bulk",
-        ours / n,
+        &timings.per(sizes.len()),
         "raw allocate, then release, per block",
-        theirs / n,
         "ns",
     ))
 }
@@ -111,7 +107,7 @@ fn bulk(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
 fn array_pool(effort: Effort) -> Result<Measurement> {
     let pool = ArrayPool::<f32>::new();
     let len = MIB / 4;
-    let (ours, theirs) = compare_auto(effort, |side| {
+    let timings = compare_auto(effort, |side| {
         match side {
             Side::Hetmem => drop(black_box(pool.rent(len)?)),
             Side::Baseline => {
@@ -125,9 +121,8 @@ fn array_pool(effort: Effort) -> Result<Measurement> {
     })?;
     Ok(latency(
         "alloc.array_pool.1MiB",
-        ours,
+        &timings,
         "Vec::with_capacity + touching every page",
-        theirs,
         "ns",
     ))
 }
@@ -141,7 +136,7 @@ fn object_pool(effort: Effort) -> Result<Measurement> {
         })
         .build()?;
     let free_list = Mutex::new(Vec::<Vec<u8>>::new());
-    let (ours, theirs) = compare_auto(effort, |side| {
+    let timings = compare_auto(effort, |side| {
         match side {
             Side::Hetmem => pool.get().push(black_box(1)),
             Side::Baseline => {
@@ -158,9 +153,8 @@ fn object_pool(effort: Effort) -> Result<Measurement> {
     })?;
     Ok(latency(
         "alloc.object_pool",
-        ours,
+        &timings,
         "Mutex<Vec<T>> free list",
-        theirs,
         "ns",
     ))
 }
@@ -168,15 +162,14 @@ fn object_pool(effort: Effort) -> Result<Measurement> {
 /// A 1 MiB buffer from the memory manager, with its default tracking (live allocations listed).
 fn manager(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     let manager = MemoryManager::new(backend.clone())?;
-    let (ours, theirs) = compare_auto(effort, |side| match side {
+    let timings = compare_auto(effort, |side| match side {
         Side::Hetmem => manager.alloc::<u8>(MIB).map(|b| drop(black_box(b))),
         Side::Baseline => raw(backend, MIB),
     })?;
     Ok(latency(
         "alloc.manager",
-        ours,
+        &timings,
         "raw backend allocate + release",
-        theirs,
         "ns",
     ))
 }

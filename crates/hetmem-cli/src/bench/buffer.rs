@@ -46,7 +46,7 @@ fn lazy_sync(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Vec<Measureme
         }
     });
     backend.release(block)?;
-    let (ours, theirs) = timed?;
+    let (ours, theirs) = timed?.medians();
     let after = buf.metrics().host_to_device;
     let per_sync =
         (after.bytes - before.bytes) as f64 / (after.transfers - before.transfers).max(1) as f64;
@@ -78,7 +78,7 @@ fn guard(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     buf.host_discard()?.fill(1.0);
     buf.sync()?.wait()?;
     let plain = vec![1.0f32; 1 << 18];
-    let (ours, theirs) = compare_auto(effort, |side| {
+    let timings = compare_auto(effort, |side| {
         match side {
             Side::Hetmem => black_box(buf.host()?[7]),
             Side::Baseline => black_box(black_box(&plain[..])[7]),
@@ -87,9 +87,8 @@ fn guard(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     })?;
     Ok(latency(
         "buffer.guard_ns",
-        ours,
+        &timings,
         "plain slice borrow",
-        theirs,
         "ns",
     ))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hetmem::Result;
 
-use super::report::{Better, Measurement};
+use super::report::{Better, Measurement, Samples};
 
 /// How much to measure.
 #[derive(Debug, Clone, Copy)]
@@ -63,22 +63,51 @@ pub enum Side {
     Baseline,
 }
 
-/// Median seconds per call of each side of `run`: one warm-up call each, then `samples`
-/// alternating samples of `iters` calls (hetmem's, the baseline's). The first failure ends
-/// the comparison.
+/// Seconds per call of every timed sample of each side of a comparison.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub hetmem: Vec<f64>,
+    pub baseline: Vec<f64>,
+}
+
+impl Timings {
+    /// The two medians: hetmem's, the baseline's.
+    pub fn medians(&self) -> (f64, f64) {
+        (
+            median(&mut self.hetmem.clone()),
+            median(&mut self.baseline.clone()),
+        )
+    }
+
+    /// Every sample divided by `n`: per-item times from per-batch ones.
+    pub fn per(mut self, n: usize) -> Self {
+        for t in self.hetmem.iter_mut().chain(&mut self.baseline) {
+            *t /= n as f64;
+        }
+        self
+    }
+}
+
+/// Seconds per call of each side of `run`: one warm-up call each, then `samples` alternating
+/// samples of `iters` calls (hetmem's, the baseline's). The first failure ends the comparison.
 pub fn compare_with(
     samples: usize,
     iters: (usize, usize),
     mut run: impl FnMut(Side) -> Result<()>,
-) -> Result<(f64, f64)> {
+) -> Result<Timings> {
     run(Side::Hetmem)?;
     run(Side::Baseline)?;
-    let (mut a, mut b) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    let mut timings = Timings {
+        hetmem: Vec::with_capacity(samples),
+        baseline: Vec::with_capacity(samples),
+    };
     for _ in 0..samples {
-        a.push(time(iters.0, || run(Side::Hetmem))?);
-        b.push(time(iters.1, || run(Side::Baseline))?);
+        timings.hetmem.push(time(iters.0, || run(Side::Hetmem))?);
+        timings
+            .baseline
+            .push(time(iters.1, || run(Side::Baseline))?);
     }
-    Ok((median(&mut a), median(&mut b)))
+    Ok(timings)
 }
 
 /// [`compare_with`], the same number of calls on both sides.
@@ -86,13 +115,13 @@ pub fn compare(
     samples: usize,
     iters: usize,
     run: impl FnMut(Side) -> Result<()>,
-) -> Result<(f64, f64)> {
+) -> Result<Timings> {
     compare_with(samples, (iters, iters), run)
 }
 
 /// [`compare_with`], sizing each side's loop so that a sample lasts about 10 ms, and taking
 /// fewer samples of slow operations.
-pub fn compare_auto(effort: Effort, mut run: impl FnMut(Side) -> Result<()>) -> Result<(f64, f64)> {
+pub fn compare_auto(effort: Effort, mut run: impl FnMut(Side) -> Result<()>) -> Result<Timings> {
     let mut each = |side| -> Result<Duration> {
         run(side)?;
         let start = Instant::now();
@@ -120,21 +149,17 @@ pub fn iters_for(each: Duration, target: Duration) -> usize {
     ((target.as_secs_f64() / each) as usize).clamp(1, 1_000_000)
 }
 
-/// A result whose value and baseline are times per operation in seconds, reported in `unit`
-/// ("ns", "us" or "ms"): lower is better.
-pub fn latency(
-    id: &str,
-    ours: f64,
-    baseline: &str,
-    theirs: f64,
-    unit: &'static str,
-) -> Measurement {
+/// A result whose value and baseline are the median times per operation of `timings`, reported
+/// in `unit` ("ns", "us" or "ms") with every sample kept: lower is better.
+pub fn latency(id: &str, timings: &Timings, baseline: &str, unit: &'static str) -> Measurement {
     let scale = match unit {
         "ns" => 1e9,
         "us" => 1e6,
         "ms" => 1e3,
         _ => 1.0,
     };
+    let (ours, theirs) = timings.medians();
+    let scaled = |v: &[f64]| v.iter().map(|t| t * scale).collect();
     Measurement::new(
         id,
         ours * scale,
@@ -143,4 +168,8 @@ pub fn latency(
         baseline,
         theirs * scale,
     )
+    .with_samples(Samples {
+        hetmem: scaled(&timings.hetmem),
+        baseline: scaled(&timings.baseline),
+    })
 }

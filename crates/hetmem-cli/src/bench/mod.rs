@@ -1,10 +1,11 @@
 //! `hetmem bench`: what hetmem buys on this machine, each figure against a baseline measured in
-//! the same run — as a table on stdout, and optionally JSON and Markdown.
+//! the same run — as a table on stdout, and optionally JSON, Markdown and plots.
 
 mod alloc;
 mod buffer;
 mod harness;
 mod pattern;
+mod plot;
 mod report;
 mod transfer;
 
@@ -35,6 +36,10 @@ pub struct BenchArgs {
     /// Also write the results as a Markdown table to FILE.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Also draw bandwidth against size and the allocation latency distributions into DIR
+    /// (bandwidth.svg/.png, alloc-latency.svg/.png).
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 type CaseFn = dyn Fn(&Arc<dyn Backend>, Effort) -> hetmem::Result<Vec<Measurement>>;
@@ -187,10 +192,20 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("{}\n{}", report.title(), report.table());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        write_file(path, serde_json::to_string_pretty(&report)?)?;
     }
     if let Some(path) = &args.markdown {
-        std::fs::write(path, report.markdown())?;
+        write_file(path, report.markdown())?;
+    }
+    if let Some(dir) = &args.plot {
+        for file in plot::write(&report, dir)? {
+            eprintln!("wrote {}", file.display());
+        }
     }
     Ok(())
+}
+
+/// Writes an output file; a failure names the file.
+fn write_file(path: &std::path::Path, contents: String) -> Result<(), String> {
+    std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -29,6 +29,17 @@ pub struct Measurement {
     pub baseline: Baseline,
     /// hetmem's advantage: above 1 means hetmem is better, whichever way `better` points.
     pub ratio: f64,
+    /// Every timed sample behind `value` and the baseline's, in `unit`, where the figure is a
+    /// latency: what the distribution plots draw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Samples>,
+}
+
+/// The samples of a latency figure, each the mean time per operation over one timed loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct Samples {
+    pub hetmem: Vec<f64>,
+    pub baseline: Vec<f64>,
 }
 
 impl Measurement {
@@ -55,6 +66,15 @@ impl Measurement {
                 value: baseline_value,
             },
             ratio,
+            samples: None,
+        }
+    }
+
+    /// The same figure with the samples behind it.
+    pub fn with_samples(self, samples: Samples) -> Self {
+        Measurement {
+            samples: Some(samples),
+            ..self
         }
     }
 }

@@ -57,7 +57,7 @@ fn bandwidth(
     });
     backend.release(block)?;
     backend.release(other)?;
-    let (ours, theirs) = timed?;
+    let (ours, theirs) = timed?.medians();
     let baseline = if backend.info().kind == BackendKind::Host {
         "memcpy (host backend call)"
     } else {
@@ -103,12 +103,10 @@ fn batch(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     for block in blocks {
         backend.release(block)?;
     }
-    let (ours, theirs) = timed?;
     Ok(latency(
         "transfer.batch.h2d.4KiBx1000",
-        ours,
+        &timed?,
         "1000 raw blocking writes",
-        theirs,
         "us",
     ))
 }
