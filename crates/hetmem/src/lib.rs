@@ -8,7 +8,8 @@
 //! ([`MemoryStats`], [`MemoryManager::summary`]).
 //!
 //! Everything reaches hardware through one seam, the byte-level [`Backend`] trait, implemented by
-//! [`HostBackend`] (always available), `OpenClBackend` (feature `opencl`) and, later, CUDA.
+//! [`HostBackend`] (always available), `OpenClBackend` (feature `opencl`) and `CudaBackend`
+//! (feature `cuda`; both load their driver at run time).
 //! [`backends()`] lists what this machine has.
 //!
 //! ```
@@ -36,6 +37,8 @@ mod sync;
 mod trace;
 pub mod transfer;
 
+#[cfg(feature = "cuda")]
+pub use backend::CudaBackend;
 #[cfg(feature = "opencl")]
 pub use backend::OpenClBackend;
 pub use backend::{

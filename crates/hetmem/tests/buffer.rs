@@ -500,7 +500,11 @@ fn bad_input_is_a_typed_error(b: &Arc<dyn Backend>) {
 }
 
 common::backend_suite!(
-    [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        cuda_dev0 => crate::common::cuda(0),
+    ],
     [
         host_writes_are_seen_on_the_device,
         device_writes_are_seen_on_the_host,

@@ -233,7 +233,11 @@ fn thread_caches_count_against_the_byte_limit_and_drain_on_trim(b: &Arc<dyn Back
 }
 
 common::backend_suite!(
-    [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        cuda_dev0 => crate::common::cuda(0),
+    ],
     [
         released_block_is_reused_with_its_contents_intact,
         pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
@@ -389,6 +393,13 @@ proptest! {
     #[test]
     fn model_opencl(ops in ops()) {
         if let Some(backend) = common::opencl(0) {
+            run_model(backend, &ops);
+        }
+    }
+
+    #[test]
+    fn model_cuda(ops in ops()) {
+        if let Some(backend) = common::cuda(0) {
             run_model(backend, &ops);
         }
     }

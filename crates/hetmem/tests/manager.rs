@@ -395,7 +395,11 @@ fn mirrored_round_trips_are_recommended_against(backend: &Arc<dyn Backend>) {
 }
 
 common::backend_suite!(
-    [host => crate::common::host(), opencl => crate::common::opencl(0)],
+    [
+        host => crate::common::host(),
+        opencl => crate::common::opencl(0),
+        cuda => crate::common::cuda(0),
+    ],
     [
         allocates_reads_zeros_and_counts,
         every_placement_keeps_contents_across_both_sides,

@@ -373,7 +373,11 @@ fn submissions_are_futures_woken_on_completion(b: &Arc<dyn Backend>) {
 }
 
 common::backend_suite!(
-    [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        cuda_dev0 => crate::common::cuda(0),
+    ],
     [
         submitted_transfers_move_the_right_bytes,
         queued_high_priority_work_overtakes_low,

@@ -233,7 +233,11 @@ fn failed_syncs_keep_the_buffer_valid(b: &Arc<dyn Backend>) {
 }
 
 common::backend_suite!(
-    [host => crate::common::host(), opencl_dev0 => crate::common::opencl(0)],
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        cuda_dev0 => crate::common::cuda(0),
+    ],
     [
         every_plan_moves_the_right_bytes,
         batches_write_every_item,

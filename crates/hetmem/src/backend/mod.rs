@@ -37,6 +37,8 @@
 //! is already complete) and must be short.
 
 mod counters;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod event;
 mod faulty;
 mod host;
@@ -53,6 +55,8 @@ use std::sync::Arc;
 
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
 pub use event::{CompletionCallback, Event, EventSource, EventStatus, ManualEvent, UserEvent};
 pub use faulty::{FaultKind, FaultOp, FaultyBackend};
 pub use host::HostBackend;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{Backend, BackendKind, HostBackend};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What probing one kind of backend found: its devices, or why there are none.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub fn probe() -> Vec<BackendProbe> {
         },
         BackendProbe {
             kind: BackendKind::Cuda,
-            outcome: Err(not_compiled(BackendKind::Cuda, "cuda")),
+            outcome: cuda(),
         },
     ]
 }
@@ -56,8 +56,22 @@ fn opencl() -> Result<Vec<Arc<dyn Backend>>> {
     Err(not_compiled(BackendKind::OpenCl, "opencl"))
 }
 
-fn not_compiled(backend: BackendKind, feature: &str) -> Error {
-    Error::BackendUnavailable {
+#[cfg(feature = "cuda")]
+fn cuda() -> Result<Vec<Arc<dyn Backend>>> {
+    Ok(super::CudaBackend::all()?
+        .into_iter()
+        .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        .collect())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda() -> Result<Vec<Arc<dyn Backend>>> {
+    Err(not_compiled(BackendKind::Cuda, "cuda"))
+}
+
+#[cfg(any(not(feature = "opencl"), not(feature = "cuda")))]
+fn not_compiled(backend: BackendKind, feature: &str) -> crate::error::Error {
+    crate::error::Error::BackendUnavailable {
         backend,
         reason: format!("hetmem was built without the `{feature}` feature"),
     }

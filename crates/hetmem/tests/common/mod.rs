@@ -1,7 +1,8 @@
 //! Backend fixtures shared by the integration tests.
 //!
-//! OpenCL fixtures return `None` (and say so on stdout) when no OpenCL device is present, unless
-//! `HETMEM_REQUIRE_OPENCL=1`, which turns absence into a test failure.
+//! OpenCL and CUDA fixtures return `None` (and say so on stdout) when no such device is present,
+//! unless `HETMEM_REQUIRE_OPENCL=1` or `HETMEM_REQUIRE_CUDA=1`, which turn absence into a test
+//! failure.
 #![allow(dead_code, unused_macros, unused_imports)] // each test file uses a subset
 
 use std::io::Write;
@@ -61,6 +62,44 @@ pub fn opencl(index: usize) -> Option<Arc<dyn Backend>> {
         &format!("opencl:{index}"),
         "built without the `opencl` feature",
     );
+    None
+}
+
+/// Whether the environment demands a working CUDA device (set it on GPU machines).
+pub fn cuda_required() -> bool {
+    std::env::var("HETMEM_REQUIRE_CUDA").is_ok_and(|v| v == "1")
+}
+
+/// The `index`-th CUDA device, or `None` with a note when this machine has none.
+#[cfg(feature = "cuda")]
+pub fn cuda(index: usize) -> Option<Arc<dyn Backend>> {
+    match hetmem::CudaBackend::all() {
+        Ok(mut all) if index < all.len() => Some(Arc::new(all.swap_remove(index))),
+        Ok(all) => {
+            skip(
+                &format!("cuda:{index}"),
+                &format!("only {} CUDA device(s)", all.len()),
+            );
+            None
+        }
+        Err(e) => {
+            assert!(
+                !cuda_required(),
+                "HETMEM_REQUIRE_CUDA=1 but CUDA is unavailable: {e}"
+            );
+            skip(&format!("cuda:{index}"), &e.to_string());
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn cuda(index: usize) -> Option<Arc<dyn Backend>> {
+    assert!(
+        !cuda_required(),
+        "HETMEM_REQUIRE_CUDA=1 but hetmem was built without the `cuda` feature"
+    );
+    skip(&format!("cuda:{index}"), "built without the `cuda` feature");
     None
 }
 

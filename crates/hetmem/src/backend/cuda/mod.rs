@@ -1,0 +1,667 @@
+//! The CUDA backend (feature `cuda`): one backend per CUDA device, over cudarc's driver API.
+//!
+//! libcuda is opened at run time, so a machine without an NVIDIA driver builds and runs hetmem
+//! and gets [`Error::BackendUnavailable`] from [`CudaBackend::all`] (never cudarc's panic: the
+//! library and every symbol are checked first, see `driver.rs`). Each backend uses the device's
+//! primary context (shared with cudarc and the CUDA runtime in the same process). Queues are
+//! non-blocking streams; blocks are raw `CUdeviceptr`s (no `CudaSlice`, so none of cudarc's
+//! per-allocation events: hetmem's pools keep their own ordering); staging buffers are
+//! page-locked `cuMemHostAlloc` memory, not write-combined, because the host reads it back
+//! after device-to-host copies.
+//!
+//! Ordering across queues follows the backend contract: an allocation made on the default
+//! stream is ordered before later work on every queue, and a release is ordered after work
+//! already enqueued on every queue.
+
+mod driver;
+mod event;
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use cudarc::driver::sys::{self, CUdevice_attribute, CUdeviceptr};
+use cudarc::driver::{result, CudaContext, CudaStream};
+
+use self::driver::{allocation_error, check_driver, unavailable, DriverResult, Status};
+use self::event::{stream_wait, CuEvent, Notifier};
+use super::{
+    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    ManualEvent, Queue, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
+};
+use crate::error::{Error, Result};
+
+/// Start addresses of `cuMemAlloc` blocks are aligned to at least this (the driver guarantees
+/// 256 bytes).
+const ALIGNMENT: usize = 256;
+
+/// One CUDA device: its primary context, non-blocking streams as queues, raw device memory.
+pub struct CudaBackend {
+    id: BackendId,
+    ctx: Arc<CudaContext>,
+    queue: Queue,
+    default_stream: Arc<CudaStream>,
+    /// Every stream created, so that allocation, release and `synchronize` reach them all.
+    streams: Mutex<Vec<Arc<CudaStream>>>,
+    notifier: Arc<Notifier>,
+    /// `cuMemAllocAsync` on the default stream where the device has memory pools.
+    async_allocation: bool,
+    info: DeviceInfo,
+    capabilities: Capabilities,
+    usage: UsageCounters,
+}
+
+impl CudaBackend {
+    /// One backend per CUDA device, in the driver's order.
+    pub fn all() -> Result<Vec<CudaBackend>> {
+        guarded(|| {
+            check_driver()?;
+            match result::init() {
+                Ok(()) => {}
+                Err(e) if e.0 == sys::CUresult::CUDA_ERROR_NO_DEVICE => {
+                    return Err(unavailable(
+                        "the NVIDIA driver is installed but sees no GPU",
+                    ))
+                }
+                Err(e) => {
+                    return Err(unavailable(&format!(
+                        "the CUDA driver failed to initialise: {}",
+                        driver::cu_error("cuInit", e)
+                    )))
+                }
+            }
+            let count = result::device::get_count().cu("cuDeviceGetCount")?;
+            if count <= 0 {
+                return Err(unavailable(
+                    "the NVIDIA driver is installed but sees no GPU",
+                ));
+            }
+            (0..count as usize)
+                .map(|ordinal| CudaBackend::new(ordinal, count as usize))
+                .collect()
+        })
+    }
+
+    /// The backend for the `index`-th CUDA device (`cuda:index`).
+    pub fn with_index(index: usize) -> Result<CudaBackend> {
+        let mut all = CudaBackend::all()?;
+        let count = all.len();
+        if index >= count {
+            return Err(unavailable(&format!(
+                "CUDA device {index} requested, but this machine has {count}"
+            )));
+        }
+        Ok(all.swap_remove(index))
+    }
+
+    fn new(ordinal: usize, count: usize) -> Result<Self> {
+        let ctx = CudaContext::new(ordinal).cu("cuDevicePrimaryCtxRetain")?;
+        let attribute = |a: CUdevice_attribute| ctx.attribute(a).cu("cuDeviceGetAttribute");
+        let (major, minor) = ctx.compute_capability().cu("cuDeviceGetAttribute")?;
+        let total = ctx.total_mem().cu("cuDeviceTotalMem")? as u64;
+        let mut version = 0;
+        // SAFETY: writes one int.
+        unsafe { sys::cuDriverGetVersion(&mut version) }.cu("cuDriverGetVersion")?;
+        let pools = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)? > 0;
+        let async_allocation =
+            pools && driver::missing_symbol(driver::ASYNC_ALLOCATION_SYMBOLS).is_none();
+        let peer_access = (0..count).filter(|&other| other != ordinal).any(|other| {
+            let mut can = 0;
+            // SAFETY: writes one int; both ordinals are below the device count.
+            let asked =
+                unsafe { sys::cuDeviceCanAccessPeer(&mut can, ordinal as i32, other as i32) };
+            asked == sys::CUresult::CUDA_SUCCESS && can != 0
+        });
+        let info = DeviceInfo {
+            kind: BackendKind::Cuda,
+            index: ordinal,
+            name: ctx.name().cu("cuDeviceGetName")?,
+            vendor: "NVIDIA".to_owned(),
+            driver: format!(
+                "CUDA driver {}.{}, compute capability {major}.{minor}",
+                version / 1000,
+                version % 1000 / 10
+            ),
+            total_memory: total,
+            free_memory: None,
+            max_allocation: total,
+            alignment: ALIGNMENT,
+        };
+        let capabilities = Capabilities {
+            // Even on integrated GPUs, cuMemAlloc memory is not host-addressable.
+            unified_memory: false,
+            peer_access,
+            async_copies: true,
+            pinned_staging: true,
+            host_addressable: false,
+        };
+        let default_stream = ctx.new_stream().cu("cuStreamCreate")?;
+        let id = BackendId::unique();
+        Ok(CudaBackend {
+            id,
+            queue: Queue::new(id, Arc::new(default_stream.clone())),
+            streams: Mutex::new(vec![default_stream.clone()]),
+            default_stream,
+            notifier: Arc::new(Notifier::new(&ctx)?),
+            ctx,
+            async_allocation,
+            info,
+            capabilities,
+            usage: UsageCounters::default(),
+        })
+    }
+
+    /// The device's primary context, for loading modules and launching your own kernels on
+    /// this backend's blocks.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The CUDA stream behind a hetmem queue of this backend, for launching kernels in order
+    /// with hetmem's transfers.
+    pub fn stream<'q>(&self, queue: &'q Queue) -> Result<&'q Arc<CudaStream>> {
+        check_owner("queue", self.id, queue.backend())?;
+        queue
+            .downcast::<Arc<CudaStream>>()
+            .ok_or_else(|| Error::invalid("queue does not hold a CUDA stream"))
+    }
+
+    /// Copies `len` bytes from a block of this backend to a block of `dst_backend`, another
+    /// CUDA device, without passing through host memory where the devices have peer access
+    /// (the driver stages through the host where they do not). Asynchronous on `queue`.
+    #[allow(clippy::too_many_arguments)] // the two endpoints, as in `Backend::copy`
+    pub fn copy_to_peer(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst_backend: &CudaBackend,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        let stream = self.bound(queue)?;
+        check_block(self.id, "peer copy source", src, src_offset, len)?;
+        check_block(
+            dst_backend.id,
+            "peer copy destination",
+            dst,
+            dst_offset,
+            len,
+        )?;
+        // SAFETY: both ranges lie inside live blocks of their contexts (checked); the copy is
+        // ordered on `stream`, and releases of either block are ordered after it.
+        unsafe {
+            result::memcpy_peer_async(
+                dst_backend.ctx.cu_ctx(),
+                ptr(dst) + dst_offset as CUdeviceptr,
+                self.ctx.cu_ctx(),
+                ptr(src) + src_offset as CUdeviceptr,
+                len,
+                stream.cu_stream(),
+            )
+        }
+        .cu("cuMemcpyPeerAsync")?;
+        let event = self.recorded(stream)?;
+        // The destination device's later work must not overtake the copy.
+        dst_backend.enqueue_wait(dst_backend.default_queue(), &event)?;
+        Ok(event)
+    }
+
+    /// The stream of `queue`, with this backend's context current on the calling thread (every
+    /// driver call needs it, and any thread may call).
+    fn bound<'q>(&self, queue: &'q Queue) -> Result<&'q Arc<CudaStream>> {
+        let stream = self.stream(queue)?;
+        self.ctx.bind_to_thread().cu("cuCtxSetCurrent")?;
+        Ok(stream)
+    }
+
+    /// An event for the work enqueued on `stream` so far.
+    fn recorded(&self, stream: &CudaStream) -> Result<Event> {
+        CuEvent::record(stream, self.id, &self.notifier)
+    }
+
+    fn streams(&self) -> Vec<Arc<CudaStream>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes every other stream's later work wait for what `stream` has enqueued so far.
+    fn order_others_after(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        let others: Vec<_> = self
+            .streams()
+            .into_iter()
+            .filter(|s| !Arc::ptr_eq(s, stream))
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        let done = stream.record_event(None).cu("cuEventRecord")?;
+        others
+            .iter()
+            .try_for_each(|s| s.wait(&done).cu("cuStreamWaitEvent"))
+    }
+
+    /// Makes `stream`'s later work wait for what every other stream has enqueued so far.
+    fn order_after_others(&self, stream: &Arc<CudaStream>) -> Result<()> {
+        for other in self.streams() {
+            if !Arc::ptr_eq(&other, stream) {
+                stream.join(&other).cu("cuStreamWaitEvent")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues one blocking copy between pageable host memory and the device: async on the
+    /// queue's stream (so it is ordered with the queue's other work), then waits for it.
+    fn blocking(&self, queue: &Queue, copy: impl FnOnce(&CudaStream) -> Result<()>) -> Result<()> {
+        let stream = self.bound(queue)?;
+        copy(stream)?;
+        stream.synchronize().cu("cuStreamSynchronize")
+    }
+}
+
+/// Runs a probe with cudarc's panics (a library or symbol missing despite the checks) turned
+/// into [`Error::BackendUnavailable`].
+fn guarded<T>(probe: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(unavailable(&format!(
+            "the CUDA driver could not be used: {message}"
+        )))
+    })
+}
+
+fn ptr(block: &DeviceBlock) -> CUdeviceptr {
+    block.raw_handle() as CUdeviceptr
+}
+
+impl Backend for CudaBackend {
+    fn id(&self) -> BackendId {
+        self.id
+    }
+
+    fn info(&self) -> DeviceInfo {
+        let free = self.ctx.mem_get_info().ok().map(|(free, _)| free as u64);
+        DeviceInfo {
+            free_memory: free,
+            ..self.info.clone()
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn usage(&self) -> BackendUsage {
+        self.usage.snapshot()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+        check_allocation(bytes, self.info.max_allocation)?;
+        let stream = self.bound(&self.queue)?;
+        let address = if self.async_allocation {
+            // SAFETY: a non-zero size on a live stream of the current context.
+            let address = unsafe { result::malloc_async(stream.cu_stream(), bytes) }
+                .map_err(|e| allocation_error("cuMemAllocAsync", e, bytes))?;
+            // The memory is usable in the default stream's order; other queues must not
+            // touch it before the allocation has happened there.
+            if let Err(e) = self.order_others_after(stream) {
+                // SAFETY: the block was never handed out; freeing it in stream order is safe.
+                let _ = unsafe { result::free_async(address, stream.cu_stream()) };
+                return Err(e);
+            }
+            address
+        } else {
+            // SAFETY: a non-zero size; the context is current.
+            unsafe { result::malloc_sync(bytes) }
+                .map_err(|e| allocation_error("cuMemAlloc", e, bytes))?
+        };
+        self.usage.allocated(bytes);
+        // SAFETY: a new device allocation of `bytes` bytes, handed out once, released in
+        // `release`.
+        Ok(unsafe { DeviceBlock::from_raw(self.id, address as *mut c_void, bytes) })
+    }
+
+    fn release(&self, block: DeviceBlock) -> Result<()> {
+        let block = check_release(self.id, block)?;
+        let bytes = block.size();
+        let address = block.into_raw() as CUdeviceptr;
+        let stream = self.bound(&self.queue)?;
+        if self.async_allocation {
+            // Freed in the default stream's order, after the work every queue has enqueued.
+            self.order_after_others(stream)?;
+            // SAFETY: the block was ours (checked) and is consumed, so it is freed once; the
+            // free is ordered after all enqueued work that may use it.
+            unsafe { result::free_async(address, stream.cu_stream()) }.cu("cuMemFreeAsync")?;
+        } else {
+            self.synchronize()?;
+            // SAFETY: as above; every queue has finished, so nothing uses the memory.
+            unsafe { result::free_sync(address) }.cu("cuMemFree")?;
+        }
+        self.usage.released(bytes);
+        Ok(())
+    }
+
+    fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
+        check_allocation(bytes, self.info.max_allocation)?;
+        self.ctx.bind_to_thread().cu("cuCtxSetCurrent")?;
+        let memory = PinnedHost::new(&self.ctx, bytes)?;
+        Ok(StagingBuffer::new(self.id, Arc::new(memory)))
+    }
+
+    fn default_queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    fn create_queue(&self) -> Result<Queue> {
+        let stream = self.ctx.new_stream().cu("cuStreamCreate")?;
+        // Blocks allocated so far are usable on the new stream only after their allocation.
+        stream.join(&self.default_stream).cu("cuStreamWaitEvent")?;
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stream.clone());
+        Ok(Queue::new(self.id, Arc::new(stream)))
+    }
+
+    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+        check_block(self.id, "write destination", dst, offset, src.len())?;
+        let to = ptr(dst) + offset as CUdeviceptr;
+        self.blocking(queue, |stream| {
+            // SAFETY: the range is inside the block (checked); `src` outlives the copy, which
+            // `blocking` waits for before returning.
+            unsafe { result::memcpy_htod_async(to, src, stream.cu_stream()) }
+                .cu("cuMemcpyHtoDAsync")
+        })
+    }
+
+    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+        check_block(self.id, "read source", src, offset, dst.len())?;
+        let from = ptr(src) + offset as CUdeviceptr;
+        self.blocking(queue, |stream| {
+            // SAFETY: the range is inside the block (checked); `dst` is borrowed mutably until
+            // the copy has finished (`blocking` waits).
+            unsafe { result::memcpy_dtoh_async(dst, from, stream.cu_stream()) }
+                .cu("cuMemcpyDtoHAsync")
+        })
+    }
+
+    fn write_staged(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        src: &StagingBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        check_block(self.id, "staged write destination", dst, dst_offset, len)?;
+        check_staging(self.id, "staged write source", src, src_offset, len)?;
+        let stream = self.bound(queue)?;
+        let host = src.memory().as_ptr().wrapping_add(src_offset);
+        // SAFETY: both ranges are in bounds (checked); the staging buffer records the event
+        // below, and its host writers and Drop wait for it, so the pinned memory stays valid
+        // and unchanged until the device has read it.
+        unsafe {
+            sys::cuMemcpyHtoDAsync_v2(
+                ptr(dst) + dst_offset as CUdeviceptr,
+                host.cast(),
+                len,
+                stream.cu_stream(),
+            )
+        }
+        .cu("cuMemcpyHtoDAsync")?;
+        let event = self.recorded(stream)?;
+        src.track_device_read(event.clone());
+        Ok(event)
+    }
+
+    fn read_staged(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut StagingBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        check_block(self.id, "staged read source", src, src_offset, len)?;
+        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
+        let stream = self.bound(queue)?;
+        let host = dst.memory().as_ptr().wrapping_add(dst_offset);
+        // SAFETY: both ranges are in bounds (checked); the staging buffer records the event
+        // below, and every host access and Drop waits for it, so nothing reads or frees the
+        // memory while the device writes it.
+        unsafe {
+            sys::cuMemcpyDtoHAsync_v2(
+                host.cast(),
+                ptr(src) + src_offset as CUdeviceptr,
+                len,
+                stream.cu_stream(),
+            )
+        }
+        .cu("cuMemcpyDtoHAsync")?;
+        let event = self.recorded(stream)?;
+        dst.track_device_write(event.clone());
+        Ok(event)
+    }
+
+    fn copy(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event> {
+        check_block(self.id, "copy source", src, src_offset, len)?;
+        check_block(self.id, "copy destination", dst, dst_offset, len)?;
+        let stream = self.bound(queue)?;
+        // SAFETY: both ranges are inside distinct live blocks (checked; `&` and `&mut` cannot
+        // be the same block), so they do not overlap.
+        unsafe {
+            result::memcpy_dtod_async(
+                ptr(dst) + dst_offset as CUdeviceptr,
+                ptr(src) + src_offset as CUdeviceptr,
+                len,
+                stream.cu_stream(),
+            )
+        }
+        .cu("cuMemcpyDtoDAsync")?;
+        self.recorded(stream)
+    }
+
+    fn fill(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<Event> {
+        check_owner("device block", self.id, dst.backend())?;
+        check_fill(offset, len, pattern, dst.size())?;
+        let stream = self.bound(queue)?;
+        let start = ptr(dst) + offset as CUdeviceptr;
+        let pattern = shortest_period(pattern);
+        let s = stream.cu_stream();
+        // SAFETY: in every arm, the range is inside the block, and offset and length are
+        // multiples of the pattern's length (checked; the block's start is 256-byte aligned),
+        // so every element written is aligned and in bounds. The pattern's bytes are passed
+        // by value.
+        unsafe {
+            match *pattern {
+                [] => {}
+                [byte] => sys::cuMemsetD8Async(start, byte, len, s).cu("cuMemsetD8Async")?,
+                [a, b] => sys::cuMemsetD16Async(start, u16::from_ne_bytes([a, b]), len / 2, s)
+                    .cu("cuMemsetD16Async")?,
+                [a, b, c, d] => {
+                    sys::cuMemsetD32Async(start, u32::from_ne_bytes([a, b, c, d]), len / 4, s)
+                        .cu("cuMemsetD32Async")?
+                }
+                _ if len == 0 => {}
+                _ => {
+                    // One 4-byte column of the pattern at a time, over rows of the pattern's
+                    // length: one row per repetition.
+                    let p = pattern.len();
+                    for (i, word) in pattern.chunks_exact(4).enumerate() {
+                        let word = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+                        sys::cuMemsetD2D32Async(
+                            start + 4 * i as CUdeviceptr,
+                            p,
+                            word,
+                            1,
+                            len / p,
+                            s,
+                        )
+                        .cu("cuMemsetD2D32Async")?;
+                    }
+                }
+            }
+        }
+        self.recorded(stream)
+    }
+
+    fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
+        let stream = self.bound(queue)?;
+        let Some(source) = event.source() else {
+            return Ok(());
+        };
+        match source.as_any().downcast_ref::<CuEvent>() {
+            // Streams can wait on events of any CUDA context, this device's or another's.
+            Some(cuda) => stream_wait(stream, cuda),
+            None if event.is_finished() => Ok(()),
+            None => Notifier::gate(stream, event),
+        }
+    }
+
+    fn create_user_event(&self) -> Result<UserEvent> {
+        // CUDA has no host-completed events: a manual event, which queues wait on through a
+        // host function (`enqueue_wait`).
+        let source = ManualEvent::new();
+        let event = Event::from_source(source.clone());
+        Ok(UserEvent::new(
+            event,
+            Box::new(move |ok| source.finish(if ok { Ok(()) } else { Err(-1) })),
+        ))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.ctx.bind_to_thread().cu("cuCtxSetCurrent")?;
+        self.streams()
+            .iter()
+            .try_for_each(|s| s.synchronize().cu("cuStreamSynchronize"))
+    }
+}
+
+/// The shortest prefix of `pattern` whose repetition is `pattern` (its length a power of two):
+/// a 16-byte pattern of zeros fills like one zero byte, with one memset.
+fn shortest_period(pattern: &[u8]) -> &[u8] {
+    let mut period = 1;
+    while period < pattern.len() {
+        let (head, _) = pattern.split_at(period);
+        if pattern.chunks(period).all(|chunk| chunk == head) {
+            return head;
+        }
+        period *= 2;
+    }
+    pattern
+}
+
+/// Page-locked host memory from `cuMemHostAlloc` (portable, not write-combined: the host reads
+/// device-to-host results from it).
+struct PinnedHost {
+    ptr: *mut u8,
+    len: usize,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: PinnedHost exclusively owns its allocation; access to the bytes is governed by the
+// StagingBuffer that wraps it, and freeing it needs only the (thread-safe) context.
+unsafe impl Send for PinnedHost {}
+// SAFETY: see `Send`.
+unsafe impl Sync for PinnedHost {}
+
+impl PinnedHost {
+    fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<Self> {
+        // SAFETY: a non-zero size with a valid flag; the context is current.
+        let ptr = unsafe { result::malloc_host(len, sys::CU_MEMHOSTALLOC_PORTABLE) }
+            .map_err(|e| allocation_error("cuMemHostAlloc", e, len))?
+            .cast::<u8>();
+        // SAFETY: the allocation has `len` writable bytes; zeroing makes every byte initialised
+        // before any Rust slice sees it.
+        unsafe { std::ptr::write_bytes(ptr, 0, len) };
+        Ok(PinnedHost {
+            ptr,
+            len,
+            ctx: ctx.clone(),
+        })
+    }
+}
+
+// SAFETY: `ptr` is a page-locked allocation of `len` bytes, zeroed at creation, valid until Drop.
+unsafe impl StagingMemory for PinnedHost {
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Drop for PinnedHost {
+    fn drop(&mut self) {
+        // SAFETY: frees the allocation made in `new`, once; the StagingBuffer has waited for
+        // every device operation on it.
+        unsafe {
+            let _ = self.ctx.bind_to_thread();
+            let _ = result::free_host(self.ptr.cast());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_patterns_shrink_to_their_period() {
+        assert_eq!(shortest_period(&[0; 16]), &[0]);
+        assert_eq!(shortest_period(&[1, 2, 1, 2, 1, 2, 1, 2]), &[1, 2]);
+        assert_eq!(shortest_period(&[1, 2, 3, 4, 1, 2, 3, 4]), &[1, 2, 3, 4]);
+        assert_eq!(
+            shortest_period(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            &[1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(shortest_period(&[9]), &[9]);
+    }
+
+    /// Without a driver the backend reports why, instead of cudarc's panic.
+    #[test]
+    fn absence_is_an_error_not_a_panic() {
+        match CudaBackend::all() {
+            Ok(all) => assert!(!all.is_empty()),
+            Err(Error::BackendUnavailable { backend, reason }) => {
+                assert_eq!(backend, BackendKind::Cuda);
+                assert!(!reason.is_empty());
+            }
+            Err(other) => panic!("expected BackendUnavailable, got {other}"),
+        }
+    }
+}

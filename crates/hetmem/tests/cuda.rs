@@ -1,0 +1,133 @@
+//! CUDA-specific behaviour: enumeration, what the driver reports, several devices side by side,
+//! peer copies, and the raw stream and pointer a user's own kernels need. Skipped (with a note)
+//! where no GPU is present; `HETMEM_REQUIRE_CUDA=1` turns that into a failure. The backend
+//! contract itself runs on CUDA in `conformance.rs`, and the pools, buffers, transfers and
+//! manager suites run there too.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::{cuda_required, pattern, skip};
+use hetmem::{Backend, BackendKind, CudaBackend, Error};
+
+const MIB: usize = 1 << 20;
+
+fn all_or_skip() -> Option<Vec<CudaBackend>> {
+    match CudaBackend::all() {
+        Ok(all) => Some(all),
+        Err(e) => {
+            assert!(
+                !cuda_required(),
+                "HETMEM_REQUIRE_CUDA=1 but CUDA is unavailable: {e}"
+            );
+            assert!(
+                matches!(
+                    e,
+                    Error::BackendUnavailable {
+                        backend: BackendKind::Cuda,
+                        ..
+                    }
+                ),
+                "absence is reported as unavailable, got {e}"
+            );
+            skip("cuda", &e.to_string());
+            None
+        }
+    }
+}
+
+#[test]
+fn devices_are_numbered_and_described_by_the_driver() {
+    let Some(all) = all_or_skip() else { return };
+    for (i, b) in all.iter().enumerate() {
+        let info = b.info();
+        assert_eq!(info.kind, BackendKind::Cuda);
+        assert_eq!(info.label(), format!("cuda:{i}"));
+        assert!(!info.name.is_empty());
+        assert!(
+            info.driver.contains("compute capability"),
+            "{}",
+            info.driver
+        );
+        assert!(info.total_memory > 0);
+        let free = info.free_memory.expect("the driver reports free memory");
+        assert!(free > 0 && free <= info.total_memory);
+        assert_eq!(info.alignment, 256);
+        let caps = b.capabilities();
+        assert!(caps.async_copies && caps.pinned_staging && !caps.host_addressable);
+    }
+    let listed = hetmem::backends()
+        .into_iter()
+        .filter(|b| b.info().kind == BackendKind::Cuda)
+        .count();
+    assert_eq!(listed, all.len());
+}
+
+#[test]
+fn blocks_are_raw_device_pointers_on_the_queue_stream() {
+    let Some(mut all) = all_or_skip() else { return };
+    let b = all.swap_remove(0);
+    let data = pattern(MIB + 3, 9);
+    let mut block = b.allocate(data.len()).unwrap();
+    let queue = b.create_queue().unwrap();
+    b.write(&queue, &mut block, 0, &data).unwrap();
+    // A user's own driver call on the queue's stream, through the block's raw pointer.
+    let stream = b.stream(&queue).unwrap();
+    let mut back = vec![0u8; data.len()];
+    // SAFETY: the block holds `data.len()` bytes; the stream is synchronised before `back`
+    // is read.
+    unsafe {
+        cudarc::driver::result::memcpy_dtoh_async(
+            &mut back,
+            block.raw_handle() as cudarc::driver::sys::CUdeviceptr,
+            stream.cu_stream(),
+        )
+        .unwrap();
+    }
+    stream.synchronize().unwrap();
+    assert!(back == data);
+    b.release(block).unwrap();
+    assert_eq!(b.usage().live_blocks, 0);
+}
+
+#[test]
+fn peer_copies_move_the_bytes_between_devices() {
+    let Some(mut all) = all_or_skip() else { return };
+    if all.len() < 2 {
+        skip("cuda", "needs two CUDA devices");
+        return;
+    }
+    let second = all.swap_remove(1);
+    let first = all.swap_remove(0);
+    let data = pattern(8 * MIB + 5, 4);
+    let mut src = first.allocate(data.len()).unwrap();
+    let mut dst = second.allocate(data.len() + 64).unwrap();
+    first
+        .write(first.default_queue(), &mut src, 0, &data)
+        .unwrap();
+    first
+        .copy_to_peer(
+            first.default_queue(),
+            &src,
+            0,
+            &second,
+            &mut dst,
+            64,
+            data.len(),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    let mut back = vec![0u8; data.len()];
+    second
+        .read(second.default_queue(), &dst, 64, &mut back)
+        .unwrap();
+    assert!(back == data);
+    // Blocks stay with their devices.
+    assert!(matches!(
+        first.copy_to_peer(first.default_queue(), &dst, 0, &second, &mut src, 0, 16),
+        Err(Error::ForeignHandle { .. })
+    ));
+    first.release(src).unwrap();
+    second.release(dst).unwrap();
+}
