@@ -242,3 +242,28 @@ fn filters_and_bad_backends_are_reported() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// `--backend cuda` measures the first GPU, or says why there is none.
+#[test]
+fn cuda_is_measured_or_its_absence_explained() {
+    let info = hetmem(&["info", "--json"]);
+    let kinds: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let cuda = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "cuda")
+        .unwrap()
+        .clone();
+    if cuda["available"] == true {
+        check_quick_run("cuda");
+        return;
+    }
+    let out = hetmem(&["bench", "--quick", "--backend", "cuda"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cuda is unavailable") && stderr.contains(cuda["reason"].as_str().unwrap()),
+        "{stderr}"
+    );
+}

@@ -19,6 +19,7 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuInit",
     "cuDriverGetVersion",
     "cuGetErrorName",
+    "cuGetErrorString",
     "cuDeviceGet",
     "cuDeviceGetCount",
     "cuDeviceGetName",
