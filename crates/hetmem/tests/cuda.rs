@@ -105,6 +105,7 @@ fn peer_copies_move_the_bytes_between_devices() {
     first
         .write(first.default_queue(), &mut src, 0, &data)
         .unwrap();
+    assert!(first.can_copy_to(&second));
     first
         .copy_to_peer(
             first.default_queue(),
@@ -116,6 +117,7 @@ fn peer_copies_move_the_bytes_between_devices() {
             data.len(),
         )
         .unwrap()
+        .expect("CUDA devices copy to each other")
         .wait()
         .unwrap();
     let mut back = vec![0u8; data.len()];
@@ -130,4 +132,35 @@ fn peer_copies_move_the_bytes_between_devices() {
     ));
     first.release(src).unwrap();
     second.release(dst).unwrap();
+}
+
+/// The engine plans a peer copy between two GPUs and the bytes arrive.
+#[test]
+fn the_engine_copies_between_gpus_as_peers() {
+    let Some(all) = all_or_skip() else { return };
+    if all.len() < 2 {
+        skip("cuda", "needs two CUDA devices");
+        return;
+    }
+    let devices: Vec<std::sync::Arc<dyn Backend>> = all
+        .into_iter()
+        .take(2)
+        .map(|b| std::sync::Arc::new(b) as std::sync::Arc<dyn Backend>)
+        .collect();
+    let (a, b) = (
+        hetmem::transfer::TransferEngine::new(devices[0].clone()),
+        hetmem::transfer::TransferEngine::new(devices[1].clone()),
+    );
+    let data = pattern(5 * MIB + 1, 8);
+    assert_eq!(a.plan_copy_to(&b, data.len()), hetmem::transfer::Plan::Peer);
+    let mut src = devices[0].allocate(data.len()).unwrap();
+    a.write(&mut src, 0, &data).unwrap();
+    let mut dst = devices[1].allocate(data.len()).unwrap();
+    a.copy_to(&src, 0, &b, &mut dst, 0, data.len()).unwrap();
+    let mut back = vec![0u8; data.len()];
+    b.read(&dst, 0, &mut back).unwrap();
+    assert!(back == data);
+    assert_eq!(a.stats().device_to_host.bytes, 0);
+    devices[0].release(src).unwrap();
+    devices[1].release(dst).unwrap();
 }

@@ -263,6 +263,24 @@ fn copies_between_two_devices_go_through_the_host() {
             src_engine.plan_copy_to(&dst_engine, len),
             Plan::ThroughHost { chunks: 3, .. }
         ));
+        // Separate OpenCL contexts (and OpenCL and host) have no peer path.
+        assert!(!from.can_copy_to(to.as_ref()));
+        let mut probe = to.allocate(1).unwrap();
+        let src_probe = from.allocate(1).unwrap();
+        assert!(from
+            .copy_to_peer(
+                from.default_queue(),
+                &src_probe,
+                0,
+                to.as_ref(),
+                &mut probe,
+                0,
+                1
+            )
+            .unwrap()
+            .is_none());
+        to.release(probe).unwrap();
+        from.release(src_probe).unwrap();
         let data = pattern(len, 7);
         let mut src = from.allocate(len).unwrap();
         src_engine.write(&mut src, 0, &data).unwrap();
@@ -275,6 +293,51 @@ fn copies_between_two_devices_go_through_the_host() {
         from.release(src).unwrap();
         to.release(dst).unwrap();
     }
+}
+
+/// Two backends whose blocks are host memory copy to each other in one step (the peer plan),
+/// not through a bounce buffer.
+#[test]
+fn host_memory_devices_copy_to_each_other_as_peers() {
+    let a: Arc<dyn Backend> = Arc::new(HostBackend::new());
+    let b: Arc<dyn Backend> = Arc::new(HostBackend::new());
+    assert!(a.can_copy_to(b.as_ref()) && !a.can_copy_to(a.as_ref()));
+    let (ea, eb) = (
+        TransferEngine::new(a.clone()),
+        TransferEngine::new(b.clone()),
+    );
+    let len = 3 * MIB + 7;
+    assert_eq!(ea.plan_copy_to(&eb, len), Plan::Peer);
+    assert!(ea.plan_copy_to(&eb, len).to_string().starts_with("peer"));
+    let data = pattern(len, 3);
+    let mut src = a.allocate(len + 16).unwrap();
+    ea.write(&mut src, 16, &data).unwrap();
+    let mut dst = b.allocate(len + 32).unwrap();
+    ea.copy_to(&src, 16, &eb, &mut dst, 32, len).unwrap();
+    assert_eq!(read_back(&b, &dst, 32, len), data);
+    assert!(
+        read_back(&b, &dst, 0, 32).iter().all(|&x| x == 0),
+        "only the range"
+    );
+    let stats = ea.stats();
+    assert_eq!(stats.device_to_device.bytes, len as u64);
+    assert_eq!(
+        stats.device_to_host.bytes, 0,
+        "nothing went through the host"
+    );
+    // Out of range: a typed error, and the destination keeps its bytes.
+    assert!(matches!(
+        ea.copy_to(&src, 16, &eb, &mut dst, 33, len),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(read_back(&b, &dst, 32, len), data);
+    // Each endpoint's block must come from its own backend.
+    assert!(matches!(
+        a.copy_to_peer(a.default_queue(), &dst, 0, b.as_ref(), &mut src, 0, 1),
+        Err(Error::ForeignHandle { .. })
+    ));
+    a.release(src).unwrap();
+    b.release(dst).unwrap();
 }
 
 proptest! {

@@ -372,6 +372,46 @@ pub trait Backend: Send + Sync + 'static {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event>;
+    /// Whether [`Backend::copy_to_peer`] can copy from this backend's blocks straight into
+    /// blocks of `other`, another device, without staging through host memory. The default:
+    /// both backends' blocks are host memory.
+    fn can_copy_to(&self, other: &dyn Backend) -> bool {
+        other.id() != self.id()
+            && self.capabilities().host_addressable
+            && other.capabilities().host_addressable
+    }
+    /// Copies `len` bytes of `src` (a block of this backend) into `dst`, a block of
+    /// `dst_backend`, another device, without staging through host memory: a peer copy where
+    /// the driver has one. May run asynchronously on `queue`; the destination device's later
+    /// work is ordered after it. `Ok(None)`, copying nothing, where the two backends cannot
+    /// (the caller then copies through the host). The default serves backends whose blocks
+    /// are host memory ([`Backend::host_bytes`]): one `memcpy`.
+    #[allow(clippy::too_many_arguments)] // the two endpoints, each a backend, block and offset
+    fn copy_to_peer(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst_backend: &dyn Backend,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Option<Event>> {
+        check_owner("queue", self.id(), queue.backend())?;
+        check_block(self.id(), "peer copy source", src, src_offset, len)?;
+        check_block(
+            dst_backend.id(),
+            "peer copy destination",
+            dst,
+            dst_offset,
+            len,
+        )?;
+        let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst)) else {
+            return Ok(None);
+        };
+        to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+        Ok(Some(Event::complete()))
+    }
     /// Asynchronously repeats `pattern` over `len` bytes at `offset`. The pattern's length must be
     /// a power of two up to 128, and `offset` and `len` multiples of it.
     fn fill(

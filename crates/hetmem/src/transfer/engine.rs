@@ -96,6 +96,9 @@ pub enum Plan {
         /// Bytes in all.
         bytes: usize,
     },
+    /// Between two devices, one copy from one to the other without host memory in between
+    /// ([`Backend::copy_to_peer`](crate::Backend::copy_to_peer)).
+    Peer,
     /// Between two devices: read from one into host memory, write to the other, chunk by chunk.
     ThroughHost {
         /// Bytes per chunk.
@@ -120,6 +123,10 @@ impl fmt::Display for Plan {
             Plan::Batched { items, bytes } => write!(
                 f,
                 "batched: {items} writes ({bytes} bytes) through one staging buffer, one wait"
+            ),
+            Plan::Peer => write!(
+                f,
+                "peer: one copy from one device to the other, not through host memory"
             ),
             Plan::ThroughHost { chunk, chunks } => write!(
                 f,
@@ -460,7 +467,9 @@ impl TransferEngine {
     }
 
     /// Copies `len` bytes from a block of this engine's device into a block of `target`'s
-    /// device: a device copy when both are one backend, otherwise through host memory.
+    /// device: a device copy when both are one backend, a peer copy where the two backends
+    /// can ([`Backend::can_copy_to`](crate::Backend::can_copy_to)), otherwise through host
+    /// memory.
     pub fn copy_to(
         &self,
         src: &DeviceBlock,
@@ -470,7 +479,8 @@ impl TransferEngine {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        if target.backend.id() == self.backend.id() {
+        let plan = self.plan_copy_to(target, len);
+        if plan == Plan::Direct {
             return self.copy(src, src_offset, dst, dst_offset, len);
         }
         check_block(self.backend.id(), "copy source", src, src_offset, len)?;
@@ -481,9 +491,26 @@ impl TransferEngine {
             dst_offset,
             len,
         )?;
-        let chunk = self.config.chunk_size.min(len.max(1));
-        let mut bounce = vec![0u8; chunk];
         self.run(Direction::DeviceToDevice, len, || {
+            if plan == Plan::Peer {
+                let copied = self.retrying(None, || {
+                    let event = self.backend.copy_to_peer(
+                        &self.queue,
+                        src,
+                        src_offset,
+                        target.backend.as_ref(),
+                        dst,
+                        dst_offset,
+                        len,
+                    )?;
+                    event.map(|e| e.wait()).transpose()
+                })?;
+                if copied.is_some() {
+                    return Ok(());
+                }
+            }
+            let chunk = self.config.chunk_size.min(len.max(1));
+            let mut bounce = vec![0u8; chunk];
             for r in chunks(len, chunk) {
                 let part = &mut bounce[..r.len()];
                 self.read(src, src_offset + r.start, part)?;
@@ -497,6 +524,9 @@ impl TransferEngine {
     pub fn plan_copy_to(&self, target: &TransferEngine, len: usize) -> Plan {
         if target.backend.id() == self.backend.id() {
             return Plan::Direct;
+        }
+        if self.backend.can_copy_to(target.backend.as_ref()) {
+            return Plan::Peer;
         }
         let chunk = self.config.chunk_size;
         Plan::ThroughHost {

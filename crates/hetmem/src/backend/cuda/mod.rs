@@ -167,48 +167,6 @@ impl CudaBackend {
             .ok_or_else(|| Error::invalid("queue does not hold a CUDA stream"))
     }
 
-    /// Copies `len` bytes from a block of this backend to a block of `dst_backend`, another
-    /// CUDA device, without passing through host memory where the devices have peer access
-    /// (the driver stages through the host where they do not). Asynchronous on `queue`.
-    #[allow(clippy::too_many_arguments)] // the two endpoints, as in `Backend::copy`
-    pub fn copy_to_peer(
-        &self,
-        queue: &Queue,
-        src: &DeviceBlock,
-        src_offset: usize,
-        dst_backend: &CudaBackend,
-        dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
-    ) -> Result<Event> {
-        let stream = self.bound(queue)?;
-        check_block(self.id, "peer copy source", src, src_offset, len)?;
-        check_block(
-            dst_backend.id,
-            "peer copy destination",
-            dst,
-            dst_offset,
-            len,
-        )?;
-        // SAFETY: both ranges lie inside live blocks of their contexts (checked); the copy is
-        // ordered on `stream`, and releases of either block are ordered after it.
-        unsafe {
-            result::memcpy_peer_async(
-                dst_backend.ctx.cu_ctx(),
-                ptr(dst) + dst_offset as CUdeviceptr,
-                self.ctx.cu_ctx(),
-                ptr(src) + src_offset as CUdeviceptr,
-                len,
-                stream.cu_stream(),
-            )
-        }
-        .cu("cuMemcpyPeerAsync")?;
-        let event = self.recorded(stream)?;
-        // The destination device's later work must not overtake the copy.
-        dst_backend.enqueue_wait(dst_backend.default_queue(), &event)?;
-        Ok(event)
-    }
-
     /// The stream of `queue`, with this backend's context current on the calling thread (every
     /// driver call needs it, and any thread may call).
     fn bound<'q>(&self, queue: &'q Queue) -> Result<&'q Arc<CudaStream>> {
@@ -482,6 +440,48 @@ impl Backend for CudaBackend {
         }
         .cu("cuMemcpyDtoDAsync")?;
         self.recorded(stream)
+    }
+
+    /// Any two CUDA devices: `cuMemcpyPeerAsync` copies directly where the devices have peer
+    /// access (`Capabilities::peer_access`), and the driver stages it where they do not.
+    fn can_copy_to(&self, other: &dyn Backend) -> bool {
+        other.id() != self.id() && other.as_any().is::<CudaBackend>()
+    }
+
+    fn copy_to_peer(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst_backend: &dyn Backend,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Option<Event>> {
+        let Some(peer) = dst_backend.as_any().downcast_ref::<CudaBackend>() else {
+            return Ok(None);
+        };
+        check_block(self.id, "peer copy source", src, src_offset, len)?;
+        check_block(peer.id, "peer copy destination", dst, dst_offset, len)?;
+        let stream = self.bound(queue)?;
+        // SAFETY: both ranges lie inside live blocks of their contexts (checked); the copy is
+        // ordered on `stream`, and releases of either block are ordered after it (the source's
+        // by this backend's release, the destination's by the wait below).
+        unsafe {
+            result::memcpy_peer_async(
+                peer.ctx.cu_ctx(),
+                ptr(dst) + dst_offset as CUdeviceptr,
+                self.ctx.cu_ctx(),
+                ptr(src) + src_offset as CUdeviceptr,
+                len,
+                stream.cu_stream(),
+            )
+        }
+        .cu("cuMemcpyPeerAsync")?;
+        let event = self.recorded(stream)?;
+        // The destination device's later work must not overtake the copy.
+        peer.enqueue_wait(peer.default_queue(), &event)?;
+        Ok(Some(event))
     }
 
     fn fill(
