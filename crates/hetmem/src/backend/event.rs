@@ -225,6 +225,17 @@ pub struct UserEvent {
 }
 
 impl UserEvent {
+    /// A user event completed on the host alone ([`ManualEvent`]), for backends whose devices
+    /// have no host-completed events of their own (the host backend, CUDA).
+    pub fn manual() -> Self {
+        let source = ManualEvent::new();
+        let event = Event::from_source(source.clone());
+        UserEvent::new(
+            event,
+            Box::new(move |ok| source.finish(if ok { Ok(()) } else { Err(-1) })),
+        )
+    }
+
     /// Built by backends: `finish(true)` completes the event, `finish(false)` fails it.
     pub fn new(event: Event, finish: Box<dyn FnOnce(bool) -> Result<()> + Send + Sync>) -> Self {
         UserEvent {

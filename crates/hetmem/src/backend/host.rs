@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
-    ManualEvent, Queue, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
+    StagingBuffer, StagingMemory, UsageCounters, UserEvent,
 };
 use crate::error::{Error, Result};
 
@@ -348,12 +348,7 @@ impl Backend for HostBackend {
     }
 
     fn create_user_event(&self) -> Result<UserEvent> {
-        let source = ManualEvent::new();
-        let event = Event::from_source(source.clone());
-        Ok(UserEvent::new(
-            event,
-            Box::new(move |ok| source.finish(if ok { Ok(()) } else { Err(-1) })),
-        ))
+        Ok(UserEvent::manual())
     }
 
     fn synchronize(&self) -> Result<()> {

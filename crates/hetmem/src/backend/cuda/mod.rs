@@ -27,8 +27,8 @@ use self::driver::{allocation_error, check_driver, unavailable, DriverResult, St
 use self::event::{stream_wait, CuEvent, Notifier};
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
-    ManualEvent, Queue, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
+    StagingBuffer, StagingMemory, UsageCounters, UserEvent,
 };
 use crate::error::{Error, Result};
 
@@ -549,14 +549,9 @@ impl Backend for CudaBackend {
     }
 
     fn create_user_event(&self) -> Result<UserEvent> {
-        // CUDA has no host-completed events: a manual event, which queues wait on through a
-        // host function (`enqueue_wait`).
-        let source = ManualEvent::new();
-        let event = Event::from_source(source.clone());
-        Ok(UserEvent::new(
-            event,
-            Box::new(move |ok| source.finish(if ok { Ok(()) } else { Err(-1) })),
-        ))
+        // CUDA has no host-completed events: queues wait on a manual one through a host
+        // function (`enqueue_wait`).
+        Ok(UserEvent::manual())
     }
 
     fn synchronize(&self) -> Result<()> {
