@@ -64,7 +64,7 @@ pub enum Side {
 }
 
 /// Seconds per call of every timed sample of each side of a comparison.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Timings {
     pub hetmem: Vec<f64>,
     pub baseline: Vec<f64>,
@@ -149,15 +149,20 @@ pub fn iters_for(each: Duration, target: Duration) -> usize {
     ((target.as_secs_f64() / each) as usize).clamp(1, 1_000_000)
 }
 
+/// How many of a time `unit` ("ns", "us", "ms") make a second; `None` for other units.
+pub fn per_second(unit: &str) -> Option<f64> {
+    match unit {
+        "ns" => Some(1e9),
+        "us" => Some(1e6),
+        "ms" => Some(1e3),
+        _ => None,
+    }
+}
+
 /// A result whose value and baseline are the median times per operation of `timings`, reported
 /// in `unit` ("ns", "us" or "ms") with every sample kept: lower is better.
 pub fn latency(id: &str, timings: &Timings, baseline: &str, unit: &'static str) -> Measurement {
-    let scale = match unit {
-        "ns" => 1e9,
-        "us" => 1e6,
-        "ms" => 1e3,
-        _ => 1.0,
-    };
+    let scale = per_second(unit).unwrap_or(1.0);
     let (ours, theirs) = timings.medians();
     let scaled = |v: &[f64]| v.iter().map(|t| t * scale).collect();
     Measurement::new(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::harness::{median, per_second};
 use super::report::{Measurement, Report};
 use super::transfer::{SIZES, WAYS};
 
@@ -83,11 +84,12 @@ impl Picture<'_> {
     }
 }
 
-/// One direction's bandwidth figures: (log2 of the size, hetmem's GB/s, the baseline's).
+/// One direction's bandwidth figures as (log2 of the size, GB/s): hetmem's and the baseline's.
 struct Direction {
     way: &'static str,
     baseline: String,
-    points: Vec<(f64, f64, f64)>,
+    ours: Vec<(f64, f64)>,
+    theirs: Vec<(f64, f64)>,
 }
 
 impl Direction {
@@ -104,10 +106,8 @@ impl Direction {
         Some(Direction {
             way,
             baseline,
-            points: found
-                .into_iter()
-                .map(|(x, m)| (x, m.value, m.baseline.value))
-                .collect(),
+            ours: found.iter().map(|(x, m)| (*x, m.value)).collect(),
+            theirs: found.iter().map(|(x, m)| (*x, m.baseline.value)).collect(),
         })
     }
 }
@@ -137,16 +137,17 @@ where
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 15))?;
     let panels = root.split_evenly((1, directions.len()));
+    let (first, last) = SIZES
+        .iter()
+        .map(|(len, _)| (*len as f64).log2())
+        .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     for (panel, direction) in panels.iter().zip(directions) {
         let top = direction
-            .points
+            .ours
             .iter()
-            .map(|&(_, a, b)| a.max(b))
+            .chain(&direction.theirs)
+            .map(|&(_, gbs)| gbs)
             .fold(0.0, f64::max);
-        let (first, last) = SIZES
-            .iter()
-            .map(|(len, _)| (*len as f64).log2())
-            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
         let mut chart = ChartBuilder::on(panel)
             .caption(
                 format!("{} bandwidth", direction.way.to_uppercase()),
@@ -164,14 +165,11 @@ where
             .y_desc("GB/s (median)")
             .label_style((FONT, 12))
             .draw()?;
-        for (name, color, value) in [
-            ("hetmem", HETMEM, 1usize),
-            (direction.baseline.as_str(), BASELINE, 2),
+        for (name, color, points) in [
+            ("hetmem", HETMEM, &direction.ours),
+            (direction.baseline.as_str(), BASELINE, &direction.theirs),
         ] {
-            let series = direction.points.iter().map(move |p| {
-                let y = if value == 1 { p.1 } else { p.2 };
-                (p.0, y)
-            });
+            let series = points.iter().copied();
             chart
                 .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
                 .label(name)
@@ -206,8 +204,8 @@ fn duration_label(ns: f64) -> String {
 struct Latency {
     id: String,
     baseline: String,
-    hetmem: Vec<f64>,
-    theirs: Vec<f64>,
+    /// hetmem's samples, then the baseline's.
+    samples: [Vec<f64>; 2],
 }
 
 impl Latency {
@@ -219,18 +217,12 @@ impl Latency {
             .filter(|m| m.category == "alloc")
             .filter_map(|m| {
                 let samples = m.samples.as_ref()?;
-                let to_ns = match m.unit {
-                    "ns" => 1.0,
-                    "us" => 1e3,
-                    "ms" => 1e6,
-                    _ => return None,
-                };
+                let to_ns = 1e9 / per_second(m.unit)?;
                 let ns = |v: &[f64]| v.iter().map(|t| t * to_ns).collect();
                 Some(Latency {
                     id: m.id.clone(),
                     baseline: m.baseline.name.clone(),
-                    hetmem: ns(&samples.hetmem),
-                    theirs: ns(&samples.baseline),
+                    samples: [ns(&samples.hetmem), ns(&samples.baseline)],
                 })
             })
             .collect()
@@ -250,7 +242,7 @@ where
     root.fill(&WHITE)?;
     let all = rows
         .iter()
-        .flat_map(|r| r.hetmem.iter().chain(&r.theirs))
+        .flat_map(|r| r.samples.iter().flatten())
         .copied()
         .filter(|v| *v > 0.0);
     let (low, high) = all.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
@@ -285,10 +277,10 @@ where
         .label_style((FONT, 12))
         .disable_y_mesh()
         .draw()?;
-    for (side, color, offset) in [("hetmem", HETMEM, -9), ("same-run baseline", BASELINE, 9)] {
+    let sides = [("hetmem", HETMEM, -9), ("same-run baseline", BASELINE, 9)];
+    for (k, (side, color, offset)) in sides.into_iter().enumerate() {
         let dots = rows.iter().enumerate().flat_map(|(i, row)| {
-            let values = if offset < 0 { &row.hetmem } else { &row.theirs };
-            values.iter().map(move |&v| {
+            row.samples[k].iter().map(move |&v| {
                 EmptyElement::at((v, at(i))) + Circle::new((0, offset), 3, color.mix(0.6).filled())
             })
         });
@@ -297,8 +289,7 @@ where
             .label(side)
             .legend(move |(x, y)| Circle::new((x + 6, y), 4, color.filled()));
         let medians = rows.iter().enumerate().map(|(i, row)| {
-            let values = if offset < 0 { &row.hetmem } else { &row.theirs };
-            let median = super::harness::median(&mut values.clone());
+            let median = median(&mut row.samples[k].clone());
             EmptyElement::at((median, at(i)))
                 + PathElement::new(
                     vec![(0, offset - 7), (0, offset + 7)],

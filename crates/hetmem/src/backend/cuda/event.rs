@@ -139,43 +139,46 @@ impl Notifier {
     fn after(&self, event: &Arc<CudaEvent>, callback: CompletionCallback) -> Result<()> {
         let to = self.inbox()?;
         self.stream.wait(event).cu("cuStreamWaitEvent")?;
-        let data = Box::into_raw(Box::new(Delivery {
+        let delivery = Box::new(Delivery {
             callback,
             event: event.clone(),
             to,
-        }));
-        // SAFETY: the stream is live (owned by self); the driver calls `deliver` exactly once
-        // with `data`, a leaked Box<Delivery> that `deliver` reclaims.
-        let launched = unsafe {
-            result::stream::launch_host_function(self.stream.cu_stream(), deliver, data.cast())
-        };
-        if let Err(e) = launched {
-            // SAFETY: the driver refused the host function, so it will never call it; the box
-            // is still ours and is reclaimed exactly once here.
-            drop(unsafe { Box::from_raw(data) });
-            return Err(cu_error("cuLaunchHostFunc", e));
-        }
-        Ok(())
+        });
+        // SAFETY: `deliver` reclaims its argument as a Box<Delivery>.
+        unsafe { launch(&self.stream, deliver, delivery) }
     }
+}
 
-    /// Makes work enqueued on `stream` after this call wait until `event`, an event of
-    /// another kind (a host-completed user event, another backend's), has finished: a host
-    /// function blocks the stream until then. Host functions of this context run one at a
-    /// time, so callbacks due meanwhile wait too.
-    pub(super) fn gate(stream: &CudaStream, event: &Event) -> Result<()> {
-        let data = Box::into_raw(Box::new(event.clone()));
-        // SAFETY: the stream is live (borrowed); the driver calls `block_until` exactly once
-        // with `data`, a leaked Box<Event> that `block_until` reclaims.
-        let launched = unsafe {
-            result::stream::launch_host_function(stream.cu_stream(), block_until, data.cast())
-        };
-        if let Err(e) = launched {
-            // SAFETY: refused, so never called; reclaimed exactly once here.
-            drop(unsafe { Box::from_raw(data) });
-            return Err(cu_error("cuLaunchHostFunc", e));
-        }
-        Ok(())
+/// Makes work enqueued on `stream` after this call wait until `event`, an event of another
+/// kind (a host-completed user event, another backend's), has finished: a host function blocks
+/// the stream until then. Host functions of this context run one at a time, so callbacks due
+/// meanwhile wait too.
+pub(super) fn gate(stream: &CudaStream, event: &Event) -> Result<()> {
+    // SAFETY: `block_until` reclaims its argument as a Box<Event>.
+    unsafe { launch(stream, block_until, Box::new(event.clone())) }
+}
+
+/// Has the driver call `host_fn(data)` once `stream` reaches this point.
+///
+/// # Safety
+/// `host_fn` must take back ownership of its argument as a `Box<T>`.
+unsafe fn launch<T>(
+    stream: &CudaStream,
+    host_fn: unsafe extern "C" fn(*mut c_void),
+    data: Box<T>,
+) -> Result<()> {
+    let data = Box::into_raw(data);
+    // SAFETY: the stream is live (borrowed); the driver calls `host_fn` exactly once with
+    // `data`, which `host_fn` reclaims (the caller's promise).
+    let launched =
+        unsafe { result::stream::launch_host_function(stream.cu_stream(), host_fn, data.cast()) };
+    if let Err(e) = launched {
+        // SAFETY: the driver refused the host function, so it will never call it; the box is
+        // still ours and is reclaimed exactly once here.
+        drop(unsafe { Box::from_raw(data) });
+        return Err(cu_error("cuLaunchHostFunc", e));
     }
+    Ok(())
 }
 
 /// Makes `stream` wait for a CUDA event (of any device) without blocking the host.
@@ -194,6 +197,9 @@ pub(super) fn stream_wait(stream: &CudaStream, event: &CuEvent) -> Result<()> {
 }
 
 /// Host function: passes the callback to the notifier thread (no CUDA call allowed here).
+///
+/// # Safety
+/// Only for `cuLaunchHostFunc`, with a pointer leaked from a `Box<Delivery>`, once.
 unsafe extern "C" fn deliver(data: *mut c_void) {
     // SAFETY: `data` is the Box<Delivery> leaked in `Notifier::after`, passed to exactly one
     // host-function launch, so it is reclaimed exactly once.
@@ -205,8 +211,11 @@ unsafe extern "C" fn deliver(data: *mut c_void) {
 }
 
 /// Host function: blocks the stream until a foreign event has finished.
+///
+/// # Safety
+/// Only for `cuLaunchHostFunc`, with a pointer leaked from a `Box<Event>`, once.
 unsafe extern "C" fn block_until(data: *mut c_void) {
-    // SAFETY: `data` is the Box<Event> leaked in `Notifier::gate`, reclaimed exactly once.
+    // SAFETY: `data` is the Box<Event> leaked in `gate`, reclaimed exactly once.
     let event = unsafe { Box::from_raw(data.cast::<Event>()) };
     // A panic must not unwind into the driver's frames; the outcome only opens the gate.
     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || event.wait()));

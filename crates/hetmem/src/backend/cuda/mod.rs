@@ -24,7 +24,7 @@ use cudarc::driver::sys::{self, CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{result, CudaContext, CudaStream};
 
 use self::driver::{allocation_error, check_driver, unavailable, DriverResult, Status};
-use self::event::{stream_wait, CuEvent, Notifier};
+use self::event::{gate, stream_wait, CuEvent, Notifier};
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
     BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
@@ -97,13 +97,15 @@ impl CudaBackend {
 
     fn new(ordinal: usize, count: usize) -> Result<Self> {
         let ctx = CudaContext::new(ordinal).cu("cuDevicePrimaryCtxRetain")?;
-        let attribute = |a: CUdevice_attribute| ctx.attribute(a).cu("cuDeviceGetAttribute");
         let (major, minor) = ctx.compute_capability().cu("cuDeviceGetAttribute")?;
         let total = ctx.total_mem().cu("cuDeviceTotalMem")? as u64;
         let mut version = 0;
         // SAFETY: writes one int.
         unsafe { sys::cuDriverGetVersion(&mut version) }.cu("cuDriverGetVersion")?;
-        let pools = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)? > 0;
+        let pools = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
+            .cu("cuDeviceGetAttribute")?
+            > 0;
         let async_allocation =
             pools && driver::missing_symbol(driver::ASYNC_ALLOCATION_SYMBOLS).is_none();
         let peer_access = (0..count).filter(|&other| other != ordinal).any(|other| {
@@ -544,7 +546,7 @@ impl Backend for CudaBackend {
             // Streams can wait on events of any CUDA context, this device's or another's.
             Some(cuda) => stream_wait(stream, cuda),
             None if event.is_finished() => Ok(()),
-            None => Notifier::gate(stream, event),
+            None => gate(stream, event),
         }
     }
 
