@@ -5,6 +5,7 @@
 use std::process::Command;
 
 const REQUIRED: &[&str] = &[
+    "transfer.h2d_fresh.256MiB",
     "transfer.batch.h2d.4KiBx1000",
     "alloc.pool_hit",
     "alloc.first_use.16MiB",

@@ -21,6 +21,7 @@ fn config(strategy: Strategy) -> TransferConfig {
         direct_max: 16 * KIB,
         chunk_size: 256 * KIB,
         pipeline_depth: 3,
+        queues: 2,
         strategy,
         retry: RetryPolicy {
             base_delay: std::time::Duration::from_micros(10),
@@ -73,17 +74,24 @@ fn every_plan_moves_the_right_bytes(b: &Arc<dyn Backend>) {
         );
         assert_eq!((s.retries, s.failures, s.in_flight), (0, 0, 0));
     }
-    // Auto picks by capability: staging in front of a separate device, direct elsewhere.
+    // Auto picks by capability: staging in front of a separate device, chunks over two
+    // queues on a device sharing memory with the host, direct where blocks are host memory.
     let auto = TransferEngine::with_config(b.clone(), config(Strategy::Auto)).unwrap();
     let caps = b.capabilities();
-    let expected = if caps.pinned_staging && !caps.unified_memory {
+    let expected = if caps.host_addressable {
+        Plan::Direct
+    } else if caps.pinned_staging && !caps.unified_memory {
         Plan::Pipelined {
             chunk: 256 * KIB,
             chunks: 4,
             depth: 3,
         }
     } else {
-        Plan::Direct
+        Plan::Chunked {
+            chunk: 256 * KIB,
+            chunks: 4,
+            queues: 2,
+        }
     };
     assert_eq!(auto.plan(MIB), expected);
     assert_eq!(auto.plan(4 * KIB), Plan::Direct);
@@ -105,8 +113,24 @@ fn batches_write_every_item(b: &Arc<dyn Backend>) {
         })
         .collect();
     let plan = engine.plan_batch(&items);
-    if !b.capabilities().host_addressable {
-        assert!(matches!(plan, Plan::Batched { items: 50, .. }), "{plan}");
+    let caps = b.capabilities();
+    if caps.pinned_staging && !caps.unified_memory {
+        assert!(
+            matches!(plan, Plan::BatchedStaged { items: 50, .. }),
+            "{plan}"
+        );
+    } else if !caps.host_addressable {
+        assert!(
+            matches!(
+                plan,
+                Plan::Batched {
+                    items: 50,
+                    queues: 2,
+                    ..
+                }
+            ),
+            "{plan}"
+        );
     }
     engine.write_batch(&mut items).unwrap();
     for (i, (block, src)) in blocks.iter().zip(&sources).enumerate() {

@@ -97,15 +97,25 @@ pub fn compare_with(
 ) -> Result<Timings> {
     run(Side::Hetmem)?;
     run(Side::Baseline)?;
+    compare_timed(samples, |side| match side {
+        Side::Hetmem => time(iters.0, || run(side)),
+        Side::Baseline => time(iters.1, || run(side)),
+    })
+}
+
+/// `samples` alternating samples of each side, where `sample` times itself and returns the
+/// seconds (so that preparation, such as allocating a fresh block, stays outside the timing).
+pub fn compare_timed(
+    samples: usize,
+    mut sample: impl FnMut(Side) -> Result<f64>,
+) -> Result<Timings> {
     let mut timings = Timings {
         hetmem: Vec::with_capacity(samples),
         baseline: Vec::with_capacity(samples),
     };
     for _ in 0..samples {
-        timings.hetmem.push(time(iters.0, || run(Side::Hetmem))?);
-        timings
-            .baseline
-            .push(time(iters.1, || run(Side::Baseline))?);
+        timings.hetmem.push(sample(Side::Hetmem)?);
+        timings.baseline.push(sample(Side::Baseline)?);
     }
     Ok(timings)
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hetmem::transfer::{BatchWrite, TransferEngine};
 use hetmem::{Backend, BackendKind, Result};
 
-use super::harness::{compare, compare_auto, latency, Effort, Side};
+use super::harness::{compare, compare_auto, compare_timed, latency, time, Effort, Side, Timings};
 use super::report::{Better, Measurement};
 use super::Suite;
 
@@ -31,6 +31,7 @@ pub fn register(suite: &mut Suite) {
             });
         }
     }
+    suite.case("transfer.h2d_fresh.256MiB", fresh_write);
     suite.case("transfer.batch.h2d.4KiBx1000", batch);
 }
 
@@ -57,21 +58,54 @@ fn bandwidth(
     });
     backend.release(block)?;
     backend.release(other)?;
-    let (ours, theirs) = timed?.medians();
+    Ok(gigabytes_per_second(
+        &format!("transfer.{way}.{label}"),
+        backend,
+        len,
+        &timed?,
+    ))
+}
+
+/// 256 MiB written into a block allocated just before, its memory not yet touched: a first
+/// upload. The allocation and release are outside the timing.
+fn fresh_write(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let len = 256 * MIB;
+    let engine = TransferEngine::new(backend.clone());
+    let q = backend.default_queue().clone();
+    let host = vec![7u8; len];
+    // Every sample, not `samples_for`: how fast fresh pages fault in varies from one to the next.
+    let timed = compare_timed(effort.samples, |side| {
+        let mut block = backend.allocate(len)?;
+        let secs = time(1, || match side {
+            Side::Hetmem => engine.write(&mut block, 0, &host),
+            Side::Baseline => backend.write(&q, &mut block, 0, &host),
+        });
+        backend.release(block)?;
+        secs
+    });
+    Ok(gigabytes_per_second(
+        "transfer.h2d_fresh.256MiB",
+        backend,
+        len,
+        &timed?,
+    ))
+}
+
+/// A bandwidth result from the seconds per transfer of `len` bytes.
+fn gigabytes_per_second(
+    id: &str,
+    backend: &Arc<dyn Backend>,
+    len: usize,
+    timed: &Timings,
+) -> Measurement {
+    let (ours, theirs) = timed.medians();
     let baseline = if backend.info().kind == BackendKind::Host {
         "memcpy (host backend call)"
     } else {
         "one raw backend call"
     };
     let gbs = |secs: f64| len as f64 / secs / 1e9;
-    Ok(Measurement::new(
-        &format!("transfer.{way}.{label}"),
-        gbs(ours),
-        "GB/s",
-        Better::Higher,
-        baseline,
-        gbs(theirs),
-    ))
+    Measurement::new(id, gbs(ours), "GB/s", Better::Higher, baseline, gbs(theirs))
 }
 
 /// 1000 writes of 4 KiB as one batch against 1000 raw blocking writes, µs in all.

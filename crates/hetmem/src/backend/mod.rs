@@ -44,6 +44,7 @@ mod faulty;
 mod host;
 #[cfg(feature = "opencl")]
 mod opencl;
+mod parts;
 mod registry;
 mod staging;
 
@@ -63,6 +64,8 @@ pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]
 pub use opencl::OpenClBackend;
+pub(crate) use parts::{block_for, block_for_mut, queue_for, Failures};
+pub use parts::{PartFailures, ReadPart, WritePart};
 pub use registry::{backends, probe, BackendProbe};
 pub use staging::{StagingBuffer, StagingMemory};
 
@@ -342,6 +345,59 @@ pub trait Backend: Send + Sync + 'static {
     fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()>;
     /// Copies from `src` at byte `offset` into `dst`. Blocking: returns once `dst` holds the data.
     fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Writes every part into its block (`blocks[part.block]`), part `i` on queue
+    /// `queues[i % queues.len()]`. Blocking like [`Backend::write`], but a backend may enqueue
+    /// every part before waiting once, and parts on different queues may run at once. A part
+    /// that fails transiently does not stop the others; after a permanent failure the parts
+    /// not yet started are not, and count as failed. The error lists the failed parts. The
+    /// default writes the parts one after another.
+    fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        let mut failures = Failures::default();
+        for (i, part) in parts.iter().enumerate() {
+            let written = queue_for(queues, i).and_then(|queue| {
+                let len = part.src.len();
+                let block = block_for_mut(self.id(), blocks, part.block, part.offset, len)?;
+                self.write(queue, block, part.offset, part.src)
+            });
+            if let Err(e) = written {
+                failures.add(i, e);
+                if failures.permanent() {
+                    failures.abandon(i + 1..parts.len());
+                    break;
+                }
+            }
+        }
+        failures.into_result()
+    }
+    /// [`Backend::write_parts`] the other way: fills every part's bytes from its block.
+    fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        let mut failures = Failures::default();
+        for (i, part) in parts.iter_mut().enumerate() {
+            let read = queue_for(queues, i).and_then(|queue| {
+                let len = part.dst.len();
+                let block = block_for(self.id(), blocks, part.block, part.offset, len)?;
+                self.read(queue, block, part.offset, part.dst)
+            });
+            if let Err(e) = read {
+                failures.add(i, e);
+                if failures.permanent() {
+                    failures.abandon(i + 1..parts.len());
+                    break;
+                }
+            }
+        }
+        failures.into_result()
+    }
     /// Asynchronously copies `len` bytes of a staging buffer into a block.
     fn write_staged(
         &self,

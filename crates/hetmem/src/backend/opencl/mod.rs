@@ -7,6 +7,7 @@
 //! non-blocking reads and writes.
 
 mod event;
+mod parts;
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -33,8 +34,9 @@ use opencl3::types::{cl_event, cl_int, cl_map_flags, cl_mem, CL_BLOCKING, CL_NON
 use self::event::ClEvent;
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
-    StagingBuffer, StagingMemory, UsageCounters, UserEvent,
+    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    PartFailures, Queue, ReadPart, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
+    WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
@@ -355,6 +357,24 @@ impl Backend for OpenClBackend {
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool> {
         self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b))
+    }
+
+    fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        self.scatter(queues, blocks, parts)
+    }
+
+    fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        self.gather(queues, blocks, parts)
     }
 
     fn write_staged(

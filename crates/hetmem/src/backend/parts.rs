@@ -1,0 +1,139 @@
+//! Scattered transfers: many pieces of host memory to or from device blocks in one call
+//! ([`Backend::write_parts`](super::Backend::write_parts),
+//! [`Backend::read_parts`](super::Backend::read_parts)), so a backend can enqueue them all before
+//! waiting once instead of paying a blocking round trip per piece.
+
+use super::{check_block, DeviceBlock, Queue};
+use crate::error::{Error, Result};
+
+/// One piece of a scattered write: `src` goes into block number `block` at byte `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePart<'a> {
+    /// Index into the call's blocks.
+    pub block: usize,
+    /// Byte offset in that block.
+    pub offset: usize,
+    /// The bytes to write.
+    pub src: &'a [u8],
+}
+
+/// One piece of a gathered read: bytes of block number `block` from byte `offset` fill `dst`.
+#[derive(Debug)]
+pub struct ReadPart<'a> {
+    /// Index into the call's blocks.
+    pub block: usize,
+    /// Byte offset in that block.
+    pub offset: usize,
+    /// Where the bytes go.
+    pub dst: &'a mut [u8],
+}
+
+/// The parts of a scattered transfer that did not arrive; every other part did.
+#[derive(Debug)]
+pub struct PartFailures {
+    /// Indices of the failed parts, ascending.
+    pub failed: Vec<usize>,
+    /// Why: the first permanent failure if there was one, else the first failure. Retrying the
+    /// failed parts makes sense only when this is retryable.
+    pub error: Error,
+}
+
+/// Collects failures while a scattered transfer runs.
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Option<PartFailures>);
+
+impl Failures {
+    /// Records that part `index` failed with `error`.
+    pub(crate) fn add(&mut self, index: usize, error: Error) {
+        match &mut self.0 {
+            None => {
+                self.0 = Some(PartFailures {
+                    failed: vec![index],
+                    error,
+                })
+            }
+            Some(f) => {
+                f.failed.push(index);
+                if f.error.is_retryable() && !error.is_retryable() {
+                    f.error = error;
+                }
+            }
+        }
+    }
+
+    /// Records that every part in `indices` failed with `error` (one failure of their queue).
+    pub(crate) fn add_all(&mut self, indices: &[usize], error: Error) {
+        let Some((&first, rest)) = indices.split_first() else {
+            return;
+        };
+        self.add(first, error);
+        if let Some(f) = &mut self.0 {
+            f.failed.extend_from_slice(rest);
+        }
+    }
+
+    /// Whether a permanent failure was recorded: the parts not yet started should not be.
+    pub(crate) fn permanent(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| !f.error.is_retryable())
+    }
+
+    /// Records parts not started because of an earlier permanent failure.
+    pub(crate) fn abandon(&mut self, indices: std::ops::Range<usize>) {
+        if let Some(f) = &mut self.0 {
+            f.failed.extend(indices);
+        }
+    }
+
+    /// `Ok` when nothing failed.
+    pub(crate) fn into_result(self) -> std::result::Result<(), PartFailures> {
+        match self.0 {
+            None => Ok(()),
+            Some(mut f) => {
+                f.failed.sort_unstable();
+                f.failed.dedup();
+                Err(f)
+            }
+        }
+    }
+}
+
+/// The queue part `index` runs on: parts are dealt to the queues in turn.
+pub(crate) fn queue_for(queues: &[Queue], index: usize) -> Result<&Queue> {
+    if queues.is_empty() {
+        return Err(Error::invalid(
+            "a scattered transfer needs at least one queue",
+        ));
+    }
+    Ok(&queues[index % queues.len()])
+}
+
+/// Block number `index` of a scattered transfer, checked to be `backend`'s and to hold
+/// `offset..offset + len`.
+pub(crate) fn block_for<B: std::ops::Deref<Target = DeviceBlock>>(
+    backend: super::BackendId,
+    blocks: &[B],
+    index: usize,
+    offset: usize,
+    len: usize,
+) -> Result<&DeviceBlock> {
+    let block = blocks.get(index).ok_or_else(|| {
+        Error::invalid(format!(
+            "part names block {index}, but the transfer has {}",
+            blocks.len()
+        ))
+    })?;
+    check_block(backend, "scattered transfer block", block, offset, len)?;
+    Ok(block)
+}
+
+/// [`block_for`], for writing.
+pub(crate) fn block_for_mut<'b>(
+    backend: super::BackendId,
+    blocks: &'b mut [&mut DeviceBlock],
+    index: usize,
+    offset: usize,
+    len: usize,
+) -> Result<&'b mut DeviceBlock> {
+    block_for(backend, blocks, index, offset, len)?;
+    Ok(&mut *blocks[index])
+}
