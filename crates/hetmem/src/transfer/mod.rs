@@ -1,7 +1,8 @@
 //! Moving bytes between host memory and devices.
 //!
 //! [`TransferEngine`] picks a [`Plan`] per transfer from its size and the backend's capabilities
-//! (direct, chunked, pipelined through a staging ring, batched, through the host across devices),
+//! (direct, chunked over several queues, pipelined through a staging ring, mapped, batched,
+//! peer or through the host across devices),
 //! retries transient failures chunk by chunk under a [`RetryPolicy`], optionally verifies the
 //! destination with a CRC-32, and keeps [`TransferStats`]. [`TransferScheduler`] runs submitted
 //! [`TransferRequest`]s asynchronously on several queues, by [`Priority`], cancellable while
