@@ -372,6 +372,39 @@ fn submissions_are_futures_woken_on_completion(b: &Arc<dyn Backend>) {
     b.release(block).unwrap();
 }
 
+/// A long chunked transfer (several waves of chunks over two queues) reports progress chunk by
+/// chunk, in order, ending at its length; a read reports the same way.
+fn long_transfers_report_progress_as_they_go(b: &Arc<dyn Backend>) {
+    let s = one_at_a_time(b);
+    let len = 40 * 64 * KIB + 5; // 41 chunks of 64 KiB: several waves on two queues
+    let data = pattern(len, 8);
+    for write in [true, false] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let block = b.allocate(len).unwrap();
+        let request = if write {
+            TransferRequest::write(block, 0, data.clone())
+        } else {
+            let mut block = block;
+            b.write(b.default_queue(), &mut block, 0, &data).unwrap();
+            TransferRequest::read(block, 0, vec![0u8; len])
+        };
+        let (block, bytes) = s
+            .submit(request.on_progress(move |p| log.lock().unwrap().push(p.done)))
+            .wait()
+            .unwrap();
+        assert_eq!(bytes, data);
+        assert_eq!(read_back(b, &block), data);
+        let dones = seen.lock().unwrap().clone();
+        let expected: Vec<usize> = (1..=41).map(|k| (k * 64 * KIB).min(len)).collect();
+        assert_eq!(
+            dones, expected,
+            "write {write}: one report per chunk, in order"
+        );
+        b.release(block).unwrap();
+    }
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -386,6 +419,7 @@ common::backend_suite!(
         failures_give_the_parts_back,
         many_threads_on_several_queues,
         submissions_are_futures_woken_on_completion,
+        long_transfers_report_progress_as_they_go,
     ]
 );
 
