@@ -61,14 +61,16 @@ impl Failures {
         }
     }
 
-    /// Records that every part in `indices` failed with `error` (one failure of their queue).
-    pub(crate) fn add_all(&mut self, indices: &[usize], error: Error) {
-        let Some((&first, rest)) = indices.split_first() else {
+    /// Records that every part in `indices` failed with `error` (one failure of their queue,
+    /// or of the whole call).
+    pub(crate) fn add_all(&mut self, indices: impl IntoIterator<Item = usize>, error: Error) {
+        let mut indices = indices.into_iter();
+        let Some(first) = indices.next() else {
             return;
         };
         self.add(first, error);
         if let Some(f) = &mut self.0 {
-            f.failed.extend_from_slice(rest);
+            f.failed.extend(indices);
         }
     }
 

@@ -657,7 +657,9 @@ impl TransferEngine {
                     *self.batch.lock().unwrap_or_else(PoisonError::into_inner) = Some(staging);
                     outcome
                 }
-                Plan::Batched { .. } => {
+                // Batched, or Direct: the backend's scattered write makes one call per item
+                // where it cannot enqueue them together.
+                _ => {
                     let parts: Vec<WritePart> = items
                         .iter()
                         .enumerate()
@@ -670,14 +672,6 @@ impl TransferEngine {
                     let mut blocks: Vec<&mut DeviceBlock> =
                         items.iter_mut().map(|item| &mut *item.dst).collect();
                     self.write_parts(lane, &mut blocks, &parts, parts.len())
-                }
-                _ => {
-                    for item in items.iter_mut() {
-                        let (dst, offset, src) = (&mut *item.dst, item.offset, item.src);
-                        self.retrying(None, || self.backend.write(lane.queue, dst, offset, src))?;
-                        lane.advance(src.len());
-                    }
-                    Ok(())
                 }
             }
         })
@@ -779,11 +773,14 @@ impl TransferEngine {
     fn retrying<R>(&self, first: Option<Error>, op: impl FnMut() -> Result<R>) -> Result<R> {
         match first {
             None => self.retrying_after(0, op),
-            Some(e) if e.is_retryable() && 1 < self.config.retry.max_attempts => {
-                self.retrying_after(1, op)
-            }
+            Some(e) if self.may_retry(&e, 1) => self.retrying_after(1, op),
             Some(e) => Err(e),
         }
+    }
+
+    /// Whether an operation that failed with `error` after `failed` attempts gets another.
+    fn may_retry(&self, error: &Error, failed: u32) -> bool {
+        error.is_retryable() && failed < self.config.retry.max_attempts
     }
 
     /// [`Self::retrying`] after `failed` attempts that failed transiently.
@@ -795,7 +792,7 @@ impl TransferEngine {
                 std::thread::sleep(policy.delay(failed));
             }
             match op() {
-                Err(e) if e.is_retryable() && failed + 1 < policy.max_attempts => failed += 1,
+                Err(e) if self.may_retry(&e, failed + 1) => failed += 1,
                 done => return done,
             }
         }
@@ -856,11 +853,7 @@ impl TransferEngine {
     fn failed_parts(&self, outcome: std::result::Result<(), PartFailures>) -> Result<Vec<usize>> {
         match outcome {
             Ok(()) => Ok(Vec::new()),
-            Err(PartFailures { failed, error })
-                if error.is_retryable() && 1 < self.config.retry.max_attempts =>
-            {
-                Ok(failed)
-            }
+            Err(PartFailures { failed, error }) if self.may_retry(&error, 1) => Ok(failed),
             Err(PartFailures { error, .. }) => Err(error),
         }
     }

@@ -96,22 +96,22 @@ impl OpenClBackend {
     ) -> std::result::Result<(), PartFailures> {
         let mut failures = Failures::default();
         let used = &queues[..queues.len().min(count)];
-        let commands = used
-            .iter()
-            .map(|q| self.command_queue(q))
-            .collect::<Result<Vec<_>>>()
-            .and_then(|c| queue_for(used, 0).map(|_| c));
+        let commands = queue_for(used, 0).and_then(|_| {
+            used.iter()
+                .map(|q| self.command_queue(q))
+                .collect::<Result<Vec<_>>>()
+        });
         let commands = match commands {
             Ok(c) => c,
             Err(e) => {
-                failures.add_all(&(0..count).collect::<Vec<_>>(), e);
+                failures.add_all(0..count, e);
                 return failures.into_result();
             }
         };
         let mut gated = match Gated::new(self, used, &commands, count > 1) {
             Ok(g) => g,
             Err(e) => {
-                failures.add_all(&(0..count).collect::<Vec<_>>(), e);
+                failures.add_all(0..count, e);
                 return failures.into_result();
             }
         };
@@ -129,7 +129,7 @@ impl OpenClBackend {
         }
         for (q, waited) in gated.finish().into_iter().enumerate() {
             if let Err(e) = waited {
-                failures.add_all(&on_queue[q], e);
+                failures.add_all(on_queue[q].iter().copied(), e);
             }
         }
         failures.into_result()
