@@ -259,7 +259,8 @@ fn failures_give_the_parts_back(b: &Arc<dyn Backend>) {
     let faulty = Arc::new(FaultyBackend::new(b.clone()));
     let faulty_dyn: Arc<dyn Backend> = faulty.clone();
     let s = scheduler(&faulty_dyn, SchedulerConfig::default());
-    faulty.fail(FaultOp::Write, 1, FaultKind::Permanent);
+    // Chunks go through the wrapped backend's scattered write: its second half fails.
+    faulty.fail(FaultOp::WriteParts, 0, FaultKind::Permanent);
     let data = pattern(100 * KIB, 6);
     let Err(failed) = s
         .submit(TransferRequest::write(

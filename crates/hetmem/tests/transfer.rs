@@ -163,30 +163,36 @@ fn batches_write_every_item(b: &Arc<dyn Backend>) {
 }
 
 fn transient_faults_are_retried_and_permanent_ones_fail_fast(b: &Arc<dyn Backend>) {
-    for (strategy, op) in [
-        (Strategy::Chunked, FaultOp::Write),
-        (Strategy::Pipelined, FaultOp::WriteStaged),
+    // Chunked: one scattered write of 4 chunks whose last 2 fail, each retried alone with a
+    // plain write. Pipelined: 4 staged writes and the failed third one again.
+    for (strategy, op, nth, retries, calls) in [
+        (Strategy::Chunked, FaultOp::WriteParts, 0, 2, 1),
+        (Strategy::Pipelined, FaultOp::WriteStaged, 2, 1, 5),
     ] {
         let faulty = Arc::new(FaultyBackend::new(b.clone()));
         let engine = TransferEngine::with_config(faulty.clone(), config(strategy)).unwrap();
         let src = pattern(MIB, 3);
         let mut block = b.allocate(MIB).unwrap();
-        faulty.fail(op, 2, FaultKind::Transient);
+        faulty.fail(op, nth, FaultKind::Transient);
         engine.write(&mut block, 0, &src).unwrap();
         assert_eq!(
             read_back(b, &block, 0, MIB),
             src,
             "{strategy:?}: intact after a retry"
         );
-        assert_eq!(engine.stats().retries, 1);
-        assert_eq!(
-            faulty.calls(op),
-            5,
-            "{strategy:?}: 4 chunks and one retried chunk"
-        );
+        assert_eq!(engine.stats().retries, retries);
+        assert_eq!(faulty.calls(op), calls, "{strategy:?}");
+        if strategy == Strategy::Chunked {
+            assert_eq!(faulty.calls(FaultOp::Write), 2, "the two failed chunks");
+        }
 
         let before = faulty.calls(op);
-        faulty.fail(op, before + 1, FaultKind::Permanent);
+        let permanent_at = if strategy == Strategy::Chunked {
+            before
+        } else {
+            before + 1
+        };
+        faulty.fail(op, permanent_at, FaultKind::Permanent);
         let copy = src.clone();
         let err = engine.write(&mut block, 0, &src).unwrap_err();
         assert!(matches!(&err, Error::Backend(e) if !e.retryable), "{err}");
@@ -194,7 +200,7 @@ fn transient_faults_are_retried_and_permanent_ones_fail_fast(b: &Arc<dyn Backend
         assert_eq!(engine.stats().failures, 1);
         assert_eq!(
             faulty.calls(op),
-            before + 2,
+            permanent_at + 1,
             "{strategy:?}: no attempt after a permanent failure"
         );
         b.release(block).unwrap();

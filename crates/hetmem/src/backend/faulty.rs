@@ -1,6 +1,7 @@
 //! [`FaultyBackend`]: a wrapper that makes chosen calls of a real backend fail, for testing and
-//! benchmarking the recovery paths. Everything else is passed through, so the data path stays
-//! real.
+//! benchmarking the recovery paths. Every [`Backend`] method is forwarded — the defaulted ones
+//! too, so the wrapped backend's own scattered, mapped and peer paths stay in use — and the data
+//! path stays real.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{
-    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
-    StagingBuffer, UserEvent,
+    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Failures,
+    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
@@ -31,11 +32,19 @@ pub enum FaultOp {
     Copy,
     /// [`Backend::write_mapped`] and [`Backend::read_mapped`] (fail before mapping).
     Mapped,
+    /// [`Backend::fill`] (fails after filling the first half, rounded to the pattern).
+    Fill,
+    /// [`Backend::write_parts`] (the first half of the parts arrive, the rest fail).
+    WriteParts,
+    /// [`Backend::read_parts`] (the first half of the parts arrive, the rest fail).
+    ReadParts,
+    /// [`Backend::copy_to_peer`] (fails before copying).
+    Peer,
 }
 
 impl FaultOp {
     /// Every injectable call.
-    pub const ALL: [FaultOp; 7] = [
+    pub const ALL: [FaultOp; 11] = [
         FaultOp::Allocate,
         FaultOp::Write,
         FaultOp::Read,
@@ -43,6 +52,10 @@ impl FaultOp {
         FaultOp::ReadStaged,
         FaultOp::Copy,
         FaultOp::Mapped,
+        FaultOp::Fill,
+        FaultOp::WriteParts,
+        FaultOp::ReadParts,
+        FaultOp::Peer,
     ];
 }
 
@@ -56,6 +69,9 @@ pub enum FaultKind {
     /// No error: the call succeeds but the data arrives with its first byte changed (for
     /// [`FaultOp::Write`] and [`FaultOp::Read`]; elsewhere it acts as `Transient`).
     Corrupt,
+    /// [`Error::OutOfMemory`] (retryable, as a real one is): drives the pools' and the
+    /// manager's out-of-memory recovery on any backend.
+    OutOfMemory,
 }
 
 /// A backend whose `n`-th call of an operation fails (counting from 0, per operation).
@@ -114,15 +130,42 @@ impl FaultyBackend {
         kind
     }
 
-    /// Counts a call of `op` and returns the failure scheduled for it.
-    fn check(&self, op: FaultOp) -> Result<()> {
+    /// Counts a call of `op` on `bytes` bytes and returns the failure scheduled for it.
+    fn check(&self, op: FaultOp, bytes: usize) -> Result<()> {
         match self.next_fault(op) {
             None => Ok(()),
-            Some(kind) => Err(self.error(kind)),
+            Some(kind) => Err(self.error(kind, bytes)),
         }
     }
 
-    fn error(&self, kind: FaultKind) -> Error {
+    /// A scattered transfer of `count` parts with its fault, if one is scheduled: the first
+    /// half of the parts go through `pass` (a call of the wrapped backend), the rest fail.
+    fn parts(
+        &self,
+        op: FaultOp,
+        count: usize,
+        pass: impl FnOnce(usize) -> std::result::Result<(), PartFailures>,
+    ) -> std::result::Result<(), PartFailures> {
+        let Some(kind) = self.next_fault(op) else {
+            return pass(count);
+        };
+        let half = count / 2;
+        let mut failures = Failures::default();
+        if let Err(f) = pass(half) {
+            failures.add_all(f.failed, f.error);
+        }
+        failures.add_all(half..count, self.error(kind, 0));
+        failures.into_result()
+    }
+
+    fn error(&self, kind: FaultKind, bytes: usize) -> Error {
+        if kind == FaultKind::OutOfMemory {
+            return Error::OutOfMemory {
+                backend: self.inner.info().kind,
+                requested: bytes as u64,
+                diagnosis: None,
+            };
+        }
         let permanent = kind == FaultKind::Permanent;
         Error::Backend(BackendError {
             backend: self.inner.info().kind,
@@ -155,7 +198,7 @@ impl Backend for FaultyBackend {
         self
     }
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        self.check(FaultOp::Allocate)?;
+        self.check(FaultOp::Allocate, bytes)?;
         self.inner.allocate(bytes)
     }
     fn release(&self, block: DeviceBlock) -> Result<()> {
@@ -175,7 +218,7 @@ impl Backend for FaultyBackend {
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
     ) -> Result<bool> {
-        self.check(FaultOp::Mapped)?;
+        self.check(FaultOp::Mapped, len)?;
         self.inner.write_mapped(queue, dst, offset, len, access)
     }
     fn read_mapped(
@@ -186,7 +229,7 @@ impl Backend for FaultyBackend {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool> {
-        self.check(FaultOp::Mapped)?;
+        self.check(FaultOp::Mapped, len)?;
         self.inner.read_mapped(queue, src, offset, len, access)
     }
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -214,7 +257,7 @@ impl Backend for FaultyBackend {
                 if half > 0 {
                     self.inner.write(queue, dst, offset, &src[..half])?;
                 }
-                Err(self.error(kind))
+                Err(self.error(kind, src.len()))
             }
         }
     }
@@ -234,7 +277,7 @@ impl Backend for FaultyBackend {
                 if half > 0 {
                     self.inner.read(queue, src, offset, &mut dst[..half])?;
                 }
-                Err(self.error(kind))
+                Err(self.error(kind, dst.len()))
             }
         }
     }
@@ -247,7 +290,7 @@ impl Backend for FaultyBackend {
         src_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check(FaultOp::WriteStaged)?;
+        self.check(FaultOp::WriteStaged, len)?;
         self.inner
             .write_staged(queue, dst, dst_offset, src, src_offset, len)
     }
@@ -260,7 +303,7 @@ impl Backend for FaultyBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check(FaultOp::ReadStaged)?;
+        self.check(FaultOp::ReadStaged, len)?;
         self.inner
             .read_staged(queue, src, src_offset, dst, dst_offset, len)
     }
@@ -273,7 +316,7 @@ impl Backend for FaultyBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check(FaultOp::Copy)?;
+        self.check(FaultOp::Copy, len)?;
         self.inner
             .copy(queue, src, src_offset, dst, dst_offset, len)
     }
@@ -285,15 +328,76 @@ impl Backend for FaultyBackend {
         len: usize,
         pattern: &[u8],
     ) -> Result<Event> {
-        self.inner.fill(queue, dst, offset, len, pattern)
+        match self.next_fault(FaultOp::Fill) {
+            None => self.inner.fill(queue, dst, offset, len, pattern),
+            Some(kind) => {
+                // Like an interrupted fill: the first half (whole patterns) is written.
+                let p = pattern.len().max(1);
+                let half = len / 2 / p * p;
+                if half > 0 {
+                    self.inner.fill(queue, dst, offset, half, pattern)?.wait()?;
+                }
+                Err(self.error(kind, len))
+            }
+        }
+    }
+    fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        self.parts(FaultOp::WriteParts, parts.len(), |n| {
+            self.inner.write_parts(queues, blocks, &parts[..n])
+        })
+    }
+    fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        self.parts(FaultOp::ReadParts, parts.len(), |n| {
+            self.inner.read_parts(queues, blocks, &mut parts[..n])
+        })
+    }
+    fn can_copy_to(&self, other: &dyn Backend) -> bool {
+        self.inner.can_copy_to(unwrapped(other))
+    }
+    fn copy_to_peer(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst_backend: &dyn Backend,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Option<Event>> {
+        self.check(FaultOp::Peer, len)?;
+        let dst_backend = unwrapped(dst_backend);
+        self.inner
+            .copy_to_peer(queue, src, src_offset, dst_backend, dst, dst_offset, len)
     }
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
         self.inner.enqueue_wait(queue, event)
+    }
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
+        self.inner.enqueue_marker(queue)
     }
     fn create_user_event(&self) -> Result<UserEvent> {
         self.inner.create_user_event()
     }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
+    }
+}
+
+/// The backend a [`FaultyBackend`] wraps, or `backend` itself: a peer backend sees its real
+/// partner, so its own peer path (which downcasts) is chosen as without the wrapper.
+fn unwrapped(backend: &dyn Backend) -> &dyn Backend {
+    match backend.as_any().downcast_ref::<FaultyBackend>() {
+        Some(faulty) => unwrapped(faulty.inner.as_ref()),
+        None => backend,
     }
 }

@@ -347,6 +347,12 @@ impl Backend for HostBackend {
         event.wait()
     }
 
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
+        self.check_queue(queue)?;
+        // Host queues run each call to completion on the caller's thread: nothing is pending.
+        Ok(Event::complete())
+    }
+
     fn create_user_event(&self) -> Result<UserEvent> {
         Ok(UserEvent::manual())
     }

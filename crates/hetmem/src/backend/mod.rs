@@ -17,7 +17,8 @@
 //! arrived. [`Backend::write_staged`], [`Backend::read_staged`], [`Backend::copy`] and
 //! [`Backend::fill`] may run asynchronously and return an [`Event`] that completes when the device
 //! is done. Work enqueued on one [`Queue`] runs in order; work on different queues of one backend
-//! may overlap. [`Backend::enqueue_wait`] orders one queue after an event, and
+//! may overlap. [`Backend::enqueue_wait`] orders one queue after an event,
+//! [`Backend::enqueue_marker`] gives the event of everything enqueued on a queue so far, and
 //! [`Backend::synchronize`] waits for every queue. Releasing a block is ordered after the work
 //! already enqueued on it: the memory is reused only once that work is done.
 //!
@@ -482,6 +483,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Makes work enqueued on `queue` after this call wait for `event`. Where the device cannot
     /// wait for the event itself (an event of another backend), the caller waits instead.
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()>;
+    /// An event that completes once all work enqueued on `queue` before this call is done, the
+    /// user's own kernels included: what hetmem orders other queues after, and what a block
+    /// released from a buffer waits for before its pool hands it out again. (OpenCL:
+    /// `clEnqueueMarkerWithWaitList`; CUDA: `cuEventRecord`; host: already complete.)
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event>;
     /// An event completed by the host, for gating device work on host-side conditions.
     fn create_user_event(&self) -> Result<UserEvent>;
     /// Waits until all work on all of this backend's queues is done.

@@ -550,6 +550,11 @@ impl Backend for CudaBackend {
         }
     }
 
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
+        let stream = self.bound(queue)?;
+        self.recorded(stream)
+    }
+
     fn create_user_event(&self) -> Result<UserEvent> {
         // CUDA has no host-completed events: queues wait on a manual one through a host
         // function (`enqueue_wait`).

@@ -524,6 +524,14 @@ impl Backend for OpenClBackend {
         }
     }
 
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
+        let q = self.command_queue(queue)?;
+        // SAFETY: an empty wait list; the marker's event is owned by the returned Event.
+        let raw = unsafe { clq::enqueue_marker_with_wait_list(q.get(), 0, ptr::null()) }
+            .map_err(|code| cl_error("clEnqueueMarkerWithWaitList", code))?;
+        self.submitted(q, raw)
+    }
+
     fn create_user_event(&self) -> Result<UserEvent> {
         let raw = create_user_event(self.context.get())
             .map_err(|code| cl_error("clCreateUserEvent", code))?;
