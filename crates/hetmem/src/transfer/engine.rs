@@ -304,12 +304,26 @@ impl TransferEngine {
         &self.queues[0]
     }
 
-    /// The queues `lane`'s chunks and batches spread over: its own, then the engine's extras.
-    fn queues_for(&self, lane: &Lane<'_>) -> Vec<Queue> {
-        std::iter::once(lane.queue)
-            .chain(&self.queues[1..])
+    /// The queues `parts` parts of one of `lane`'s transfers spread over — its own, then the
+    /// engine's extras — with every extra ordered after the work already on the lane's queue
+    /// (the user's kernels included): a marker there that each extra waits for. The transfer
+    /// blocks until every part has arrived, so work enqueued on the lane's queue afterwards is
+    /// ordered after all of it.
+    fn queues_for(&self, lane: &Lane<'_>, parts: usize) -> Result<Vec<Queue>> {
+        let used = self.queues.len().min(parts).max(1);
+        let queues: Vec<Queue> = std::iter::once(lane.queue)
+            .chain(&self.queues[1..used])
             .cloned()
-            .collect()
+            .collect();
+        if let [own, extras @ ..] = &queues[..] {
+            if !extras.is_empty() {
+                let before = self.backend.enqueue_marker(own)?;
+                for extra in extras {
+                    self.backend.enqueue_wait(extra, &before)?;
+                }
+            }
+        }
+        Ok(queues)
     }
 
     /// The backend transfers go to.
@@ -808,7 +822,7 @@ impl TransferEngine {
         parts: &[WritePart<'_>],
         wave: usize,
     ) -> Result<()> {
-        let queues = self.queues_for(lane);
+        let queues = self.queues_for(lane, parts.len())?;
         for parts in parts.chunks(wave.max(1)) {
             let outcome = self.backend.write_parts(&queues, blocks, parts);
             for i in self.failed_parts(outcome)? {
@@ -829,7 +843,7 @@ impl TransferEngine {
         parts: &mut [ReadPart<'_>],
         wave: usize,
     ) -> Result<()> {
-        let queues = self.queues_for(lane);
+        let queues = self.queues_for(lane, parts.len())?;
         for parts in parts.chunks_mut(wave.max(1)) {
             let outcome = self.backend.read_parts(&queues, blocks, parts);
             for i in self.failed_parts(outcome)? {
