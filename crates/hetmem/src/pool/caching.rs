@@ -169,21 +169,15 @@ struct Inner {
 struct Cached {
     block: DeviceBlock,
     released_at: u64,
-    /// Device work that may still use the block.
-    pending: Option<Event>,
+    /// Device work that may still use the block (its last-use events).
+    pending: Vec<Event>,
 }
 
 impl Cached {
-    /// Whether no device work can still touch the block (clearing a finished event).
+    /// Whether no device work can still touch the block (forgetting finished events).
     fn is_ready(&mut self) -> bool {
-        match &self.pending {
-            None => true,
-            Some(e) if e.is_finished() => {
-                self.pending = None;
-                true
-            }
-            Some(_) => false,
-        }
+        self.pending.retain(|e| !e.is_finished());
+        self.pending.is_empty()
     }
 }
 
@@ -355,6 +349,7 @@ impl CachingAllocator {
             }),
             requested,
             class,
+            last_use: Vec::new(),
         }
     }
 
@@ -497,7 +492,7 @@ impl Inner {
         block: DeviceBlock,
         requested: usize,
         class: Option<usize>,
-        pending: Option<Event>,
+        pending: Vec<Event>,
     ) {
         let size = block.size();
         let Some(class) = class else {
@@ -509,15 +504,16 @@ impl Inner {
         let waste = (size - requested) as i64;
         let rejected = self.threads.with(|t| {
             t.waste -= waste;
-            match pending {
-                None => t.cache.keep(
+            if pending.is_empty() {
+                t.cache.keep(
                     block,
                     class,
                     size as u64,
                     self.thread_limits(),
                     &self.cached,
-                ),
-                Some(_) => Some(block),
+                )
+            } else {
+                Some(block)
             }
         });
         if let Some(block) = rejected {
@@ -528,7 +524,7 @@ impl Inner {
 
     /// Caches a block in its shared bin, evicting least recently released blocks when the byte
     /// limit is reached, or releases it to the backend when it cannot be cached.
-    fn give_to_shared(&self, block: DeviceBlock, class: usize, pending: Option<Event>) {
+    fn give_to_shared(&self, block: DeviceBlock, class: usize, pending: Vec<Event>) {
         let size = block.size() as u64;
         for attempt in 0..2 {
             let mut bin = lock(&self.bins[class]);
@@ -563,7 +559,7 @@ impl Inner {
             .for_each(|t| blocks.extend(t.cache.drain(&self.cached)));
         for (class, block) in blocks {
             self.held.sub(block.size() as u64);
-            self.give_to_shared(block, class, None);
+            self.give_to_shared(block, class, Vec::new());
         }
     }
 
@@ -624,10 +620,17 @@ impl fmt::Debug for CachingAllocator {
 }
 
 /// A block from a [`CachingAllocator`]; goes back to the cache when dropped.
+///
+/// Device work still pending on the block when it drops — the events given to
+/// [`PooledBlock::record`] — goes back with it: the pool hands the block out again only once
+/// all of them have finished, so a kernel still writing it never meets a second owner. A block
+/// with nothing pending returns to its thread's cache (the fast path) as before.
 pub struct PooledBlock {
     taken: Option<Taken>,
     requested: usize,
     class: Option<usize>,
+    /// Unfinished device work that uses the block: its last-use events.
+    last_use: Vec<Event>,
 }
 
 /// What a [`PooledBlock`] gives back: the block and the way home.
@@ -666,14 +669,24 @@ impl PooledBlock {
         self.block().size()
     }
 
-    /// Returns the block to the cache, not to be handed out again before `event` finishes: use it
-    /// when device work that touches the block is still queued.
-    pub fn release_after(mut self, event: Event) {
-        if let Some(Taken { block, home }) = self.taken.take() {
-            let pending = (!event.is_finished()).then_some(event);
-            home.inner
-                .give_back(block, self.requested, self.class, pending);
+    /// Records device work that uses the block (a kernel's event, a marker of its queue): the
+    /// block is not handed out again before `event` finishes. Finished events are forgotten.
+    pub fn record(&mut self, event: Event) {
+        self.last_use.retain(|e| !e.is_finished());
+        if !event.is_finished() {
+            self.last_use.push(event);
         }
+    }
+
+    /// The recorded device work that may still be running on the block.
+    pub fn last_use(&self) -> &[Event] {
+        &self.last_use
+    }
+
+    /// Returns the block to the cache, not to be handed out again before `event` (and what was
+    /// recorded) finishes: use it when device work that touches the block is still queued.
+    pub fn release_after(mut self, event: Event) {
+        self.record(event);
     }
 }
 
@@ -694,8 +707,10 @@ impl std::borrow::BorrowMut<DeviceBlock> for PooledBlock {
 impl Drop for PooledBlock {
     fn drop(&mut self) {
         if let Some(Taken { block, home }) = self.taken.take() {
+            let mut pending = std::mem::take(&mut self.last_use);
+            pending.retain(|e| !e.is_finished());
             home.inner
-                .give_back(block, self.requested, self.class, None);
+                .give_back(block, self.requested, self.class, pending);
         }
     }
 }
