@@ -10,7 +10,7 @@ use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNME
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::pool::CachingAllocator;
-use crate::transfer::{Strategy, TransferEngine};
+use crate::transfer::{Background, Strategy, TransferEngine};
 
 /// How a buffer keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -42,8 +42,14 @@ pub struct BufferContext {
 pub(crate) struct ContextShared {
     pub(crate) device: CachingAllocator,
     pub(crate) host: CachingAllocator,
+    /// The queue every buffer's transfers are ordered on, and that device guards hand out.
     pub(crate) queue: Queue,
     pub(crate) engine: TransferEngine,
+    /// Where `sync` and the prefetches run their transfers, so that they return at once.
+    pub(crate) background: Background,
+    /// The device works asynchronously to the host (not the host backend, whose every call is
+    /// a `memcpy` on the caller's thread: there a sync runs inline).
+    pub(crate) asynchronous: bool,
     /// The device's largest allocation and whether its blocks are host memory, read once:
     /// `info()` may query the driver or the OS, which allocation must not do each time.
     max_allocation: u64,
@@ -93,13 +99,17 @@ impl BufferContext {
         let queue = device.backend().default_queue().clone();
         let engine = TransferEngine::new(device.backend().clone());
         let max_allocation = device.backend().info().max_allocation;
-        let host_addressable = device.backend().capabilities().host_addressable;
+        let caps = device.backend().capabilities();
+        let host_addressable = caps.host_addressable;
+        let asynchronous = caps.async_copies && !host_addressable;
         BufferContext {
             shared: Arc::new(ContextShared {
                 device,
                 host,
                 queue,
                 engine,
+                background: Background::default(),
+                asynchronous,
                 max_allocation,
                 host_addressable,
                 closed: AtomicBool::new(false),

@@ -1,14 +1,31 @@
 //! Guards: the only way to touch a buffer's memory, so that marking a side stale cannot be
 //! forgotten. Holding a read guard keeps its side valid; a mutable guard exists only while the
 //! buffer is exclusively borrowed, and the other side was marked stale when it was handed out.
+//!
+//! # The ordering contract of device guards
+//! A device guard hands out the buffer's block and the buffer's queue ([`DeviceRef::queue`]).
+//! Work you enqueue on that queue needs no waiting on your side:
+//! - every transfer hetmem makes for the buffer runs after all work enqueued on the queue
+//!   before it — your kernels included — even where hetmem spreads a transfer's chunks over
+//!   other queues (each of those waits for a marker of this queue first);
+//! - work you enqueue on the queue after a hetmem call on the buffer returns runs after that
+//!   call's work (its transfers are complete, or, for `sync`/prefetches, your next guard waits
+//!   for them);
+//! - the block returns to its pool, when the buffer lets it go, with a marker of the queue, so
+//!   it is not handed to another owner before your work on it is done.
+//!
+//! Work on a queue of your own is declared with [`DeviceRef::record`] (PyTorch's
+//! `record_stream`): the buffer's queue, and so hetmem's next transfer and the block's return to
+//! the pool, then wait for it.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut, Range};
 use std::sync::RwLockReadGuard;
 
+use super::context::ContextShared;
 use super::storage::{allocated, host_bytes};
-use crate::backend::{Backend, DeviceBlock, Queue};
+use crate::backend::{Backend, DeviceBlock, Event, Queue};
 use crate::element::Element;
 use crate::error::Result;
 use crate::pool::PooledBlock;
@@ -81,10 +98,11 @@ impl<T: Element> DerefMut for HostMut<'_, T> {
 }
 
 /// Read access to a buffer's device copy: the raw block, the byte range the buffer (or view)
-/// covers, and the queue hetmem orders its own work on. Pass the block to your kernels.
+/// covers, and the queue hetmem orders its own work on. Pass the block to your kernels, enqueued
+/// on [`DeviceRef::queue`] (see the [ordering contract](self)).
 pub struct DeviceRef<'a> {
     pub(crate) slot: RwLockReadGuard<'a, Option<PooledBlock>>,
-    pub(crate) queue: &'a Queue,
+    pub(crate) ctx: &'a ContextShared,
     pub(crate) range: Range<usize>,
 }
 
@@ -100,7 +118,7 @@ impl DeviceRef<'_> {
 /// the guard was made.
 pub struct DeviceMut<'a> {
     pub(crate) block: &'a mut DeviceBlock,
-    pub(crate) queue: &'a Queue,
+    pub(crate) ctx: &'a ContextShared,
     pub(crate) range: Range<usize>,
 }
 
@@ -130,9 +148,24 @@ macro_rules! device_guard_common {
                 self.range.len()
             }
 
-            /// The queue hetmem's transfers for this buffer run on.
+            /// The buffer's queue: every hetmem transfer of this buffer is ordered after the
+            /// work enqueued here before it, and work enqueued here after a hetmem call returns
+            /// is ordered after that call's work, whatever other queues hetmem spreads chunks
+            /// over. Enqueue your kernels on this buffer here and they need no explicit wait
+            /// (see the [ordering contract](self)).
             pub fn queue(&self) -> &Queue {
-                self.queue
+                &self.ctx.queue
+            }
+
+            /// Declares device work on another queue that uses this buffer (`event` is its
+            /// completion): the buffer's queue waits for it from now on, so hetmem's next
+            /// transfer of the buffer — and your later work on this queue — run after it, and
+            /// the block does not return to its pool before it is done. Like PyTorch's
+            /// `record_stream`, with the wait made on the device.
+            pub fn record(&self, event: &Event) -> Result<()> {
+                self.ctx
+                    .device_backend()
+                    .enqueue_wait(&self.ctx.queue, event)
             }
         }
 

@@ -14,9 +14,24 @@
 //! thread holding a read guard on one side may take a guard on the other without deadlock, and
 //! concurrent readers needing one sync perform it once. Operations through `&mut self` use
 //! `get_mut` and take no lock at all.
+//!
+//! # Transfers in flight
+//! `sync` and the prefetches hand their transfer to the context's background thread and return
+//! ([`BufferStorage::acquire_async`]). The thread works on a copy of the tracker and on the
+//! slots, which are shared with it (`Arc<Slots>`): it write-locks the side it makes valid — a
+//! stale side, which no guard holds — and read-locks the other, so guards on the valid side
+//! stay usable meanwhile. Every other operation that needs the side in flight, and every
+//! operation through `&mut self`, first *settles* the transfer: waits for it and takes in the
+//! tracker it produced, or nothing if it failed (the side stays stale, the valid side valid,
+//! and the next use transfers again).
+//!
+//! # Device work of the user
+//! Once a device guard has been handed out (`exposed`), a device block leaves the buffer
+//! (drop, `compact`, `resize`) with a marker of the buffer's queue recorded on it, so its pool
+//! hands it out again only after every kernel the user enqueued on it has finished.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -28,7 +43,7 @@ use super::Residency;
 use crate::backend::{Backend, DeviceBlock};
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, PooledBlock};
-use crate::transfer::{Direction, Lane, Strategy};
+use crate::transfer::{Direction, Finished, Lane, Strategy, TransferHandle};
 
 const HOST_VALID: u8 = 1;
 const DEVICE_VALID: u8 = 2;
@@ -43,13 +58,13 @@ const SHARED_INIT: Transition = Transition {
 /// [`UnifiedBuffer`](super::UnifiedBuffer).
 pub struct BufferStorage {
     core: Core,
-    /// The host copy (unused with shared residency).
-    host: RwLock<Option<PooledBlock>>,
-    /// The device copy, or with shared residency the one allocation.
-    device: RwLock<Option<PooledBlock>>,
+    /// The two copies, shared with a transfer in flight.
+    slots: Arc<Slots>,
     tracker: Mutex<Tracker>,
     /// Which sides are valid, mirrored from `tracker` for the guards' lock-free fast path.
     valid: AtomicU8,
+    /// A device guard was handed out: the user's device work may use the device block.
+    exposed: AtomicBool,
     /// Told of resizes; dropped with the buffer (a memory manager's allocation record).
     observer: Option<Box<dyn Observer>>,
 }
@@ -64,7 +79,33 @@ pub(crate) trait Observer: Send + Sync {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
-/// What the effects need besides the slots and the tracker.
+/// A buffer's two copies.
+struct Slots {
+    /// The host copy (unused with shared residency).
+    host: RwLock<Option<PooledBlock>>,
+    /// The device copy, or with shared residency the one allocation.
+    device: RwLock<Option<PooledBlock>>,
+}
+
+impl Slots {
+    /// The slot that `side` makes valid, locked for writing, and the other side's, for reading.
+    fn for_making_valid(
+        &self,
+        side: Side,
+    ) -> (
+        RwLockWriteGuard<'_, Option<PooledBlock>>,
+        RwLockReadGuard<'_, Option<PooledBlock>>,
+    ) {
+        match side {
+            Side::Host => (write(&self.host), read(&self.device)),
+            Side::Device => (write(&self.device), read(&self.host)),
+        }
+    }
+}
+
+/// What the effects need besides the slots and the tracker (cheap to clone: a transfer in
+/// flight takes a copy).
+#[derive(Clone)]
 struct Core {
     ctx: Arc<ContextShared>,
     /// Length in bytes.
@@ -82,9 +123,47 @@ struct Tracker {
     state: CoherenceState,
     stale_host: RangeSet,
     stale_device: RangeSet,
+    /// A transfer on the background thread: the tracker it leaves when it succeeds.
+    in_flight: Option<Finished<Tracker>>,
 }
 
 impl Tracker {
+    fn new() -> Self {
+        Tracker {
+            state: CoherenceState::Uninitialized,
+            stale_host: RangeSet::default(),
+            stale_device: RangeSet::default(),
+            in_flight: None,
+        }
+    }
+
+    /// The state and stale ranges, for a transfer in flight to work on.
+    fn snapshot(&self) -> Tracker {
+        Tracker {
+            state: self.state,
+            stale_host: self.stale_host.clone(),
+            stale_device: self.stale_device.clone(),
+            in_flight: None,
+        }
+    }
+
+    /// Waits for the transfer in flight, if any, and takes in what it did; after a failure
+    /// nothing changes (the side it was making valid stays stale).
+    fn settle(&mut self, valid: &AtomicU8) {
+        if let Some(after) = self.in_flight.take().and_then(Finished::wait) {
+            self.stale_host = after.stale_host;
+            self.stale_device = after.stale_device;
+            self.set_state(after.state, valid);
+        }
+    }
+
+    /// [`Tracker::settle`] if the transfer in flight has already finished.
+    fn settle_if_finished(&mut self, valid: &AtomicU8) {
+        if self.in_flight.as_ref().is_some_and(Finished::is_finished) {
+            self.settle(valid);
+        }
+    }
+
     fn stale(&self, side: Side) -> &RangeSet {
         match side {
             Side::Host => &self.stale_host,
@@ -302,6 +381,24 @@ impl Core {
         Ok(())
     }
 
+    /// Lets a device block go back to its pool. If the user's device work may use it
+    /// (`exposed`), it goes with a marker of the buffer's queue, so the pool hands it out again
+    /// only after that work is done; if even the marker cannot be enqueued, the device is
+    /// waited for.
+    fn retire(&self, block: Option<PooledBlock>, exposed: bool) {
+        let Some(mut block) = block else { return };
+        if exposed {
+            let backend = self.ctx.device_backend();
+            match backend.enqueue_marker(&self.ctx.queue) {
+                Ok(marker) => block.record(marker),
+                // Nothing to report to from a release; a device that cannot enqueue a marker
+                // runs nothing more on this block once synchronised.
+                Err(_) => drop(backend.synchronize()),
+            }
+        }
+        drop(block);
+    }
+
     /// Gives a valid side a new length, keeping its prefix and zeroing any new tail.
     fn reallocate(&self, side: Side, slot: &mut Option<PooledBlock>, new_len: usize) -> Result<()> {
         let old_len = self.len;
@@ -356,16 +453,31 @@ impl BufferStorage {
                 zero_fill: true,
                 metrics: Arc::new(MetricCells::new()),
             },
-            host: RwLock::new(None),
-            device: RwLock::new(None),
-            tracker: Mutex::new(Tracker {
-                state: CoherenceState::Uninitialized,
-                stale_host: RangeSet::default(),
-                stale_device: RangeSet::default(),
+            slots: Arc::new(Slots {
+                host: RwLock::new(None),
+                device: RwLock::new(None),
             }),
+            tracker: Mutex::new(Tracker::new()),
             valid: AtomicU8::new(0),
+            exposed: AtomicBool::new(false),
             observer: None,
         }
+    }
+
+    /// Waits for a transfer in flight and takes it in, so that the validity mirror is exact
+    /// for the decisions an operation through `&mut self` makes.
+    fn settle(&mut self) {
+        exclusive(&mut self.tracker).settle(&self.valid);
+    }
+
+    /// Exclusive access to what `&mut self` operations change, once any transfer in flight is
+    /// done.
+    fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
+        let tracker = exclusive(&mut self.tracker);
+        tracker.settle(&self.valid);
+        let slots = Arc::get_mut(&mut self.slots)
+            .expect("a transfer releases the slots before it is settled");
+        (&self.core, tracker, slots, &self.valid)
     }
 
     /// Has `make` follow this buffer from now on; it gets the buffer's live metric cells.
@@ -383,12 +495,13 @@ impl BufferStorage {
     /// contents are whatever the memory held.
     pub(crate) fn reserve(&mut self, side: Side, zero_fill: bool) -> Result<()> {
         self.core.zero_fill = zero_fill;
-        let side = if self.core.shared { Side::Device } else { side };
+        let (core, _, slots, _) = self.parts_mut();
+        let side = if core.shared { Side::Device } else { side };
         let slot = match side {
-            Side::Host => get_mut(&mut self.host),
-            Side::Device => get_mut(&mut self.device),
+            Side::Host => slots.host.get_mut(),
+            Side::Device => slots.device.get_mut(),
         };
-        *slot = Some(self.core.pool(side).allocate(self.core.len)?);
+        *slot.unwrap_or_else(PoisonError::into_inner) = Some(core.pool(side).allocate(core.len)?);
         Ok(())
     }
 
@@ -400,8 +513,16 @@ impl BufferStorage {
         }
     }
 
+    /// The state, with a transfer in flight taken in if it has finished.
     pub(crate) fn state(&self) -> CoherenceState {
-        lock(&self.tracker).state
+        let mut tracker = lock(&self.tracker);
+        tracker.settle_if_finished(&self.valid);
+        tracker.state
+    }
+
+    /// Marks the device block as reachable by the user's device work (a device guard exists).
+    pub(crate) fn expose(&self) {
+        self.exposed.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn is_valid(&self, side: Side) -> bool {
@@ -433,27 +554,12 @@ impl BufferStorage {
         }
         self.core.ctx.check_open("making a buffer side valid")?;
         let mut tracker = lock(&self.tracker);
+        tracker.settle(&self.valid);
         if tracker.state.is_valid(side) {
-            return Ok(()); // another thread did it while this one waited
+            return Ok(()); // another thread, or the transfer in flight, did it
         }
-        let none = None;
-        if self.core.shared {
-            let mut slot = write(&self.device);
-            return self.core.perform(
-                &mut tracker,
-                &self.valid,
-                Side::Device,
-                SHARED_INIT,
-                &mut slot,
-                &none,
-                &(0..0),
-            );
-        }
-        let t = transition(tracker.state, CoherenceEvent::Read(side))?;
-        let (mut target, source) = match side {
-            Side::Host => (write(&self.host), read(&self.device)),
-            Side::Device => (write(&self.device), read(&self.host)),
-        };
+        let (side, t) = self.making_valid(&tracker, side)?;
+        let (mut target, source) = self.slots.for_making_valid(side);
         self.core.perform(
             &mut tracker,
             &self.valid,
@@ -463,6 +569,57 @@ impl BufferStorage {
             &source,
             &(0..0),
         )
+    }
+
+    /// [`BufferStorage::acquire`], on the context's background thread where the device works
+    /// asynchronously: returns once the transfer is started, with its handle. Until it is
+    /// done, `side` stays stale, so whatever needs it waits for it; the other side stays
+    /// usable. A failed transfer changes nothing (its handle reports the failure).
+    pub(crate) fn acquire_async(&self, side: Side) -> Result<TransferHandle> {
+        let ctx = &self.core.ctx;
+        if !ctx.asynchronous {
+            return self.acquire(side).map(|()| TransferHandle::finished());
+        }
+        self.core.metrics.touch();
+        if self.is_valid(side) {
+            return Ok(TransferHandle::finished());
+        }
+        ctx.check_open("making a buffer side valid")?;
+        let mut tracker = lock(&self.tracker);
+        tracker.settle(&self.valid);
+        if tracker.state.is_valid(side) {
+            return Ok(TransferHandle::finished());
+        }
+        let (side, t) = self.making_valid(&tracker, side)?;
+        let mut after = tracker.snapshot();
+        let (core, slots) = (self.core.clone(), self.slots.clone());
+        let (handle, finished) = ctx.background.spawn(move || {
+            let (mut target, source) = slots.for_making_valid(side);
+            // The validity mirror is the buffer's to publish when the transfer is settled.
+            let unpublished = AtomicU8::new(0);
+            core.perform(
+                &mut after,
+                &unpublished,
+                side,
+                t,
+                &mut target,
+                &source,
+                &(0..0),
+            )?;
+            Ok(after)
+        })?;
+        tracker.in_flight = Some(finished);
+        Ok(handle)
+    }
+
+    /// The side to make valid for reading `side` (the one allocation, when shared) and the
+    /// transition that does it.
+    fn making_valid(&self, tracker: &Tracker, side: Side) -> Result<(Side, Transition)> {
+        if self.core.shared {
+            Ok((Side::Device, SHARED_INIT))
+        } else {
+            Ok((side, transition(tracker.state, CoherenceEvent::Read(side))?))
+        }
     }
 
     /// Makes `side` valid and newest over `range`, which the caller will modify; with `discard`
@@ -477,17 +634,16 @@ impl BufferStorage {
         if range.is_empty() {
             return Ok(());
         }
-        let core = &self.core;
-        let tracker = exclusive(&mut self.tracker);
+        let (core, tracker, slots, valid) = self.parts_mut();
         let exclude = if discard { range.clone() } else { 0..0 };
         if core.shared {
             if tracker.state == CoherenceState::Uninitialized {
                 core.ctx.check_open("allocating a buffer")?;
-                let slot = get_mut(&mut self.device);
+                let slot = get_mut(&mut slots.device);
                 let none = None;
                 core.perform(
                     tracker,
-                    &self.valid,
+                    valid,
                     Side::Device,
                     SHARED_INIT,
                     slot,
@@ -507,13 +663,13 @@ impl BufferStorage {
         if !t.effects.is_empty() {
             core.ctx.check_open("making a buffer side valid")?;
         }
-        let host = get_mut(&mut self.host);
-        let device = get_mut(&mut self.device);
+        let host = get_mut(&mut slots.host);
+        let device = get_mut(&mut slots.device);
         let (target, source) = match side {
             Side::Host => (host, &*device),
             Side::Device => (device, &*host),
         };
-        core.perform(tracker, &self.valid, side, t, target, source, &exclude)?;
+        core.perform(tracker, valid, side, t, target, source, &exclude)?;
         if t.state.is_allocated(side.other()) {
             tracker.stale_mut(side.other()).insert(range);
         }
@@ -523,30 +679,32 @@ impl BufferStorage {
     /// The slot holding the host-side bytes and the backend that can read them.
     pub(crate) fn host_slot(&self) -> (RwLockReadGuard<'_, Option<PooledBlock>>, &dyn Backend) {
         if self.core.shared {
-            (read(&self.device), self.core.backend(Side::Device))
+            (read(&self.slots.device), self.core.backend(Side::Device))
         } else {
-            (read(&self.host), self.core.backend(Side::Host))
+            (read(&self.slots.host), self.core.backend(Side::Host))
         }
     }
 
     /// The host-side bytes (the whole block), for writing. Call [`BufferStorage::acquire_mut`]
     /// first.
     pub(crate) fn host_bytes_mut(&mut self) -> Result<&mut [u8]> {
-        let (slot, backend) = if self.core.shared {
-            (get_mut(&mut self.device), self.core.backend(Side::Device))
+        let (core, _, slots, _) = self.parts_mut();
+        let (slot, backend) = if core.shared {
+            (get_mut(&mut slots.device), core.backend(Side::Device))
         } else {
-            (get_mut(&mut self.host), self.core.backend(Side::Host))
+            (get_mut(&mut slots.host), core.backend(Side::Host))
         };
         host_bytes_mut(backend, allocated_mut(slot))
     }
 
     pub(crate) fn device_slot(&self) -> RwLockReadGuard<'_, Option<PooledBlock>> {
-        read(&self.device)
+        read(&self.slots.device)
     }
 
     /// The device block, for writing, and the context (queue, engine) to work on it with.
     pub(crate) fn device_parts(&mut self) -> (&mut DeviceBlock, &ContextShared) {
-        (allocated_mut(get_mut(&mut self.device)), &self.core.ctx)
+        let (core, _, slots, _) = self.parts_mut();
+        (allocated_mut(get_mut(&mut slots.device)), &core.ctx)
     }
 
     /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
@@ -578,6 +736,7 @@ impl BufferStorage {
     /// Writes `src` at `offset` into the newest copy: the host copy when it is valid (or nothing
     /// exists yet), otherwise straight to the device, so a write never forces a download.
     pub(crate) fn write_from(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        self.settle();
         let range = offset..offset + src.len();
         if self.core.shared || !self.newest_only_on_device() {
             self.acquire_mut(Side::Host, range.clone(), true)?;
@@ -586,11 +745,10 @@ impl BufferStorage {
         }
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
-        let lane = self.core.lane();
-        let block = allocated_mut(get_mut(&mut self.device));
-        self.core.ctx.engine.write_on(&lane, block, offset, src)?;
-        self.core
-            .metrics
+        let (core, _, slots, _) = self.parts_mut();
+        let block = allocated_mut(get_mut(&mut slots.device));
+        core.ctx.engine.write_on(&core.lane(), block, offset, src)?;
+        core.metrics
             .record(Direction::HostToDevice, src.len(), start);
         self.acquire_mut(Side::Device, range, true)
     }
@@ -598,6 +756,7 @@ impl BufferStorage {
     /// Repeats `pattern` over `range` on the newest copy (a device fill when only the device is
     /// valid and the backend can fill with this pattern at this offset).
     pub(crate) fn fill(&mut self, range: Range<usize>, pattern: &[u8]) -> Result<()> {
+        self.settle();
         let p = pattern.len();
         let device_fill = !self.core.shared
             && self.newest_only_on_device()
@@ -628,6 +787,7 @@ impl BufferStorage {
         other: &BufferStorage,
         src: Range<usize>,
     ) -> Result<()> {
+        self.settle();
         let same_device =
             self.core.ctx.device_backend().id() == other.core.ctx.device_backend().id();
         let device_side_ready = self.is_valid(Side::Device) || dst == (0..self.core.len);
@@ -658,12 +818,18 @@ impl BufferStorage {
         self.is_valid(Side::Device) && !self.is_valid(Side::Host)
     }
 
-    /// Makes both sides valid.
-    pub(crate) fn sync(&self) -> Result<()> {
+    /// Starts making both sides valid ([`BufferStorage::acquire_async`] of the stale side).
+    pub(crate) fn sync(&self) -> Result<TransferHandle> {
         match self.state() {
-            CoherenceState::HostOnly | CoherenceState::HostDirty => self.acquire(Side::Device),
-            CoherenceState::DeviceOnly | CoherenceState::DeviceDirty => self.acquire(Side::Host),
-            CoherenceState::Uninitialized | CoherenceState::Synchronized => Ok(()),
+            CoherenceState::HostOnly | CoherenceState::HostDirty => {
+                self.acquire_async(Side::Device)
+            }
+            CoherenceState::DeviceOnly | CoherenceState::DeviceDirty => {
+                self.acquire_async(Side::Host)
+            }
+            CoherenceState::Uninitialized | CoherenceState::Synchronized => {
+                Ok(TransferHandle::finished())
+            }
         }
     }
 
@@ -672,28 +838,20 @@ impl BufferStorage {
         if self.core.shared {
             return Ok(());
         }
-        let core = &self.core;
-        let tracker = exclusive(&mut self.tracker);
+        let exposed = *self.exposed.get_mut();
+        let (core, tracker, slots, valid) = self.parts_mut();
         let t = transition(tracker.state, CoherenceEvent::Compact)?;
-        let host = get_mut(&mut self.host);
-        let device = get_mut(&mut self.device);
+        let host = get_mut(&mut slots.host);
+        let device = get_mut(&mut slots.device);
         if t.effects.contains(&Effect::Download) {
             core.ctx.check_open("downloading before compaction")?;
             let read = transition(tracker.state, CoherenceEvent::Read(Side::Host))?;
-            core.perform(
-                tracker,
-                &self.valid,
-                Side::Host,
-                read,
-                host,
-                device,
-                &(0..0),
-            )?;
+            core.perform(tracker, valid, Side::Host, read, host, device, &(0..0))?;
         }
-        *device = None;
+        core.retire(device.take(), exposed);
         tracker.stale_host.clear();
         tracker.stale_device.clear();
-        tracker.set_state(t.state, &self.valid);
+        tracker.set_state(t.state, valid);
         Ok(())
     }
 
@@ -702,19 +860,19 @@ impl BufferStorage {
         if self.core.shared {
             return Ok(());
         }
-        let tracker = exclusive(&mut self.tracker);
+        let (core, tracker, _, valid) = self.parts_mut();
         let t = transition(tracker.state, CoherenceEvent::Invalidate(side))?;
         if t.state.is_allocated(side) && !t.state.is_valid(side) {
-            *tracker.stale_mut(side) = RangeSet::full(self.core.len);
+            *tracker.stale_mut(side) = RangeSet::full(core.len);
         }
-        tracker.set_state(t.state, &self.valid);
+        tracker.set_state(t.state, valid);
         Ok(())
     }
 
     /// Changes the length to `new_len` bytes, keeping the prefix; new bytes read as zeros.
     pub(crate) fn resize(&mut self, new_len: usize) -> Result<()> {
-        let core = &self.core;
-        let tracker = exclusive(&mut self.tracker);
+        let exposed = *self.exposed.get_mut();
+        let (core, tracker, slots, valid) = self.parts_mut();
         let t = transition(tracker.state, CoherenceEvent::Resize)?;
         if !t.effects.is_empty() {
             core.ctx.check_open("resizing a buffer")?;
@@ -732,26 +890,37 @@ impl BufferStorage {
             };
             let slot = match (side, core.shared) {
                 (Side::Host, true) => continue, // one allocation: the device slot holds it
-                (Side::Host, false) => get_mut(&mut self.host),
-                (Side::Device, _) => get_mut(&mut self.device),
+                (Side::Host, false) => get_mut(&mut slots.host),
+                (Side::Device, _) => get_mut(&mut slots.device),
             };
             match effect {
-                Effect::Release(_) => *slot = None,
+                Effect::Release(_) => core.retire(slot.take(), exposed && side == Side::Device),
                 _ => core.reallocate(side, slot, new_len)?,
             }
         }
         if tracker.state == CoherenceState::Uninitialized {
             // Blocks reserved at creation have the old length: give them back.
-            *get_mut(&mut self.host) = None;
-            *get_mut(&mut self.device) = None;
+            *get_mut(&mut slots.host) = None;
+            *get_mut(&mut slots.device) = None;
         }
+        tracker.stale_host.clear();
+        tracker.stale_device.clear();
+        tracker.set_state(t.state, valid);
         if let Some(observer) = &self.observer {
             observer.resized(self.core.len, new_len);
         }
         self.core.len = new_len;
-        tracker.stale_host.clear();
-        tracker.stale_device.clear();
-        tracker.set_state(t.state, &self.valid);
         Ok(())
+    }
+}
+
+impl Drop for BufferStorage {
+    /// Waits for a transfer in flight, then lets the device block go with the user's pending
+    /// work recorded on it ([`Core::retire`]).
+    fn drop(&mut self) {
+        let exposed = *self.exposed.get_mut();
+        let (core, _, slots, _) = self.parts_mut();
+        let device = get_mut(&mut slots.device).take();
+        core.retire(device, exposed);
     }
 }

@@ -202,9 +202,10 @@ impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
     pub fn device(&self) -> Result<DeviceRef<'_>> {
         self.storage.ctx().check_open("device access")?;
         self.storage.acquire(Side::Device)?;
+        self.storage.expose();
         Ok(DeviceRef {
             slot: self.storage.device_slot(),
-            queue: &self.storage.ctx().queue,
+            ctx: self.storage.ctx(),
             range: self.bytes(),
         })
     }
@@ -247,22 +248,25 @@ impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
         })
     }
 
-    /// Makes both sides valid (of the whole buffer, also when called on a view).
+    /// Starts making both sides valid (of the whole buffer, also when called on a view) and
+    /// returns once the transfer is started: its handle completes when it is done. Meanwhile
+    /// the stale side is still stale — a guard or operation that needs it waits for the
+    /// transfer — and the valid side stays usable. Dropping the handle is safe: the transfer
+    /// goes on and the buffer takes it in. A failed transfer changes nothing (the handle
+    /// reports it; the next use transfers again). Ordered on the buffer's queue like every
+    /// transfer: after the work already enqueued there.
     pub fn sync(&self) -> Result<TransferHandle> {
-        self.storage.sync()?;
-        Ok(TransferHandle::finished())
+        self.storage.sync()
     }
 
-    /// Makes the host copy valid ahead of use.
+    /// Starts making the host copy valid ahead of use; asynchronous like [`Self::sync`].
     pub fn prefetch_to_host(&self) -> Result<TransferHandle> {
-        self.storage.acquire(Side::Host)?;
-        Ok(TransferHandle::finished())
+        self.storage.acquire_async(Side::Host)
     }
 
-    /// Makes the device copy valid ahead of use.
+    /// Starts making the device copy valid ahead of use; asynchronous like [`Self::sync`].
     pub fn prefetch_to_device(&self) -> Result<TransferHandle> {
-        self.storage.acquire(Side::Device)?;
-        Ok(TransferHandle::finished())
+        self.storage.acquire_async(Side::Device)
     }
 
     /// The coherence state of the buffer.
@@ -270,14 +274,14 @@ impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
         self.storage.state()
     }
 
-    /// Whether the host holds a valid copy.
+    /// Whether the host holds a valid copy (a finished transfer counts; one in flight not).
     pub fn is_on_host(&self) -> bool {
-        self.storage.is_valid(Side::Host)
+        self.state().is_valid(Side::Host)
     }
 
-    /// Whether the device holds a valid copy.
+    /// Whether the device holds a valid copy (a finished transfer counts; one in flight not).
     pub fn is_on_device(&self) -> bool {
-        self.storage.is_valid(Side::Device)
+        self.state().is_valid(Side::Device)
     }
 
     /// Whether one side is newer than the other.
@@ -354,12 +358,9 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
         }
         self.storage
             .acquire_mut(Side::Device, range.clone(), discard)?;
+        self.storage.expose();
         let (block, ctx) = self.storage.device_parts();
-        Ok(DeviceMut {
-            block,
-            queue: &ctx.queue,
-            range,
-        })
+        Ok(DeviceMut { block, ctx, range })
     }
 
     /// Writes `src` at element `offset` into the newest copy (never forcing a download); the

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use crate::backend::Event;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The completion of a transfer made of one or more device operations.
 ///
@@ -17,6 +17,8 @@ use crate::error::Result;
 #[must_use = "a transfer handle reports the transfer's failure; wait for it or await it"]
 pub struct TransferHandle {
     events: Vec<Event>,
+    /// The real error of work whose event can only say that it failed (background work).
+    failure: Option<Arc<Mutex<Option<Error>>>>,
     /// Events before this index have finished successfully.
     next: usize,
     /// The event whose completion callback is registered to wake `waker`.
@@ -34,10 +36,27 @@ impl TransferHandle {
     pub fn from_events(events: Vec<Event>) -> Self {
         TransferHandle {
             events,
+            failure: None,
             next: 0,
             registered: None,
             waker: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// A handle for `events` whose failure is described by the error left in `failure`.
+    pub(crate) fn with_failure(events: Vec<Event>, failure: Arc<Mutex<Option<Error>>>) -> Self {
+        TransferHandle {
+            failure: Some(failure),
+            ..Self::from_events(events)
+        }
+    }
+
+    /// The error to report for a failed event: the described one where there is one.
+    fn explain(&self, generic: Error) -> Error {
+        self.failure
+            .as_ref()
+            .and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take())
+            .unwrap_or(generic)
     }
 
     /// Whether every operation has finished (successfully or not).
@@ -53,7 +72,7 @@ impl TransferHandle {
                 first_error.get_or_insert(e);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        first_error.map_or(Ok(()), |e| Err(self.explain(e)))
     }
 }
 
@@ -69,7 +88,7 @@ impl Future for TransferHandle {
             // Finished: `wait` returns at once, with the failure if there was one.
             if let Err(e) = event.wait() {
                 this.next = this.events.len();
-                return Poll::Ready(Err(e));
+                return Poll::Ready(Err(this.explain(e)));
             }
             this.next += 1;
         }

@@ -9,12 +9,14 @@
 //! queued, each owning what it moves until its [`Submission`] gives it back. [`TransferHandle`] is the completion
 //! of asynchronous work, as a `Future` and a blocking `wait()`.
 
+mod background;
 mod engine;
 mod handle;
 mod retry;
 mod scheduler;
 mod stats;
 
+pub(crate) use background::{Background, Finished};
 pub(crate) use engine::Lane;
 pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
