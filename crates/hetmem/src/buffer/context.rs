@@ -10,7 +10,7 @@ use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNME
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::pool::CachingAllocator;
-use crate::transfer::{Background, Strategy, TransferEngine};
+use crate::transfer::{Background, Strategy, TransferConfig, TransferEngine};
 
 /// How a buffer keeps its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -80,24 +80,39 @@ impl BufferContext {
     /// A context over `device` with default pools, and host copies from a new host pool.
     pub fn new(device: Arc<dyn Backend>) -> Self {
         let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
-        Self::build(CachingAllocator::new(device), CachingAllocator::new(host))
+        let engine = TransferEngine::new(device.clone());
+        Self::build(
+            CachingAllocator::new(device),
+            CachingAllocator::new(host),
+            engine,
+        )
     }
 
     /// A context over given pools. `host` must allocate host-addressable memory (a pool over a
     /// [`HostBackend`]).
     pub fn with_pools(device: CachingAllocator, host: CachingAllocator) -> Result<Self> {
+        Self::with_transfers(device, host, TransferConfig::default())
+    }
+
+    /// [`BufferContext::with_pools`] whose buffers move their data with `transfers` (chunk
+    /// size, queues, a forced strategy, retries, verification).
+    pub fn with_transfers(
+        device: CachingAllocator,
+        host: CachingAllocator,
+        transfers: TransferConfig,
+    ) -> Result<Self> {
         if !host.backend().capabilities().host_addressable {
             return Err(Error::invalid(format!(
                 "the host pool's backend ({:?}) does not hand out host-addressable memory",
                 host.backend()
             )));
         }
-        Ok(Self::build(device, host))
+        let engine = TransferEngine::with_config(device.backend().clone(), transfers)?;
+        Ok(Self::build(device, host, engine))
     }
 
-    fn build(device: CachingAllocator, host: CachingAllocator) -> Self {
+    fn build(device: CachingAllocator, host: CachingAllocator, engine: TransferEngine) -> Self {
         let queue = device.backend().default_queue().clone();
-        let engine = TransferEngine::new(device.backend().clone());
         let max_allocation = device.backend().info().max_allocation;
         let caps = device.backend().capabilities();
         let host_addressable = caps.host_addressable;

@@ -9,6 +9,7 @@ use crate::backend::{Backend, HostBackend};
 use crate::buffer::BufferContext;
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, CachingConfig, MemoryLimit};
+use crate::transfer::TransferConfig;
 
 /// How much memory a manager may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +27,7 @@ pub struct MemoryManagerBuilder {
     host_pool: CachingConfig,
     limit: Option<LimitSpec>,
     tracking: Option<Tracking>,
+    transfers: TransferConfig,
 }
 
 impl MemoryManagerBuilder {
@@ -44,6 +46,13 @@ impl MemoryManagerBuilder {
     /// The configuration of the pool host copies come from.
     pub fn host_pool(mut self, config: CachingConfig) -> Self {
         self.host_pool = config;
+        self
+    }
+
+    /// How buffers move their data: chunk size, queues, a forced strategy, retries,
+    /// verification (default: [`TransferConfig::default`], chosen by measurement).
+    pub fn transfers(mut self, config: TransferConfig) -> Self {
+        self.transfers = config;
         self
     }
 
@@ -93,7 +102,7 @@ impl MemoryManagerBuilder {
         let host = CachingAllocator::with_limit(host, self.host_pool, limit.clone());
         let caps = device.backend().capabilities();
         Ok(MemoryManager {
-            context: BufferContext::with_pools(device, host)?,
+            context: BufferContext::with_transfers(device, host, self.transfers)?,
             registry: Arc::new(Registry::new(tracking)),
             limit,
             caps,

@@ -12,7 +12,7 @@ use super::retry::RetryPolicy;
 use super::stats::{Direction, DirectionCounters, TransferStats};
 use crate::backend::{
     check_block, Backend, Capabilities, DeviceBlock, Event, PartFailures, Queue, ReadPart,
-    StagingBuffer, WritePart,
+    StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -616,14 +616,21 @@ impl TransferEngine {
         }
     }
 
-    /// The plan for a batch of writes.
+    /// The plan for a batch of writes. A configured strategy other than `Auto` forces one:
+    /// `Chunked` batches over the queues, `Pipelined` through staging, `Direct` and `Mapped`
+    /// one call per item.
     pub fn plan_batch(&self, items: &[BatchWrite<'_>]) -> Plan {
         let caps = self.caps;
-        if caps.host_addressable || !caps.async_copies || items.len() < 2 {
-            return Plan::Direct;
-        }
+        let staged = match self.config.strategy {
+            _ if items.len() < 2 => return Plan::Direct,
+            Strategy::Direct | Strategy::Mapped => return Plan::Direct,
+            Strategy::Chunked => false,
+            Strategy::Pipelined => true,
+            Strategy::Auto if caps.host_addressable || !caps.async_copies => return Plan::Direct,
+            Strategy::Auto => caps.pinned_staging && !caps.unified_memory,
+        };
         let (items, bytes) = (items.len(), items.iter().map(|i| i.src.len()).sum());
-        if caps.pinned_staging && !caps.unified_memory {
+        if staged {
             Plan::BatchedStaged { items, bytes }
         } else {
             Plan::Batched {
@@ -707,9 +714,16 @@ impl TransferEngine {
         }
         // The writes wait behind a gate until all are enqueued: the device's threads then do
         // not contend with this one for the queue on every enqueue. (Dropped early on a
-        // failure, the gate completes and releases what was enqueued.)
-        let gate = self.backend.create_user_event()?;
-        self.backend.enqueue_wait(lane.queue, gate.event())?;
+        // failure, the gate completes and releases what was enqueued.) A synchronous backend
+        // runs each write as it is enqueued: there a gate would only make the caller wait for
+        // itself.
+        let gate = match self.caps.async_copies {
+            true => Some(self.backend.create_user_event()?),
+            false => None,
+        };
+        if let Some(gate) = &gate {
+            self.backend.enqueue_wait(lane.queue, gate.event())?;
+        }
         let mut events = Vec::with_capacity(items.len());
         for (item, &from) in items.iter_mut().zip(&places) {
             let (dst, offset, len) = (&mut *item.dst, item.offset, item.src.len());
@@ -718,7 +732,7 @@ impl TransferEngine {
                     .write_staged(lane.queue, dst, offset, staging, from, len)
             })?);
         }
-        gate.complete()?;
+        gate.map_or(Ok(()), UserEvent::complete)?;
         for ((item, &from), event) in items.iter_mut().zip(&places).zip(events) {
             let len = item.src.len();
             self.settle_write(

@@ -129,3 +129,75 @@ macro_rules! backend_suite {
     )*};
 }
 pub(crate) use backend_suite;
+
+/// A user event that holds a queue closed until a thread of its own opens it, `after` from
+/// now: work enqueued on the queue meanwhile waits behind it, as a kernel still running would
+/// hold it. (On the host backend, whose queues run on the caller's thread, closing waits for
+/// the opening instead: the gate is open once `close` returns.)
+pub struct Gate {
+    opened: Arc<std::sync::atomic::AtomicBool>,
+    opener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gate {
+    /// Closes `queue` of `backend` until `after` from now.
+    pub fn close(
+        backend: &Arc<dyn Backend>,
+        queue: &hetmem::Queue,
+        after: std::time::Duration,
+    ) -> Self {
+        let event = backend.create_user_event().unwrap();
+        let wait_on = event.event().clone();
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = opened.clone();
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(after);
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            event.complete().unwrap();
+        });
+        backend.enqueue_wait(queue, &wait_on).unwrap();
+        Gate {
+            opened,
+            opener: Some(opener),
+        }
+    }
+
+    /// Whether the gate has opened.
+    pub fn is_open(&self) -> bool {
+        self.opened.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs `op` on another thread, as a second user thread would, and checks that it finished
+    /// only after the gate opened: it waited for the work behind the gate.
+    pub fn after<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|s| {
+            let (r, open) = s
+                .spawn(|| {
+                    let r = op();
+                    (r, self.is_open())
+                })
+                .join()
+                .unwrap();
+            assert!(open, "the operation finished before the gate opened");
+            r
+        })
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(opener) = self.opener.take() {
+            let _ = opener.join();
+        }
+    }
+}
+
+/// `len` bytes (a multiple of 8) whose every 8-byte word differs from its neighbours: quick to
+/// make at 64 MiB even in a debug build.
+pub fn words(len: usize, seed: u64) -> Vec<u8> {
+    let mut w = vec![0u64; len / 8];
+    for (i, x) in w.iter_mut().enumerate() {
+        *x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+    }
+    bytemuck::cast_slice(&w).to_vec()
+}
