@@ -609,6 +609,17 @@ fn transfer_handles_are_futures() {
     assert!(buf.is_on_device());
 }
 
+/// Empty ranges give empty guards (an empty byte slice has no alignment to cast from).
+#[test]
+fn empty_ranges_give_empty_host_guards() {
+    let ctx = BufferContext::new(Arc::new(HostBackend::new()));
+    let mut buf = ctx.alloc_with::<u32>(64, Residency::Mirrored).unwrap();
+    assert!(buf.host_mut_range(5..5).unwrap().is_empty());
+    let mut view = buf.slice_mut(7..7).unwrap();
+    assert!(view.host_mut().unwrap().is_empty());
+    assert_eq!(buf.to_vec().unwrap(), vec![0; 64]);
+}
+
 #[test]
 fn buffers_and_views_are_send_and_sync() {
     fn check<X: Send + Sync>() {}

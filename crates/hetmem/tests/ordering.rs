@@ -226,6 +226,32 @@ fn cross_device_copies_wait_for_user_work(a: &Arc<dyn Backend>, b: &Arc<dyn Back
     }
 }
 
+/// Two threads mapping one block at once (what a background sync and a read do): PoCL 3.1
+/// crashed on this until maps were serialised per device.
+fn concurrent_mapped_reads_of_one_block(b: &Arc<dyn Backend>) {
+    let len = 64 * KIB;
+    let expected = words(len, 9);
+    let mut block = b.allocate(len).unwrap();
+    b.write(b.default_queue(), &mut block, 0, &expected)
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..2000 {
+                    let mut out = vec![0u8; len];
+                    let mapped = b
+                        .read_mapped(b.default_queue(), &block, 0, len, &mut |bytes| {
+                            out.copy_from_slice(bytes)
+                        })
+                        .unwrap();
+                    assert!(mapped && out == expected);
+                }
+            });
+        }
+    });
+    b.release(block).unwrap();
+}
+
 fn peer_copies_between_host_backends() {
     let a: Arc<dyn Backend> = Arc::new(HostBackend::new());
     let b: Arc<dyn Backend> = Arc::new(HostBackend::new());
@@ -266,5 +292,6 @@ common::backend_suite!(
         writes_wait_for_user_reads_and_writes,
         batches_wait_for_user_work,
         device_copies_wait_for_user_work,
+        concurrent_mapped_reads_of_one_block,
     ]
 );

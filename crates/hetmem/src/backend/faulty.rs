@@ -101,6 +101,14 @@ impl FaultyBackend {
             .insert((op, nth), kind);
     }
 
+    /// Drops every fault not yet injected.
+    pub fn clear(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// How many calls of `op` were made so far.
     pub fn calls(&self, op: FaultOp) -> u64 {
         self.calls[op as usize].load(Ordering::Relaxed)

@@ -14,9 +14,10 @@
 //! - the block returns to its pool, when the buffer lets it go, with a marker of the queue, so
 //!   it is not handed to another owner before your work on it is done.
 //!
-//! Work on a queue of your own is declared with [`DeviceRef::record`] (PyTorch's
-//! `record_stream`): the buffer's queue, and so hetmem's next transfer and the block's return to
-//! the pool, then wait for it.
+//! Work on a queue of your own is ordered with [`DeviceRef::ready_on`] before you launch it
+//! (your queue waits for everything on the buffer's queue) and declared with
+//! [`DeviceRef::record`] after (PyTorch's `record_stream`): the buffer's queue, and so hetmem's
+//! next transfer and the block's return to the pool, then wait for it.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -77,6 +78,10 @@ pub struct HostMut<'a, T: Element> {
 
 impl<'a, T: Element> HostMut<'a, T> {
     pub(crate) fn new(bytes: &'a mut [u8]) -> Result<Self> {
+        if bytes.is_empty() {
+            // An empty byte slice may sit at any address; an empty `[T]` needs none.
+            return Ok(HostMut { data: &mut [] });
+        }
         let data = bytemuck::try_cast_slice_mut(bytes)
             .map_err(|e| crate::error::Error::invalid(format!("host view: {e}")))?;
         Ok(HostMut { data })
@@ -166,6 +171,16 @@ macro_rules! device_guard_common {
                 self.ctx
                     .device_backend()
                     .enqueue_wait(&self.ctx.queue, event)
+            }
+
+            /// Makes `queue`, one of your own, wait for all work enqueued so far on the
+            /// buffer's queue (hetmem's transfers and your kernels), so a kernel you then launch
+            /// there sees the buffer as it is now. The counterpart of [`Self::record`]: call
+            /// this before the launch, `record` after it.
+            pub fn ready_on(&self, queue: &Queue) -> Result<()> {
+                let backend = self.ctx.device_backend();
+                let marker = backend.enqueue_marker(&self.ctx.queue)?;
+                backend.enqueue_wait(queue, &marker)
             }
         }
 

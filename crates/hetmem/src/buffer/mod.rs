@@ -9,6 +9,7 @@
 pub mod coherence;
 mod context;
 mod guards;
+mod in_flight;
 mod metrics;
 mod range_set;
 mod storage;

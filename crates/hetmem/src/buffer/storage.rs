@@ -37,13 +37,14 @@ use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
+use super::in_flight::InFlight;
 use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
 use super::Residency;
 use crate::backend::{Backend, DeviceBlock};
 use crate::error::{Error, Result};
 use crate::pool::{CachingAllocator, PooledBlock};
-use crate::transfer::{Direction, Finished, Lane, Strategy, TransferHandle};
+use crate::transfer::{Direction, Lane, Strategy, TransferHandle};
 
 const HOST_VALID: u8 = 1;
 const DEVICE_VALID: u8 = 2;
@@ -57,12 +58,12 @@ const SHARED_INIT: Transition = Transition {
 /// The memory of one buffer, shared by the buffer and its views. Opaque: reach it through
 /// [`UnifiedBuffer`](super::UnifiedBuffer).
 pub struct BufferStorage {
-    core: Core,
+    pub(super) core: Core,
     /// The two copies, shared with a transfer in flight.
-    slots: Arc<Slots>,
-    tracker: Mutex<Tracker>,
+    pub(super) slots: Arc<Slots>,
+    pub(super) tracker: Mutex<Tracker>,
     /// Which sides are valid, mirrored from `tracker` for the guards' lock-free fast path.
-    valid: AtomicU8,
+    pub(super) valid: AtomicU8,
     /// A device guard was handed out: the user's device work may use the device block.
     exposed: AtomicBool,
     /// Told of resizes; dropped with the buffer (a memory manager's allocation record).
@@ -80,16 +81,16 @@ pub(crate) trait Observer: Send + Sync {
 }
 
 /// A buffer's two copies.
-struct Slots {
+pub(super) struct Slots {
     /// The host copy (unused with shared residency).
-    host: RwLock<Option<PooledBlock>>,
+    pub(super) host: RwLock<Option<PooledBlock>>,
     /// The device copy, or with shared residency the one allocation.
-    device: RwLock<Option<PooledBlock>>,
+    pub(super) device: RwLock<Option<PooledBlock>>,
 }
 
 impl Slots {
     /// The slot that `side` makes valid, locked for writing, and the other side's, for reading.
-    fn for_making_valid(
+    pub(super) fn for_making_valid(
         &self,
         side: Side,
     ) -> (
@@ -106,25 +107,25 @@ impl Slots {
 /// What the effects need besides the slots and the tracker (cheap to clone: a transfer in
 /// flight takes a copy).
 #[derive(Clone)]
-struct Core {
-    ctx: Arc<ContextShared>,
+pub(super) struct Core {
+    pub(super) ctx: Arc<ContextShared>,
     /// Length in bytes.
-    len: usize,
-    shared: bool,
+    pub(super) len: usize,
+    pub(super) shared: bool,
     /// Large syncs use this strategy instead of the engine's (pinned staging for `HostPinned`).
     strategy: Option<Strategy>,
     /// Whether first use fills with zeros (otherwise the contents start unspecified).
     zero_fill: bool,
-    metrics: Arc<MetricCells>,
+    pub(super) metrics: Arc<MetricCells>,
 }
 
 /// The coherence state and, per side, the byte ranges where that side is stale.
-struct Tracker {
-    state: CoherenceState,
-    stale_host: RangeSet,
-    stale_device: RangeSet,
-    /// A transfer on the background thread: the tracker it leaves when it succeeds.
-    in_flight: Option<Finished<Tracker>>,
+pub(super) struct Tracker {
+    pub(super) state: CoherenceState,
+    pub(super) stale_host: RangeSet,
+    pub(super) stale_device: RangeSet,
+    /// A transfer on the background thread.
+    pub(super) in_flight: Option<Box<InFlight>>,
 }
 
 impl Tracker {
@@ -138,7 +139,7 @@ impl Tracker {
     }
 
     /// The state and stale ranges, for a transfer in flight to work on.
-    fn snapshot(&self) -> Tracker {
+    pub(super) fn snapshot(&self) -> Tracker {
         Tracker {
             state: self.state,
             stale_host: self.stale_host.clone(),
@@ -147,19 +148,23 @@ impl Tracker {
         }
     }
 
-    /// Waits for the transfer in flight, if any, and takes in what it did; after a failure
-    /// nothing changes (the side it was making valid stays stale).
+    /// Waits for the transfer in flight, if any, and takes in what it left (see
+    /// [`InFlight`]); the validity mirror is published again either way.
     fn settle(&mut self, valid: &AtomicU8) {
-        if let Some(after) = self.in_flight.take().and_then(Finished::wait) {
+        let Some(job) = self.in_flight.take() else {
+            return;
+        };
+        if let Some(after) = job.wait() {
             self.stale_host = after.stale_host;
             self.stale_device = after.stale_device;
-            self.set_state(after.state, valid);
+            self.state = after.state;
         }
+        self.set_state(self.state, valid);
     }
 
     /// [`Tracker::settle`] if the transfer in flight has already finished.
     fn settle_if_finished(&mut self, valid: &AtomicU8) {
-        if self.in_flight.as_ref().is_some_and(Finished::is_finished) {
+        if self.in_flight.as_ref().is_some_and(|job| job.is_finished()) {
             self.settle(valid);
         }
     }
@@ -171,14 +176,14 @@ impl Tracker {
         }
     }
 
-    fn stale_mut(&mut self, side: Side) -> &mut RangeSet {
+    pub(super) fn stale_mut(&mut self, side: Side) -> &mut RangeSet {
         match side {
             Side::Host => &mut self.stale_host,
             Side::Device => &mut self.stale_device,
         }
     }
 
-    fn set_state(&mut self, state: CoherenceState, valid: &AtomicU8) {
+    pub(super) fn set_state(&mut self, state: CoherenceState, valid: &AtomicU8) {
         self.state = state;
         valid.store(valid_bits(state), Ordering::Release);
     }
@@ -205,11 +210,11 @@ fn side_bit(side: Side) -> u8 {
     }
 }
 
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -217,7 +222,7 @@ fn get_mut<T>(lock: &mut RwLock<T>) -> &mut T {
     lock.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -232,7 +237,7 @@ pub(crate) fn allocated(slot: &Option<PooledBlock>) -> &DeviceBlock {
         .block()
 }
 
-fn allocated_mut(slot: &mut Option<PooledBlock>) -> &mut DeviceBlock {
+pub(super) fn allocated_mut(slot: &mut Option<PooledBlock>) -> &mut DeviceBlock {
     slot.as_mut()
         .expect("a side in a valid or stale state is allocated")
         .block_mut()
@@ -253,7 +258,7 @@ fn host_bytes_mut<'a>(backend: &dyn Backend, block: &'a mut DeviceBlock) -> Resu
 
 impl Core {
     /// The lane this buffer's transfers take.
-    fn lane(&self) -> Lane<'_> {
+    pub(super) fn lane(&self) -> Lane<'_> {
         let lane = Lane::new(&self.ctx.queue, None);
         match self.strategy {
             Some(strategy) => lane.with_strategy(strategy),
@@ -277,7 +282,7 @@ impl Core {
     /// whole, so they are neither transferred nor zeroed. The state changes only once every
     /// effect has succeeded: a failure leaves the valid side valid.
     #[allow(clippy::too_many_arguments)]
-    fn perform(
+    pub(super) fn perform(
         &self,
         tracker: &mut Tracker,
         valid: &AtomicU8,
@@ -466,8 +471,13 @@ impl BufferStorage {
 
     /// Waits for a transfer in flight and takes it in, so that the validity mirror is exact
     /// for the decisions an operation through `&mut self` makes.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         exclusive(&mut self.tracker).settle(&self.valid);
+    }
+
+    /// [`BufferStorage::settle`] with the tracker already locked.
+    pub(super) fn settle_locked(&self, tracker: &mut Tracker) {
+        tracker.settle(&self.valid);
     }
 
     /// Exclusive access to what `&mut self` operations change, once any transfer in flight is
@@ -571,50 +581,9 @@ impl BufferStorage {
         )
     }
 
-    /// [`BufferStorage::acquire`], on the context's background thread where the device works
-    /// asynchronously: returns once the transfer is started, with its handle. Until it is
-    /// done, `side` stays stale, so whatever needs it waits for it; the other side stays
-    /// usable. A failed transfer changes nothing (its handle reports the failure).
-    pub(crate) fn acquire_async(&self, side: Side) -> Result<TransferHandle> {
-        let ctx = &self.core.ctx;
-        if !ctx.asynchronous {
-            return self.acquire(side).map(|()| TransferHandle::finished());
-        }
-        self.core.metrics.touch();
-        if self.is_valid(side) {
-            return Ok(TransferHandle::finished());
-        }
-        ctx.check_open("making a buffer side valid")?;
-        let mut tracker = lock(&self.tracker);
-        tracker.settle(&self.valid);
-        if tracker.state.is_valid(side) {
-            return Ok(TransferHandle::finished());
-        }
-        let (side, t) = self.making_valid(&tracker, side)?;
-        let mut after = tracker.snapshot();
-        let (core, slots) = (self.core.clone(), self.slots.clone());
-        let (handle, finished) = ctx.background.spawn(move || {
-            let (mut target, source) = slots.for_making_valid(side);
-            // The validity mirror is the buffer's to publish when the transfer is settled.
-            let unpublished = AtomicU8::new(0);
-            core.perform(
-                &mut after,
-                &unpublished,
-                side,
-                t,
-                &mut target,
-                &source,
-                &(0..0),
-            )?;
-            Ok(after)
-        })?;
-        tracker.in_flight = Some(finished);
-        Ok(handle)
-    }
-
     /// The side to make valid for reading `side` (the one allocation, when shared) and the
     /// transition that does it.
-    fn making_valid(&self, tracker: &Tracker, side: Side) -> Result<(Side, Transition)> {
+    pub(super) fn making_valid(&self, tracker: &Tracker, side: Side) -> Result<(Side, Transition)> {
         if self.core.shared {
             Ok((Side::Device, SHARED_INIT))
         } else {
@@ -711,6 +680,10 @@ impl BufferStorage {
     /// when only the device is, zeros when nothing was ever written.
     pub(crate) fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.core.metrics.touch();
+        if self.valid.load(Ordering::Acquire) == 0 {
+            // Nothing written yet, or a write in flight hides the valid sides: take it in.
+            lock(&self.tracker).settle(&self.valid);
+        }
         if self.is_valid(Side::Host) {
             let (slot, backend) = self.host_slot();
             let bytes = host_bytes(backend, allocated(&slot))?;

@@ -11,7 +11,7 @@ use super::{CoherenceState, Residency, Side};
 use crate::backend::HOST_ALIGNMENT;
 use crate::element::{byte_len, check_range, Element};
 use crate::error::{Error, Result};
-use crate::transfer::TransferHandle;
+use crate::transfer::{OwnedTransfer, TransferHandle};
 
 /// Data that lives on the host, on a device, or both, moved only when a stale side is about to
 /// be used, and then only the ranges that changed.
@@ -259,6 +259,16 @@ impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
         self.storage.sync()
     }
 
+    /// Reads `range` (in elements) into a new vector without waiting for the device: from the
+    /// device copy on the context's background thread where only the device holds a valid
+    /// copy, otherwise from the host copy at once. The transfer owns the vector until the
+    /// device is done; `wait` (or `.await`) gives it back. Ordered on the buffer's queue.
+    pub fn read_async(&self, range: impl RangeBounds<usize>) -> Result<OwnedTransfer<Vec<T>>> {
+        let r = element_range(range, self.len)?;
+        let start = self.bytes_of(r.clone()).start;
+        self.storage.read_async(start, vec![T::zeroed(); r.len()])
+    }
+
     /// Starts making the host copy valid ahead of use; asynchronous like [`Self::sync`].
     pub fn prefetch_to_host(&self) -> Result<TransferHandle> {
         self.storage.acquire_async(Side::Host)
@@ -369,6 +379,19 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
         check_range("buffer write", offset, src.len(), self.len)?;
         let start = self.bytes_of(offset..offset + src.len()).start;
         self.storage.write_from(start, bytemuck::cast_slice(src))
+    }
+
+    /// Writes `data` at element `offset` without waiting for the device: into the device copy
+    /// on the context's background thread where it holds a valid copy (the host copy goes
+    /// stale over those elements), otherwise into the host copy at once. The transfer owns
+    /// `data` until the device is done with it; `wait` (or `.await`) gives it back. Ordered
+    /// on the buffer's queue; a guard or operation that needs the device copy waits for it.
+    /// If it fails, a buffer whose host copy was valid keeps it (the device copy goes stale
+    /// over the range); where the device held the only copy, the range is unspecified.
+    pub fn write_async(&mut self, offset: usize, data: Vec<T>) -> Result<OwnedTransfer<Vec<T>>> {
+        check_range("buffer write", offset, data.len(), self.len)?;
+        let start = self.bytes_of(offset..offset + data.len()).start;
+        self.storage.write_async(start, data)
     }
 
     /// Sets every element of `range` to `value`, on the device when only the device is valid.

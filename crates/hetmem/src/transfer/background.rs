@@ -8,9 +8,12 @@
 //! code above the backends. One thread per context serves its buffers in the order their work
 //! was started.
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use super::TransferHandle;
 use crate::backend::{Event, ManualEvent};
@@ -29,60 +32,68 @@ pub(crate) struct Background {
     jobs: Mutex<Option<Sender<Job>>>,
 }
 
-/// What a background job produced, once it has finished: kept by whoever must act on it.
+/// The value a background job leaves, once it has finished.
 pub(crate) struct Finished<R> {
-    event: Event,
-    result: Arc<Mutex<Option<R>>>,
+    handle: TransferHandle,
+    value: Arc<Mutex<Option<R>>>,
 }
 
 impl<R> Finished<R> {
     /// Whether the job is done (successfully or not).
     pub(crate) fn is_finished(&self) -> bool {
-        self.event.is_finished()
+        self.handle.is_finished()
     }
 
-    /// Blocks until the job is done; its value, or `None` if it failed.
-    pub(crate) fn wait(self) -> Option<R> {
-        // The outcome is in `result`; the event's own error only repeats it.
-        let _ = self.event.wait();
-        lock(&self.result).take()
+    /// The job's completion (failed when the job failed).
+    pub(crate) fn event(&self) -> Event {
+        self.handle.events()[0].clone()
+    }
+
+    /// The job's handle, for a job whose value nobody needs.
+    pub(crate) fn into_handle(self) -> TransferHandle {
+        self.handle
+    }
+
+    /// Blocks until the job is done: its outcome and its value (`None` only if it panicked).
+    pub(crate) fn wait(self) -> (Result<()>, Option<R>) {
+        let outcome = self.handle.wait();
+        (outcome, lock(&self.value).take())
     }
 }
 
 impl Background {
-    /// Runs `work` on the worker thread. The handle completes when `work` returns and reports
-    /// its error; [`Finished`] gives its value to whoever keeps it. A panic in `work` is caught
-    /// and reported as a failure, and the worker goes on serving.
+    /// Runs `work` on the worker thread. `work` returns its outcome — what the returned
+    /// [`Finished`] reports — and a value it always hands back (host memory it owned, say). A
+    /// panic in `work` is caught and reported as a failure, and the worker goes on serving.
     pub(crate) fn spawn<R: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<R> + Send + 'static,
-    ) -> Result<(TransferHandle, Finished<R>)> {
+        work: impl FnOnce() -> (Result<()>, R) + Send + 'static,
+    ) -> Result<Finished<R>> {
         let done = ManualEvent::new();
         let event = Event::from_source(done.clone());
-        let result = Arc::new(Mutex::new(None));
+        let value = Arc::new(Mutex::new(None));
         let failure = Arc::new(Mutex::new(None));
-        let (keep, report) = (result.clone(), failure.clone());
+        let (keep, report) = (value.clone(), failure.clone());
         let job: Job = Box::new(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(work))
-                .unwrap_or_else(|_| Err(Error::invalid("a background transfer panicked")));
-            let status = match outcome {
-                Ok(value) => {
+            let outcome = match catch_unwind(AssertUnwindSafe(work)) {
+                Ok((outcome, value)) => {
                     *lock(&keep) = Some(value);
-                    Ok(())
+                    outcome
                 }
-                Err(e) => {
-                    *lock(&report) = Some(e);
-                    Err(-1)
-                }
+                Err(_) => Err(Error::invalid("a background transfer panicked")),
             };
+            let status = outcome.map_err(|e| {
+                *lock(&report) = Some(e);
+                -1
+            });
             // Finishing an event made here for this job alone cannot fail.
             let _ = done.finish(status);
         });
         self.send(job)?;
-        Ok((
-            TransferHandle::with_failure(vec![event.clone()], failure),
-            Finished { event, result },
-        ))
+        Ok(Finished {
+            handle: TransferHandle::with_failure(vec![event], failure),
+            value,
+        })
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -106,5 +117,94 @@ impl Background {
             .map_err(|_| Error::invalid("the background transfer thread ended at once"))?;
         *jobs = Some(sender);
         Ok(())
+    }
+}
+
+/// An asynchronous transfer that owns host memory until the device is done with it: `wait`
+/// (or `.await`) gives back what it owned — the data written, or the data read — or the
+/// failure. Dropping it early is safe: the transfer goes on, and the memory is freed after it.
+#[must_use = "an owned transfer reports its failure and gives its memory back; wait for it"]
+pub struct OwnedTransfer<R> {
+    state: Owned<R>,
+}
+
+enum Owned<R> {
+    /// Done before it was returned (no device work was needed).
+    Ready(Result<R>),
+    Running(Finished<R>),
+    Taken,
+}
+
+impl<R> OwnedTransfer<R> {
+    pub(crate) fn ready(outcome: Result<R>) -> Self {
+        OwnedTransfer {
+            state: Owned::Ready(outcome),
+        }
+    }
+
+    pub(crate) fn running(finished: Finished<R>) -> Self {
+        OwnedTransfer {
+            state: Owned::Running(finished),
+        }
+    }
+
+    /// Whether the transfer has finished (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        match &self.state {
+            Owned::Running(f) => f.is_finished(),
+            _ => true,
+        }
+    }
+
+    /// Blocks until the device is done: the memory the transfer owned, or its failure.
+    pub fn wait(self) -> Result<R> {
+        match self.state {
+            Owned::Ready(outcome) => outcome,
+            Owned::Running(finished) => {
+                let (outcome, value) = finished.wait();
+                with_value(outcome, value)
+            }
+            Owned::Taken => Err(taken()),
+        }
+    }
+}
+
+fn with_value<R>(outcome: Result<()>, value: Option<R>) -> Result<R> {
+    outcome?;
+    value.ok_or_else(|| Error::invalid("a background transfer panicked"))
+}
+
+fn taken() -> Error {
+    Error::invalid("an owned transfer was used after it completed")
+}
+
+// No field is ever pinned: the state is moved in and out by value.
+impl<R> Unpin for OwnedTransfer<R> {}
+
+impl<R> Future for OwnedTransfer<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = Pin::into_inner(self);
+        let outcome = match std::mem::replace(&mut this.state, Owned::Taken) {
+            Owned::Running(mut finished) => match Pin::new(&mut finished.handle).poll(cx) {
+                Poll::Pending => {
+                    this.state = Owned::Running(finished);
+                    return Poll::Pending;
+                }
+                Poll::Ready(outcome) => with_value(outcome, lock(&finished.value).take()),
+            },
+            Owned::Ready(outcome) => outcome,
+            Owned::Taken => Err(taken()),
+        };
+        Poll::Ready(outcome)
+    }
+}
+
+impl<R> std::fmt::Debug for OwnedTransfer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedTransfer")
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }

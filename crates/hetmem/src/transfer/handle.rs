@@ -59,6 +59,11 @@ impl TransferHandle {
             .unwrap_or(generic)
     }
 
+    /// The operations' events.
+    pub(crate) fn events(&self) -> &[Event] {
+        &self.events
+    }
+
     /// Whether every operation has finished (successfully or not).
     pub fn is_finished(&self) -> bool {
         self.events[self.next..].iter().all(Event::is_finished)

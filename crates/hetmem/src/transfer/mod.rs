@@ -16,7 +16,8 @@ mod retry;
 mod scheduler;
 mod stats;
 
-pub(crate) use background::{Background, Finished};
+pub(crate) use background::Background;
+pub use background::OwnedTransfer;
 pub(crate) use engine::Lane;
 pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
