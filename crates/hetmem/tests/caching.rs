@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::pattern;
+use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::pool::{CachingAllocator, CachingConfig, SizeClasses};
 use hetmem::{Backend, Error, HostBackend};
 use proptest::prelude::*;
@@ -232,6 +233,78 @@ fn thread_caches_count_against_the_byte_limit_and_drain_on_trim(b: &Arc<dyn Back
     check_invariants(&pool);
 }
 
+/// Several last-use events recorded on one block: the pool hands it out again only once the
+/// last of them has finished, and a pool hit with nothing pending is the same block at once.
+fn every_recorded_event_holds_the_block(b: &Arc<dyn Backend>) {
+    let pool = CachingAllocator::new(b.clone());
+    let (first, second) = (
+        b.create_user_event().unwrap(),
+        b.create_user_event().unwrap(),
+    );
+    let mut block = pool.allocate(64 * KIB).unwrap();
+    let id = handle(&block);
+    block.record(first.event().clone());
+    block.record(second.event().clone());
+    block.record(hetmem::Event::complete());
+    assert_eq!(block.last_use().len(), 2, "finished events are not kept");
+    drop(block);
+    let held = pool.allocate(64 * KIB).unwrap();
+    assert_ne!(handle(&held), id, "two events pending");
+    first.complete().unwrap();
+    let still = pool.allocate(64 * KIB).unwrap();
+    assert_ne!(handle(&still), id, "one event pending");
+    second.complete().unwrap();
+    let free = pool.allocate(64 * KIB).unwrap();
+    assert_eq!(handle(&free), id, "nothing pending: reused");
+    drop((held, still, free));
+    // Nothing recorded: straight back to this thread's cache.
+    let again = pool.allocate(64 * KIB).unwrap();
+    let id = handle(&again);
+    drop(again);
+    assert_eq!(handle(&pool.allocate(64 * KIB).unwrap()), id);
+    check_invariants(&pool);
+}
+
+/// Out-of-memory recovery driven by injected faults on a real backend: the first failure
+/// releases the cache and the allocation is retried; two in a row are a diagnosed error.
+fn injected_out_of_memory_releases_the_cache_and_retries(b: &Arc<dyn Backend>) {
+    let faulty = Arc::new(FaultyBackend::new(b.clone()));
+    let pool = CachingAllocator::new(faulty.clone());
+    drop(
+        (0..3)
+            .map(|_| pool.allocate(MIB).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(pool.stats().bytes_cached, 3 * MIB as u64);
+    let next = faulty.calls(FaultOp::Allocate);
+    faulty.fail(FaultOp::Allocate, next, FaultKind::OutOfMemory);
+    let mut big = pool.allocate(2 * MIB).unwrap();
+    assert_eq!(faulty.injected(), 1);
+    assert_eq!(
+        pool.stats().bytes_cached,
+        0,
+        "the cache was released to make room"
+    );
+    let data = pattern(2 * MIB, 3);
+    b.write(b.default_queue(), big.block_mut(), 0, &data)
+        .unwrap();
+    let mut back = vec![0u8; 2 * MIB];
+    b.read(b.default_queue(), big.block(), 0, &mut back)
+        .unwrap();
+    assert!(back == data, "the retried block holds what is written");
+    let next = faulty.calls(FaultOp::Allocate);
+    faulty.fail(FaultOp::Allocate, next, FaultKind::OutOfMemory);
+    faulty.fail(FaultOp::Allocate, next + 1, FaultKind::OutOfMemory);
+    match pool.allocate(8 * MIB) {
+        Err(Error::OutOfMemory {
+            diagnosis: Some(d), ..
+        }) => assert_eq!(d.requested, 8 * MIB as u64, "{d}"),
+        other => panic!("expected a diagnosed OutOfMemory, got {other:?}"),
+    }
+    drop(big);
+    check_invariants(&pool);
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -243,6 +316,8 @@ common::backend_suite!(
         pending_work_keeps_a_block_out_of_reach, cache_bounds_and_lru_trimming,
         oversize_and_bad_requests, two_threads_allocate_and_release,
         thread_caches_count_against_the_byte_limit_and_drain_on_trim,
+        every_recorded_event_holds_the_block,
+        injected_out_of_memory_releases_the_cache_and_retries,
     ]
 );
 

@@ -409,3 +409,78 @@ fn unwrapped(backend: &dyn Backend) -> &dyn Backend {
         None => backend,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::HostBackend;
+
+    /// The names of the methods a trait or impl block declares, from its source text.
+    fn methods(source: &str, block_start: &str) -> Vec<String> {
+        let start = source.find(block_start).expect("the block exists");
+        let mut depth = 0usize;
+        let mut names = Vec::new();
+        let body = &source[start..];
+        let mut end = body.len();
+        for (i, c) in body.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for line in body[..end].lines() {
+            let line = line.trim_start();
+            if let Some(rest) = line.strip_prefix("fn ") {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// A wrapper that forgets a defaulted method silently loses the wrapped backend's own
+    /// implementation (how the scattered OpenCL path was once lost): every method of the
+    /// trait, defaulted or not, has its forwarding here.
+    #[test]
+    fn every_backend_method_is_forwarded() {
+        let declared = methods(include_str!("mod.rs"), "pub trait Backend");
+        let forwarded = methods(include_str!("faulty.rs"), "impl Backend for FaultyBackend");
+        assert!(declared.len() >= 27, "{declared:?}");
+        let missing: Vec<_> = declared.iter().filter(|m| !forwarded.contains(m)).collect();
+        assert!(
+            missing.is_empty(),
+            "FaultyBackend does not forward {missing:?}"
+        );
+    }
+
+    #[test]
+    fn injected_out_of_memory_is_a_typed_retryable_error() {
+        let faulty = FaultyBackend::new(Arc::new(HostBackend::new()));
+        faulty.fail(FaultOp::Allocate, 0, FaultKind::OutOfMemory);
+        let err = faulty.allocate(4096).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::OutOfMemory {
+                    requested: 4096,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_retryable());
+        let block = faulty.allocate(4096).unwrap();
+        faulty.release(block).unwrap();
+        assert_eq!(faulty.injected(), 1);
+    }
+}
