@@ -159,3 +159,78 @@ fn pocl_reports_unified_memory_and_async_copies() {
         assert!(backend.info().max_allocation <= backend.info().total_memory);
     }
 }
+
+/// Real kernels, as a user launches them, on a buffer's queue behind a gate and on a queue of
+/// the user's own: nobody waits for them, and the host sees both results.
+#[test]
+fn user_kernels_on_a_buffer_need_no_wait() {
+    use opencl3::kernel::{ExecuteKernel, Kernel};
+    use opencl3::program::Program;
+
+    let Some(mut all) = all_or_skip() else { return };
+    let second = (all.len() > 1).then(|| all.swap_remove(1));
+    let backend = Arc::new(all.swap_remove(0));
+    let program = Program::create_and_build_from_source(
+        backend.context(),
+        "__kernel void twice(__global uint* x) { size_t i = get_global_id(0); x[i] = 2 * x[i] + 1; }",
+        "",
+    )
+    .expect("kernel builds");
+    let kernel = Kernel::create(&program, "twice").unwrap();
+    let launch = |mem: *mut std::ffi::c_void, queue: &hetmem::Queue, n: usize| {
+        let queue = backend.command_queue(queue).unwrap();
+        // SAFETY: `twice` takes one global uint buffer; `mem` is a live cl_mem of this
+        // backend's context holding `n` uints, and the global size is `n`.
+        unsafe {
+            ExecuteKernel::new(&kernel)
+                .set_arg(&mem)
+                .set_global_work_size(n)
+                .enqueue_nd_range(queue)
+                .unwrap()
+        }
+    };
+    let manager = hetmem::MemoryManager::new(backend.clone()).unwrap();
+    let n = 1 << 20;
+    let data: Vec<u32> = (0..n as u32).collect();
+    let mut buf = manager.from_slice(&data).unwrap();
+    let gate = {
+        let mut d = buf.device_mut().unwrap();
+        let dyn_backend: Arc<dyn Backend> = backend.clone();
+        let gate = common::Gate::close(
+            &dyn_backend,
+            d.queue(),
+            std::time::Duration::from_millis(80),
+        );
+        let queue = d.queue().clone();
+        launch(d.block_mut().raw_handle(), &queue, n);
+        gate
+    };
+    let own = backend.create_queue().unwrap();
+    {
+        let mut d = buf.device_mut().unwrap();
+        d.ready_on(&own).unwrap();
+        let event = launch(d.block_mut().raw_handle(), &own, n);
+        d.record(&backend.wrap_event(event).unwrap()).unwrap();
+    }
+    let seen = gate.after(|| buf.to_vec().unwrap());
+    let expected: Vec<u32> = data.iter().map(|&x| 4 * x + 3).collect();
+    assert_eq!(seen, expected);
+
+    // An event of another context is refused.
+    if let Some(second) = second {
+        let mut block = second.allocate(64).unwrap();
+        let event = second
+            .fill(second.default_queue(), &mut block, 0, 64, &[1])
+            .unwrap();
+        event.wait().unwrap();
+        let queue = second.command_queue(second.default_queue()).unwrap();
+        // SAFETY: an empty wait list; the marker's event is owned by the returned Event.
+        let raw = unsafe {
+            opencl3::command_queue::enqueue_marker_with_wait_list(queue.get(), 0, std::ptr::null())
+        }
+        .unwrap();
+        let foreign = opencl3::event::Event::new(raw);
+        assert!(backend.wrap_event(foreign).is_err());
+        second.release(block).unwrap();
+    }
+}

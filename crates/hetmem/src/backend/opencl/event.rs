@@ -21,10 +21,12 @@ pub(super) struct ClEvent {
 impl ClEvent {
     /// Takes ownership of one reference to `raw`.
     pub(super) fn new(raw: cl_event, backend: BackendId) -> Self {
-        ClEvent {
-            event: ClEventHandle::new(raw),
-            backend,
-        }
+        Self::from_handle(ClEventHandle::new(raw), backend)
+    }
+
+    /// Wraps an event opencl3 already owns.
+    pub(super) fn from_handle(event: ClEventHandle, backend: BackendId) -> Self {
+        ClEvent { event, backend }
     }
 
     pub(super) fn raw(&self) -> cl_event {

@@ -185,6 +185,24 @@ impl OpenClBackend {
             .ok_or_else(|| Error::invalid("queue does not hold an OpenCL command queue"))
     }
 
+    /// Your own command's event (a kernel launch's, say) as a hetmem [`Event`], to hand to
+    /// [`DeviceRef::record`](crate::buffer::DeviceRef::record) or
+    /// [`PooledBlock::record`](crate::PooledBlock::record). An event of another context is
+    /// refused as invalid input.
+    pub fn wrap_event(&self, event: opencl3::event::Event) -> Result<Event> {
+        let context = event
+            .context()
+            .map_err(|e| cl_error("clGetEventInfo", e.0))?;
+        if context != self.context.get() {
+            return Err(Error::invalid(
+                "the event belongs to another OpenCL context than this backend's",
+            ));
+        }
+        Ok(Event::from_source(Arc::new(ClEvent::from_handle(
+            event, self.id,
+        ))))
+    }
+
     /// Maps `offset..offset + len` of `block`, lets `access` at the bytes, unmaps.
     fn mapped(
         &self,
