@@ -346,10 +346,10 @@ impl CachingAllocator {
             taken: Some(Taken {
                 block,
                 home: self.homes[home % self.homes.len()].clone(),
+                last_use: None,
             }),
             requested,
             class,
-            last_use: Vec::new(),
         }
     }
 
@@ -492,7 +492,7 @@ impl Inner {
         block: DeviceBlock,
         requested: usize,
         class: Option<usize>,
-        pending: Vec<Event>,
+        pending: Option<Vec<Event>>,
     ) {
         let size = block.size();
         let Some(class) = class else {
@@ -504,7 +504,7 @@ impl Inner {
         let waste = (size - requested) as i64;
         let rejected = self.threads.with(|t| {
             t.waste -= waste;
-            if pending.is_empty() {
+            if pending.is_none() {
                 t.cache.keep(
                     block,
                     class,
@@ -518,7 +518,7 @@ impl Inner {
         });
         if let Some(block) = rejected {
             self.held.sub(size as u64);
-            self.give_to_shared(block, class, pending);
+            self.give_to_shared(block, class, pending.unwrap_or_default());
         }
     }
 
@@ -629,14 +629,15 @@ pub struct PooledBlock {
     taken: Option<Taken>,
     requested: usize,
     class: Option<usize>,
-    /// Unfinished device work that uses the block: its last-use events.
-    last_use: Vec<Event>,
 }
 
-/// What a [`PooledBlock`] gives back: the block and the way home.
+/// What a [`PooledBlock`] gives back: the block, the way home, and what still runs on it.
 struct Taken {
     block: DeviceBlock,
     home: Arc<Home>,
+    /// Unfinished device work that uses the block: its last-use events. Boxed so that a block
+    /// with none (the hot path) carries one null pointer, which dropping only has to test.
+    last_use: Option<Box<Vec<Event>>>,
 }
 
 impl PooledBlock {
@@ -672,15 +673,17 @@ impl PooledBlock {
     /// Records device work that uses the block (a kernel's event, a marker of its queue): the
     /// block is not handed out again before `event` finishes. Finished events are forgotten.
     pub fn record(&mut self, event: Event) {
-        self.last_use.retain(|e| !e.is_finished());
+        let taken = self.taken.as_mut().expect("present until drop");
+        let list = taken.last_use.get_or_insert_with(Box::default);
+        list.retain(|e| !e.is_finished());
         if !event.is_finished() {
-            self.last_use.push(event);
+            list.push(event);
         }
     }
 
     /// The recorded device work that may still be running on the block.
     pub fn last_use(&self) -> &[Event] {
-        &self.last_use
+        self.taken().last_use.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Returns the block to the cache, not to be handed out again before `event` (and what was
@@ -706,9 +709,18 @@ impl std::borrow::BorrowMut<DeviceBlock> for PooledBlock {
 
 impl Drop for PooledBlock {
     fn drop(&mut self) {
-        if let Some(Taken { block, home }) = self.taken.take() {
-            let mut pending = std::mem::take(&mut self.last_use);
-            pending.retain(|e| !e.is_finished());
+        if let Some(Taken {
+            block,
+            home,
+            last_use,
+        }) = self.taken.take()
+        {
+            // The fast path (nothing recorded) passes no list at all.
+            let pending = last_use.and_then(|list| {
+                let mut pending = *list;
+                pending.retain(|e| !e.is_finished());
+                (!pending.is_empty()).then_some(pending)
+            });
             home.inner
                 .give_back(block, self.requested, self.class, pending);
         }

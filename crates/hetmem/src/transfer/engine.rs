@@ -182,6 +182,11 @@ pub struct BatchWrite<'a> {
 
 /// Moves bytes between host memory and the blocks of one backend. Cheap to share (`&self` for
 /// every transfer, from any thread); each transfer blocks until its data has arrived.
+///
+/// **Ordering.** A transfer runs after all work enqueued on its queue (the backend's default
+/// queue, or a buffer's) before the call — whatever other queues its plan spreads chunks or
+/// batch items over: each of those first waits for a marker of that queue. Since every transfer
+/// has arrived when the call returns, work enqueued on the queue afterwards runs after it.
 pub struct TransferEngine {
     backend: Arc<dyn Backend>,
     /// Read once: plans are made on every transfer.
