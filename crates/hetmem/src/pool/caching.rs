@@ -637,7 +637,7 @@ struct Taken {
     home: Arc<Home>,
     /// Unfinished device work that uses the block: its last-use events. Boxed so that a block
     /// with none (the hot path) carries one null pointer, which dropping only has to test.
-    last_use: Option<Box<Vec<Event>>>,
+    last_use: Option<Box<[Event]>>,
 }
 
 impl PooledBlock {
@@ -674,16 +674,15 @@ impl PooledBlock {
     /// block is not handed out again before `event` finishes. Finished events are forgotten.
     pub fn record(&mut self, event: Event) {
         let taken = self.taken.as_mut().expect("present until drop");
-        let list = taken.last_use.get_or_insert_with(Box::default);
-        list.retain(|e| !e.is_finished());
-        if !event.is_finished() {
-            list.push(event);
-        }
+        let list: Vec<Event> = unfinished(taken.last_use.take())
+            .chain(Some(event).filter(|e| !e.is_finished()))
+            .collect();
+        taken.last_use = (!list.is_empty()).then(|| list.into_boxed_slice());
     }
 
     /// The recorded device work that may still be running on the block.
     pub fn last_use(&self) -> &[Event] {
-        self.taken().last_use.as_deref().map_or(&[], Vec::as_slice)
+        self.taken().last_use.as_deref().unwrap_or_default()
     }
 
     /// Returns the block to the cache, not to be handed out again before `event` (and what was
@@ -707,6 +706,13 @@ impl std::borrow::BorrowMut<DeviceBlock> for PooledBlock {
     }
 }
 
+/// The events of `list` not yet finished.
+fn unfinished(list: Option<Box<[Event]>>) -> impl Iterator<Item = Event> {
+    list.into_iter()
+        .flat_map(|events| events.into_vec())
+        .filter(|e| !e.is_finished())
+}
+
 impl Drop for PooledBlock {
     fn drop(&mut self) {
         if let Some(Taken {
@@ -717,8 +723,7 @@ impl Drop for PooledBlock {
         {
             // The fast path (nothing recorded) passes no list at all.
             let pending = last_use.and_then(|list| {
-                let mut pending = *list;
-                pending.retain(|e| !e.is_finished());
+                let pending: Vec<Event> = unfinished(Some(list)).collect();
                 (!pending.is_empty()).then_some(pending)
             });
             home.inner
