@@ -1,23 +1,6 @@
 //! Guards: the only way to touch a buffer's memory, so that marking a side stale cannot be
 //! forgotten. Holding a read guard keeps its side valid; a mutable guard exists only while the
 //! buffer is exclusively borrowed, and the other side was marked stale when it was handed out.
-//!
-//! # The ordering contract of device guards
-//! A device guard hands out the buffer's block and the buffer's queue ([`DeviceRef::queue`]).
-//! Work you enqueue on that queue needs no waiting on your side:
-//! - every transfer hetmem makes for the buffer runs after all work enqueued on the queue
-//!   before it — your kernels included — even where hetmem spreads a transfer's chunks over
-//!   other queues (each of those waits for a marker of this queue first);
-//! - work you enqueue on the queue after a hetmem call on the buffer returns runs after that
-//!   call's work (its transfers are complete, or, for `sync`/prefetches, your next guard waits
-//!   for them);
-//! - the block returns to its pool, when the buffer lets it go, with a marker of the queue, so
-//!   it is not handed to another owner before your work on it is done.
-//!
-//! Work on a queue of your own is ordered with [`DeviceRef::ready_on`] before you launch it
-//! (your queue waits for everything on the buffer's queue) and declared with
-//! [`DeviceRef::record`] after (PyTorch's `record_stream`): the buffer's queue, and so hetmem's
-//! next transfer and the block's return to the pool, then wait for it.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -104,7 +87,7 @@ impl<T: Element> DerefMut for HostMut<'_, T> {
 
 /// Read access to a buffer's device copy: the raw block, the byte range the buffer (or view)
 /// covers, and the queue hetmem orders its own work on. Pass the block to your kernels, enqueued
-/// on [`DeviceRef::queue`] (see the [ordering contract](self)).
+/// on [`DeviceRef::queue`] (see the [ordering contract](crate::buffer#the-ordering-contract)).
 pub struct DeviceRef<'a> {
     pub(crate) slot: RwLockReadGuard<'a, Option<PooledBlock>>,
     pub(crate) ctx: &'a ContextShared,
@@ -157,7 +140,7 @@ macro_rules! device_guard_common {
             /// work enqueued here before it, and work enqueued here after a hetmem call returns
             /// is ordered after that call's work, whatever other queues hetmem spreads chunks
             /// over. Enqueue your kernels on this buffer here and they need no explicit wait
-            /// (see the [ordering contract](self)).
+            /// (see the [ordering contract](crate::buffer#the-ordering-contract)).
             pub fn queue(&self) -> &Queue {
                 &self.ctx.queue
             }

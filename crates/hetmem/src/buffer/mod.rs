@@ -5,9 +5,27 @@
 //! effects with blocks from the pools of a [`BufferContext`]; [`UnifiedBuffer`] is the typed API
 //! for a buffer and its views, and guards ([`HostRef`], [`HostMut`], [`DeviceRef`],
 //! [`DeviceMut`]) are the only way to its memory.
+//!
+//! # The ordering contract
+//! A device guard hands out the buffer's block and the buffer's queue ([`DeviceRef::queue`]).
+//! Work you enqueue on that queue needs no waiting on your side:
+//! - every transfer hetmem makes for the buffer runs after all work enqueued on the queue
+//!   before it — your kernels included — even where hetmem spreads a transfer's chunks over
+//!   other queues (each of those waits for a marker of this queue first);
+//! - work you enqueue on the queue after a hetmem call on the buffer returns runs after that
+//!   call's work (its transfers are complete, or, for `sync`/prefetches, your next guard waits
+//!   for them);
+//! - the block returns to its pool, when the buffer lets it go, with a marker of the queue, so
+//!   it is not handed to another owner before your work on it is done.
+//!
+//! Work on a queue of your own is ordered with [`DeviceRef::ready_on`] before you launch it
+//! (your queue waits for everything on the buffer's queue) and declared with
+//! [`DeviceRef::record`] after (PyTorch's `record_stream`): the buffer's queue, and so hetmem's
+//! next transfer and the block's return to the pool, then wait for it.
 
 pub mod coherence;
 mod context;
+mod effects;
 mod guards;
 mod in_flight;
 mod metrics;

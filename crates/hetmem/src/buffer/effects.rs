@@ -1,0 +1,228 @@
+//! [`Core`]: what carries out the coherence table's effects on a buffer's two slots —
+//! allocate, zero, upload, download, reallocate — and lets device blocks go.
+
+use std::ops::Range;
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::coherence::{CoherenceState, Effect, Side, Transition};
+use super::context::ContextShared;
+use super::metrics::MetricCells;
+use super::range_set::RangeSet;
+use super::storage::{allocated, allocated_mut, host_bytes, host_bytes_mut, Tracker};
+use crate::backend::{Backend, DeviceBlock};
+use crate::error::Result;
+use crate::pool::{CachingAllocator, PooledBlock};
+use crate::transfer::{Direction, Lane, Strategy};
+
+/// What the effects need besides the slots and the tracker (cheap to clone: a transfer in
+/// flight takes a copy).
+#[derive(Clone)]
+pub(super) struct Core {
+    pub(super) ctx: Arc<ContextShared>,
+    /// Length in bytes.
+    pub(super) len: usize,
+    pub(super) shared: bool,
+    /// Large syncs use this strategy instead of the engine's (pinned staging for `HostPinned`).
+    pub(super) strategy: Option<Strategy>,
+    /// Whether first use fills with zeros (otherwise the contents start unspecified).
+    pub(super) zero_fill: bool,
+    pub(super) metrics: Arc<MetricCells>,
+}
+
+impl Core {
+    /// The lane this buffer's transfers take.
+    pub(super) fn lane(&self) -> Lane<'_> {
+        let lane = Lane::new(&self.ctx.queue, None);
+        match self.strategy {
+            Some(strategy) => lane.with_strategy(strategy),
+            None => lane,
+        }
+    }
+
+    pub(super) fn pool(&self, side: Side) -> &CachingAllocator {
+        match side {
+            Side::Host => &self.ctx.host,
+            Side::Device => &self.ctx.device,
+        }
+    }
+
+    pub(super) fn backend(&self, side: Side) -> &dyn Backend {
+        &**self.pool(side).backend()
+    }
+
+    /// Carries out transition `t`, whose effects all make `side` (held in `target`) valid,
+    /// reading from the other side (`source`). Bytes in `exclude` are about to be overwritten
+    /// whole, so they are neither transferred nor zeroed. The state changes only once every
+    /// effect has succeeded: a failure leaves the valid side valid.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn perform(
+        &self,
+        tracker: &mut Tracker,
+        valid: &AtomicU8,
+        side: Side,
+        t: Transition,
+        target: &mut Option<PooledBlock>,
+        source: &Option<PooledBlock>,
+        exclude: &Range<usize>,
+    ) -> Result<()> {
+        let untouched = || RangeSet::full(self.len).without(exclude);
+        for &effect in t.effects {
+            match effect {
+                Effect::Allocate(_) => {
+                    // A block reserved when the buffer was made is used if it is big enough.
+                    if target.as_ref().is_none_or(|b| b.capacity() < self.len) {
+                        *target = Some(self.pool(side).allocate(self.len)?);
+                    }
+                    *tracker.stale_mut(side) = RangeSet::full(self.len);
+                    // Reads of an uninitialised buffer see zeros (the device side has an
+                    // explicit Zero effect).
+                    if tracker.state == CoherenceState::Uninitialized
+                        && side == Side::Host
+                        && self.zero_fill
+                    {
+                        self.zero(side, allocated_mut(target), &untouched())?;
+                    }
+                }
+                Effect::Zero(_) if self.zero_fill => {
+                    self.zero(side, allocated_mut(target), &untouched())?
+                }
+                Effect::Zero(_) => {}
+                Effect::Upload | Effect::Download => {
+                    let stale = tracker.stale(side).without(exclude);
+                    self.transfer(side, &stale, allocated_mut(target), source)?;
+                }
+                other => unreachable!("{other:?} never makes a side valid"),
+            }
+        }
+        tracker.stale_mut(side).clear();
+        tracker.set_state(t.state, valid);
+        Ok(())
+    }
+
+    pub(super) fn zero(
+        &self,
+        side: Side,
+        block: &mut DeviceBlock,
+        ranges: &RangeSet,
+    ) -> Result<()> {
+        let backend = self.backend(side);
+        match side {
+            Side::Host => {
+                let bytes = host_bytes_mut(backend, block)?;
+                for r in ranges.ranges() {
+                    bytes[r.clone()].fill(0);
+                }
+            }
+            Side::Device => {
+                for r in ranges.ranges() {
+                    backend
+                        .fill(&self.ctx.queue, block, r.start, r.len(), &[0])?
+                        .wait()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the `stale` ranges of `side` from the other side.
+    pub(super) fn transfer(
+        &self,
+        side: Side,
+        stale: &RangeSet,
+        target: &mut DeviceBlock,
+        source: &Option<PooledBlock>,
+    ) -> Result<()> {
+        let ranges = stale.plan(self.len);
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let engine = &self.ctx.engine;
+        let lane = self.lane();
+        let host = self.backend(Side::Host);
+        match side {
+            Side::Device => {
+                let from = host_bytes(host, allocated(source))?;
+                for r in &ranges {
+                    engine.write_on(&lane, target, r.start, &from[r.clone()])?;
+                }
+            }
+            Side::Host => {
+                let from = allocated(source);
+                let to = host_bytes_mut(host, target)?;
+                for r in &ranges {
+                    engine.read_on(&lane, from, r.start, &mut to[r.clone()])?;
+                }
+            }
+        }
+        let bytes = ranges.iter().map(|r| r.len()).sum();
+        let direction = match side {
+            Side::Device => Direction::HostToDevice,
+            Side::Host => Direction::DeviceToHost,
+        };
+        self.metrics.record(direction, bytes, start);
+        Ok(())
+    }
+
+    /// Lets a device block go back to its pool. If the user's device work may use it
+    /// (`exposed`), it goes with a marker of the buffer's queue, so the pool hands it out again
+    /// only after that work is done; if even the marker cannot be enqueued, the device is
+    /// waited for.
+    pub(super) fn retire(&self, block: Option<PooledBlock>, exposed: bool) {
+        let Some(mut block) = block else { return };
+        if exposed {
+            let backend = self.ctx.device_backend();
+            match backend.enqueue_marker(&self.ctx.queue) {
+                Ok(marker) => block.record(marker),
+                // Nothing to report to from a release; a device that cannot enqueue a marker
+                // runs nothing more on this block once synchronised.
+                Err(_) => drop(backend.synchronize()),
+            }
+        }
+        drop(block);
+    }
+
+    /// Gives a valid side a new length, keeping its prefix and zeroing any new tail.
+    pub(super) fn reallocate(
+        &self,
+        side: Side,
+        slot: &mut Option<PooledBlock>,
+        new_len: usize,
+    ) -> Result<()> {
+        let old_len = self.len;
+        let tail = RangeSet::full(new_len).without(&(0..old_len));
+        let current = slot.as_mut().expect("a valid side is allocated");
+        if new_len <= current.capacity() {
+            return self.zero(side, current.block_mut(), &tail);
+        }
+        let mut fresh = self.pool(side).allocate(new_len)?;
+        let keep = old_len.min(new_len);
+        match side {
+            Side::Host => {
+                let backend = self.backend(side);
+                let from = host_bytes(backend, current.block())?;
+                host_bytes_mut(backend, fresh.block_mut())?[..keep].copy_from_slice(&from[..keep]);
+            }
+            Side::Device => {
+                let start = Instant::now();
+                self.ctx
+                    .device_backend()
+                    .copy(
+                        &self.ctx.queue,
+                        current.block(),
+                        0,
+                        fresh.block_mut(),
+                        0,
+                        keep,
+                    )?
+                    .wait()?;
+                self.metrics.record(Direction::DeviceToDevice, keep, start);
+            }
+        }
+        self.zero(side, fresh.block_mut(), &tail)?;
+        *slot = Some(fresh);
+        Ok(())
+    }
+}
