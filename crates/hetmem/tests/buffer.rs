@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
+use common::device_contents;
 use hetmem::buffer::{
     coherence::transition, BufferContext, CoherenceEvent, CoherenceState, Residency, Side,
     UnifiedBuffer,
@@ -37,20 +38,6 @@ fn values(len: usize, seed: u32) -> Vec<u32> {
 fn transfers(buf: &UnifiedBuffer<u32>) -> (u64, u64) {
     let m = buf.metrics();
     (m.host_to_device.transfers, m.device_to_host.transfers)
-}
-
-/// The device copy's bytes, read through the backend itself (not through the buffer).
-fn device_contents(b: &Arc<dyn Backend>, buf: &UnifiedBuffer<u32>) -> Vec<u32> {
-    let d = buf.device().unwrap();
-    let mut out = vec![0u32; buf.len()];
-    b.read(
-        d.queue(),
-        d.block(),
-        d.offset(),
-        bytemuck::cast_slice_mut(&mut out),
-    )
-    .unwrap();
-    out
 }
 
 /// Writes `data` into the device copy through the backend, as a user's kernel would.

@@ -8,9 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Gate;
+use common::{device_contents, Gate};
 use hetmem::transfer::{Strategy, TransferConfig};
-use hetmem::{Backend, MemoryManager, UnifiedBuffer};
+use hetmem::{Backend, MemoryManager};
 
 const CASES: u64 = 1000;
 const STEPS: usize = 12;
@@ -37,19 +37,6 @@ fn managers(b: &Arc<dyn Backend>) -> Vec<MemoryManager> {
             .unwrap()
     })
     .collect()
-}
-
-fn device_contents(b: &Arc<dyn Backend>, buf: &UnifiedBuffer<u32>) -> Vec<u32> {
-    let d = buf.device().unwrap();
-    let mut out = vec![0u32; buf.len()];
-    b.read(
-        d.queue(),
-        d.block(),
-        d.offset(),
-        bytemuck::cast_slice_mut(&mut out),
-    )
-    .unwrap();
-    out
 }
 
 /// Panics with where `got` first differs from `want`.

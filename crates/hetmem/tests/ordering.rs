@@ -20,6 +20,13 @@ const MIB: usize = 1 << 20;
 const SIZES: [usize; 3] = [64 * KIB, 9 * MIB + 8 * KIB, 64 * MIB];
 /// Long enough that a transfer that does not wait finishes well before the gate opens.
 const GATE: Duration = Duration::from_millis(80);
+/// Every plan a host↔device transfer can take, forced.
+const PLANS: [Strategy; 4] = [
+    Strategy::Direct,
+    Strategy::Chunked,
+    Strategy::Pipelined,
+    Strategy::Mapped,
+];
 /// What the user's work writes (a 4-byte fill pattern).
 const USER: [u8; 4] = [0xA5, 0x5A, 0xC3, 0x3C];
 
@@ -50,12 +57,7 @@ fn first_not_user(bytes: &[u8]) -> Option<usize> {
 /// fill, everywhere.
 fn reads_see_user_writes(b: &Arc<dyn Backend>) {
     let q = b.default_queue().clone();
-    for strategy in [
-        Strategy::Direct,
-        Strategy::Chunked,
-        Strategy::Pipelined,
-        Strategy::Mapped,
-    ] {
+    for strategy in PLANS {
         let engine = TransferEngine::with_config(b.clone(), config(strategy)).unwrap();
         for len in SIZES {
             let mut block = b.allocate(len).unwrap();
@@ -79,12 +81,7 @@ fn reads_see_user_writes(b: &Arc<dyn Backend>) {
 /// (both behind the gate) neither changes what the copy saw nor is overwritten by the fill.
 fn writes_wait_for_user_reads_and_writes(b: &Arc<dyn Backend>) {
     let q = b.default_queue().clone();
-    for strategy in [
-        Strategy::Direct,
-        Strategy::Chunked,
-        Strategy::Pipelined,
-        Strategy::Mapped,
-    ] {
+    for strategy in PLANS {
         let engine = TransferEngine::with_config(b.clone(), config(strategy)).unwrap();
         for len in SIZES {
             let old = words(len, 2);

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Gate;
+use common::{device_contents, Gate};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::CoherenceState;
 use hetmem::transfer::{Strategy, TransferConfig};
@@ -157,17 +157,8 @@ fn uploads_wait_for_the_users_reads(b: &Arc<dyn Backend>) {
             0,
             "{strategy:?}: the user's copy saw the upload"
         );
-        let d = buf.device().unwrap();
-        let mut now = vec![0u32; N];
-        b.read(
-            d.queue(),
-            d.block(),
-            d.offset(),
-            bytemuck::cast_slice_mut(&mut now),
-        )
-        .unwrap();
+        let now = device_contents(b, &buf);
         assert_eq!(count_not(&now, 2), 0, "{strategy:?}: the upload arrived");
-        drop(d);
         b.release(snapshot).unwrap();
     }
 }
@@ -231,15 +222,7 @@ fn blocks_with_pending_work_are_not_reused(b: &Arc<dyn Backend>) {
         drop(gate);
         b.synchronize().unwrap();
         assert_eq!(count_not(&other.to_vec().unwrap(), 1), 0, "{holder:?}");
-        let d = other.device().unwrap();
-        let mut now = vec![0u32; n];
-        b.read(
-            d.queue(),
-            d.block(),
-            d.offset(),
-            bytemuck::cast_slice_mut(&mut now),
-        )
-        .unwrap();
+        let now = device_contents(b, &other);
         assert_eq!(
             count_not(&now, 1),
             0,

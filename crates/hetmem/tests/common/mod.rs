@@ -201,3 +201,18 @@ pub fn words(len: usize, seed: u64) -> Vec<u8> {
     }
     bytemuck::cast_slice(&w).to_vec()
 }
+
+/// The device copy's contents, read through the backend itself (not through the buffer), as a
+/// user's kernel would see them.
+pub fn device_contents(b: &Arc<dyn Backend>, buf: &hetmem::UnifiedBuffer<u32>) -> Vec<u32> {
+    let d = buf.device().unwrap();
+    let mut out = vec![0u32; buf.len()];
+    b.read(
+        d.queue(),
+        d.block(),
+        d.offset(),
+        bytemuck::cast_slice_mut(&mut out),
+    )
+    .unwrap();
+    out
+}
