@@ -233,6 +233,34 @@ fn verification_catches_corruption(b: &Arc<dyn Backend>) {
     b.release(block).unwrap();
 }
 
+/// A read corrupted the same way on every direct read is still caught: verification fetches
+/// the bytes again through staging.
+fn verification_of_reads_uses_a_second_path(b: &Arc<dyn Backend>) {
+    let faulty = Arc::new(FaultyBackend::new(b.clone()));
+    let mut cfg = config(Strategy::Direct);
+    cfg.verify = true;
+    let engine = TransferEngine::with_config(faulty.clone(), cfg).unwrap();
+    let src = pattern(64 * KIB, 5);
+    let mut block = b.allocate(64 * KIB).unwrap();
+    b.write(b.default_queue(), &mut block, 0, &src).unwrap();
+    for n in 0..16 {
+        faulty.fail(FaultOp::Read, n, FaultKind::Corrupt);
+    }
+    let mut out = vec![0u8; 64 * KIB];
+    assert!(matches!(
+        engine.read(&block, 0, &mut out),
+        Err(Error::IntegrityMismatch { .. })
+    ));
+    // Corrupted once: redone, and then exact.
+    let faulty = Arc::new(FaultyBackend::new(b.clone()));
+    let engine = TransferEngine::with_config(faulty.clone(), cfg).unwrap();
+    faulty.fail(FaultOp::Read, 0, FaultKind::Corrupt);
+    engine.read(&block, 0, &mut out).unwrap();
+    assert_eq!(out, src);
+    assert_eq!(engine.stats().retries, 1);
+    b.release(block).unwrap();
+}
+
 /// A permanent failure during a buffer's sync leaves the valid copy valid.
 fn failed_syncs_keep_the_buffer_valid(b: &Arc<dyn Backend>) {
     let faulty = Arc::new(FaultyBackend::new(b.clone()));
@@ -273,6 +301,7 @@ common::backend_suite!(
         batches_write_every_item,
         transient_faults_are_retried_and_permanent_ones_fail_fast,
         verification_catches_corruption,
+        verification_of_reads_uses_a_second_path,
         failed_syncs_keep_the_buffer_valid,
     ]
 );

@@ -291,7 +291,17 @@ fn prefetches_return_before_the_work_they_wait_for(b: &Arc<dyn Backend>) {
 fn owned_async_transfers(b: &Arc<dyn Backend>) {
     let m = MemoryManager::new(b.clone()).unwrap();
     let mut buf = ones(&m, N);
-    let gate = user_fill(b, &mut buf, 6);
+    // The user's read of the device copy, still queued behind a gate.
+    let mut snapshot = b.allocate(N * 4).unwrap();
+    let gate = {
+        let d = buf.device().unwrap();
+        let q = d.queue().clone();
+        let gate = Gate::close(b, &q, GATE);
+        let _copy = b
+            .copy(&q, d.block(), d.offset(), &mut snapshot, 0, N * 4)
+            .unwrap();
+        gate
+    };
     let data: Vec<u32> = (0..1000).collect();
     let write = buf.write_async(10, data.clone()).unwrap();
     if asynchronous(b) {
@@ -301,14 +311,27 @@ fn owned_async_transfers(b: &Arc<dyn Backend>) {
     let back = write.wait().unwrap();
     assert_eq!(back, data, "the handle gives the data back");
     assert!(gate.is_open());
-    let read = buf.read_async(5..1015).unwrap();
-    let got = read.wait().unwrap();
-    assert_eq!(got[..5], [6; 5]);
+    let mut seen = vec![0u32; N];
+    b.read(
+        b.default_queue(),
+        &snapshot,
+        0,
+        bytemuck::cast_slice_mut(&mut seen),
+    )
+    .unwrap();
+    assert_eq!(
+        count_not(&seen, 1),
+        0,
+        "the user's read came before the write"
+    );
+    let got = buf.read_async(5..1015).unwrap().wait().unwrap();
+    assert_eq!(got[..5], [1; 5]);
     assert_eq!(got[5..1005], data[..]);
-    assert_eq!(got[1005..], [6; 5]);
-    let mut expect = vec![6u32; N];
+    assert_eq!(got[1005..], [1; 5]);
+    let mut expect = vec![1u32; N];
     expect[10..1010].copy_from_slice(&data);
     assert_eq!(buf.to_vec().unwrap(), expect);
+    assert_eq!(device_contents(b, &buf), expect);
     assert!(buf.read_async(N - 1..N + 1).is_err(), "out of range");
     assert!(buf.write_async(N - 1, vec![1, 2]).is_err(), "out of range");
     assert_eq!(
@@ -316,6 +339,7 @@ fn owned_async_transfers(b: &Arc<dyn Backend>) {
         expect,
         "a refused transfer changes nothing"
     );
+    b.release(snapshot).unwrap();
 }
 
 /// Makes the next call of each of `ops` fail permanently.

@@ -90,8 +90,8 @@ impl Core {
                 }
                 Effect::Zero(_) => {}
                 Effect::Upload | Effect::Download => {
-                    let stale = tracker.stale(side).without(exclude);
-                    self.transfer(side, &stale, allocated_mut(target), source)?;
+                    let ranges = tracker.stale(side).plan_without(self.len, exclude);
+                    self.transfer(side, &ranges, allocated_mut(target), source)?;
                 }
                 other => unreachable!("{other:?} never makes a side valid"),
             }
@@ -130,11 +130,10 @@ impl Core {
     pub(super) fn transfer(
         &self,
         side: Side,
-        stale: &RangeSet,
+        ranges: &[Range<usize>],
         target: &mut DeviceBlock,
         source: &Option<PooledBlock>,
     ) -> Result<()> {
-        let ranges = stale.plan(self.len);
         if ranges.is_empty() {
             return Ok(());
         }
@@ -145,14 +144,14 @@ impl Core {
         match side {
             Side::Device => {
                 let from = host_bytes(host, allocated(source))?;
-                for r in &ranges {
+                for r in ranges {
                     engine.write_on(&lane, target, r.start, &from[r.clone()])?;
                 }
             }
             Side::Host => {
                 let from = allocated(source);
                 let to = host_bytes_mut(host, target)?;
-                for r in &ranges {
+                for r in ranges {
                     engine.read_on(&lane, from, r.start, &mut to[r.clone()])?;
                 }
             }

@@ -97,10 +97,11 @@ impl BufferStorage {
     }
 
     /// Writes `data` at byte `offset` without waiting for the device: into the device copy on
-    /// the background thread where it holds a valid copy (the host copy goes stale over the
-    /// range), otherwise into the host copy at once. The transfer owns `data` and gives it
-    /// back. If it fails, a buffer whose host copy was valid keeps it, with the device copy
-    /// stale over the range; where the device held the only copy, the range is unspecified.
+    /// the background thread where both copies are valid or the device holds the only one (the
+    /// host copy goes stale over the range); otherwise at once, as `write_from` does. The
+    /// transfer owns `data` and gives it back. If it fails, a synchronized buffer keeps its host
+    /// copy, with the device copy stale over the range; where the device held the only copy,
+    /// the range is unspecified.
     pub(crate) fn write_async<T: Element>(
         &mut self,
         offset: usize,
@@ -110,7 +111,19 @@ impl BufferStorage {
         let len = std::mem::size_of_val(&data[..]);
         let range = offset..offset + len;
         let ctx = self.core.ctx.clone();
-        if !ctx.asynchronous || self.core.shared || !self.is_valid(Side::Device) || len == 0 {
+        // A failure part-way must leave the copies agreeing: exact when the host copy is valid
+        // everywhere or absent; with a partly stale host copy (`DeviceDirty`) that takes
+        // transfers the background thread cannot make safely, so the write is made at once.
+        let state = self
+            .tracker
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .state;
+        let recoverable = matches!(
+            state,
+            CoherenceState::Synchronized | CoherenceState::DeviceOnly
+        );
+        if !ctx.asynchronous || self.core.shared || !recoverable || len == 0 {
             let outcome = self.write_from(offset, bytemuck::cast_slice(&data));
             return Ok(OwnedTransfer::ready(outcome.map(|()| data)));
         }

@@ -103,6 +103,16 @@ impl RangeSet {
         out
     }
 
+    /// [`RangeSet::plan`] leaving out `exclude`, even where merging would have covered it: bytes
+    /// about to be overwritten whole, or where the two sides differ and must not be copied.
+    pub(crate) fn plan_without(&self, len: usize, exclude: &Range<usize>) -> Vec<Range<usize>> {
+        RangeSet {
+            ranges: self.plan(len),
+        }
+        .without(exclude)
+        .ranges
+    }
+
     /// Halves the number of ranges by merging across the smallest gaps.
     fn coalesce(&mut self) {
         let mut gaps: Vec<usize> = self

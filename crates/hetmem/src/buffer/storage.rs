@@ -523,8 +523,10 @@ impl BufferStorage {
         let start = Instant::now();
         let (core, _, slots, _) = self.parts_mut();
         let block = allocated_mut(get_mut(&mut slots.device));
-        core.ctx.engine.write_on(&core.lane(), block, offset, src)?;
-        core.metrics
+        let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
+        self.unless_failed(written, Side::Device, &range)?;
+        self.core
+            .metrics
             .record(Direction::HostToDevice, src.len(), start);
         self.acquire_mut(Side::Device, range, true)
     }
@@ -542,9 +544,11 @@ impl BufferStorage {
         if device_fill {
             self.core.ctx.check_open("filling on the device")?;
             let (block, ctx) = self.device_parts();
-            ctx.device_backend()
-                .fill(&ctx.queue, block, range.start, range.len(), pattern)?
-                .wait()?;
+            let filled = ctx
+                .device_backend()
+                .fill(&ctx.queue, block, range.start, range.len(), pattern)
+                .and_then(|event| event.wait());
+            self.unless_failed(filled, Side::Device, &range)?;
             return self.acquire_mut(Side::Device, range, true);
         }
         self.acquire_mut(Side::Host, range.clone(), true)?;
@@ -564,29 +568,118 @@ impl BufferStorage {
         src: Range<usize>,
     ) -> Result<()> {
         self.settle();
+        other.state(); // takes in a transfer of `other` that has finished
         let same_device =
             self.core.ctx.device_backend().id() == other.core.ctx.device_backend().id();
         let device_side_ready = self.is_valid(Side::Device) || dst == (0..self.core.len);
         if same_device && other.is_valid(Side::Device) && device_side_ready {
             self.core.ctx.check_open("copying on the device")?;
-            self.acquire_mut(Side::Device, dst.clone(), true)?;
+            // The copy goes into the device block before any state changes: a failure leaves
+            // the buffer as it was (or, over `dst`, the other copy valid).
+            self.ensure_block(Side::Device)?;
             let from = other.device_slot();
             let start = Instant::now();
-            let (block, ctx) = self.device_parts();
-            ctx.engine
-                .copy(allocated(&from), src.start, block, dst.start, dst.len())?;
+            let (core, _, slots, _) = self.parts_mut();
+            let block = allocated_mut(get_mut(&mut slots.device));
+            let copied =
+                core.ctx
+                    .engine
+                    .copy(allocated(&from), src.start, block, dst.start, dst.len());
+            if self.is_valid(Side::Device) {
+                self.unless_failed(copied, Side::Device, &dst)?;
+            } else {
+                copied?; // the device copy was not valid: nothing to take back
+            }
             self.core
                 .metrics
                 .record(Direction::DeviceToDevice, dst.len(), start);
-            return Ok(());
+            return self.acquire_mut(Side::Device, dst, true);
         }
         if self.core.shared || !self.newest_only_on_device() {
+            let before = exclusive(&mut self.tracker).snapshot();
             self.acquire_mut(Side::Host, dst.clone(), true)?;
-            return other.read_into(src.start, &mut self.host_bytes_mut()?[dst]);
+            let read = other.read_into(src.start, &mut self.host_bytes_mut()?[dst.clone()]);
+            return self.after_failed_write(read, Side::Host, &dst, before);
         }
         let mut staged = vec![0u8; src.len()];
         other.read_into(src.start, &mut staged)?;
         self.write_from(dst.start, &staged)
+    }
+
+    /// Passes `outcome` on; if it is a failure of a write into `side` over `range` that the
+    /// tracker has not yet recorded, the buffer is first made consistent
+    /// ([`BufferStorage::after_failed_write`]).
+    fn unless_failed(
+        &mut self,
+        outcome: Result<()>,
+        side: Side,
+        range: &Range<usize>,
+    ) -> Result<()> {
+        if outcome.is_ok() {
+            return outcome;
+        }
+        let before = exclusive(&mut self.tracker).snapshot();
+        self.after_failed_write(outcome, side, range, before)
+    }
+
+    /// After a write into `side` over `range` failed part-way — `before` is the tracker as it
+    /// was before the operation — the copies must agree again. The other side, where it exists,
+    /// is brought up to date over exactly its stale ranges from `side` and becomes the valid
+    /// one; `side` goes stale over `range`. So over `range` the other side's old bytes survive
+    /// wherever it held them; where only `side` held them, the range holds what the failed write
+    /// left (unspecified, the same on both sides). Without another copy (`HostOnly`,
+    /// `DeviceOnly`) the range is unspecified. Passes `outcome` on.
+    fn after_failed_write(
+        &mut self,
+        outcome: Result<()>,
+        side: Side,
+        range: &Range<usize>,
+        before: Tracker,
+    ) -> Result<()> {
+        let Err(error) = outcome else {
+            return Ok(());
+        };
+        let (core, tracker, slots, valid) = self.parts_mut();
+        tracker.state = before.state;
+        tracker.stale_host = before.stale_host;
+        tracker.stale_device = before.stale_device;
+        let other = side.other();
+        if tracker.state.is_allocated(other) {
+            let (target, source) = match other {
+                Side::Host => (get_mut(&mut slots.host), &*get_mut(&mut slots.device)),
+                Side::Device => (get_mut(&mut slots.device), &*get_mut(&mut slots.host)),
+            };
+            // Exactly the stale ranges: merging would copy `range`'s wrong bytes over old ones.
+            let stale = tracker.stale(other).ranges().to_vec();
+            if core
+                .transfer(other, &stale, allocated_mut(target), source)
+                .is_ok()
+            {
+                tracker.stale_mut(other).clear();
+                *tracker.stale_mut(side) = RangeSet::default();
+                tracker.stale_mut(side).insert(range.clone());
+                tracker.state = match other {
+                    Side::Host => CoherenceState::HostDirty,
+                    Side::Device => CoherenceState::DeviceDirty,
+                };
+            }
+        }
+        tracker.set_state(tracker.state, valid);
+        Err(error)
+    }
+
+    /// Gives `side` a block big enough for the buffer, without changing the state (as
+    /// `reserve` does): an operation can then fill it before committing.
+    fn ensure_block(&mut self, side: Side) -> Result<()> {
+        let (core, _, slots, _) = self.parts_mut();
+        let slot = match side {
+            Side::Host => get_mut(&mut slots.host),
+            Side::Device => get_mut(&mut slots.device),
+        };
+        if slot.as_ref().is_none_or(|b| b.capacity() < core.len) {
+            *slot = Some(core.pool(side).allocate(core.len)?);
+        }
+        Ok(())
     }
 
     /// The device holds the only valid copy (`DeviceOnly` or `DeviceDirty`).

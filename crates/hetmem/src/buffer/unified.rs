@@ -382,12 +382,13 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
     }
 
     /// Writes `data` at element `offset` without waiting for the device: into the device copy
-    /// on the context's background thread where it holds a valid copy (the host copy goes
-    /// stale over those elements), otherwise into the host copy at once. The transfer owns
+    /// on the context's background thread where both copies are valid or the device holds the
+    /// only one (the host copy goes stale over those elements), otherwise at once like
+    /// [`Self::write`]. The transfer owns
     /// `data` until the device is done with it; `wait` (or `.await`) gives it back. Ordered
     /// on the buffer's queue; a guard or operation that needs the device copy waits for it.
-    /// If it fails, a buffer whose host copy was valid keeps it (the device copy goes stale
-    /// over the range); where the device held the only copy, the range is unspecified.
+    /// If it fails, a synchronized buffer keeps its host copy (the device copy goes stale over
+    /// the range); where the device held the only copy, the range is unspecified.
     pub fn write_async(&mut self, offset: usize, data: Vec<T>) -> Result<OwnedTransfer<Vec<T>>> {
         check_range("buffer write", offset, data.len(), self.len)?;
         let start = self.bytes_of(offset..offset + data.len()).start;

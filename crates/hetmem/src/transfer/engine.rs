@@ -34,6 +34,9 @@ pub struct TransferConfig {
     /// How transient failures are retried.
     pub retry: RetryPolicy,
     /// Check every transfer's destination against its source with a CRC-32 (costs a read back).
+    /// A write is compared with a checksum of the caller's bytes, read back directly; a read
+    /// with the device's bytes fetched again through staging, a second path: a corruption is
+    /// caught unless it repeats identically on both paths.
     pub verify: bool,
 }
 
@@ -507,8 +510,7 @@ impl TransferEngine {
                     }
                 }
                 if self.config.verify {
-                    let mut again = vec![0u8; dst.len()];
-                    self.backend.read(lane.queue, src, offset, &mut again)?;
+                    let again = self.read_again(lane, src, offset, dst.len())?;
                     check_crc("device-to-host transfer", &again, dst)?;
                 }
                 Ok(())
@@ -1041,6 +1043,25 @@ impl TransferEngine {
             Some(s) if s.len() >= bytes => Ok(s),
             _ => self.backend.allocate_staging(bytes),
         }
+    }
+
+    /// The bytes of a verified read, fetched again through another path than a direct read —
+    /// a staged read — so that a corruption of one path that repeats on every call of it is
+    /// caught too (a direct re-read would agree with it).
+    fn read_again(
+        &self,
+        lane: &Lane<'_>,
+        src: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<u8>> {
+        let mut staging = self.backend.allocate_staging(len)?;
+        self.retrying(None, || {
+            self.backend
+                .read_staged(lane.queue, src, offset, &mut staging, 0, len)?
+                .wait()
+        })?;
+        Ok(staging.as_slice()?[..len].to_vec())
     }
 
     /// With `verify` on, reads the destination back and compares checksums.
