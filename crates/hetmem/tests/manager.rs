@@ -492,3 +492,40 @@ proptest! {
         prop_assert_eq!(s.bytes_allocated, s.bytes_released);
     }
 }
+
+/// Snapshots taken while other threads allocate and drop never count more releases than
+/// allocations (issue 18, item 3: `live_buffers()` used to underflow).
+#[test]
+fn statistics_under_churn_never_wrap() {
+    let manager = MemoryManager::host();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..2 {
+            let (manager, stop) = (&manager, &stop);
+            s.spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    drop(manager.alloc::<u8>(64).unwrap());
+                }
+            });
+        }
+        for _ in 0..50_000 {
+            let stats = manager.stats();
+            // Loaded one after the other while threads churn: never more releases than
+            // allocations, so the difference never wraps.
+            assert!(stats.releases <= stats.allocations, "{stats:?}");
+            assert!(stats.live_buffers() <= stats.allocations, "{stats:?}");
+        }
+    });
+    assert_eq!(manager.stats().live_buffers(), 0);
+}
+
+/// Tells the churning threads to stop, also when an assertion fails (or the scope would wait
+/// for them forever).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -206,3 +206,51 @@ fn two_threads_never_share_an_object() {
     assert_eq!(s.destroyed as usize, drops.load(Ordering::Relaxed));
     assert!(s.hit_rate() > 0.5, "{s:?}");
 }
+
+/// Statistics taken while other threads get, return and detach never wrap: objects made on one
+/// thread and destroyed on another used to make `live` underflow (issue 18, item 3).
+#[test]
+fn statistics_under_churn_never_wrap() {
+    let (create, _) = factory();
+    let pool = ObjectPool::builder(create).max_idle(2).build().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
+        // Objects made on one thread, given back (and, past `max_idle`, destroyed) on another.
+        let (send, receive) = std::sync::mpsc::sync_channel(64);
+        let (pool_ref, stop_ref) = (&pool, &stop);
+        s.spawn(move || {
+            let mut i = 0u64;
+            while !stop_ref.load(Ordering::Relaxed) {
+                let object = pool_ref.get();
+                if i % 7 == 0 {
+                    drop(object.detach());
+                } else if send.send(object).is_err() {
+                    break;
+                }
+                i += 1;
+            }
+        });
+        s.spawn(move || receive.into_iter().for_each(drop));
+        for _ in 0..200_000 {
+            let stats = pool.stats();
+            assert!(stats.live < 1 << 20, "live wrapped: {stats:?}");
+            assert!(stats.hits <= stats.gets, "{stats:?}");
+        }
+    });
+    let stats = pool.stats();
+    assert_eq!(
+        stats.live, stats.idle,
+        "exact once nothing is in flight: {stats:?}"
+    );
+}
+
+/// Tells the churning threads to stop, also when an assertion fails (or the scope would wait
+/// for them forever).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}

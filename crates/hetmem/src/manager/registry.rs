@@ -243,7 +243,7 @@ impl Registry {
             metrics,
         });
         let c = &self.counters;
-        c.allocations.fetch_add(1, Ordering::Relaxed);
+        c.allocations.fetch_add(1, Ordering::Release);
         self.grow(bytes);
         let slot = (self.tracking >= Tracking::Outstanding)
             .then(|| lock(&self.live).insert(record.clone()));
@@ -273,7 +273,8 @@ impl Registry {
     }
 
     fn release(&self, record: &Record, slot: Option<usize>) {
-        self.counters.releases.fetch_add(1, Ordering::Relaxed);
+        // Release: a snapshot that sees this release sees the allocation before it.
+        self.counters.releases.fetch_add(1, Ordering::Release);
         self.shrink(record.bytes.load(Ordering::Relaxed));
         if let Some(slot) = slot {
             lock(&self.live).remove(slot);

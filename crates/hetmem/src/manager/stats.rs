@@ -40,9 +40,12 @@ impl MemoryStats {
     pub(crate) fn collect(manager: &MemoryManager) -> Self {
         let c: &Counters = &manager.registry.counters;
         let ctx = &manager.context;
+        // Releases first, with Acquire (each is counted with Release after its allocation was):
+        // every release seen then has its allocation seen too, so releases ≤ allocations.
+        let releases = c.releases.load(Ordering::Acquire);
         MemoryStats {
-            allocations: c.allocations.load(Ordering::Relaxed),
-            releases: c.releases.load(Ordering::Relaxed),
+            allocations: c.allocations.load(Ordering::Acquire),
+            releases,
             bytes_current: c.live_bytes.get(),
             bytes_peak: c.live_bytes.peak(),
             bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
@@ -54,9 +57,11 @@ impl MemoryStats {
         }
     }
 
-    /// Live buffers.
+    /// Live buffers. Exact when no buffer is made or dropped meanwhile; otherwise it may
+    /// count some made during the snapshot, never fewer than zero (each release seen has its
+    /// allocation seen).
     pub fn live_buffers(&self) -> u64 {
-        self.allocations - self.releases
+        self.allocations.saturating_sub(self.releases)
     }
 
     /// Bytes both pools hold from their backends: in use plus cached.

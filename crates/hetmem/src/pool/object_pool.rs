@@ -243,7 +243,8 @@ impl<T: Send + 'static> ObjectPool<T> {
         count
     }
 
-    /// The counters now: exact whenever no get or return is in flight.
+    /// The counters now: exact whenever no get or return is in flight; meanwhile `live` and
+    /// `hits` are clamped at zero, never wrapped.
     pub fn stats(&self) -> ObjectPoolStats {
         let mut s = ObjectPoolStats::default();
         let (mut credit, mut local_idle) = (0, 0);
@@ -257,9 +258,12 @@ impl<T: Send + 'static> ObjectPool<T> {
             credit += t.cache.credit();
             local_idle += t.cache.bytes();
         });
-        s.hits = s.gets - s.misses;
+        // Slots are summed one after another while other threads go on, so an object made on
+        // one thread and destroyed on another may be counted destroyed but not yet created:
+        // differences are clamped at zero (exact whenever nothing is in flight).
+        s.hits = s.gets.saturating_sub(s.misses);
         s.idle = (self.idle.used() + local_idle).saturating_sub(credit);
-        s.live = s.created - s.destroyed - s.detached;
+        s.live = s.created.saturating_sub(s.destroyed + s.detached);
         s
     }
 
