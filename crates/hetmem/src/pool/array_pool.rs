@@ -139,12 +139,13 @@ impl<T: Element> ArrayPool<T> {
         }
         byte_len::<T>(len)?;
         if len > self.config.max_len {
+            let array = zeroed(len)?;
             self.threads.with(|t| {
                 t.rented += 1;
                 t.allocated += 1;
             });
             return Ok(Rented {
-                array: Some(zeroed(len)),
+                array: Some(array),
                 len,
                 bucket: None,
                 pool: self,
@@ -165,8 +166,13 @@ impl<T: Element> ArrayPool<T> {
                         array
                     }
                     None => {
+                        let array = zeroed(self.config.min_len << bucket);
+                        if array.is_err() {
+                            self.threads.with(|t| t.rented -= 1);
+                        }
+                        let array = array?;
                         self.threads.with(|t| t.allocated += 1);
-                        zeroed(self.config.min_len << bucket)
+                        array
                     }
                 }
             }
@@ -281,8 +287,19 @@ impl<T: Element> fmt::Debug for ArrayPool<T> {
     }
 }
 
-fn zeroed<T: Element>(len: usize) -> Box<[T]> {
-    vec![T::zeroed(); len].into_boxed_slice()
+/// `len` zeroed elements, or `OutOfMemory` where the allocator cannot supply them (never the
+/// abort or panic of `vec!`).
+fn zeroed<T: Element>(len: usize) -> Result<Box<[T]>> {
+    let mut array = Vec::new();
+    array
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            backend: crate::backend::BackendKind::Host,
+            requested: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+            diagnosis: None,
+        })?;
+    array.resize(len, T::zeroed());
+    Ok(array.into_boxed_slice())
 }
 
 fn bytes_of<T>(array: &[T]) -> u64 {

@@ -293,14 +293,13 @@ impl CachingAllocator {
         if bytes == 0 {
             return Err(Error::ZeroLength { what: "allocation" });
         }
-        let Some(class) = inner.config.classes.index(bytes) else {
+        let Some((class, size)) = inner.config.classes.class(bytes) else {
             let block = inner.allocate_from_backend(bytes, bytes)?;
             inner.oversize.fetch_add(1, Ordering::Relaxed);
             inner.held.add(bytes as u64);
             let home = inner.threads.with(|t| t.home);
             return Ok(self.pooled(block, bytes, None, home));
         };
-        let size = inner.config.classes.size(class);
         let waste = (size - bytes) as i64;
         let hit = inner.threads.with(|t| {
             let block = t.cache.take(class, block_size)?;

@@ -78,8 +78,18 @@ impl SizeClasses {
         Some((((k - self.min_log2) as usize) << self.per_doubling_log2) + j)
     }
 
-    /// The size in bytes of class `index`.
-    pub fn size(&self, index: usize) -> usize {
+    /// The size in bytes of class `index`, or `None` past [`SizeClasses::count`].
+    pub fn size(&self, index: usize) -> Option<usize> {
+        (index < self.count()).then(|| self.size_of(index))
+    }
+
+    /// The class index serving `bytes` and its size, or `None` if `bytes` is not pooled.
+    pub fn class(&self, bytes: usize) -> Option<(usize, usize)> {
+        self.index(bytes).map(|i| (i, self.size_of(i)))
+    }
+
+    /// The size of class `index`, which must be below `count()`.
+    fn size_of(&self, index: usize) -> usize {
         if index == 0 {
             return self.min();
         }
@@ -91,7 +101,7 @@ impl SizeClasses {
 
     /// `bytes` rounded up to its class, or `None` if it is not pooled.
     pub fn round_up(&self, bytes: usize) -> Option<usize> {
-        self.index(bytes).map(|i| self.size(i))
+        self.class(bytes).map(|(_, size)| size)
     }
 
     /// Number of classes (indices `0..count()`).
@@ -115,7 +125,7 @@ mod tests {
     #[test]
     fn default_classes_are_quarter_octaves() {
         let c = SizeClasses::default();
-        let sizes: Vec<usize> = (0..9).map(|i| c.size(i)).collect();
+        let sizes: Vec<usize> = (0..9).map(|i| c.size(i).unwrap()).collect();
         assert_eq!(sizes, [512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048]);
         assert_eq!(c.round_up(1), Some(512));
         assert_eq!(c.round_up(513), Some(640));
@@ -149,10 +159,10 @@ mod tests {
         fn rounding_is_tight_and_monotone(bytes in 1usize..(1 << 40), per in 0u32..4) {
             let c = SizeClasses::new(1 << per, 512, 1 << 40).unwrap();
             let i = c.index(bytes).unwrap();
-            let size = c.size(i);
+            let size = c.size(i).unwrap();
             prop_assert!(size >= bytes);
             // The class below is too small: rounding picks the smallest class that fits.
-            if i > 0 { prop_assert!(c.size(i - 1) < bytes); }
+            if i > 0 { prop_assert!(c.size(i - 1).unwrap() < bytes); }
             // Waste bound: below 1/(n+1) of the block above the minimum class.
             if bytes > 512 {
                 let n = 1usize << per;

@@ -12,7 +12,7 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Factor each further wait grows by.
     pub multiplier: f64,
-    /// Longest wait.
+    /// Longest wait (at most [`RetryPolicy::MAX_DELAY`]).
     pub max_delay: Duration,
     /// Fraction of each wait drawn at random (0: none, 0.5: between 50% and 100%), so that
     /// threads failing together do not retry together.
@@ -33,6 +33,10 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest wait a policy may ask for between attempts: longer is a configuration
+    /// mistake, refused when the policy is validated.
+    pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
     /// No retries.
     pub fn never() -> Self {
         RetryPolicy {
@@ -47,18 +51,25 @@ impl RetryPolicy {
         let full = self.base_delay.as_secs_f64() * self.multiplier.max(1.0).powi(exponent);
         let capped = full.min(self.max_delay.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0);
-        Duration::from_secs_f64(capped * (1.0 - jitter * fastrand::f64()))
+        // A policy that skipped validation still never panics here: out of range saturates.
+        Duration::try_from_secs_f64(capped * (1.0 - jitter * fastrand::f64()))
+            .unwrap_or(self.max_delay)
     }
 
+    /// Checks the policy; the transfer engine refuses an invalid one at construction.
     pub(crate) fn validate(&self) -> crate::Result<()> {
         let finite = self.multiplier.is_finite() && self.jitter.is_finite();
         if self.max_attempts == 0
             || !finite
             || self.multiplier < 1.0
             || !(0.0..=1.0).contains(&self.jitter)
+            || self.max_delay > Self::MAX_DELAY
+            || self.base_delay > self.max_delay
         {
             return Err(crate::Error::invalid(format!(
-                "retry policy needs max_attempts ≥ 1, multiplier ≥ 1 and jitter in 0..=1: {self:?}"
+                "retry policy needs max_attempts ≥ 1, multiplier ≥ 1, jitter in 0..=1 and \
+                 base_delay ≤ max_delay ≤ {:?}: {self:?}",
+                Self::MAX_DELAY
             )));
         }
         Ok(())
@@ -68,6 +79,26 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_delays_are_refused_and_never_panic() {
+        let extreme = RetryPolicy {
+            max_delay: Duration::MAX,
+            base_delay: Duration::MAX,
+            multiplier: 1e300,
+            ..RetryPolicy::default()
+        };
+        assert!(extreme.validate().is_err());
+        // Even unvalidated, a delay saturates instead of panicking.
+        assert!(extreme.delay(1000) > RetryPolicy::MAX_DELAY);
+        let backwards = RetryPolicy {
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        assert!(backwards.validate().is_err());
+        assert!(RetryPolicy::default().validate().is_ok());
+    }
 
     #[test]
     fn delays_grow_and_are_capped() {
