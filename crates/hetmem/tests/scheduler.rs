@@ -406,6 +406,47 @@ fn long_transfers_report_progress_as_they_go(b: &Arc<dyn Backend>) {
     }
 }
 
+/// Host bytes whose `Drop` panics, as a user's buffer type might.
+struct PanicsOnDrop(Vec<u8>);
+
+impl AsRef<[u8]> for PanicsOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("a user's Drop bug");
+    }
+}
+
+/// A detached submission whose parts panic when the worker drops them does not take the
+/// worker down: later submissions still run (issue 18, item 6).
+fn a_panicking_drop_does_not_kill_the_worker(b: &Arc<dyn Backend>) {
+    let s = one_at_a_time(b);
+    let pool = CachingAllocator::new(b.clone());
+    let block = pool.allocate(4096).unwrap();
+    drop(s.submit(TransferRequest::write(
+        block,
+        0,
+        PanicsOnDrop(vec![1; 4096]),
+    )));
+    let block = pool.allocate(4096).unwrap();
+    let later = s.submit(TransferRequest::write(block, 0, vec![2u8; 4096]));
+    // A dead worker would leave it queued forever: fail instead of hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !later.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the worker died");
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (block, data) = later.wait().map_err(|f| f.error).unwrap();
+    let mut back = vec![0u8; 4096];
+    b.read(b.default_queue(), block.block(), 0, &mut back)
+        .unwrap();
+    assert_eq!(back, data);
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -421,6 +462,7 @@ common::backend_suite!(
         many_threads_on_several_queues,
         submissions_are_futures_woken_on_completion,
         long_transfers_report_progress_as_they_go,
+        a_panicking_drop_does_not_kill_the_worker,
     ]
 );
 

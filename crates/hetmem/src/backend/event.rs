@@ -150,10 +150,16 @@ impl ManualEvent {
         };
         self.finished.notify_all();
         for callback in callbacks {
-            callback(outcome_to_result(outcome));
+            run_callback(callback, outcome_to_result(outcome));
         }
         Ok(())
     }
+}
+
+/// Runs a completion callback; a panic in it is caught, so it reaches neither whoever finished
+/// the event (a `UserEvent`'s drop, a driver thread) nor the callbacks after it.
+fn run_callback(callback: CompletionCallback, outcome: Result<()>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(outcome)));
 }
 
 fn outcome_to_result(outcome: std::result::Result<(), i64>) -> Result<()> {
@@ -205,7 +211,7 @@ impl EventSource for ManualEvent {
                 }
             }
         };
-        callback(outcome_to_result(outcome));
+        run_callback(callback, outcome_to_result(outcome));
         Ok(())
     }
 
@@ -313,6 +319,32 @@ mod tests {
             })
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// A panicking callback reaches neither the finisher nor the callbacks after it (issue 18,
+    /// item 7).
+    #[test]
+    fn a_panicking_callback_harms_nobody() {
+        let source = ManualEvent::new();
+        let event = Event::from_source(source.clone());
+        let calls = Arc::new(AtomicUsize::new(0));
+        event.on_complete(|_| panic!("callback bug")).unwrap();
+        let c = calls.clone();
+        event
+            .on_complete(move |_| {
+                c.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+        source.finish(Ok(())).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the later callback ran");
+        // Registered after completion, it runs at once: still caught.
+        event.on_complete(|_| panic!("late callback bug")).unwrap();
+        // A user event dropped unfinished completes without unwinding into its owner.
+        let gate = UserEvent::manual();
+        gate.event()
+            .on_complete(|_| panic!("gate callback bug"))
+            .unwrap();
+        drop(gate);
     }
 
     #[test]

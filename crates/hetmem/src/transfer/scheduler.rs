@@ -400,7 +400,12 @@ impl Shared {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            job.run(&self.engine, &queue);
+            // A panic here — in the parts' `Drop` when nobody waits for them any more, or in a
+            // waker — is caught: the worker goes on serving the queue.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                job.run(&self.engine, &queue);
+                drop(job);
+            }));
         }
     }
 }
