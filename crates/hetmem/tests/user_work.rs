@@ -12,7 +12,7 @@ use common::{device_contents, Gate};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::CoherenceState;
 use hetmem::transfer::{Strategy, TransferConfig};
-use hetmem::{Backend, MemoryManager, UnifiedBuffer};
+use hetmem::{Backend, DeviceBlock, MemoryManager, UnifiedBuffer};
 
 const GATE: Duration = Duration::from_millis(80);
 /// The buffer: 16 MiB of `u32`, four chunks with the default configuration.
@@ -53,6 +53,32 @@ fn user_fill(b: &Arc<dyn Backend>, buf: &mut UnifiedBuffer<u32>, value: u32) -> 
         .fill(&q, d.block_mut(), off, len, &value.to_ne_bytes())
         .unwrap();
     gate
+}
+
+/// The user's read of the buffer's whole device copy into a block of their own, queued on the
+/// buffer's queue behind a gate: what it saw shows once the gate has opened.
+fn gated_user_read(b: &Arc<dyn Backend>, buf: &UnifiedBuffer<u32>) -> (Gate, DeviceBlock) {
+    let mut snapshot = b.allocate(buf.len() * 4).unwrap();
+    let d = buf.device().unwrap();
+    let q = d.queue().clone();
+    let gate = Gate::close(b, &q, GATE);
+    let _copy = b
+        .copy(&q, d.block(), d.offset(), &mut snapshot, 0, d.byte_len())
+        .unwrap();
+    (gate, snapshot)
+}
+
+/// The `u32`s of a whole block, read through the backend.
+fn block_contents(b: &Arc<dyn Backend>, block: &DeviceBlock) -> Vec<u32> {
+    let mut out = vec![0u32; block.size() / 4];
+    b.read(
+        b.default_queue(),
+        block,
+        0,
+        bytemuck::cast_slice_mut(&mut out),
+    )
+    .unwrap();
+    out
 }
 
 fn count_not(values: &[u32], value: u32) -> usize {
@@ -132,26 +158,10 @@ fn uploads_wait_for_the_users_reads(b: &Arc<dyn Backend>) {
     for strategy in STRATEGIES {
         let m = manager(b, strategy);
         let mut buf = ones(&m, N);
-        let mut snapshot = b.allocate(N * 4).unwrap();
-        let gate = {
-            let d = buf.device().unwrap();
-            let q = d.queue().clone();
-            let gate = Gate::close(b, &q, GATE);
-            let _copy = b
-                .copy(&q, d.block(), d.offset(), &mut snapshot, 0, N * 4)
-                .unwrap();
-            gate
-        };
+        let (gate, snapshot) = gated_user_read(b, &buf);
         buf.host_mut().unwrap().fill(2);
         gate.after(|| buf.prefetch_to_device().unwrap().wait().unwrap());
-        let mut seen = vec![0u32; N];
-        b.read(
-            b.default_queue(),
-            &snapshot,
-            0,
-            bytemuck::cast_slice_mut(&mut seen),
-        )
-        .unwrap();
+        let seen = block_contents(b, &snapshot);
         assert_eq!(
             count_not(&seen, 1),
             0,
@@ -292,16 +302,7 @@ fn owned_async_transfers(b: &Arc<dyn Backend>) {
     let m = MemoryManager::new(b.clone()).unwrap();
     let mut buf = ones(&m, N);
     // The user's read of the device copy, still queued behind a gate.
-    let mut snapshot = b.allocate(N * 4).unwrap();
-    let gate = {
-        let d = buf.device().unwrap();
-        let q = d.queue().clone();
-        let gate = Gate::close(b, &q, GATE);
-        let _copy = b
-            .copy(&q, d.block(), d.offset(), &mut snapshot, 0, N * 4)
-            .unwrap();
-        gate
-    };
+    let (gate, snapshot) = gated_user_read(b, &buf);
     let data: Vec<u32> = (0..1000).collect();
     let write = buf.write_async(10, data.clone()).unwrap();
     if asynchronous(b) {
@@ -311,14 +312,7 @@ fn owned_async_transfers(b: &Arc<dyn Backend>) {
     let back = write.wait().unwrap();
     assert_eq!(back, data, "the handle gives the data back");
     assert!(gate.is_open());
-    let mut seen = vec![0u32; N];
-    b.read(
-        b.default_queue(),
-        &snapshot,
-        0,
-        bytemuck::cast_slice_mut(&mut seen),
-    )
-    .unwrap();
+    let seen = block_contents(b, &snapshot);
     assert_eq!(
         count_not(&seen, 1),
         0,
