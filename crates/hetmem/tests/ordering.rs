@@ -249,6 +249,70 @@ fn concurrent_mapped_reads_of_one_block(b: &Arc<dyn Backend>) {
     b.release(block).unwrap();
 }
 
+/// The gate pattern, generic over backends: wait on a user event, enqueue work, complete the
+/// event later from the same thread. Work behind the gate waits for it — on the host backend
+/// too, whose queues hold it instead of making the caller wait for itself (issue 18, item 5).
+fn the_gate_pattern_holds_work_on_every_backend(b: &Arc<dyn Backend>) {
+    let q = b.create_queue().unwrap();
+    let len = 64 * KIB;
+    let mut block = b.allocate(len).unwrap();
+    let mut copy = b.allocate(len).unwrap();
+    b.write(&q, &mut block, 0, &words(len, 10)).unwrap();
+    let gate = b.create_user_event().unwrap();
+    b.enqueue_wait(&q, gate.event()).unwrap();
+    let filled = b.fill(&q, &mut block, 0, len, &USER).unwrap();
+    let copied = b.copy(&q, &block, 0, &mut copy, 0, len).unwrap();
+    let marker = b.enqueue_marker(&q).unwrap();
+    assert!(!filled.is_finished() && !copied.is_finished() && !marker.is_finished());
+    gate.complete().unwrap();
+    marker.wait().unwrap();
+    assert!(filled.is_finished() && copied.is_finished());
+    assert!(
+        all_user(&read_all(b, &copy, len)),
+        "the copy ran after the fill"
+    );
+    // Blocking calls on a gated queue come after the work held there.
+    let gate = b.create_user_event().unwrap();
+    b.enqueue_wait(&q, gate.event()).unwrap();
+    let _fill = b.fill(&q, &mut copy, 0, len, &[1, 2, 3, 4]).unwrap();
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(GATE);
+        gate.complete().unwrap();
+    });
+    let mut out = vec![0u8; len];
+    b.read(&q, &copy, 0, &mut out).unwrap();
+    assert!(out.chunks(4).all(|c| c == [1, 2, 3, 4]));
+    opener.join().unwrap();
+    b.release(block).unwrap();
+    b.release(copy).unwrap();
+}
+
+/// On the host backend, work behind a gate that fails is abandoned with an error and never
+/// runs. (PoCL 3.1 aborts the process when a user event with work behind it fails.)
+#[test]
+fn work_behind_a_failed_gate_is_abandoned_on_the_host() {
+    let b: Arc<dyn Backend> = Arc::new(HostBackend::new());
+    let q = b.default_queue().clone();
+    let mut block = b.allocate(4096).unwrap();
+    let gate = b.create_user_event().unwrap();
+    b.enqueue_wait(&q, gate.event()).unwrap();
+    let filled = b.fill(&q, &mut block, 0, 4096, &[9]).unwrap();
+    gate.fail().unwrap();
+    assert!(filled.wait().is_err());
+    assert_eq!(
+        read_all(&b, &block, 4096),
+        vec![0; 4096],
+        "the fill never ran"
+    );
+    // The queue works on.
+    b.fill(&q, &mut block, 0, 4096, &[5])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(read_all(&b, &block, 4096), vec![5; 4096]);
+    b.release(block).unwrap();
+}
+
 fn peer_copies_between_host_backends() {
     let a: Arc<dyn Backend> = Arc::new(HostBackend::new());
     let b: Arc<dyn Backend> = Arc::new(HostBackend::new());
@@ -290,5 +354,6 @@ common::backend_suite!(
         batches_wait_for_user_work,
         device_copies_wait_for_user_work,
         concurrent_mapped_reads_of_one_block,
+        the_gate_pattern_holds_work_on_every_backend,
     ]
 );

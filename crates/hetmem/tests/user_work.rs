@@ -285,9 +285,10 @@ fn prefetches_return_before_the_work_they_wait_for(b: &Arc<dyn Backend>) {
         );
     }
     handle.wait().unwrap();
+    // Reading waits for the user's fill: behind the gate on every backend.
+    assert_eq!(count_not(&buf.host().unwrap(), 5), 0);
     assert!(gate.is_open());
     assert_eq!(buf.state(), CoherenceState::Synchronized);
-    assert_eq!(count_not(&buf.host().unwrap(), 5), 0);
     // A dropped handle: the next mutable use takes the transfer in.
     buf.host_mut().unwrap().fill(3);
     drop(buf.prefetch_to_device().unwrap());

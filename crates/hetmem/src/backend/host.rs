@@ -1,7 +1,8 @@
 //! The host backend: "device" memory is aligned host memory and every copy is a `memcpy`.
 //!
-//! Always available, needs no setup, and is the embedded default. Its queues are synchronous:
-//! every operation has finished when the call returns, so its events are born complete.
+//! Always available, needs no setup, and is the embedded default. Its queues run every operation
+//! on the calling thread, so events are born complete — except behind an unfinished event a queue
+//! was told to wait for, where asynchronous work is held until it finishes (`host_queue.rs`).
 
 use std::alloc::{self, Layout};
 use std::any::Any;
@@ -9,6 +10,7 @@ use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use super::host_queue::{Held, HostQueue};
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
     BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
@@ -20,10 +22,13 @@ use crate::error::{Error, Result};
 pub(crate) const HOST_ALIGNMENT: usize = 64;
 
 /// Host memory posing as a device: blocks are zeroed, 64-byte-aligned host allocations, copies
-/// are `memcpy`, and every operation has finished when its call returns.
+/// are `memcpy`, and every operation has finished when its call returns — unless its queue
+/// waits for an unfinished event, behind which asynchronous work is held as on a device.
 pub struct HostBackend {
     id: BackendId,
     queue: Queue,
+    /// The blocks held work will touch, across this backend's queues.
+    held: Arc<Held>,
     usage: UsageCounters,
     /// Physical memory, read once: `allocate` is a hot baseline and must not read /proc.
     max_allocation: u64,
@@ -35,9 +40,11 @@ impl HostBackend {
     /// A new host backend with its own identity.
     pub fn new() -> Self {
         let id = BackendId::unique();
+        let held = Arc::new(Held::default());
         HostBackend {
             id,
-            queue: Queue::new(id, Arc::new(HostQueue)),
+            queue: Queue::new(id, Arc::new(HostQueue::new(held.clone()))),
+            held,
             usage: UsageCounters::default(),
             max_allocation: host_memory().total.min(isize::MAX as u64),
             capacity: u64::MAX,
@@ -55,7 +62,50 @@ impl HostBackend {
     }
 
     fn check_queue(&self, queue: &Queue) -> Result<()> {
-        check_owner("queue", self.id, queue.backend())
+        self.host_queue(queue).map(drop)
+    }
+
+    fn host_queue<'q>(&self, queue: &'q Queue) -> Result<&'q HostQueue> {
+        check_owner("queue", self.id, queue.backend())?;
+        queue
+            .downcast::<HostQueue>()
+            .ok_or_else(|| Error::invalid("queue does not hold a host queue"))
+    }
+
+    /// A queue for a blocking call: after the work held on it, and with no held work left on
+    /// the blocks the call touches.
+    fn ready(&self, queue: &Queue, blocks: &[&DeviceBlock]) -> Result<()> {
+        self.host_queue(queue)?.wait_drained();
+        self.settle(blocks);
+        Ok(())
+    }
+
+    /// Waits until no held work touches `blocks`: what makes every immediate access sound.
+    fn settle(&self, blocks: &[&DeviceBlock]) {
+        if self.held.is_idle() {
+            return;
+        }
+        let addresses: Vec<usize> = blocks.iter().map(|b| address(b)).collect();
+        self.held.wait_for(&addresses);
+    }
+}
+
+/// A block's address: how held work names the blocks it touches.
+fn address(block: &DeviceBlock) -> usize {
+    block.raw_handle() as usize
+}
+
+/// A pointer into block or staging memory that held work carries to the thread that runs it.
+struct Raw(*mut u8);
+
+// SAFETY: the pointer is only dereferenced by the held job it was moved into; the memory stays
+// allocated and reached by nothing else until that job has run (`Held` for blocks, the staging
+// buffer's tracked events and its `Arc` for staging memory).
+unsafe impl Send for Raw {}
+
+impl Raw {
+    fn get(self) -> *mut u8 {
+        self.0
     }
 }
 
@@ -64,9 +114,6 @@ impl Default for HostBackend {
         Self::new()
     }
 }
-
-/// The host backend's queue object: work runs on the calling thread, so it holds nothing.
-struct HostQueue;
 
 /// Pointer to byte `offset` of a host block.
 fn block_ptr(block: &DeviceBlock, offset: usize) -> *mut u8 {
@@ -207,6 +254,7 @@ impl Backend for HostBackend {
 
     fn release(&self, block: DeviceBlock) -> Result<()> {
         let block = check_release(self.id, block)?;
+        self.settle(&[&block]);
         let bytes = block.size();
         let layout = layout(bytes)?;
         // SAFETY: the block is ours (checked above), so its handle came from `alloc_zeroed` with
@@ -218,6 +266,7 @@ impl Backend for HostBackend {
 
     fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
         check_owner("device block", self.id, block.backend()).ok()?;
+        self.settle(&[block]);
         // SAFETY: the block is ours, so its handle points to `size()` initialised (zeroed at
         // allocation) bytes that stay allocated until `release`, which consumes the block and so
         // cannot run while this borrow lives. Writes through this backend need `&mut
@@ -227,6 +276,7 @@ impl Backend for HostBackend {
 
     fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
         check_owner("device block", self.id, block.backend()).ok()?;
+        self.settle(&[block]);
         // SAFETY: as in `host_bytes`; the exclusive borrow of the block excludes every other
         // access through safe code for the slice's lifetime.
         Some(unsafe { std::slice::from_raw_parts_mut(block_ptr(block, 0), block.size()) })
@@ -246,12 +296,16 @@ impl Backend for HostBackend {
     }
 
     fn create_queue(&self) -> Result<Queue> {
-        Ok(Queue::new(self.id, Arc::new(HostQueue)))
+        Ok(Queue::new(
+            self.id,
+            Arc::new(HostQueue::new(self.held.clone())),
+        ))
     }
 
     fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
         self.check_queue(queue)?;
         check_block(self.id, "write destination", dst, offset, src.len())?;
+        self.ready(queue, &[dst])?;
         // SAFETY: the range is inside the block (checked), `&mut dst` excludes every other access
         // to it, and `src` is a distinct Rust slice, so the regions do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), block_ptr(dst, offset), src.len()) };
@@ -261,6 +315,7 @@ impl Backend for HostBackend {
     fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.check_queue(queue)?;
         check_block(self.id, "read source", src, offset, dst.len())?;
+        self.ready(queue, &[src])?;
         // SAFETY: the range is inside the block (checked) and initialised (blocks are zeroed at
         // allocation); `&src` excludes writers; `dst` is an exclusive Rust slice.
         unsafe {
@@ -279,6 +334,24 @@ impl Backend for HostBackend {
         len: usize,
     ) -> Result<Event> {
         check_staging(self.id, "staged write source", src, src_offset, len)?;
+        let q = self.host_queue(queue)?;
+        if q.is_holding() {
+            check_block(self.id, "write destination", dst, dst_offset, len)?;
+            let (to, memory) = (Raw(block_ptr(dst, dst_offset)), src.memory().clone());
+            let event = q.hold(
+                &[address(dst)],
+                Box::new(move || {
+                    let (from, to) = (memory.as_ptr().wrapping_add(src_offset), to.get());
+                    // SAFETY: both ranges were checked; the staging memory lives as long as
+                    // `memory`, and the staging buffer's host access waits for this event
+                    // (tracked below); the block stays allocated and untouched by anything
+                    // else until this has run (`Held`).
+                    unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                }),
+            );
+            src.track_device_read(event.clone());
+            return Ok(event);
+        }
         let bytes = &src.as_slice()?[src_offset..src_offset + len];
         self.write(queue, dst, dst_offset, bytes)?;
         Ok(Event::complete())
@@ -294,6 +367,25 @@ impl Backend for HostBackend {
         len: usize,
     ) -> Result<Event> {
         check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
+        let q = self.host_queue(queue)?;
+        if q.is_holding() {
+            check_block(self.id, "read source", src, src_offset, len)?;
+            // Earlier host access to the staging memory is over before the device writes it.
+            dst.as_mut_slice()?;
+            let (from, memory) = (Raw(block_ptr(src, src_offset)), dst.memory().clone());
+            let event = q.hold(
+                &[address(src)],
+                Box::new(move || {
+                    let (from, to) = (from.get(), memory.as_ptr().wrapping_add(dst_offset));
+                    // SAFETY: both ranges were checked; the staging memory lives as long as
+                    // `memory`, and its host access waits for this event (tracked below); the
+                    // block stays allocated and unwritten until this has run (`Held`).
+                    unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                }),
+            );
+            dst.track_device_write(event.clone());
+            return Ok(event);
+        }
         let bytes = &mut dst.as_mut_slice()?[dst_offset..dst_offset + len];
         self.read(queue, src, src_offset, bytes)?;
         Ok(Event::complete())
@@ -308,18 +400,27 @@ impl Backend for HostBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        self.check_queue(queue)?;
+        let q = self.host_queue(queue)?;
         check_block(self.id, "copy source", src, src_offset, len)?;
         check_block(self.id, "copy destination", dst, dst_offset, len)?;
+        let (from, to) = (block_ptr(src, src_offset), block_ptr(dst, dst_offset));
+        if q.is_holding() {
+            let (from, to) = (Raw(from), Raw(to));
+            return Ok(q.hold(
+                &[address(src), address(dst)],
+                Box::new(move || {
+                    let (from, to) = (from.get(), to.get());
+                    // SAFETY: as below; both blocks stay allocated and untouched by anything
+                    // else until this has run (`Held`).
+                    unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                }),
+            ));
+        }
+        self.settle(&[src, dst]);
         // SAFETY: both ranges are inside their blocks (checked); `src` and `dst` are distinct
-        // blocks (one is borrowed shared, the other exclusively), so they do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                block_ptr(src, src_offset),
-                block_ptr(dst, dst_offset),
-                len,
-            )
-        };
+        // blocks (one is borrowed shared, the other exclusively), so they do not overlap; no
+        // held work touches them (settled).
+        unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
         Ok(Event::complete())
     }
 
@@ -331,26 +432,43 @@ impl Backend for HostBackend {
         len: usize,
         pattern: &[u8],
     ) -> Result<Event> {
-        self.check_queue(queue)?;
+        let q = self.host_queue(queue)?;
         check_owner("device block", self.id, dst.backend())?;
         check_fill(offset, len, pattern, dst.size())?;
-        // SAFETY: the range is inside the block (checked by check_fill) and `&mut dst` makes this
-        // the only access to it.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(block_ptr(dst, offset), len) };
+        let start = block_ptr(dst, offset);
+        if q.is_holding() {
+            let (start, pattern) = (Raw(start), pattern.to_vec());
+            return Ok(q.hold(
+                &[address(dst)],
+                Box::new(move || {
+                    // SAFETY: as below; the block stays allocated and untouched by anything
+                    // else until this has run (`Held`).
+                    let bytes = unsafe { std::slice::from_raw_parts_mut(start.get(), len) };
+                    fill_repeating(bytes, &pattern);
+                }),
+            ));
+        }
+        self.settle(&[dst]);
+        // SAFETY: the range is inside the block (checked by check_fill), `&mut dst` makes this
+        // the only access through safe code, and no held work touches it (settled).
+        let bytes = unsafe { std::slice::from_raw_parts_mut(start, len) };
         fill_repeating(bytes, pattern);
         Ok(Event::complete())
     }
 
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
-        self.check_queue(queue)?;
-        // Host queues run on the caller's thread, so the caller is the one that waits.
-        event.wait()
+        // The queue holds later asynchronous work until the event finishes; blocking calls on
+        // it wait for that work.
+        self.host_queue(queue)?.gate(event);
+        Ok(())
     }
 
     fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
-        self.check_queue(queue)?;
-        // Host queues run each call to completion on the caller's thread: nothing is pending.
-        Ok(Event::complete())
+        let q = self.host_queue(queue)?;
+        Ok(match q.is_holding() {
+            true => q.hold(&[], Box::new(|| {})),
+            false => Event::complete(),
+        })
     }
 
     fn create_user_event(&self) -> Result<UserEvent> {
@@ -358,6 +476,9 @@ impl Backend for HostBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
+        // Held work runs when its gates open; until then there is nothing to wait for here but
+        // the gates themselves, which only their owners can open.
+        self.held.wait_all();
         Ok(())
     }
 }
@@ -452,6 +573,40 @@ mod tests {
         b.release(x).unwrap();
         b.release(y).unwrap();
         assert_eq!(b.usage().live_bytes, 0);
+    }
+
+    /// Work held behind a gate (every held path: fill, copy, staged write and read, marker)
+    /// runs in order once the gate opens, on the opening thread; host access to its blocks
+    /// waits for it. Run under Miri with the rest of this module.
+    #[test]
+    fn held_work_runs_in_order_when_the_gate_opens() {
+        let b = HostBackend::new();
+        let q = b.create_queue().unwrap();
+        let mut s = b.allocate_staging(32).unwrap();
+        s.as_mut_slice().unwrap().copy_from_slice(&bytes(32));
+        let (mut x, mut y) = (b.allocate(64).unwrap(), b.allocate(64).unwrap());
+        let mut back = b.allocate_staging(64).unwrap();
+        let gate = b.create_user_event().unwrap();
+        b.enqueue_wait(&q, gate.event()).unwrap();
+        let events = [
+            b.fill(&q, &mut x, 0, 64, &[3]).unwrap(),
+            b.write_staged(&q, &mut x, 16, &s, 0, 32).unwrap(),
+            b.copy(&q, &x, 0, &mut y, 0, 64).unwrap(),
+            b.read_staged(&q, &y, 0, &mut back, 0, 64).unwrap(),
+            b.enqueue_marker(&q).unwrap(),
+        ];
+        assert!(
+            events.iter().all(|e| !e.is_finished()),
+            "held behind the gate"
+        );
+        gate.complete().unwrap();
+        assert!(events.iter().all(Event::is_finished));
+        let mut expected = [3u8; 64];
+        expected[16..48].copy_from_slice(&bytes(32));
+        assert_eq!(back.as_slice().unwrap(), &expected[..]);
+        assert_eq!(b.host_bytes(&y).unwrap(), &expected[..]);
+        b.release(x).unwrap();
+        b.release(y).unwrap();
     }
 
     #[test]

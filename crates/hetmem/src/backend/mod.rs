@@ -43,6 +43,7 @@ mod cuda;
 mod event;
 mod faulty;
 mod host;
+mod host_queue;
 #[cfg(feature = "opencl")]
 mod opencl;
 mod parts;
@@ -480,8 +481,10 @@ pub trait Backend: Send + Sync + 'static {
         pattern: &[u8],
     ) -> Result<Event>;
 
-    /// Makes work enqueued on `queue` after this call wait for `event`. Where the device cannot
-    /// wait for the event itself (an event of another backend), the caller waits instead.
+    /// Makes work enqueued on `queue` after this call wait for `event`, without waiting here:
+    /// the gate pattern (wait on a user event, enqueue work, complete the event later from the
+    /// same thread) works on every backend. Where the device cannot wait for the event itself
+    /// (an event of another OpenCL context), the caller waits instead.
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()>;
     /// An event that completes once all work enqueued on `queue` before this call is done, the
     /// user's own kernels included: what hetmem orders other queues after, and what a block

@@ -721,9 +721,8 @@ impl TransferEngine {
         }
         // The writes wait behind a gate until all are enqueued: the device's threads then do
         // not contend with this one for the queue on every enqueue. (Dropped early on a
-        // failure, the gate completes and releases what was enqueued.) A synchronous backend
-        // runs each write as it is enqueued: there a gate would only make the caller wait for
-        // itself.
+        // failure, the gate completes and releases what was enqueued.) A backend whose calls
+        // run on the caller's thread has no device threads to keep away: no gate there.
         let gate = match self.caps.async_copies {
             true => Some(self.backend.create_user_event()?),
             false => None,

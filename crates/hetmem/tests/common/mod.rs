@@ -132,8 +132,7 @@ pub(crate) use backend_suite;
 
 /// A user event that holds a queue closed until a thread of its own opens it, `after` from
 /// now: work enqueued on the queue meanwhile waits behind it, as a kernel still running would
-/// hold it. (On the host backend, whose queues run on the caller's thread, closing waits for
-/// the opening instead: the gate is open once `close` returns.)
+/// hold it (on every backend: host queues hold their work behind it too).
 pub struct Gate {
     opened: Arc<std::sync::atomic::AtomicBool>,
     opener: Option<std::thread::JoinHandle<()>>,
