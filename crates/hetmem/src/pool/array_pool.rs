@@ -20,9 +20,13 @@ pub struct ArrayPoolConfig {
     pub min_len: usize,
     /// Largest bucket, in elements (a power of two); longer requests are served unpooled.
     pub max_len: usize,
-    /// Most arrays kept per bucket in the shared buckets.
+    /// Most arrays kept per bucket in the shared buckets. Each thread's cache keeps up to
+    /// `thread_cache_arrays` more of its own, so a pool used by `t` threads keeps at most
+    /// `arrays_per_bucket + t × thread_cache_arrays` arrays per bucket (`shrink` brings it
+    /// back to `arrays_per_bucket`).
     pub arrays_per_bucket: usize,
-    /// Most arrays per bucket each thread keeps for itself; 0 turns thread caches off.
+    /// Most arrays per bucket each thread keeps for itself, beyond the shared bucket's; 0 turns
+    /// thread caches off.
     pub thread_cache_arrays: usize,
     /// Most bytes each thread keeps for itself; larger arrays go to the shared buckets.
     pub thread_cache_bytes: u64,
@@ -354,6 +358,23 @@ impl<T: Element + fmt::Debug> fmt::Debug for Rented<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound per bucket, exactly: the shared bucket's plus this thread's cache; emptying
+    /// the thread caches brings it to the shared bound (issue 18, item 11).
+    #[test]
+    fn arrays_kept_per_bucket_are_bounded_as_documented() {
+        let pool = ArrayPool::<u8>::new();
+        let config = ArrayPoolConfig::default();
+        let rented: Vec<_> = (0..12).map(|_| pool.rent(64).unwrap()).collect();
+        drop(rented);
+        let kept = (config.arrays_per_bucket + config.thread_cache_arrays) as u64;
+        assert_eq!(pool.stats().bytes_retained, kept * 64);
+        pool.shrink(0.0);
+        assert_eq!(
+            pool.stats().bytes_retained,
+            config.arrays_per_bucket as u64 * 64
+        );
+    }
 
     #[test]
     fn rent_rounds_to_buckets_and_reuses() {
