@@ -61,10 +61,6 @@ impl HostBackend {
         backend
     }
 
-    fn check_queue(&self, queue: &Queue) -> Result<()> {
-        self.host_queue(queue).map(drop)
-    }
-
     fn host_queue<'q>(&self, queue: &'q Queue) -> Result<&'q HostQueue> {
         check_owner("queue", self.id, queue.backend())?;
         queue
@@ -74,10 +70,9 @@ impl HostBackend {
 
     /// A queue for a blocking call: after the work held on it, and with no held work left on
     /// the blocks the call touches.
-    fn ready(&self, queue: &Queue, blocks: &[&DeviceBlock]) -> Result<()> {
-        self.host_queue(queue)?.wait_drained();
+    fn ready(&self, queue: &HostQueue, blocks: &[&DeviceBlock]) {
+        queue.wait_drained();
         self.settle(blocks);
-        Ok(())
     }
 
     /// Waits until no held work touches `blocks`: what makes every immediate access sound.
@@ -303,9 +298,9 @@ impl Backend for HostBackend {
     }
 
     fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
-        self.check_queue(queue)?;
+        let q = self.host_queue(queue)?;
         check_block(self.id, "write destination", dst, offset, src.len())?;
-        self.ready(queue, &[dst])?;
+        self.ready(q, &[dst]);
         // SAFETY: the range is inside the block (checked), `&mut dst` excludes every other access
         // to it, and `src` is a distinct Rust slice, so the regions do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), block_ptr(dst, offset), src.len()) };
@@ -313,9 +308,9 @@ impl Backend for HostBackend {
     }
 
     fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
-        self.check_queue(queue)?;
+        let q = self.host_queue(queue)?;
         check_block(self.id, "read source", src, offset, dst.len())?;
-        self.ready(queue, &[src])?;
+        self.ready(q, &[src]);
         // SAFETY: the range is inside the block (checked) and initialised (blocks are zeroed at
         // allocation); `&src` excludes writers; `dst` is an exclusive Rust slice.
         unsafe {

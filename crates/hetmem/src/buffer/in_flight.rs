@@ -114,13 +114,8 @@ impl BufferStorage {
         // A failure part-way must leave the copies agreeing: exact when the host copy is valid
         // everywhere or absent; with a partly stale host copy (`DeviceDirty`) that takes
         // transfers the background thread cannot make safely, so the write is made at once.
-        let state = self
-            .tracker
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .state;
         let recoverable = matches!(
-            state,
+            self.state(),
             CoherenceState::Synchronized | CoherenceState::DeviceOnly
         );
         if !ctx.asynchronous || self.core.shared || !recoverable || len == 0 {
