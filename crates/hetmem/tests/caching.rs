@@ -30,7 +30,7 @@ fn check_invariants(pool: &CachingAllocator) {
         "backend and pool agree on reserved bytes"
     );
     assert_eq!(
-        s.backend_allocations - s.backend_releases,
+        s.backend_allocations - s.backend_releases - s.foreign_returns,
         usage.live_blocks
     );
 }
@@ -305,6 +305,75 @@ fn injected_out_of_memory_releases_the_cache_and_retries(b: &Arc<dyn Backend>) {
     check_invariants(&pool);
 }
 
+/// Issue 18, item 8: safe code can swap a block into a pool through `block_mut`. A block of
+/// the same backend and size is as good as the original; a smaller one, or one of another
+/// backend, is neither cached nor a panic, and no block is lost.
+fn swapped_in_blocks_are_caught_on_return(b: &Arc<dyn Backend>) {
+    let pool = CachingAllocator::new(b.clone());
+    let q = b.default_queue().clone();
+
+    // The same backend and size: cached as if it were the pool's own.
+    let mut pooled = pool.allocate(1000).unwrap();
+    let mut own = b.allocate(1024).unwrap();
+    b.write(&q, &mut own, 0, &pattern(1024, 3)).unwrap();
+    let own_handle = own.raw_handle() as usize;
+    std::mem::swap(pooled.block_mut(), &mut own);
+    drop(pooled);
+    let again = pool.allocate(1000).unwrap();
+    assert_eq!(handle(&again), own_handle, "the swapped-in block is cached");
+    let mut out = vec![0u8; 1024];
+    b.read(&q, again.block(), 0, &mut out).unwrap();
+    assert_eq!(out, pattern(1024, 3));
+    drop(again);
+    b.release(own).unwrap();
+    check_invariants(&pool);
+    assert_eq!(pool.stats().foreign_returns, 0);
+
+    // A smaller block of the same backend: released, not cached; the pool's own leaves its books.
+    let mut pooled = pool.allocate(1000).unwrap();
+    let mut small = b.allocate(16).unwrap();
+    std::mem::swap(pooled.block_mut(), &mut small);
+    let live = b.usage().live_blocks;
+    drop(pooled);
+    assert_eq!(
+        b.usage().live_blocks,
+        live - 1,
+        "the stranger went to the backend"
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (s.foreign_returns, s.bytes_in_use, s.waste_bytes),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        small.size(),
+        1024,
+        "the pool's own block is the swapper's now"
+    );
+    b.release(small).unwrap();
+    pool.release_all().unwrap();
+    check_invariants(&pool);
+
+    // A block of another backend: set aside for its owner; release_all keeps working.
+    let other = HostBackend::new();
+    let mut pooled = pool.allocate(1000).unwrap();
+    let mut stranger = other.allocate(1024).unwrap();
+    std::mem::swap(pooled.block_mut(), &mut stranger);
+    drop(pooled);
+    pool.release_all().unwrap();
+    let set_aside = pool.take_foreign_blocks();
+    assert_eq!(set_aside.len(), 1);
+    assert_eq!(set_aside[0].backend(), other.id());
+    for block in set_aside {
+        other.release(block).unwrap();
+    }
+    b.release(stranger).unwrap();
+    assert_eq!(other.usage().live_blocks, 0);
+    assert_eq!(pool.stats().foreign_returns, 2);
+    check_invariants(&pool);
+    assert_eq!(b.usage().live_blocks, 0, "nothing leaked");
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -318,6 +387,7 @@ common::backend_suite!(
         thread_caches_count_against_the_byte_limit_and_drain_on_trim,
         every_recorded_event_holds_the_block,
         injected_out_of_memory_releases_the_cache_and_retries,
+        swapped_in_blocks_are_caught_on_return,
     ]
 );
 

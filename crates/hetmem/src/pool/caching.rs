@@ -110,6 +110,11 @@ pub struct CachingStats {
     pub cached_blocks: u64,
     /// Size of the largest cached block.
     pub largest_cached_block: u64,
+    /// Blocks that came back other than they were handed out — swapped through
+    /// [`PooledBlock::block_mut`] for a block of another size or backend. The pool let go of its
+    /// own block (now the swapper's to release; it counts as neither held nor released) and did
+    /// not cache the stranger.
+    pub foreign_returns: u64,
 }
 
 impl CachingStats {
@@ -162,6 +167,10 @@ struct Inner {
     oversize: AtomicU64,
     backend_allocations: AtomicU64,
     backend_releases: AtomicU64,
+    foreign_returns: AtomicU64,
+    /// Blocks of another backend swapped in, kept for [`CachingAllocator::take_foreign_blocks`]:
+    /// the pool cannot release them, not holding their backend.
+    foreign: Mutex<Vec<DeviceBlock>>,
     /// The limit every backend allocation is charged to, if any.
     limit: Option<MemoryLimit>,
 }
@@ -253,6 +262,8 @@ impl CachingAllocator {
             oversize: AtomicU64::new(0),
             backend_allocations: AtomicU64::new(0),
             backend_releases: AtomicU64::new(0),
+            foreign_returns: AtomicU64::new(0),
+            foreign: Mutex::new(Vec::new()),
             limit,
         });
         // Twice the cores, so that threads rarely share a home.
@@ -342,6 +353,7 @@ impl CachingAllocator {
         home: usize,
     ) -> PooledBlock {
         PooledBlock {
+            capacity: block.size(),
             taken: Some(Taken {
                 block,
                 home: self.homes[home % self.homes.len()].clone(),
@@ -378,6 +390,12 @@ impl CachingAllocator {
         self.inner.stats()
     }
 
+    /// Blocks of another backend that came back in place of this pool's own (see
+    /// [`PooledBlock::block_mut`]), for the caller to release to the backend they came from.
+    pub fn take_foreign_blocks(&self) -> Vec<DeviceBlock> {
+        std::mem::take(&mut *lock(&self.inner.foreign))
+    }
+
     /// Starts new peak windows at the current values (thread caches are emptied into the
     /// shared bins so that the in-use window starts exact).
     pub fn reset_peaks(&self) {
@@ -400,6 +418,7 @@ impl Inner {
             oversize: self.oversize.load(Ordering::Relaxed),
             backend_allocations: self.backend_allocations.load(Ordering::Relaxed),
             backend_releases: self.backend_releases.load(Ordering::Relaxed),
+            foreign_returns: self.foreign_returns.load(Ordering::Relaxed),
             bytes_reserved: self.reserved.get(),
             peak_in_use: self.held.peak(),
             peak_reserved: self.reserved.peak(),
@@ -485,6 +504,27 @@ impl Inner {
         Ok(())
     }
 
+    /// Takes back a block that is not the one handed out (a size of `owed` bytes): the pool's own
+    /// block left with whoever swapped it out, so it leaves the books; the stranger is released
+    /// to this pool's backend when it is one of its blocks, and set aside otherwise.
+    fn give_back_foreign(&self, stranger: DeviceBlock, owed: usize, requested: usize, class: bool) {
+        self.foreign_returns.fetch_add(1, Ordering::Relaxed);
+        self.held.sub(owed as u64);
+        self.reserved.sub(owed as u64);
+        if let Some(limit) = &self.limit {
+            limit.credit(owed as u64);
+        }
+        if class {
+            self.threads.with(|t| t.waste -= (owed - requested) as i64);
+        }
+        if stranger.backend() == self.backend.id() {
+            // Nobody to report a failure to from a drop; the stranger was the backend's anyway.
+            let _ = self.backend.release(stranger);
+        } else {
+            lock(&self.foreign).push(stranger);
+        }
+    }
+
     /// Takes a block back from a [`PooledBlock`].
     fn give_back(
         &self,
@@ -546,8 +586,8 @@ impl Inner {
                 break;
             }
         }
-        // Releasing can only fail for a foreign block, which `PooledBlock` rules out; there is
-        // nobody to report to from a drop.
+        // Releasing can only fail for a foreign block, which `PooledBlock`'s drop sorts out;
+        // there is nobody to report to from a drop.
         let _ = self.release_to_backend(block);
     }
 
@@ -627,6 +667,8 @@ impl fmt::Debug for CachingAllocator {
 pub struct PooledBlock {
     taken: Option<Taken>,
     requested: usize,
+    /// The size of the block handed out: a block of another size coming back was swapped in.
+    capacity: usize,
     class: Option<usize>,
 }
 
@@ -650,6 +692,12 @@ impl PooledBlock {
     }
 
     /// The device block, for writes.
+    ///
+    /// Safe code can `mem::swap` another block in here. A block of the same backend and size is
+    /// as good as the original and is cached; any other is counted in
+    /// [`CachingStats::foreign_returns`] and not cached (released to the pool's backend when it is
+    /// one of its blocks, else kept for [`CachingAllocator::take_foreign_blocks`]), and the
+    /// swapped-out original is the swapper's to release.
     pub fn block_mut(&mut self) -> &mut DeviceBlock {
         &mut self.taken.as_mut().expect("present until drop").block
     }
@@ -666,7 +714,7 @@ impl PooledBlock {
 
     /// Bytes actually reserved (the class size).
     pub fn capacity(&self) -> usize {
-        self.block().size()
+        self.capacity
     }
 
     /// Records device work that uses the block (a kernel's event, a marker of its queue): the
@@ -720,13 +768,18 @@ impl Drop for PooledBlock {
             last_use,
         }) = self.taken.take()
         {
+            let inner = &home.inner;
+            if block.size() != self.capacity || block.backend() != inner.backend.id() {
+                let class = self.class.is_some();
+                inner.give_back_foreign(block, self.capacity, self.requested, class);
+                return;
+            }
             // The fast path (nothing recorded) passes no list at all.
             let pending = last_use.and_then(|list| {
                 let pending: Vec<Event> = unfinished(Some(list)).collect();
                 (!pending.is_empty()).then_some(pending)
             });
-            home.inner
-                .give_back(block, self.requested, self.class, pending);
+            inner.give_back(block, self.requested, self.class, pending);
         }
     }
 }
