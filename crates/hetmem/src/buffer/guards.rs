@@ -8,6 +8,7 @@ use std::ops::{Deref, DerefMut, Range};
 use std::sync::RwLockReadGuard;
 
 use super::context::ContextShared;
+use super::lent_device::LentDevice;
 use super::storage::{allocated, host_bytes};
 use crate::backend::{Backend, DeviceBlock, Event, Queue};
 use crate::element::Element;
@@ -100,25 +101,34 @@ impl DeviceRef<'_> {
     pub fn block(&self) -> &DeviceBlock {
         allocated(&self.slot)
     }
+
+    fn ctx(&self) -> &ContextShared {
+        self.ctx
+    }
 }
 
 /// Write access to a buffer's device copy. The host copy was marked stale over this range when
 /// the guard was made.
 pub struct DeviceMut<'a> {
-    pub(crate) block: &'a mut DeviceBlock,
-    pub(crate) ctx: &'a ContextShared,
+    pub(crate) lent: LentDevice<'a>,
     pub(crate) range: Range<usize>,
 }
 
 impl DeviceMut<'_> {
     /// The device block.
     pub fn block(&self) -> &DeviceBlock {
-        self.block
+        self.lent.block()
     }
 
-    /// The device block, for backend calls that write it.
+    /// The device block, for backend calls that write it. Swapping another block in gives the
+    /// buffer's device copy away: when the guard ends the buffer lets the stranger go and keeps
+    /// only its host copy — bytes whose only copy was on the device then read as zeros.
     pub fn block_mut(&mut self) -> &mut DeviceBlock {
-        self.block
+        self.lent.block_mut()
+    }
+
+    fn ctx(&self) -> &ContextShared {
+        self.lent.ctx()
     }
 }
 
@@ -142,7 +152,7 @@ macro_rules! device_guard_common {
             /// over. Enqueue your kernels on this buffer here and they need no explicit wait
             /// (see the [ordering contract](crate::buffer#the-ordering-contract)).
             pub fn queue(&self) -> &Queue {
-                &self.ctx.queue
+                &self.ctx().queue
             }
 
             /// Declares device work on another queue that uses this buffer (`event` is its
@@ -151,9 +161,9 @@ macro_rules! device_guard_common {
             /// the block does not return to its pool before it is done. Like PyTorch's
             /// `record_stream`, with the wait made on the device.
             pub fn record(&self, event: &Event) -> Result<()> {
-                self.ctx
+                self.ctx()
                     .device_backend()
-                    .enqueue_wait(&self.ctx.queue, event)
+                    .enqueue_wait(&self.ctx().queue, event)
             }
 
             /// Makes `queue`, one of your own, wait for all work enqueued so far on the
@@ -161,8 +171,8 @@ macro_rules! device_guard_common {
             /// there sees the buffer as it is now. The counterpart of [`Self::record`]: call
             /// this before the launch, `record` after it.
             pub fn ready_on(&self, queue: &Queue) -> Result<()> {
-                let backend = self.ctx.device_backend();
-                let marker = backend.enqueue_marker(&self.ctx.queue)?;
+                let backend = self.ctx().device_backend();
+                let marker = backend.enqueue_marker(&self.ctx().queue)?;
                 backend.enqueue_wait(queue, &marker)
             }
         }

@@ -28,6 +28,7 @@ mod context;
 mod effects;
 mod guards;
 mod in_flight;
+mod lent_device;
 mod metrics;
 mod range_set;
 mod storage;

@@ -39,6 +39,7 @@ use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side,
 use super::context::ContextShared;
 use super::effects::Core;
 use super::in_flight::InFlight;
+use super::lent_device::LentDevice;
 use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
 use super::Residency;
@@ -473,10 +474,21 @@ impl BufferStorage {
         read(&self.slots.device)
     }
 
-    /// The device block, for writing, and the context (queue, engine) to work on it with.
-    pub(crate) fn device_parts(&mut self) -> (&mut DeviceBlock, &ContextShared) {
-        let (core, _, slots, _) = self.parts_mut();
-        (allocated_mut(get_mut(&mut slots.device)), &core.ctx)
+    /// The device block, lent to a device guard (see [`LentDevice`]).
+    pub(crate) fn lend_device(&mut self) -> LentDevice<'_> {
+        let (core, tracker, slots, valid) = self.parts_mut();
+        let Slots { host, device } = slots;
+        let device = get_mut(device);
+        let block = allocated(device);
+        let lent = (block.raw_handle() as usize, block.size());
+        LentDevice {
+            core,
+            tracker,
+            host: get_mut(host),
+            device,
+            valid,
+            lent,
+        }
     }
 
     /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
@@ -543,10 +555,12 @@ impl BufferStorage {
             && range.start % p == 0;
         if device_fill {
             self.core.ctx.check_open("filling on the device")?;
-            let (block, ctx) = self.device_parts();
-            let filled = ctx
+            let (core, _, slots, _) = self.parts_mut();
+            let block = allocated_mut(get_mut(&mut slots.device));
+            let filled = core
+                .ctx
                 .device_backend()
-                .fill(&ctx.queue, block, range.start, range.len(), pattern)
+                .fill(&core.ctx.queue, block, range.start, range.len(), pattern)
                 .and_then(|event| event.wait());
             self.unless_failed(filled, Side::Device, &range)?;
             return self.acquire_mut(Side::Device, range, true);

@@ -369,8 +369,8 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
         self.storage
             .acquire_mut(Side::Device, range.clone(), discard)?;
         self.storage.expose();
-        let (block, ctx) = self.storage.device_parts();
-        Ok(DeviceMut { block, ctx, range })
+        let lent = self.storage.lend_device();
+        Ok(DeviceMut { lent, range })
     }
 
     /// Writes `src` at element `offset` into the newest copy (never forcing a download); the
