@@ -4,34 +4,60 @@
 use std::any::Any;
 use std::ffi::c_void;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use opencl3::event::{Event as ClEventHandle, CL_COMPLETE, CL_QUEUED, CL_RUNNING, CL_SUBMITTED};
 use opencl3::types::{cl_event, cl_int};
 
-use super::cl_error;
+use super::{cl_error, OpenClBackend};
 use crate::backend::{BackendId, CompletionCallback, EventSource, EventStatus};
 use crate::error::Result;
 
-/// One `cl_event`, released when the last clone of the hetmem [`Event`](crate::Event) drops.
+/// One `cl_event`, released when the last clone of the hetmem [`Event`](crate::Event) drops —
+/// or, when it has not finished by then, handed to the backend's [`Unfinished`] to be released
+/// once it has.
 pub(super) struct ClEvent {
     event: ClEventHandle,
     backend: BackendId,
+    keeper: Arc<Unfinished>,
 }
 
 impl ClEvent {
-    /// Takes ownership of one reference to `raw`.
-    pub(super) fn new(raw: cl_event, backend: BackendId) -> Self {
+    /// Takes ownership of one reference to `raw`, an event of `backend`'s context.
+    pub(super) fn new(raw: cl_event, backend: &OpenClBackend) -> Self {
         Self::from_handle(ClEventHandle::new(raw), backend)
     }
 
     /// Wraps an event opencl3 already owns.
-    pub(super) fn from_handle(event: ClEventHandle, backend: BackendId) -> Self {
-        ClEvent { event, backend }
+    pub(super) fn from_handle(event: ClEventHandle, backend: &OpenClBackend) -> Self {
+        ClEvent {
+            event,
+            backend: backend.id,
+            keeper: backend.unfinished.clone(),
+        }
     }
 
     pub(super) fn raw(&self) -> cl_event {
         self.event.get()
     }
+}
+
+impl Drop for ClEvent {
+    fn drop(&mut self) {
+        if is_unfinished(&self.event) {
+            // SAFETY: `self.event` holds a live reference; the new one goes to the keeper,
+            // which releases it, and `self.event` releases its own as it drops.
+            if unsafe { cl3::event::retain_event(self.raw()) }.is_ok() {
+                self.keeper.keep(self.raw());
+            }
+        }
+    }
+}
+
+fn is_unfinished(event: &ClEventHandle) -> bool {
+    event
+        .command_execution_status()
+        .is_ok_and(|status| status.0 > CL_COMPLETE)
 }
 
 impl EventSource for ClEvent {
@@ -91,4 +117,38 @@ extern "C" fn on_event_complete(_event: cl_event, status: cl_int, data: *mut c_v
     };
     // A panic must not unwind into the driver's C frames.
     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || callback(outcome)));
+}
+
+/// The events of commands hetmem enqueues without handing the event to anyone (barriers, the
+/// non-blocking parts of a scatter or gather), held until they finish. PoCL 3.1 walks the
+/// commands behind a failed user event to fail them, and aborts the process ("PTHREAD ERROR in
+/// pocl_update_event_failed") when it meets one whose event was already released — so a
+/// released-at-once event behind a gate made `UserEvent::fail` fatal.
+#[derive(Default)]
+pub(super) struct Unfinished {
+    events: std::sync::Mutex<Vec<ClEventHandle>>,
+}
+
+impl Unfinished {
+    /// Holds `raw` (one reference, taken over) until it finishes. Finished events are let go
+    /// whenever the list has doubled since the last sweep, so it stays as long as the work in
+    /// flight.
+    pub(super) fn keep(&self, raw: cl_event) {
+        let mut events = self
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        events.push(ClEventHandle::new(raw));
+        if events.len().is_power_of_two() && events.len() >= 64 {
+            events.retain(is_unfinished);
+        }
+    }
+
+    /// Lets every held event go: all work has finished (after `clFinish` on every queue).
+    pub(super) fn clear(&self) {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
 }

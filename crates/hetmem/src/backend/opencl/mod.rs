@@ -31,7 +31,7 @@ use opencl3::memory::{
 use opencl3::platform::{get_platforms, Platform};
 use opencl3::types::{cl_event, cl_int, cl_map_flags, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
-use self::event::ClEvent;
+use self::event::{ClEvent, Unfinished};
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
     BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
@@ -57,6 +57,8 @@ pub struct OpenClBackend {
     /// within 20,000 concurrent 64 KiB read maps. Maps are rare (no plan picks them unasked
     /// where they lose), so one at a time per device costs nothing that matters.
     maps: Mutex<()>,
+    /// Barriers and scattered parts, held until they finish (see [`Unfinished`]).
+    unfinished: Arc<Unfinished>,
     info: DeviceInfo,
     capabilities: Capabilities,
     usage: UsageCounters,
@@ -158,6 +160,7 @@ impl OpenClBackend {
             queue: Queue::new(id, Arc::new(())),
             queues: Mutex::new(Vec::new()),
             maps: Mutex::new(()),
+            unfinished: Arc::default(),
             info,
             capabilities,
             usage: UsageCounters::default(),
@@ -199,7 +202,7 @@ impl OpenClBackend {
             ));
         }
         Ok(Event::from_source(Arc::new(ClEvent::from_handle(
-            event, self.id,
+            event, self,
         ))))
     }
 
@@ -229,7 +232,7 @@ impl OpenClBackend {
     /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
     /// without anyone waiting on it.
     fn submitted(&self, queue: &CommandQueue, raw: cl_event) -> Result<Event> {
-        let event = Event::from_source(Arc::new(ClEvent::new(raw, self.id)));
+        let event = Event::from_source(Arc::new(ClEvent::new(raw, self)));
         queue.flush().map_err(|e| cl_error("clFlush", e.0))?;
         Ok(event)
     }
@@ -541,7 +544,7 @@ impl Backend for OpenClBackend {
                 let raw =
                     unsafe { clq::enqueue_barrier_with_wait_list(q.get(), 1, wait_list.as_ptr()) }
                         .map_err(|code| cl_error("clEnqueueBarrierWithWaitList", code))?;
-                discard(raw);
+                self.unfinished.keep(raw);
                 q.flush().map_err(|e| cl_error("clFlush", e.0))
             }
             // Events of other contexts cannot enter this context's wait lists.
@@ -560,7 +563,7 @@ impl Backend for OpenClBackend {
     fn create_user_event(&self) -> Result<UserEvent> {
         let raw = create_user_event(self.context.get())
             .map_err(|code| cl_error("clCreateUserEvent", code))?;
-        let source = Arc::new(ClEvent::new(raw, self.id));
+        let source = Arc::new(ClEvent::new(raw, self));
         let event = Event::from_source(source.clone());
         Ok(UserEvent::new(
             event,
@@ -581,6 +584,7 @@ impl Backend for OpenClBackend {
         for queue in queues {
             queue.finish().map_err(|e| cl_error("clFinish", e.0))?;
         }
+        self.unfinished.clear();
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use opencl3::command_queue::{self as clq, CommandQueue};
 use opencl3::types::CL_NON_BLOCKING;
 
 use super::event::ClEvent;
-use super::{cl_error, discard, mem, OpenClBackend};
+use super::{cl_error, mem, OpenClBackend};
 use crate::backend::{
     block_for, queue_for, Backend, DeviceBlock, EventSource, Failures, PartFailures, Queue,
     ReadPart, UserEvent, WritePart,
@@ -48,7 +48,7 @@ impl OpenClBackend {
                 )
             }
             .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
-            discard(raw);
+            self.unfinished.keep(raw);
             Ok(())
         })
     }
@@ -79,7 +79,7 @@ impl OpenClBackend {
                 )
             }
             .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
-            discard(raw);
+            self.unfinished.keep(raw);
             Ok(())
         })
     }
@@ -184,7 +184,7 @@ impl<'a> Gated<'a> {
     fn wait(&self, queue: &CommandQueue) -> Result<()> {
         // SAFETY: an empty wait list; the marker completes after every earlier command.
         match unsafe { clq::enqueue_marker_with_wait_list(queue.get(), 0, ptr::null()) } {
-            Ok(raw) => ClEvent::new(raw, self.backend.id()).wait(),
+            Ok(raw) => ClEvent::new(raw, self.backend).wait(),
             Err(_) => queue.finish().map_err(|e| cl_error("clFinish", e.0)),
         }
     }
