@@ -432,6 +432,7 @@ fn every_bad_call_is_a_typed_error_and_harms_nothing(backend: &Arc<dyn Backend>)
     .flatten()
     .collect();
     assert!(all.len() >= 80, "{} cases", all.len());
+    eprintln!("{} bad-input cases", all.len());
     let mut names = std::collections::HashSet::new();
     for case in &all {
         assert!(names.insert(case.name), "duplicate case {}", case.name);
