@@ -335,6 +335,14 @@ fn ranged_operations_use_the_newest_copy(b: &Arc<dyn Backend>) {
     expect[3..5].copy_from_slice(&[42, 43]);
     expect[40..44].fill(7);
     assert_eq!(device_contents(b, &buf), expect);
+    // An empty range reads nothing, and asks the device for nothing (found by fuzzing: an
+    // asynchronous read of 0..0 failed with "zero-length transfer source").
+    assert_eq!(
+        buf.read_async(9..9).unwrap().wait().unwrap(),
+        Vec::<u32>::new()
+    );
+    buf.fill(1, 9..9).unwrap();
+    assert_eq!(buf.state(), CoherenceState::DeviceOnly);
 
     // Host-side fills and writes after a sync mark only their ranges.
     buf.sync().unwrap().wait().unwrap();

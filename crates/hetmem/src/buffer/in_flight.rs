@@ -175,8 +175,12 @@ impl BufferStorage {
         offset: usize,
         mut dst: Vec<T>,
     ) -> Result<OwnedTransfer<Vec<T>>> {
+        if dst.is_empty() {
+            // Nothing to read, and no transfer of nothing to ask the device for.
+            return Ok(OwnedTransfer::ready(Ok(dst)));
+        }
         let ctx = &self.core.ctx;
-        if !ctx.asynchronous || self.is_valid(Side::Host) || dst.is_empty() {
+        if !ctx.asynchronous || self.is_valid(Side::Host) {
             let outcome = self.read_into(offset, bytemuck::cast_slice_mut(&mut dst));
             return Ok(OwnedTransfer::ready(outcome.map(|()| dst)));
         }
