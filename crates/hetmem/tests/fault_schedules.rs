@@ -1,4 +1,5 @@
-//! Random fault schedules through unified buffers (not only the engine): every operation either
+//! Random fault schedules through unified buffers and the memory manager (not only the engine):
+//! every operation either
 //! succeeds and matches a model of the contents, or fails with a typed error and leaves the
 //! old contents — unspecified only over the range it attempted where the device held the only
 //! copy, and even there reading one way from then on (issue 18: 10⁴ schedules on the host
@@ -12,7 +13,7 @@ use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::{BufferContext, CoherenceState, Residency, UnifiedBuffer};
 use hetmem::pool::CachingAllocator;
 use hetmem::transfer::{RetryPolicy, Strategy, TransferConfig};
-use hetmem::{Backend, HostBackend};
+use hetmem::{AllocOptions, Backend, HostBackend, MemoryManager, Placement};
 
 const N: usize = 2048;
 
@@ -62,6 +63,14 @@ fn schedules(b: &Arc<dyn Backend>, cases: u64) {
             },
             ..TransferConfig::default()
         };
+        // Every other schedule runs through a memory manager, which places the buffers itself
+        // and keeps their records and statistics.
+        let through_manager = case % 2 == 1;
+        let manager = MemoryManager::builder()
+            .backend(faulty.clone())
+            .transfers(transfers)
+            .build()
+            .unwrap();
         let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
         let ctx = BufferContext::with_transfers(
             CachingAllocator::new(faulty.clone()),
@@ -69,13 +78,21 @@ fn schedules(b: &Arc<dyn Backend>, cases: u64) {
             transfers,
         )
         .unwrap();
-        let Ok(mut buf) = ctx.alloc_with::<u32>(N, Residency::Mirrored) else {
+        let alloc = || {
+            if through_manager {
+                let device = AllocOptions::new().placement(Placement::Device);
+                manager.alloc_with::<u32>(N, device)
+            } else {
+                ctx.alloc_with::<u32>(N, Residency::Mirrored)
+            }
+        };
+        let Ok(mut buf) = alloc() else {
             continue; // an injected fault in the first allocation
         };
         let mut model: Model = vec![Some(0); N];
         // A source valid on the device, so that copies take the device path.
         let source = rng.u32(..);
-        let Ok(mut other) = ctx.alloc_with::<u32>(N, Residency::Mirrored) else {
+        let Ok(mut other) = alloc() else {
             continue;
         };
         let filled = other
@@ -94,11 +111,13 @@ fn schedules(b: &Arc<dyn Backend>, cases: u64) {
             log.push((op, a, z));
             let what = || format!("case {case}, {strategy:?}, steps {log:?}");
             // A failed write keeps the old contents wherever the host copy held them all; only
-            // where the device held the only copy may the attempted range be unspecified.
-            let only_on_device = matches!(
-                buf.state(),
-                CoherenceState::DeviceOnly | CoherenceState::DeviceDirty
-            );
+            // where the device held the only copy (or there is one allocation) may the
+            // attempted range be unspecified.
+            let only_on_device = buf.residency() == Residency::Shared
+                || matches!(
+                    buf.state(),
+                    CoherenceState::DeviceOnly | CoherenceState::DeviceDirty
+                );
             let outcome = match op {
                 0 => buf.write(a, &vec![v; z - a]),
                 1 => buf.fill(v, a..z),
@@ -145,8 +164,18 @@ fn schedules(b: &Arc<dyn Backend>, cases: u64) {
         // Both copies agree: what the host reads once the device copy is dropped is the same.
         buf.compact().unwrap();
         check(&buf, &mut model, &end);
+        assert_eq!(
+            manager.stats().live_buffers(),
+            if through_manager { 2 } else { 0 }
+        );
         drop((buf, other));
+        assert_eq!(
+            manager.stats().live_buffers(),
+            0,
+            "case {case}: records dropped"
+        );
         ctx.device_pool().release_all().unwrap();
+        manager.trim().unwrap();
         assert_eq!(b.usage().live_blocks, 0, "case {case}: no leaked block");
     }
 }

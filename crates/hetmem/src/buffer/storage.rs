@@ -642,7 +642,7 @@ impl BufferStorage {
     /// one; `side` goes stale over `range`. So over `range` the other side's old bytes survive
     /// wherever it held them; where only `side` held them, the range holds what the failed write
     /// left (unspecified, the same on both sides). Without another copy (`HostOnly`,
-    /// `DeviceOnly`) the range is unspecified. Passes `outcome` on.
+    /// `DeviceOnly`, shared residency) the range is unspecified. Passes `outcome` on.
     fn after_failed_write(
         &mut self,
         outcome: Result<()>,
@@ -658,7 +658,8 @@ impl BufferStorage {
         tracker.stale_host = before.stale_host;
         tracker.stale_device = before.stale_device;
         let other = side.other();
-        if tracker.state.is_allocated(other) {
+        // Shared residency has one allocation for both sides: no other copy to fall back on.
+        if tracker.state.is_allocated(other) && !core.shared {
             let (target, source) = match other {
                 Side::Host => (get_mut(&mut slots.host), &*get_mut(&mut slots.device)),
                 Side::Device => (get_mut(&mut slots.device), &*get_mut(&mut slots.host)),
