@@ -427,11 +427,16 @@ fn a_panicking_drop_does_not_kill_the_worker(b: &Arc<dyn Backend>) {
     let s = one_at_a_time(b);
     let pool = CachingAllocator::new(b.clone());
     let block = pool.allocate(4096).unwrap();
+    // Paused, so that the submission is dropped while its parts are still queued: the worker
+    // holds the last reference and drops them (dropped after the transfer finished, they
+    // would drop on this thread, where the user's own panic is the user's to see).
+    s.pause();
     drop(s.submit(TransferRequest::write(
         block,
         0,
         PanicsOnDrop(vec![1; 4096]),
     )));
+    s.resume();
     let block = pool.allocate(4096).unwrap();
     let later = s.submit(TransferRequest::write(block, 0, vec![2u8; 4096]));
     // A dead worker would leave it queued forever: fail instead of hanging.
