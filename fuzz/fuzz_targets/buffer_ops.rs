@@ -97,6 +97,12 @@ struct Pair {
 }
 
 impl Pair {
+    /// Buffer `which` and its model.
+    fn pick(&mut self, which: bool) -> (&mut UnifiedBuffer<u32>, &mut Vec<u32>) {
+        let i = usize::from(which);
+        (&mut self.buffers[i], &mut self.models[i])
+    }
+
     fn run(&mut self, op: Op, backend: &Arc<dyn Backend>) {
         let at = |which: bool| usize::from(which);
         match op {
@@ -105,7 +111,7 @@ impl Pair {
                 offset,
                 data,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (offset, end) = (offset as usize, offset as usize + data.len());
                 let ok = b.write(offset, &data).is_ok();
                 assert_eq!(ok, in_range(offset, end, m.len()));
@@ -114,7 +120,7 @@ impl Pair {
                 }
             }
             Op::Read { which, offset, len } => {
-                let (b, m) = (&self.buffers[at(which)], &self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (offset, end) = (offset as usize, offset as usize + len as usize);
                 let mut out = vec![0; len as usize];
                 let ok = b.read(offset, &mut out).is_ok();
@@ -129,7 +135,7 @@ impl Pair {
                 start,
                 end,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (start, end) = (start as usize, end as usize);
                 let ok = b.fill(value, start..end).is_ok();
                 assert_eq!(ok, start <= end && end <= m.len());
@@ -138,7 +144,7 @@ impl Pair {
                 }
             }
             Op::Resize { which, len } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let len = len as usize % 4096;
                 let ok = b.resize(len).is_ok();
                 assert_eq!(ok, len > 0);
@@ -165,7 +171,7 @@ impl Pair {
                 offset,
                 data,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (offset, end) = (offset as usize, offset as usize + data.len());
                 if !in_range(offset, end, m.len()) {
                     return;
@@ -185,7 +191,7 @@ impl Pair {
                 end,
                 value,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (start, end) = (start as usize, end as usize);
                 let ok = match b.host_mut_range(start..end) {
                     Ok(mut guard) => {
@@ -206,7 +212,7 @@ impl Pair {
                 offset,
                 data,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (start, end) = (start as usize, end as usize);
                 let Ok(mut view) = b.slice_mut(start..end) else {
                     assert!(!(start <= end && end <= m.len()));
@@ -236,7 +242,7 @@ impl Pair {
                 data,
                 wait,
             } => {
-                let (b, m) = (&mut self.buffers[at(which)], &mut self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (offset, end) = (offset as usize, offset as usize + data.len());
                 match b.write_async(offset, data.clone()) {
                     Ok(transfer) => {
@@ -250,7 +256,7 @@ impl Pair {
                 }
             }
             Op::ReadAsync { which, start, end } => {
-                let (b, m) = (&self.buffers[at(which)], &self.models[at(which)]);
+                let (b, m) = self.pick(which);
                 let (start, end) = (start as usize, end as usize);
                 match b.read_async(start..end) {
                     Ok(transfer) => assert_eq!(transfer.wait().unwrap(), m[start..end]),
