@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::limit::{MemoryLimit, Relieve};
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use super::SizeClasses;
-use crate::backend::{Backend, DeviceBlock, Event};
+use crate::backend::{Backend, BackendId, DeviceBlock, Event};
 use crate::error::{Error, Result};
 use crate::gauge::{Budget, PeakGauge};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
@@ -154,6 +154,8 @@ struct Home {
 
 struct Inner {
     backend: Arc<dyn Backend>,
+    /// `backend.id()`, kept so that a returning block is checked without a virtual call.
+    backend_id: BackendId,
     config: CachingConfig,
     bins: Box<[Mutex<Vec<Cached>>]>,
     threads: PerThread<ThreadSlot>,
@@ -251,6 +253,7 @@ impl CachingAllocator {
             .map(|_| Mutex::new(Vec::new()))
             .collect();
         let inner = Arc::new(Inner {
+            backend_id: backend.id(),
             backend,
             config,
             bins,
@@ -517,7 +520,7 @@ impl Inner {
         if class {
             self.threads.with(|t| t.waste -= (owed - requested) as i64);
         }
-        if stranger.backend() == self.backend.id() {
+        if stranger.backend() == self.backend_id {
             // Nobody to report a failure to from a drop; the stranger was the backend's anyway.
             let _ = self.backend.release(stranger);
         } else {
@@ -769,7 +772,7 @@ impl Drop for PooledBlock {
         }) = self.taken.take()
         {
             let inner = &home.inner;
-            if block.size() != self.capacity || block.backend() != inner.backend.id() {
+            if block.size() != self.capacity || block.backend() != inner.backend_id {
                 let class = self.class.is_some();
                 inner.give_back_foreign(block, self.capacity, self.requested, class);
                 return;
