@@ -1,8 +1,9 @@
 //! Events: the completion of device work, waitable, queryable, and able to call back.
 
+use crate::sync::Unpoison;
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::BackendId;
 use crate::error::{Error, Result};
@@ -134,7 +135,7 @@ impl ManualEvent {
     fn lock(&self) -> MutexGuard<'_, ManualState> {
         // Callbacks run outside the lock, so a poisoned lock only means a waiter panicked; the
         // state itself is always consistent.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unpoisoned()
     }
 
     /// Finishes the event: `Ok(())` for success, `Err(code)` for failure with a negative code.
@@ -185,10 +186,7 @@ impl EventSource for ManualEvent {
             if let Some(outcome) = state.outcome {
                 return outcome_to_result(outcome);
             }
-            state = self
-                .finished
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
+            state = self.finished.wait(state).unpoisoned();
         }
     }
 

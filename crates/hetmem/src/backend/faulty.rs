@@ -3,10 +3,11 @@
 //! too, so the wrapped backend's own scattered, mapped and peer paths stay in use — and the data
 //! path stays real.
 
+use crate::sync::Unpoison;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::{
     Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Failures,
@@ -95,18 +96,12 @@ impl FaultyBackend {
 
     /// Makes call number `nth` (from 0, counted from creation) of `op` fail with `kind`.
     pub fn fail(&self, op: FaultOp, nth: u64, kind: FaultKind) {
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((op, nth), kind);
+        self.faults.lock().unpoisoned().insert((op, nth), kind);
     }
 
     /// Drops every fault not yet injected.
     pub fn clear(&self) {
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.faults.lock().unpoisoned().clear();
     }
 
     /// How many calls of `op` were made so far.
@@ -127,11 +122,7 @@ impl FaultyBackend {
     /// Counts a call of `op` and returns the fault scheduled for it.
     fn next_fault(&self, op: FaultOp) -> Option<FaultKind> {
         let n = self.calls[op as usize].fetch_add(1, Ordering::Relaxed);
-        let kind = self
-            .faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(op, n));
+        let kind = self.faults.lock().unpoisoned().remove(&(op, n));
         if kind.is_some() {
             self.injected.fetch_add(1, Ordering::Relaxed);
         }

@@ -10,20 +10,16 @@
 //! (a copy, a fill, `host_bytes`, `release`) first waits for held work on that block
 //! ([`Held::wait_for`]). Blocks without held work pay one atomic load.
 
+use crate::sync::Unpoison;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::{Event, ManualEvent};
 
 /// Work to run once the gates before it have opened.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent before anything that could panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The blocks that held work of one backend's queues will touch.
 #[derive(Default)]
@@ -46,12 +42,9 @@ impl Held {
         if self.is_idle() {
             return;
         }
-        let mut held = lock(&self.blocks);
+        let mut held = self.blocks.lock().unpoisoned();
         while blocks.iter().any(|b| held.contains_key(b)) {
-            held = self
-                .released
-                .wait(held)
-                .unwrap_or_else(PoisonError::into_inner);
+            held = self.released.wait(held).unpoisoned();
         }
     }
 
@@ -60,17 +53,14 @@ impl Held {
         if self.is_idle() {
             return;
         }
-        let mut held = lock(&self.blocks);
+        let mut held = self.blocks.lock().unpoisoned();
         while self.jobs.load(Ordering::Acquire) != 0 {
-            held = self
-                .released
-                .wait(held)
-                .unwrap_or_else(PoisonError::into_inner);
+            held = self.released.wait(held).unpoisoned();
         }
     }
 
     fn add(&self, blocks: &[usize]) {
-        let mut held = lock(&self.blocks);
+        let mut held = self.blocks.lock().unpoisoned();
         for &b in blocks {
             *held.entry(b).or_default() += 1;
         }
@@ -78,7 +68,7 @@ impl Held {
     }
 
     fn remove(&self, blocks: &[usize]) {
-        let mut held = lock(&self.blocks);
+        let mut held = self.blocks.lock().unpoisoned();
         for b in blocks {
             if let Some(n) = held.get_mut(b) {
                 *n -= 1;
@@ -169,18 +159,14 @@ impl HostQueue {
         if !self.is_holding() {
             return;
         }
-        let mut items = lock(&self.shared.items);
+        let mut items = self.shared.items.lock().unpoisoned();
         while !items.queue.is_empty() || items.running {
-            items = self
-                .shared
-                .drained
-                .wait(items)
-                .unwrap_or_else(PoisonError::into_inner);
+            items = self.shared.drained.wait(items).unpoisoned();
         }
     }
 
     fn push(&self, item: Item) {
-        let mut items = lock(&self.shared.items);
+        let mut items = self.shared.items.lock().unpoisoned();
         items.queue.push_back(item);
         self.shared.waiting.fetch_add(1, Ordering::AcqRel);
     }
@@ -189,7 +175,7 @@ impl HostQueue {
 impl Shared {
     /// Runs held work up to the first gate still closed; abandons it all behind a failed gate.
     fn drain(&self) {
-        let mut items = lock(&self.items);
+        let mut items = self.items.lock().unpoisoned();
         if items.running {
             return; // the thread running held work picks up what follows
         }
@@ -215,12 +201,12 @@ impl Shared {
                 for item in abandoned {
                     self.finish(item, false);
                 }
-                items = lock(&self.items);
+                items = self.items.lock().unpoisoned();
                 continue;
             }
             drop(items);
             self.finish(item, true);
-            items = lock(&self.items);
+            items = self.items.lock().unpoisoned();
         }
         items.running = false;
         drop(items);

@@ -3,9 +3,10 @@
 //! The buffer tracks every device operation pending on it, so that host access and `Drop` can
 //! wait for exactly the work that could still touch the memory.
 
+use crate::sync::Unpoison;
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use super::{BackendId, Event};
 use crate::error::Result;
@@ -103,7 +104,7 @@ fn track(list: &Mutex<Vec<Event>>, event: Event) {
     if event.source().is_none() {
         return;
     }
-    let mut list = list.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut list = list.lock().unpoisoned();
     // Forget finished work only as the list doubles: a batch of n operations on one staging
     // buffer then costs O(n) status queries, not O(n²).
     if list.len() >= 16 && list.len().is_power_of_two() {
@@ -114,7 +115,7 @@ fn track(list: &Mutex<Vec<Event>>, event: Event) {
 
 /// Waits for every event in `list`, empties it, and reports the first failure.
 fn drain(list: &Mutex<Vec<Event>>) -> Result<()> {
-    let events = std::mem::take(&mut *list.lock().unwrap_or_else(PoisonError::into_inner));
+    let events = std::mem::take(&mut *list.lock().unpoisoned());
     let mut first_error = None;
     for event in events {
         if let Err(e) = event.wait() {

@@ -8,6 +8,7 @@
 //! and guard settles it first: none sees the bytes from before the write, nor a block being
 //! written.
 
+use crate::sync::Unpoison;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Side};
 use super::range_set::RangeSet;
-use super::storage::{allocated, allocated_mut, lock, read, write, BufferStorage, Tracker};
+use super::storage::{allocated, allocated_mut, BufferStorage, Tracker};
 use crate::backend::Event;
 use crate::element::Element;
 use crate::error::Result;
@@ -41,7 +42,7 @@ impl InFlight {
     pub(super) fn wait(self) -> Option<Tracker> {
         // Success or failure shows in `after`; the failure itself went to the user's handle.
         let _ = self.done.wait();
-        lock(&self.after).take().or(self.on_failure)
+        self.after.lock().unpoisoned().take().or(self.on_failure)
     }
 }
 
@@ -60,7 +61,7 @@ impl BufferStorage {
             return Ok(TransferHandle::finished());
         }
         ctx.check_open("making a buffer side valid")?;
-        let mut tracker = lock(&self.tracker);
+        let mut tracker = self.tracker.lock().unpoisoned();
         self.settle_locked(&mut tracker);
         if tracker.state.is_valid(side) {
             return Ok(TransferHandle::finished());
@@ -83,7 +84,7 @@ impl BufferStorage {
                 &(0..0),
             );
             if outcome.is_ok() {
-                *lock(&keep) = Some(after);
+                *keep.lock().unpoisoned() = Some(after);
             }
             (outcome, ())
         })?;
@@ -123,7 +124,7 @@ impl BufferStorage {
             return Ok(OwnedTransfer::ready(outcome.map(|()| data)));
         }
         ctx.check_open("writing to the device")?;
-        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        let tracker = self.tracker.get_mut().unpoisoned();
         let t = transition(tracker.state, CoherenceEvent::Write(Side::Device))?;
         let mut after = tracker.snapshot();
         after.state = t.state;
@@ -140,7 +141,7 @@ impl BufferStorage {
         let keep = left.clone();
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
-                let mut slot = write(&slots.device);
+                let mut slot = slots.device.write().unpoisoned();
                 let start = Instant::now();
                 let bytes = bytemuck::cast_slice(&data);
                 core.ctx
@@ -150,7 +151,7 @@ impl BufferStorage {
                 Ok(())
             })();
             if outcome.is_ok() {
-                *lock(&keep) = Some(after);
+                *keep.lock().unpoisoned() = Some(after);
             }
             (outcome, data)
         })?;
@@ -185,7 +186,7 @@ impl BufferStorage {
             return Ok(OwnedTransfer::ready(outcome.map(|()| dst)));
         }
         ctx.check_open("reading from the device")?;
-        let mut tracker = lock(&self.tracker);
+        let mut tracker = self.tracker.lock().unpoisoned();
         self.settle_locked(&mut tracker);
         if !tracker.state.is_valid(Side::Device) || tracker.state.is_valid(Side::Host) {
             drop(tracker);
@@ -196,7 +197,7 @@ impl BufferStorage {
         let (core, slots) = (self.core.clone(), self.slots.clone());
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
-                let slot = read(&slots.device);
+                let slot = slots.device.read().unpoisoned();
                 let start = Instant::now();
                 let bytes = bytemuck::cast_slice_mut(&mut dst);
                 core.ctx

@@ -30,9 +30,10 @@
 //! (drop, `compact`, `resize`) with a marker of the buffer's queue recorded on it, so its pool
 //! hands it out again only after every kernel the user enqueued on it has finished.
 
+use crate::sync::Unpoison;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
@@ -100,8 +101,14 @@ impl Slots {
         RwLockReadGuard<'_, Option<PooledBlock>>,
     ) {
         match side {
-            Side::Host => (write(&self.host), read(&self.device)),
-            Side::Device => (write(&self.device), read(&self.host)),
+            Side::Host => (
+                self.host.write().unpoisoned(),
+                self.device.read().unpoisoned(),
+            ),
+            Side::Device => (
+                self.device.write().unpoisoned(),
+                self.host.read().unpoisoned(),
+            ),
         }
     }
 }
@@ -197,26 +204,6 @@ fn side_bit(side: Side) -> u8 {
     }
 }
 
-pub(super) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn get_mut<T>(lock: &mut RwLock<T>) -> &mut T {
-    lock.get_mut().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn exclusive<T>(mutex: &mut Mutex<T>) -> &mut T {
-    mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The block in a slot that the protocol guarantees is allocated.
 pub(crate) fn allocated(slot: &Option<PooledBlock>) -> &DeviceBlock {
     slot.as_ref()
@@ -276,7 +263,7 @@ impl BufferStorage {
     /// Waits for a transfer in flight and takes it in, so that the validity mirror is exact
     /// for the decisions an operation through `&mut self` makes.
     pub(super) fn settle(&mut self) {
-        exclusive(&mut self.tracker).settle(&self.valid);
+        self.tracker.get_mut().unpoisoned().settle(&self.valid);
     }
 
     /// [`BufferStorage::settle`] with the tracker already locked.
@@ -287,7 +274,7 @@ impl BufferStorage {
     /// Exclusive access to what `&mut self` operations change, once any transfer in flight is
     /// done.
     fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
-        let tracker = exclusive(&mut self.tracker);
+        let tracker = self.tracker.get_mut().unpoisoned();
         tracker.settle(&self.valid);
         let slots = Arc::get_mut(&mut self.slots)
             .expect("a transfer releases the slots before it is settled");
@@ -315,7 +302,7 @@ impl BufferStorage {
             Side::Host => slots.host.get_mut(),
             Side::Device => slots.device.get_mut(),
         };
-        *slot.unwrap_or_else(PoisonError::into_inner) = Some(core.pool(side).allocate(core.len)?);
+        *slot.unpoisoned() = Some(core.pool(side).allocate(core.len)?);
         Ok(())
     }
 
@@ -329,7 +316,7 @@ impl BufferStorage {
 
     /// The state, with a transfer in flight taken in if it has finished.
     pub(crate) fn state(&self) -> CoherenceState {
-        let mut tracker = lock(&self.tracker);
+        let mut tracker = self.tracker.lock().unpoisoned();
         tracker.settle_if_finished(&self.valid);
         tracker.state
     }
@@ -367,7 +354,7 @@ impl BufferStorage {
             return Ok(());
         }
         self.core.ctx.check_open("making a buffer side valid")?;
-        let mut tracker = lock(&self.tracker);
+        let mut tracker = self.tracker.lock().unpoisoned();
         tracker.settle(&self.valid);
         if tracker.state.is_valid(side) {
             return Ok(()); // another thread, or the transfer in flight, did it
@@ -412,7 +399,7 @@ impl BufferStorage {
         if core.shared {
             if tracker.state == CoherenceState::Uninitialized {
                 core.ctx.check_open("allocating a buffer")?;
-                let slot = get_mut(&mut slots.device);
+                let slot = slots.device.get_mut().unpoisoned();
                 let none = None;
                 core.perform(
                     tracker,
@@ -436,8 +423,8 @@ impl BufferStorage {
         if !t.effects.is_empty() {
             core.ctx.check_open("making a buffer side valid")?;
         }
-        let host = get_mut(&mut slots.host);
-        let device = get_mut(&mut slots.device);
+        let host = slots.host.get_mut().unpoisoned();
+        let device = slots.device.get_mut().unpoisoned();
         let (target, source) = match side {
             Side::Host => (host, &*device),
             Side::Device => (device, &*host),
@@ -452,9 +439,15 @@ impl BufferStorage {
     /// The slot holding the host-side bytes and the backend that can read them.
     pub(crate) fn host_slot(&self) -> (RwLockReadGuard<'_, Option<PooledBlock>>, &dyn Backend) {
         if self.core.shared {
-            (read(&self.slots.device), self.core.backend(Side::Device))
+            (
+                self.slots.device.read().unpoisoned(),
+                self.core.backend(Side::Device),
+            )
         } else {
-            (read(&self.slots.host), self.core.backend(Side::Host))
+            (
+                self.slots.host.read().unpoisoned(),
+                self.core.backend(Side::Host),
+            )
         }
     }
 
@@ -463,28 +456,31 @@ impl BufferStorage {
     pub(crate) fn host_bytes_mut(&mut self) -> Result<&mut [u8]> {
         let (core, _, slots, _) = self.parts_mut();
         let (slot, backend) = if core.shared {
-            (get_mut(&mut slots.device), core.backend(Side::Device))
+            (
+                slots.device.get_mut().unpoisoned(),
+                core.backend(Side::Device),
+            )
         } else {
-            (get_mut(&mut slots.host), core.backend(Side::Host))
+            (slots.host.get_mut().unpoisoned(), core.backend(Side::Host))
         };
         host_bytes_mut(backend, allocated_mut(slot))
     }
 
     pub(crate) fn device_slot(&self) -> RwLockReadGuard<'_, Option<PooledBlock>> {
-        read(&self.slots.device)
+        self.slots.device.read().unpoisoned()
     }
 
     /// The device block, lent to a device guard (see [`LentDevice`]).
     pub(crate) fn lend_device(&mut self) -> LentDevice<'_> {
         let (core, tracker, slots, valid) = self.parts_mut();
         let Slots { host, device } = slots;
-        let device = get_mut(device);
+        let device = device.get_mut().unpoisoned();
         let block = allocated(device);
         let lent = (block.raw_handle() as usize, block.size());
         LentDevice {
             core,
             tracker,
-            host: get_mut(host),
+            host: host.get_mut().unpoisoned(),
             device,
             valid,
             lent,
@@ -497,7 +493,7 @@ impl BufferStorage {
         self.core.metrics.touch();
         if self.valid.load(Ordering::Acquire) == 0 {
             // Nothing written yet, or a write in flight hides the valid sides: take it in.
-            lock(&self.tracker).settle(&self.valid);
+            self.tracker.lock().unpoisoned().settle(&self.valid);
         }
         if self.is_valid(Side::Host) {
             let (slot, backend) = self.host_slot();
@@ -534,7 +530,7 @@ impl BufferStorage {
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
         let (core, _, slots, _) = self.parts_mut();
-        let block = allocated_mut(get_mut(&mut slots.device));
+        let block = allocated_mut(slots.device.get_mut().unpoisoned());
         let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
         self.unless_failed(written, Side::Device, &range)?;
         self.core
@@ -556,7 +552,7 @@ impl BufferStorage {
         if device_fill {
             self.core.ctx.check_open("filling on the device")?;
             let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(get_mut(&mut slots.device));
+            let block = allocated_mut(slots.device.get_mut().unpoisoned());
             let filled = core
                 .ctx
                 .device_backend()
@@ -594,7 +590,7 @@ impl BufferStorage {
             let from = other.device_slot();
             let start = Instant::now();
             let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(get_mut(&mut slots.device));
+            let block = allocated_mut(slots.device.get_mut().unpoisoned());
             let copied =
                 core.ctx
                     .engine
@@ -610,7 +606,7 @@ impl BufferStorage {
             return self.acquire_mut(Side::Device, dst, true);
         }
         if self.core.shared || !self.newest_only_on_device() {
-            let before = exclusive(&mut self.tracker).snapshot();
+            let before = self.tracker.get_mut().unpoisoned().snapshot();
             self.acquire_mut(Side::Host, dst.clone(), true)?;
             let read = other.read_into(src.start, &mut self.host_bytes_mut()?[dst.clone()]);
             return self.after_failed_write(read, Side::Host, &dst, before);
@@ -632,7 +628,7 @@ impl BufferStorage {
         if outcome.is_ok() {
             return outcome;
         }
-        let before = exclusive(&mut self.tracker).snapshot();
+        let before = self.tracker.get_mut().unpoisoned().snapshot();
         self.after_failed_write(outcome, side, range, before)
     }
 
@@ -661,8 +657,14 @@ impl BufferStorage {
         // Shared residency has one allocation for both sides: no other copy to fall back on.
         if tracker.state.is_allocated(other) && !core.shared {
             let (target, source) = match other {
-                Side::Host => (get_mut(&mut slots.host), &*get_mut(&mut slots.device)),
-                Side::Device => (get_mut(&mut slots.device), &*get_mut(&mut slots.host)),
+                Side::Host => (
+                    slots.host.get_mut().unpoisoned(),
+                    &*slots.device.get_mut().unpoisoned(),
+                ),
+                Side::Device => (
+                    slots.device.get_mut().unpoisoned(),
+                    &*slots.host.get_mut().unpoisoned(),
+                ),
             };
             // Exactly the stale ranges: merging would copy `range`'s wrong bytes over old ones.
             let stale = tracker.stale(other).ranges().to_vec();
@@ -688,8 +690,8 @@ impl BufferStorage {
     fn ensure_block(&mut self, side: Side) -> Result<()> {
         let (core, _, slots, _) = self.parts_mut();
         let slot = match side {
-            Side::Host => get_mut(&mut slots.host),
-            Side::Device => get_mut(&mut slots.device),
+            Side::Host => slots.host.get_mut().unpoisoned(),
+            Side::Device => slots.device.get_mut().unpoisoned(),
         };
         if slot.as_ref().is_none_or(|b| b.capacity() < core.len) {
             *slot = Some(core.pool(side).allocate(core.len)?);
@@ -725,8 +727,8 @@ impl BufferStorage {
         let exposed = *self.exposed.get_mut();
         let (core, tracker, slots, valid) = self.parts_mut();
         let t = transition(tracker.state, CoherenceEvent::Compact)?;
-        let host = get_mut(&mut slots.host);
-        let device = get_mut(&mut slots.device);
+        let host = slots.host.get_mut().unpoisoned();
+        let device = slots.device.get_mut().unpoisoned();
         if t.effects.contains(&Effect::Download) {
             core.ctx.check_open("downloading before compaction")?;
             let read = transition(tracker.state, CoherenceEvent::Read(Side::Host))?;
@@ -774,8 +776,8 @@ impl BufferStorage {
             };
             let slot = match (side, core.shared) {
                 (Side::Host, true) => continue, // one allocation: the device slot holds it
-                (Side::Host, false) => get_mut(&mut slots.host),
-                (Side::Device, _) => get_mut(&mut slots.device),
+                (Side::Host, false) => slots.host.get_mut().unpoisoned(),
+                (Side::Device, _) => slots.device.get_mut().unpoisoned(),
             };
             match effect {
                 Effect::Release(_) => core.retire(slot.take(), exposed && side == Side::Device),
@@ -784,8 +786,8 @@ impl BufferStorage {
         }
         if tracker.state == CoherenceState::Uninitialized {
             // Blocks reserved at creation have the old length: give them back.
-            *get_mut(&mut slots.host) = None;
-            *get_mut(&mut slots.device) = None;
+            *slots.host.get_mut().unpoisoned() = None;
+            *slots.device.get_mut().unpoisoned() = None;
         }
         tracker.stale_host.clear();
         tracker.stale_device.clear();
@@ -804,7 +806,7 @@ impl Drop for BufferStorage {
     fn drop(&mut self) {
         let exposed = *self.exposed.get_mut();
         let (core, _, slots, _) = self.parts_mut();
-        let device = get_mut(&mut slots.device).take();
+        let device = slots.device.get_mut().unpoisoned().take();
         core.retire(device, exposed);
     }
 }

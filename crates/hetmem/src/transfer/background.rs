@@ -8,21 +8,17 @@
 //! code above the backends. One thread per context serves its buffers in the order their work
 //! was started.
 
+use crate::sync::Unpoison;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use super::TransferHandle;
 use crate::backend::{Event, ManualEvent};
 use crate::error::{Error, Result};
-
-/// Every critical section here is a single store or take: a poisoned lock holds valid data.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -57,7 +53,7 @@ impl<R> Finished<R> {
     /// Blocks until the job is done: its outcome and its value (`None` only if it panicked).
     pub(crate) fn wait(self) -> (Result<()>, Option<R>) {
         let outcome = self.handle.wait();
-        (outcome, lock(&self.value).take())
+        (outcome, self.value.lock().unpoisoned().take())
     }
 }
 
@@ -77,13 +73,13 @@ impl Background {
         let job: Job = Box::new(move || {
             let outcome = match catch_unwind(AssertUnwindSafe(work)) {
                 Ok((outcome, value)) => {
-                    *lock(&keep) = Some(value);
+                    *keep.lock().unpoisoned() = Some(value);
                     outcome
                 }
                 Err(_) => Err(Error::invalid("a background transfer panicked")),
             };
             let status = outcome.map_err(|e| {
-                *lock(&report) = Some(e);
+                *report.lock().unpoisoned() = Some(e);
                 -1
             });
             // Finishing an event made here for this job alone cannot fail.
@@ -97,7 +93,7 @@ impl Background {
     }
 
     fn send(&self, job: Job) -> Result<()> {
-        let mut jobs = lock(&self.jobs);
+        let mut jobs = self.jobs.lock().unpoisoned();
         let job = match jobs.as_ref() {
             None => job,
             Some(sender) => match sender.send(job) {
@@ -192,7 +188,9 @@ impl<R> Future for OwnedTransfer<R> {
                     this.state = Owned::Running(finished);
                     return Poll::Pending;
                 }
-                Poll::Ready(outcome) => with_value(outcome, lock(&finished.value).take()),
+                Poll::Ready(outcome) => {
+                    with_value(outcome, finished.value.lock().unpoisoned().take())
+                }
             },
             Owned::Ready(outcome) => outcome,
             Owned::Taken => Err(taken()),

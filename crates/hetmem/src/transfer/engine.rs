@@ -1,11 +1,12 @@
 //! [`TransferEngine`]: moves bytes between host memory and one device's blocks with a plan chosen
 //! from the size and the backend's capabilities, retrying transient failures chunk by chunk.
 
+use crate::sync::Unpoison;
 use std::cell::Cell;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::retry::RetryPolicy;
@@ -682,7 +683,7 @@ impl TransferEngine {
                 Plan::BatchedStaged { .. } => {
                     let mut staging = self.take_batch_staging(total)?;
                     let outcome = self.write_batch_staged(lane, items, &mut staging);
-                    *self.batch.lock().unwrap_or_else(PoisonError::into_inner) = Some(staging);
+                    *self.batch.lock().unpoisoned() = Some(staging);
                     outcome
                 }
                 // Batched, or Direct: the backend's scattered write makes one call per item
@@ -1015,7 +1016,7 @@ impl TransferEngine {
 
     /// `depth` staging buffers of at least `chunk` bytes, from the ring or new.
     fn take_ring(&self, chunk: usize, depth: usize) -> Result<Vec<StagingBuffer>> {
-        let mut kept = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut kept = self.ring.lock().unpoisoned();
         kept.retain(|s| s.len() >= chunk);
         let take = kept.len().min(depth);
         let mut ring: Vec<StagingBuffer> = kept.drain(..take).collect();
@@ -1027,17 +1028,13 @@ impl TransferEngine {
     }
 
     fn give_ring(&self, ring: Vec<StagingBuffer>) {
-        let mut kept = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut kept = self.ring.lock().unpoisoned();
         kept.extend(ring);
         kept.truncate(self.config.pipeline_depth);
     }
 
     fn take_batch_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        let kept = self
-            .batch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let kept = self.batch.lock().unpoisoned().take();
         match kept {
             Some(s) if s.len() >= bytes => Ok(s),
             _ => self.backend.allocate_staging(bytes),

@@ -1,9 +1,10 @@
 //! [`TransferHandle`]: the completion of a transfer, as a `Future` and as a blocking `wait()`.
 
+use crate::sync::Unpoison;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use crate::backend::Event;
@@ -55,7 +56,7 @@ impl TransferHandle {
     fn explain(&self, generic: Error) -> Error {
         self.failure
             .as_ref()
-            .and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take())
+            .and_then(|f| f.lock().unpoisoned().take())
             .unwrap_or(generic)
     }
 
@@ -100,12 +101,12 @@ impl Future for TransferHandle {
         let Some(event) = this.events.get(this.next) else {
             return Poll::Ready(Ok(()));
         };
-        *this.waker.lock().unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        *this.waker.lock().unpoisoned() = Some(cx.waker().clone());
         if this.registered != Some(this.next) {
             this.registered = Some(this.next);
             let slot = this.waker.clone();
             let wake = move |_: Result<()>| {
-                let waker = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let waker = slot.lock().unpoisoned().take();
                 if let Some(waker) = waker {
                     waker.wake();
                 }

@@ -7,6 +7,7 @@
 //! ends — on failure and cancellation too, inside [`Failed`]. Dropping a submission detaches
 //! it: the transfer still runs and its parts are dropped when it is done.
 
+use crate::sync::Unpoison;
 use std::borrow::{Borrow, BorrowMut};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -14,7 +15,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -255,7 +256,7 @@ struct Slot<P> {
 
 impl<P> Slot<P> {
     fn lock(&self) -> MutexGuard<'_, SlotInner<P>> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unpoisoned()
     }
 
     fn finish(&self, mut inner: MutexGuard<'_, SlotInner<P>>, outcome: Outcome<P>) {
@@ -377,7 +378,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waiting.lock().unpoisoned()
     }
 
     /// A worker: takes the most urgent job whenever not paused, until shut down.
@@ -394,10 +395,7 @@ impl Shared {
                             break entry.job;
                         }
                     }
-                    waiting = self
-                        .ready
-                        .wait(waiting)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    waiting = self.ready.wait(waiting).unpoisoned();
                 }
             };
             // A panic here — in the parts' `Drop` when nobody waits for them any more, or in a
@@ -575,11 +573,7 @@ impl<P> Submission<P> {
                 State::Done(outcome) => return outcome,
                 other => inner.state = other,
             }
-            inner = self
-                .slot
-                .finished
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
+            inner = self.slot.finished.wait(inner).unpoisoned();
         }
     }
 

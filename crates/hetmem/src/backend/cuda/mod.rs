@@ -16,9 +16,10 @@
 mod driver;
 mod event;
 
+use crate::sync::Unpoison;
 use std::any::Any;
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys::{self, CUdevice_attribute, CUdeviceptr};
 use cudarc::driver::{result, CudaContext, CudaStream};
@@ -183,10 +184,7 @@ impl CudaBackend {
     }
 
     fn streams(&self) -> Vec<Arc<CudaStream>> {
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.streams.lock().unpoisoned().clone()
     }
 
     /// Makes every other stream's later work wait for what `stream` has enqueued so far.
@@ -329,10 +327,7 @@ impl Backend for CudaBackend {
         let stream = self.ctx.new_stream().cu("cuStreamCreate")?;
         // Blocks allocated so far are usable on the new stream only after their allocation.
         stream.join(&self.default_stream).cu("cuStreamWaitEvent")?;
-        self.streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(stream.clone());
+        self.streams.lock().unpoisoned().push(stream.clone());
         Ok(Queue::new(self.id, Arc::new(stream)))
     }
 

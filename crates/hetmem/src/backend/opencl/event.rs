@@ -6,6 +6,8 @@ use std::ffi::c_void;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use crate::sync::Unpoison;
+
 use opencl3::event::{Event as ClEventHandle, CL_COMPLETE, CL_QUEUED, CL_RUNNING, CL_SUBMITTED};
 use opencl3::types::{cl_event, cl_int};
 
@@ -134,10 +136,7 @@ impl Unfinished {
     /// whenever the list has doubled since the last sweep, so it stays as long as the work in
     /// flight.
     pub(super) fn keep(&self, raw: cl_event) {
-        let mut events = self
-            .events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut events = self.events.lock().unpoisoned();
         events.push(ClEventHandle::new(raw));
         if events.len().is_power_of_two() && events.len() >= 64 {
             events.retain(is_unfinished);
@@ -146,9 +145,6 @@ impl Unfinished {
 
     /// Lets every held event go: all work has finished (after `clFinish` on every queue).
     pub(super) fn clear(&self) {
-        self.events
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.events.lock().unpoisoned().clear();
     }
 }

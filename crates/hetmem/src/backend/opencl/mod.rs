@@ -9,10 +9,11 @@
 mod event;
 mod parts;
 
+use crate::sync::Unpoison;
 use std::any::Any;
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use opencl3::command_queue::{self as clq, CommandQueue};
 use opencl3::context::Context;
@@ -73,7 +74,7 @@ impl OpenClBackend {
         // Some ICDs (PoCL among them) initialise lazily and can report no device to a second
         // thread that enumerates while the first is still initialising: enumerate one at a time.
         static ENUMERATION: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = ENUMERATION.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = ENUMERATION.lock().unpoisoned();
         if !cl3::is_opencl_runtime_available() {
             return Err(unavailable(
                 "no OpenCL ICD loader (libOpenCL.so.1) could be loaded; install one with an ICD \
@@ -222,7 +223,7 @@ impl OpenClBackend {
             MapFor::Read => ("mapped read source", CL_MAP_READ),
         };
         check_block(self.id, what, block, offset, len)?;
-        let _one_at_a_time = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self.maps.lock().unpoisoned();
         let mut mapping = Mapping::new(q, mem(block), flags, offset, len)?;
         access(mapping.bytes_mut());
         mapping.unmap()?;
@@ -314,10 +315,7 @@ impl Backend for OpenClBackend {
             CommandQueue::create_default_with_properties(&self.context, 0, 0)
                 .map_err(|e| cl_error("clCreateCommandQueueWithProperties", e.0))?,
         );
-        self.queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(queue.clone());
+        self.queues.lock().unpoisoned().push(queue.clone());
         Ok(Queue::new(self.id, queue))
     }
 
@@ -576,11 +574,7 @@ impl Backend for OpenClBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        let queues = self
-            .queues
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let queues = self.queues.lock().unpoisoned().clone();
         for queue in queues {
             queue.finish().map_err(|e| cl_error("clFinish", e.0))?;
         }
