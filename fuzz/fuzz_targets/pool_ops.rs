@@ -113,7 +113,7 @@ fuzz_target!(|input: Input| {
                 gates.push(gate);
             }
             Op::OpenGates => gates.drain(..).for_each(|g| g.complete().unwrap()),
-            Op::Trim(target) => drop(pool.trim(target as u64 * 4).unwrap()),
+            Op::Trim(target) => drop(pool.trim_to(target as u64 * 4).unwrap()),
             Op::SetMaxCached(limit) => pool.set_max_cached_bytes(limit as u64 * 4).unwrap(),
             Op::Rent(len) => {
                 let len = 1 + len as usize % 8192;
@@ -125,7 +125,7 @@ fuzz_target!(|input: Input| {
                 let array = rented.swap_remove(index as usize % rented.len());
                 assert!(array.iter().all(|&v| v == array.len() as u8));
             }
-            Op::Shrink(fraction) => drop(arrays.shrink(fraction as f64 / 255.0)),
+            Op::Shrink(fraction) => drop(arrays.trim_fraction(fraction as f64 / 255.0)),
             _ => {}
         }
         let s = pool.stats();
@@ -138,6 +138,6 @@ fuzz_target!(|input: Input| {
     }
     drop(held);
     drop(gates); // completes them
-    pool.release_all().unwrap();
+    pool.trim().unwrap();
     assert_eq!(backend.usage().live_blocks, 0, "nothing leaked");
 });

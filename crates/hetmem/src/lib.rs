@@ -33,6 +33,7 @@ pub mod error;
 mod gauge;
 pub mod manager;
 pub mod pool;
+pub mod resource;
 mod sync;
 mod trace;
 pub mod transfer;

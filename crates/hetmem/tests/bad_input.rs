@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use common::pattern;
 use hetmem::backend::{DeviceBlock, Queue, StagingBuffer};
-use hetmem::pool::{
-    ArrayPool, ArrayPoolConfig, CachingConfig, MemoryLimit, ObjectPool, SizeClasses,
-};
+use hetmem::pool::{ArrayPool, ArrayPoolConfig, CachingConfig, ObjectPool, SizeClasses};
+use hetmem::resource::MemoryLimit;
 use hetmem::transfer::{
     BatchWrite, RetryPolicy, SchedulerConfig, TransferConfig, TransferEngine, TransferRequest,
     TransferScheduler,

@@ -132,9 +132,9 @@ fn cache_bounds_and_lru_trimming(b: &Arc<dyn Backend>) {
     assert_eq!(s.bytes_cached, 4 * MIB as u64);
     assert_eq!(s.largest_cached_block, 3 * MIB as u64);
     // trim keeps the most recently released block.
-    assert_eq!(pool.trim(3 * MIB as u64).unwrap(), MIB as u64);
+    assert_eq!(pool.trim_to(3 * MIB as u64).unwrap(), MIB as u64);
     assert_eq!(handle(&pool.allocate(3 * MIB).unwrap()), big_id);
-    assert!(pool.release_all().unwrap() > 0);
+    assert!(pool.trim().unwrap() > 0);
     let s = pool.stats();
     assert_eq!(
         (s.cached_blocks, s.bytes_cached, s.bytes_reserved),
@@ -224,7 +224,7 @@ fn thread_caches_count_against_the_byte_limit_and_drain_on_trim(b: &Arc<dyn Back
     assert_eq!(pool.stats().hits, 3);
     drop((x, y));
     // trim empties every thread's cache, this one's included.
-    assert_eq!(pool.trim(0).unwrap(), 3 * MIB as u64);
+    assert_eq!(pool.trim_to(0).unwrap(), 3 * MIB as u64);
     let s = pool.stats();
     assert_eq!(
         (s.cached_blocks, s.bytes_cached, s.bytes_reserved),
@@ -351,16 +351,16 @@ fn swapped_in_blocks_are_caught_on_return(b: &Arc<dyn Backend>) {
         "the pool's own block is the swapper's now"
     );
     b.release(small).unwrap();
-    pool.release_all().unwrap();
+    pool.trim().unwrap();
     check_invariants(&pool);
 
-    // A block of another backend: set aside for its owner; release_all keeps working.
+    // A block of another backend: set aside for its owner; trim keeps working.
     let other = HostBackend::new();
     let mut pooled = pool.allocate(1000).unwrap();
     let mut stranger = other.allocate(1024).unwrap();
     std::mem::swap(pooled.block_mut(), &mut stranger);
     drop(pooled);
-    pool.release_all().unwrap();
+    pool.trim().unwrap();
     let set_aside = pool.take_foreign_blocks();
     assert_eq!(set_aside.len(), 1);
     assert_eq!(set_aside[0].backend(), other.id());
@@ -508,7 +508,7 @@ fn run_model(backend: Arc<dyn Backend>, ops: &[Op]) {
             }
             Op::Release(_) => {}
             Op::Trim(target) => {
-                pool.trim(target).unwrap();
+                pool.trim_to(target).unwrap();
                 assert!(pool.stats().bytes_cached <= target);
             }
         }

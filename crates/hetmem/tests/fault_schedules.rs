@@ -174,7 +174,7 @@ fn schedules(b: &Arc<dyn Backend>, cases: u64) {
             0,
             "case {case}: records dropped"
         );
-        ctx.device_pool().release_all().unwrap();
+        ctx.device_pool().trim().unwrap();
         manager.trim().unwrap();
         assert_eq!(b.usage().live_blocks, 0, "case {case}: no leaked block");
     }

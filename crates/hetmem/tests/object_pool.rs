@@ -113,7 +113,7 @@ fn idle_objects_are_bounded_across_thread_cache_and_depot() {
         .unwrap()
     });
     assert_eq!(pool.stats().created, 10, "served from the depot: {ids:?}");
-    assert_eq!(pool.clear(), 4);
+    assert_eq!(pool.trim(), 4);
     assert_eq!(drops.load(Ordering::Relaxed), 10);
     assert_eq!(pool.stats().live, 0);
 }
@@ -141,7 +141,7 @@ fn expired_objects_are_evicted_by_maintain_and_never_handed_out() {
         .prefill(2)
         .build()
         .unwrap();
-    assert_eq!(pool.maintain(), 0, "within their lifetime");
+    assert_eq!(pool.trim_expired(), 0, "within their lifetime");
     assert_eq!(pool.stats().idle, 2);
     // A zero lifetime: every object is expired as soon as it exists.
     let (create, drops0) = factory();
@@ -153,7 +153,7 @@ fn expired_objects_are_evicted_by_maintain_and_never_handed_out() {
     drop(pool0.get()); // both prefilled objects are expired: destroyed, a new one created
     assert_eq!(pool0.stats().misses, 1);
     assert_eq!(drops0.load(Ordering::Relaxed), 2);
-    assert_eq!(pool0.maintain(), 1, "the returned one has expired too");
+    assert_eq!(pool0.trim_expired(), 1, "the returned one has expired too");
     assert_eq!(pool0.stats().idle, 0);
     assert_eq!(drops0.load(Ordering::Relaxed), 3);
     assert_eq!(drops.load(Ordering::Relaxed), 0);

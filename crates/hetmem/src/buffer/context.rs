@@ -9,7 +9,8 @@ use super::UnifiedBuffer;
 use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNMENT};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
-use crate::pool::CachingAllocator;
+use crate::pool::{CachingAllocator, CachingConfig};
+use crate::resource::MemoryResource;
 use crate::transfer::{Background, Strategy, TransferConfig, TransferEngine};
 
 /// How a buffer keeps its data.
@@ -42,6 +43,9 @@ pub struct BufferContext {
 pub(crate) struct ContextShared {
     pub(crate) device: CachingAllocator,
     pub(crate) host: CachingAllocator,
+    /// Over the same resources as `device` and `host`, caching nothing: for unpooled buffers.
+    pub(crate) device_unpooled: CachingAllocator,
+    pub(crate) host_unpooled: CachingAllocator,
     /// The queue every buffer's transfers are ordered on, and that device guards hand out.
     pub(crate) queue: Queue,
     pub(crate) engine: TransferEngine,
@@ -88,6 +92,15 @@ impl BufferContext {
         )
     }
 
+    /// A context whose pools cache over the given resource stacks (default caching limits).
+    /// `host` must hand out host-addressable memory (a stack over a [`HostBackend`]).
+    pub fn over(device: Arc<dyn MemoryResource>, host: Arc<dyn MemoryResource>) -> Result<Self> {
+        Self::with_pools(
+            CachingAllocator::over(device, CachingConfig::default()),
+            CachingAllocator::over(host, CachingConfig::default()),
+        )
+    }
+
     /// A context over given pools. `host` must allocate host-addressable memory (a pool over a
     /// [`HostBackend`]).
     pub fn with_pools(device: CachingAllocator, host: CachingAllocator) -> Result<Self> {
@@ -117,8 +130,13 @@ impl BufferContext {
         let caps = device.backend().capabilities();
         let host_addressable = caps.host_addressable;
         let asynchronous = caps.async_copies && !host_addressable;
+        let unpooled = |pool: &CachingAllocator| {
+            CachingAllocator::over(pool.upstream().clone(), CachingConfig::unpooled())
+        };
         BufferContext {
             shared: Arc::new(ContextShared {
+                device_unpooled: unpooled(&device),
+                host_unpooled: unpooled(&host),
                 device,
                 host,
                 queue,
@@ -164,7 +182,7 @@ impl BufferContext {
         len: usize,
         residency: Residency,
     ) -> Result<UnifiedBuffer<T>> {
-        let storage = self.storage_for::<T>(len, residency, None)?;
+        let storage = self.storage_for::<T>(len, residency, None, true)?;
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -175,6 +193,7 @@ impl BufferContext {
         len: usize,
         residency: Residency,
         strategy: Option<Strategy>,
+        pooled: bool,
     ) -> Result<BufferStorage> {
         self.shared.check_open("allocating a buffer")?;
         if len == 0 {
@@ -205,6 +224,7 @@ impl BufferContext {
             bytes,
             shared,
             strategy,
+            pooled,
         ))
     }
 

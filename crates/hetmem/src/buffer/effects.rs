@@ -28,6 +28,9 @@ pub(super) struct Core {
     pub(super) strategy: Option<Strategy>,
     /// Whether first use fills with zeros (otherwise the contents start unspecified).
     pub(super) zero_fill: bool,
+    /// Whether memory comes from the context's caching pools (otherwise from its unpooled
+    /// allocators: a backend allocation each time, released when the buffer lets it go).
+    pub(super) pooled: bool,
     pub(super) metrics: Arc<MetricCells>,
 }
 
@@ -42,9 +45,11 @@ impl Core {
     }
 
     pub(super) fn pool(&self, side: Side) -> &CachingAllocator {
-        match side {
-            Side::Host => &self.ctx.host,
-            Side::Device => &self.ctx.device,
+        match (side, self.pooled) {
+            (Side::Host, true) => &self.ctx.host,
+            (Side::Device, true) => &self.ctx.device,
+            (Side::Host, false) => &self.ctx.host_unpooled,
+            (Side::Device, false) => &self.ctx.device_unpooled,
         }
     }
 

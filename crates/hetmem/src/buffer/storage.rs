@@ -239,6 +239,7 @@ impl BufferStorage {
         len: usize,
         shared: bool,
         strategy: Option<Strategy>,
+        pooled: bool,
     ) -> Self {
         BufferStorage {
             core: Core {
@@ -246,6 +247,7 @@ impl BufferStorage {
                 len,
                 shared,
                 strategy,
+                pooled,
                 zero_fill: true,
                 metrics: Arc::new(MetricCells::new()),
             },

@@ -1,6 +1,7 @@
-//! [`MemoryManagerBuilder`]: the backend, pool configuration, memory limit and tracking level of
-//! a [`MemoryManager`].
+//! [`MemoryManagerBuilder`]: the backend, resource stacks, pool configuration, memory limit and
+//! tracking level of a [`MemoryManager`].
 
+use std::fmt;
 use std::sync::Arc;
 
 use super::registry::{Registry, Tracking};
@@ -8,7 +9,11 @@ use super::MemoryManager;
 use crate::backend::{Backend, HostBackend};
 use crate::buffer::BufferContext;
 use crate::error::{Error, Result};
-use crate::pool::{CachingAllocator, CachingConfig, MemoryLimit};
+use crate::pool::{CachingAllocator, CachingConfig};
+use crate::resource::{
+    AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
+    PlainResource,
+};
 use crate::transfer::TransferConfig;
 
 /// How much memory a manager may hold.
@@ -19,10 +24,44 @@ enum LimitSpec {
     Fraction(f64),
 }
 
+/// Adaptors a caller wraps around a stack: given the resource below, the resource above.
+type Wrap = dyn Fn(Arc<dyn MemoryResource>) -> Arc<dyn MemoryResource> + Send + Sync;
+
+/// The adaptors of one stack, applied in the order they were added.
+#[derive(Clone, Default)]
+struct Adaptors(Vec<Arc<Wrap>>);
+
+impl Adaptors {
+    fn apply(&self, mut resource: Arc<dyn MemoryResource>) -> Arc<dyn MemoryResource> {
+        for wrap in &self.0 {
+            resource = wrap(resource);
+        }
+        resource
+    }
+}
+
+impl fmt::Debug for Adaptors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} adaptors", self.0.len())
+    }
+}
+
 /// Configures a [`MemoryManager`]. Made by [`MemoryManager::builder`].
+///
+/// Each pool sits on a stack of [memory resources](crate::resource):
+///
+/// ```text
+/// CachingAllocator → (your adaptors, last added on top) → LimitingResource → PlainResource
+/// ```
+///
+/// The limit is shared by the device and the host stack; adaptors added with
+/// [`device_adaptor`](Self::device_adaptor) see what the device cache could not serve, limit
+/// refusals included.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryManagerBuilder {
     backend: Option<Arc<dyn Backend>>,
+    device_adaptors: Adaptors,
+    host_adaptors: Adaptors,
     device_pool: CachingConfig,
     host_pool: CachingConfig,
     limit: Option<LimitSpec>,
@@ -35,6 +74,40 @@ impl MemoryManagerBuilder {
     pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
         self.backend = Some(backend);
         self
+    }
+
+    /// Wraps an adaptor around the device stack, above the limit and below the cache (and above
+    /// adaptors added before it). `wrap` gets the resource below and returns the one above;
+    /// it must keep the device's backend.
+    pub fn device_adaptor(
+        mut self,
+        wrap: impl Fn(Arc<dyn MemoryResource>) -> Arc<dyn MemoryResource> + Send + Sync + 'static,
+    ) -> Self {
+        self.device_adaptors.0.push(Arc::new(wrap));
+        self
+    }
+
+    /// [`device_adaptor`](Self::device_adaptor) for the stack host copies come from.
+    pub fn host_adaptor(
+        mut self,
+        wrap: impl Fn(Arc<dyn MemoryResource>) -> Arc<dyn MemoryResource> + Send + Sync + 'static,
+    ) -> Self {
+        self.host_adaptors.0.push(Arc::new(wrap));
+        self
+    }
+
+    /// Calls `callback` when device memory runs out (out of memory, or the limit exceeded after
+    /// the caches have been trimmed): it can free memory — drop or spill buffers, trim other
+    /// pools — and returns whether to retry. A [`FailureCallbackResource`] on the device stack.
+    pub fn on_out_of_memory(
+        self,
+        callback: impl Fn(&AllocationFailure<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        let callback = Arc::new(callback);
+        self.device_adaptor(move |below| {
+            let callback = callback.clone();
+            Arc::new(FailureCallbackResource::new(below, move |f| callback(f)))
+        })
     }
 
     /// The configuration of the pool device memory comes from.
@@ -95,11 +168,14 @@ impl MemoryManagerBuilder {
             Some(t) => t,
             None => Tracking::from_env()?.unwrap_or_default(),
         };
-        // Both pools charge one limit, so either gives up its cache when the other needs room.
+        // Both stacks charge one limit, so either pool gives up its cache when the other needs
+        // room.
         let limit = MemoryLimit::new(limit_bytes)?;
         let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
-        let device = CachingAllocator::with_limit(backend, self.device_pool, limit.clone());
-        let host = CachingAllocator::with_limit(host, self.host_pool, limit.clone());
+        let device = stack(backend, &limit, &self.device_adaptors)?;
+        let host = stack(host, &limit, &self.host_adaptors)?;
+        let device = CachingAllocator::over(device, self.device_pool);
+        let host = CachingAllocator::over(host, self.host_pool);
         let caps = device.backend().capabilities();
         Ok(MemoryManager {
             context: BufferContext::with_transfers(device, host, self.transfers)?,
@@ -108,4 +184,22 @@ impl MemoryManagerBuilder {
             caps,
         })
     }
+}
+
+/// `adaptors` over a limited plain resource of `backend`.
+fn stack(
+    backend: Arc<dyn Backend>,
+    limit: &MemoryLimit,
+    adaptors: &Adaptors,
+) -> Result<Arc<dyn MemoryResource>> {
+    let id = backend.id();
+    let plain = Arc::new(PlainResource::new(backend));
+    let top = adaptors.apply(Arc::new(LimitingResource::new(plain, limit.clone())));
+    if top.backend().id() != id {
+        return Err(Error::invalid(format!(
+            "an adaptor replaced the stack over {id} by one over {:?}",
+            top.backend()
+        )));
+    }
+    Ok(top)
 }

@@ -8,12 +8,12 @@ use super::placement::{decide, Decision};
 use super::recommend::{recommend, Recommendation};
 use super::registry::{Outstanding, Registry, Tracking, Usage};
 use super::stats::{MemoryStats, StatsScope};
-use super::{AllocOptions, MemoryManagerBuilder};
+use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
 use crate::backend::{Backend, Capabilities};
 use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
-use crate::pool::MemoryLimit;
+use crate::resource::MemoryLimit;
 
 /// The object users start from: one device, two pools (device memory and host copies), a
 /// placement policy, a memory limit and the record of every buffer.
@@ -76,9 +76,10 @@ impl MemoryManager {
     ) -> Result<UnifiedBuffer<T>> {
         let bytes = byte_len::<T>(len)?;
         let decision = self.decide(&options, bytes)?;
+        let pooled = options.mode != AllocMode::Unpooled;
         let mut storage =
             self.context
-                .storage_for::<T>(len, decision.residency, decision.strategy)?;
+                .storage_for::<T>(len, decision.residency, decision.strategy, pooled)?;
         storage.reserve(decision.home, options.zeroed)?;
         let registry = &self.registry;
         storage.observe(|metrics| {
@@ -105,12 +106,13 @@ impl MemoryManager {
 
     /// How a buffer of `bytes` bytes with `options` would be built on this device.
     pub fn decide(&self, options: &AllocOptions, bytes: usize) -> Result<Decision> {
-        decide(options.placement, options.access, &self.caps, bytes)
+        let placement = options.resolved_placement()?;
+        decide(placement, options.access, &self.caps, bytes)
     }
 
     /// Releases every cached block of both pools to the backends; returns the bytes released.
     pub fn trim(&self) -> Result<u64> {
-        self.limit.relieve()
+        self.limit.trim()
     }
 
     /// The memory limit in bytes, if one is set.

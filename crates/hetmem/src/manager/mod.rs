@@ -31,7 +31,7 @@ mod stats;
 
 pub use builder::MemoryManagerBuilder;
 pub use memory_manager::MemoryManager;
-pub use options::{AccessPattern, AllocOptions, Placement};
+pub use options::{AccessPattern, AllocMode, AllocOptions, Placement};
 pub use placement::{decide, Decision, LARGE_SEQUENTIAL};
 pub use recommend::{
     recommend, Advice, Recommendation, MANY_TRANSFERS, ROUND_TRIPS, SMALL_TRANSFER,

@@ -51,6 +51,35 @@ impl fmt::Display for Placement {
     }
 }
 
+/// How a buffer's memory is allocated (the seeds' `AllocationMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub enum AllocMode {
+    /// From the manager's caching pools (the default): a reused block costs nanoseconds.
+    #[default]
+    Pooled,
+    /// A fresh backend allocation for each side, released when the buffer drops; nothing is
+    /// cached. For one-off buffers that should not stay reserved in a pool, and for measuring.
+    Unpooled,
+    /// Pooled, living on the host with every transfer through page-locked staging memory:
+    /// [`Placement::HostPinned`].
+    Pinned,
+    /// Pooled, one allocation both sides use, never a transfer: [`Placement::Shared`] (only
+    /// where the device's memory is host memory).
+    Unified,
+}
+
+impl AllocMode {
+    /// The placement this mode asks for, where it asks for one.
+    pub(crate) fn placement(self) -> Option<Placement> {
+        match self {
+            AllocMode::Pooled | AllocMode::Unpooled => None,
+            AllocMode::Pinned => Some(Placement::HostPinned),
+            AllocMode::Unified => Some(Placement::Shared),
+        }
+    }
+}
+
 /// How a buffer will be used: a hint for [`Placement::Auto`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -97,6 +126,9 @@ impl AccessPattern {
 pub struct AllocOptions {
     /// Where the memory lives.
     pub placement: Placement,
+    /// How it is allocated. [`AllocMode::Pinned`] and [`AllocMode::Unified`] choose the
+    /// placement, and a different explicit placement beside them is an error.
+    pub mode: AllocMode,
     /// How it will be used.
     pub access: AccessPattern,
     /// Whether the buffer reads as zeros until written (the default). Off, its first use skips
@@ -110,6 +142,7 @@ impl Default for AllocOptions {
     fn default() -> Self {
         AllocOptions {
             placement: Placement::Auto,
+            mode: AllocMode::Pooled,
             access: AccessPattern::Unknown,
             zeroed: true,
             label: None,
@@ -118,7 +151,7 @@ impl Default for AllocOptions {
 }
 
 impl AllocOptions {
-    /// Automatic placement, unknown access, zeroed, no label.
+    /// Automatic placement, pooled, unknown access, zeroed, no label.
     pub fn new() -> Self {
         Self::default()
     }
@@ -127,6 +160,26 @@ impl AllocOptions {
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = placement;
         self
+    }
+
+    /// With the allocation mode `mode`.
+    pub fn mode(mut self, mode: AllocMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The placement asked for, the mode's included: an explicit placement that contradicts
+    /// the mode is an error.
+    pub(crate) fn resolved_placement(&self) -> crate::Result<Placement> {
+        match (self.mode.placement(), self.placement) {
+            (None, placement) => Ok(placement),
+            (Some(wanted), Placement::Auto) => Ok(wanted),
+            (Some(wanted), placement) if placement == wanted => Ok(wanted),
+            (Some(_), placement) => Err(crate::Error::invalid(format!(
+                "allocation mode {:?} conflicts with placement {placement}",
+                self.mode
+            ))),
+        }
     }
 
     /// With the access hint `access`.

@@ -22,7 +22,7 @@ pub struct ArrayPoolConfig {
     pub max_len: usize,
     /// Most arrays kept per bucket in the shared buckets. Each thread's cache keeps up to
     /// `thread_cache_arrays` more of its own, so a pool used by `t` threads keeps at most
-    /// `arrays_per_bucket + t × thread_cache_arrays` arrays per bucket (`shrink` brings it
+    /// `arrays_per_bucket + t × thread_cache_arrays` arrays per bucket (`trim_fraction` brings it
     /// back to `arrays_per_bucket`).
     pub arrays_per_bucket: usize,
     /// Most arrays per bucket each thread keeps for itself, beyond the shared bucket's; 0 turns
@@ -191,7 +191,7 @@ impl<T: Element> ArrayPool<T> {
 
     /// Empties the thread caches into the shared buckets, then drops `fraction` (0.0 to 1.0) of
     /// the arrays each bucket holds, for memory pressure. Returns the bytes freed.
-    pub fn shrink(&self, fraction: f64) -> u64 {
+    pub fn trim_fraction(&self, fraction: f64) -> u64 {
         self.flush_threads();
         let fraction = fraction.clamp(0.0, 1.0);
         let mut freed = 0;
@@ -369,7 +369,7 @@ mod tests {
         drop(rented);
         let kept = (config.arrays_per_bucket + config.thread_cache_arrays) as u64;
         assert_eq!(pool.stats().bytes_retained, kept * 64);
-        pool.shrink(0.0);
+        pool.trim_fraction(0.0);
         assert_eq!(
             pool.stats().bytes_retained,
             config.arrays_per_bucket as u64 * 64
@@ -439,7 +439,7 @@ mod tests {
             2 * 4096,
             "at most two per bucket"
         );
-        assert_eq!(pool.shrink(0.5), 4096);
+        assert_eq!(pool.trim_fraction(0.5), 4096);
         assert_eq!(pool.stats().bytes_retained, 4096);
         pool.set_max_retained_bytes(1000);
         assert_eq!(pool.stats().bytes_retained, 0);
@@ -473,9 +473,9 @@ mod tests {
         });
         assert_eq!(pool.stats().bytes_retained, 3 * 4096);
         assert_eq!(
-            pool.shrink(1.0),
+            pool.trim_fraction(1.0),
             3 * 4096,
-            "shrink empties every thread's cache"
+            "trim_fraction empties every thread's cache"
         );
         let s = pool.stats();
         assert_eq!((s.rented, s.returned, s.bytes_retained), (6, 6, 0));

@@ -3,13 +3,11 @@
 
 mod array_pool;
 mod caching;
-mod limit;
 mod object_pool;
 mod per_thread;
 mod size_classes;
 
 pub use array_pool::{ArrayPool, ArrayPoolConfig, ArrayPoolStats, Rented};
 pub use caching::{CachingAllocator, CachingConfig, CachingStats, OomDiagnosis, PooledBlock};
-pub use limit::MemoryLimit;
 pub use object_pool::{ObjectPool, ObjectPoolBuilder, ObjectPoolStats, Pooled};
 pub use size_classes::SizeClasses;

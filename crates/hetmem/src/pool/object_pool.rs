@@ -57,7 +57,7 @@ impl<T: Send + 'static> ObjectPoolBuilder<T> {
     }
 
     /// Objects older than `lifetime` (since creation) are destroyed instead of handed out, and
-    /// [`ObjectPool::maintain`] evicts them.
+    /// [`ObjectPool::trim_expired`] evicts them.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = Some(lifetime);
         self
@@ -218,7 +218,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     }
 
     /// Destroys idle objects past their lifetime (and those failing validation). Returns how many.
-    pub fn maintain(&self) -> usize {
+    pub fn trim_expired(&self) -> usize {
         let mut entries = Vec::new();
         self.threads
             .for_each(|t| entries.extend(t.cache.drain(&self.idle).into_iter().map(|(_, e)| e)));
@@ -234,7 +234,7 @@ impl<T: Send + 'static> ObjectPool<T> {
     }
 
     /// Destroys every idle object. Returns how many.
-    pub fn clear(&self) -> usize {
+    pub fn trim(&self) -> usize {
         let mut count = 0;
         self.threads
             .for_each(|t| count += t.cache.drain(&self.idle).len());

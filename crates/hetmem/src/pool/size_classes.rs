@@ -43,6 +43,16 @@ impl SizeClasses {
         })
     }
 
+    /// No classes: nothing is pooled (every request is served by the resource below and
+    /// returned to it). What an unpooled allocator uses.
+    pub fn none() -> Self {
+        SizeClasses {
+            min_log2: 0,
+            max: 0,
+            per_doubling_log2: 0,
+        }
+    }
+
     /// The classic scheme: one class per power of two, 512 B to 1 TiB.
     pub fn power_of_two() -> Self {
         Self::new(1, 512, 1 << 40).expect("valid constants")

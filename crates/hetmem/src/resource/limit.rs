@@ -1,20 +1,21 @@
-//! [`MemoryLimit`]: one byte limit over the memory several pools reserve from their backends,
-//! like RMM's `limiting_resource_adaptor` or PyTorch's per-process memory fraction.
+//! [`MemoryLimit`]: one byte limit over the memory several resource stacks take from their
+//! backends, like PyTorch's per-process memory fraction. [`super::LimitingResource`] charges it.
 //!
-//! A pool under a limit charges every block it takes from its backend and credits every block it
-//! gives back, so the limit bounds what the process really holds (in use plus cached). When a new
-//! block would not fit, every pool under the limit first releases its cached blocks — cached
-//! memory is the first thing to give up under pressure — and only if that does not make room is
-//! the allocation refused with [`Error::LimitExceeded`].
+//! Every block taken from a backend under the limit is charged and every block given back
+//! credited, so the limit bounds what the process really holds (in use plus cached). When a new
+//! block would not fit, every cache under the limit first trims — cached memory is the first
+//! thing to give up under pressure — and only if that does not make room is the allocation
+//! refused with [`Error::LimitExceeded`].
 
 use std::fmt;
 use std::sync::{Arc, Weak};
 
+use super::{Pressure, Trim};
+
 use crate::error::{Error, Result};
 use crate::gauge::Budget;
-use crate::sync::{lock, Mutex};
 
-/// A byte limit shared by the pools made with it. Cheap to clone: clones are the same limit.
+/// A byte limit shared by the resources made with it. Cheap to clone: clones are the same limit.
 #[derive(Clone)]
 pub struct MemoryLimit {
     inner: Arc<LimitInner>,
@@ -22,14 +23,8 @@ pub struct MemoryLimit {
 
 struct LimitInner {
     budget: Budget,
-    /// The pools charging this limit, asked to release their caches under pressure.
-    pools: Mutex<Vec<Weak<dyn Relieve>>>,
-}
-
-/// A pool that can give its cached memory back to make room under a limit.
-pub(crate) trait Relieve: Send + Sync {
-    /// Releases every cached block; returns the bytes released.
-    fn relieve(&self) -> Result<u64>;
+    /// The caches above the resources charging this limit, asked to trim under pressure.
+    caches: Pressure,
 }
 
 impl MemoryLimit {
@@ -43,7 +38,7 @@ impl MemoryLimit {
         Ok(MemoryLimit {
             inner: Arc::new(LimitInner {
                 budget: Budget::new(bytes),
-                pools: Mutex::new(Vec::new()),
+                caches: Pressure::default(),
             }),
         })
     }
@@ -53,7 +48,7 @@ impl MemoryLimit {
         self.inner.budget.limit()
     }
 
-    /// Bytes the pools under this limit hold from their backends now (in use plus cached).
+    /// Bytes the resources under this limit hold from their backends now (in use plus cached).
     pub fn reserved(&self) -> u64 {
         self.inner.budget.used()
     }
@@ -68,7 +63,7 @@ impl MemoryLimit {
             });
         }
         if self.reserved() > bytes {
-            self.relieve()?;
+            self.trim()?;
         }
         let in_use = self.reserved();
         if in_use > bytes {
@@ -81,32 +76,22 @@ impl MemoryLimit {
         Ok(())
     }
 
-    /// Asks every pool under this limit to release its cache; returns the bytes released.
-    pub fn relieve(&self) -> Result<u64> {
-        let pools: Vec<_> = lock(&self.inner.pools)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let mut released = 0;
-        for pool in pools {
-            released += pool.relieve()?;
-        }
-        Ok(released)
+    /// Asks every cache under this limit to trim; returns the bytes given back.
+    pub fn trim(&self) -> Result<u64> {
+        self.inner.caches.relieve()
     }
 
-    pub(crate) fn attach(&self, pool: Weak<dyn Relieve>) {
-        let mut pools = lock(&self.inner.pools);
-        pools.retain(|p| p.strong_count() > 0);
-        pools.push(pool);
+    pub(crate) fn attach(&self, cache: Weak<dyn Trim>) {
+        self.inner.caches.attach(cache);
     }
 
-    /// Admits `bytes` more, releasing the pools' caches first when they would not fit.
+    /// Admits `bytes` more, trimming the caches first when they would not fit.
     pub(crate) fn charge(&self, bytes: u64) -> Result<()> {
         let budget = &self.inner.budget;
         if budget.try_add(bytes) {
             return Ok(());
         }
-        self.relieve()?;
+        self.trim()?;
         if budget.try_add(bytes) {
             return Ok(());
         }
@@ -119,6 +104,12 @@ impl MemoryLimit {
 
     pub(crate) fn credit(&self, bytes: u64) {
         self.inner.budget.sub(bytes);
+    }
+}
+
+impl Trim for MemoryLimit {
+    fn trim(&self) -> Result<u64> {
+        MemoryLimit::trim(self)
     }
 }
 

@@ -6,128 +6,30 @@
 //! own lock, so no lock is global; byte accounting is lock-free ([`crate::gauge`]).
 //! A block released while device work may still use it carries that work's [`Event`] and is not
 //! handed out again until the event has finished (stream-ordered safety).
+//!
+//! New blocks come from the [`MemoryResource`] below (by default the backend's plain resource);
+//! the allocator is itself a resource, so adaptors can sit above it as well as below.
 
 use std::fmt;
 use std::sync::Arc;
 
-use super::limit::{MemoryLimit, Relieve};
+mod config;
+mod pooled_block;
+mod resource;
+mod stats;
+
+pub use config::CachingConfig;
+pub use pooled_block::PooledBlock;
+use pooled_block::Taken;
+pub use stats::{CachingStats, OomDiagnosis};
+
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
 use super::SizeClasses;
 use crate::backend::{Backend, BackendId, DeviceBlock, Event};
 use crate::error::{Error, Result};
 use crate::gauge::{Budget, PeakGauge};
+use crate::resource::{LimitingResource, MemoryLimit, MemoryResource, PlainResource, Trim};
 use crate::sync::{lock, AtomicU64, Mutex, Ordering};
-
-/// Limits of a [`CachingAllocator`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CachingConfig {
-    /// How request sizes are rounded into classes; requests above `classes.max()` bypass the cache.
-    pub classes: SizeClasses,
-    /// Most bytes kept cached; beyond it the least recently released blocks go back to the device.
-    pub max_cached_bytes: u64,
-    /// Most cached blocks per size class in the shared bins.
-    pub max_blocks_per_class: usize,
-    /// Most blocks per size class each thread keeps for itself; 0 turns thread caches off.
-    pub thread_cache_blocks: usize,
-    /// Most bytes each thread keeps for itself; larger blocks always go to the shared bins.
-    /// Thread caches count against `max_cached_bytes`.
-    pub thread_cache_bytes: u64,
-}
-
-impl Default for CachingConfig {
-    fn default() -> Self {
-        CachingConfig {
-            classes: SizeClasses::default(),
-            max_cached_bytes: 2 << 30,
-            max_blocks_per_class: 64,
-            thread_cache_blocks: 2,
-            thread_cache_bytes: 64 << 20,
-        }
-    }
-}
-
-/// What the allocator knew when the device ran out of memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OomDiagnosis {
-    /// Bytes requested (before rounding).
-    pub requested: u64,
-    /// Bytes the request rounded to.
-    pub rounded: u64,
-    /// Bytes in blocks handed out and not yet released.
-    pub in_use: u64,
-    /// Bytes cached when the first attempt failed (all released before the retry).
-    pub cached: u64,
-    /// Largest cached block when the first attempt failed.
-    pub largest_cached: u64,
-    /// The device's free memory after the retry, where the driver reports it.
-    pub device_free: Option<u64>,
-}
-
-impl fmt::Display for OomDiagnosis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "requested {} B (rounded to {} B); {} B in use; {} B was cached (largest block {} B) \
-             and has been released; device free memory: {}",
-            self.requested,
-            self.rounded,
-            self.in_use,
-            self.cached,
-            self.largest_cached,
-            self.device_free
-                .map_or_else(|| "unknown".to_owned(), |b| format!("{b} B"))
-        )
-    }
-}
-
-/// A snapshot of a [`CachingAllocator`]'s counters.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct CachingStats {
-    /// Allocations served from the cache.
-    pub hits: u64,
-    /// Allocations that needed the backend (pooled sizes only).
-    pub misses: u64,
-    /// Oversized allocations, never cached.
-    pub oversize: u64,
-    /// Blocks allocated from the backend.
-    pub backend_allocations: u64,
-    /// Blocks released to the backend.
-    pub backend_releases: u64,
-    /// Bytes in blocks handed out.
-    pub bytes_in_use: u64,
-    /// Bytes in cached blocks.
-    pub bytes_cached: u64,
-    /// Bytes held from the backend: `bytes_in_use + bytes_cached`.
-    pub bytes_reserved: u64,
-    /// Most bytes in use since creation or the last `reset_peaks`.
-    pub peak_in_use: u64,
-    /// Most bytes reserved since creation or the last `reset_peaks`.
-    pub peak_reserved: u64,
-    /// Rounding waste of blocks in use: class size minus requested size, summed.
-    pub waste_bytes: u64,
-    /// Number of cached blocks.
-    pub cached_blocks: u64,
-    /// Size of the largest cached block.
-    pub largest_cached_block: u64,
-    /// Blocks that came back other than they were handed out — swapped through
-    /// [`PooledBlock::block_mut`] for a block of another size or backend. The pool let go of its
-    /// own block (now the swapper's to release; it counts as neither held nor released) and did
-    /// not cache the stranger.
-    pub foreign_returns: u64,
-}
-
-impl CachingStats {
-    /// Fraction of pooled allocations served from the cache, 0 when there were none.
-    pub fn hit_rate(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
-    }
-}
 
 /// A device allocator that caches released blocks per size class. Cheap to clone: clones share
 /// one cache.
@@ -148,14 +50,16 @@ pub struct CachingAllocator {
 /// slower per operation than 1). So there are several homes, each thread uses its own, and each
 /// home sits on its own cache lines.
 #[repr(align(128))]
-struct Home {
-    inner: Arc<Inner>,
+pub(super) struct Home {
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
+    /// Where new blocks come from and evicted ones go.
+    upstream: Arc<dyn MemoryResource>,
     backend: Arc<dyn Backend>,
     /// `backend.id()`, kept so that a returning block is checked without a virtual call.
-    backend_id: BackendId,
+    pub(super) backend_id: BackendId,
     config: CachingConfig,
     bins: Box<[Mutex<Vec<Cached>>]>,
     threads: PerThread<ThreadSlot>,
@@ -173,8 +77,6 @@ struct Inner {
     /// Blocks of another backend swapped in, kept for [`CachingAllocator::take_foreign_blocks`]:
     /// the pool cannot release them, not holding their backend.
     foreign: Mutex<Vec<DeviceBlock>>,
-    /// The limit every backend allocation is charged to, if any.
-    limit: Option<MemoryLimit>,
 }
 
 struct Cached {
@@ -224,36 +126,39 @@ fn block_size(block: &DeviceBlock) -> u64 {
 }
 
 impl CachingAllocator {
-    /// A caching allocator over `backend` with the default limits.
+    /// A caching allocator over `backend`'s plain resource with the default limits.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self::with_config(backend, CachingConfig::default())
     }
 
-    /// A caching allocator over `backend` with the given limits.
+    /// A caching allocator over `backend`'s plain resource with the given limits.
     pub fn with_config(backend: Arc<dyn Backend>, config: CachingConfig) -> Self {
-        Self::build(backend, config, None)
+        Self::over(Arc::new(PlainResource::new(backend)), config)
     }
 
     /// A caching allocator whose backend allocations are charged to `limit` (which may be
-    /// shared with other pools). When a block would not fit, every pool under the limit
-    /// releases its cache before the allocation fails with `Error::LimitExceeded`.
+    /// shared with other pools): one over a [`LimitingResource`]. When a block would not fit,
+    /// every pool under the limit releases its cache before the allocation fails with
+    /// `Error::LimitExceeded`.
     pub fn with_limit(
         backend: Arc<dyn Backend>,
         config: CachingConfig,
         limit: MemoryLimit,
     ) -> Self {
-        let pool = Self::build(backend, config, Some(limit.clone()));
-        let relieve: Arc<dyn Relieve> = pool.inner.clone();
-        limit.attach(Arc::downgrade(&relieve));
-        pool
+        let plain = Arc::new(PlainResource::new(backend));
+        Self::over(Arc::new(LimitingResource::new(plain, limit)), config)
     }
 
-    fn build(backend: Arc<dyn Backend>, config: CachingConfig, limit: Option<MemoryLimit>) -> Self {
+    /// A caching allocator over any resource stack. It registers with the stack so that a
+    /// resource below that runs short of memory can ask it to trim.
+    pub fn over(upstream: Arc<dyn MemoryResource>, config: CachingConfig) -> Self {
         let bins = (0..config.classes.count())
             .map(|_| Mutex::new(Vec::new()))
             .collect();
+        let backend = upstream.backend().clone();
         let inner = Arc::new(Inner {
             backend_id: backend.id(),
+            upstream,
             backend,
             config,
             bins,
@@ -267,8 +172,9 @@ impl CachingAllocator {
             backend_releases: AtomicU64::new(0),
             foreign_returns: AtomicU64::new(0),
             foreign: Mutex::new(Vec::new()),
-            limit,
         });
+        let cache: Arc<dyn Trim> = inner.clone();
+        inner.upstream.on_pressure(Arc::downgrade(&cache));
         // Twice the cores, so that threads rarely share a home.
         let homes = std::thread::available_parallelism().map_or(8, |n| 2 * n.get());
         CachingAllocator {
@@ -288,9 +194,9 @@ impl CachingAllocator {
         &self.inner.backend
     }
 
-    /// The limit this pool's backend allocations are charged to, if any.
-    pub fn limit(&self) -> Option<&MemoryLimit> {
-        self.inner.limit.as_ref()
+    /// The resource new blocks come from.
+    pub fn upstream(&self) -> &Arc<dyn MemoryResource> {
+        &self.inner.upstream
     }
 
     /// The size-class policy.
@@ -367,22 +273,22 @@ impl CachingAllocator {
         }
     }
 
-    /// Releases least-recently-released cached blocks to the backend until at most
+    /// Releases least-recently-released cached blocks to the resource below until at most
     /// `target_bytes` remain cached (thread caches are emptied into the shared bins first).
     /// Returns the bytes released.
-    pub fn trim(&self, target_bytes: u64) -> Result<u64> {
-        self.inner.trim(target_bytes)
+    pub fn trim_to(&self, target_bytes: u64) -> Result<u64> {
+        self.inner.trim_to(target_bytes)
     }
 
-    /// Releases every cached block to the backend. Returns the bytes released.
-    pub fn release_all(&self) -> Result<u64> {
-        self.inner.trim(0)
+    /// Releases every cached block to the resource below. Returns the bytes released.
+    pub fn trim(&self) -> Result<u64> {
+        self.inner.trim_to(0)
     }
 
     /// Changes the cached-bytes limit, trimming at once if the cache is above it.
     pub fn set_max_cached_bytes(&self, limit: u64) -> Result<()> {
         self.inner.cached.set_limit(limit);
-        self.inner.trim(limit).map(drop)
+        self.inner.trim_to(limit).map(drop)
     }
 
     /// The counters now: exact whenever no allocation or release is in flight.
@@ -453,30 +359,21 @@ impl Inner {
 
     fn allocate_from_backend(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
         crate::trace::span!("hetmem.pool_miss", requested, size);
-        if let Some(limit) = &self.limit {
-            limit.charge(size as u64)?;
-        }
-        let block = self.allocate_or_relieve(requested, size);
-        if let (Err(_), Some(limit)) = (&block, &self.limit) {
-            limit.credit(size as u64);
-        }
-        let block = block?;
+        let block = self.allocate_or_relieve(requested, size)?;
         self.backend_allocations.fetch_add(1, Ordering::Relaxed);
         self.reserved.add(size as u64);
         Ok(block)
     }
 
-    /// A block from the backend; on out-of-memory, after releasing the cache and retrying once.
+    /// A block from the resource below; on out-of-memory, after every cache over that resource
+    /// (this one included, and all under a shared limit: they share the device too) has given
+    /// back its blocks, retrying once.
     fn allocate_or_relieve(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
-        match self.backend.allocate(size) {
+        match self.upstream.allocate(size) {
             Err(Error::OutOfMemory { .. }) => {
                 let before = self.stats();
-                // Every pool sharing a limit gives up its cache: they share the device too.
-                match &self.limit {
-                    Some(limit) => limit.relieve()?,
-                    None => self.trim(0)?,
-                };
-                self.backend.allocate(size).map_err(|e| match e {
+                self.upstream.relieve()?;
+                self.upstream.allocate(size).map_err(|e| match e {
                     Error::OutOfMemory { backend, .. } => Error::OutOfMemory {
                         backend,
                         requested: requested as u64,
@@ -496,32 +393,34 @@ impl Inner {
         }
     }
 
-    fn release_to_backend(&self, block: DeviceBlock) -> Result<()> {
+    fn release_to_backend(&self, block: DeviceBlock, pending: Vec<Event>) -> Result<()> {
         let size = block.size() as u64;
-        self.backend.release(block)?;
+        self.upstream.deallocate(block, pending)?;
         self.backend_releases.fetch_add(1, Ordering::Relaxed);
         self.reserved.sub(size);
-        if let Some(limit) = &self.limit {
-            limit.credit(size);
-        }
         Ok(())
     }
 
     /// Takes back a block that is not the one handed out (a size of `owed` bytes): the pool's own
     /// block left with whoever swapped it out, so it leaves the books; the stranger is released
     /// to this pool's backend when it is one of its blocks, and set aside otherwise.
-    fn give_back_foreign(&self, stranger: DeviceBlock, owed: usize, requested: usize, class: bool) {
+    pub(super) fn give_back_foreign(
+        &self,
+        stranger: DeviceBlock,
+        owed: usize,
+        requested: usize,
+        class: bool,
+    ) {
         self.foreign_returns.fetch_add(1, Ordering::Relaxed);
         self.held.sub(owed as u64);
         self.reserved.sub(owed as u64);
-        if let Some(limit) = &self.limit {
-            limit.credit(owed as u64);
-        }
+        self.upstream.abandon(owed);
         if class {
             self.threads.with(|t| t.waste -= (owed - requested) as i64);
         }
         if stranger.backend() == self.backend_id {
-            // Nobody to report a failure to from a drop; the stranger was the backend's anyway.
+            // Straight to the backend: the stack below never handed the stranger out. Nobody
+            // to report a failure to from a drop; the stranger was the backend's anyway.
             let _ = self.backend.release(stranger);
         } else {
             lock(&self.foreign).push(stranger);
@@ -529,7 +428,7 @@ impl Inner {
     }
 
     /// Takes a block back from a [`PooledBlock`].
-    fn give_back(
+    pub(super) fn give_back(
         &self,
         block: DeviceBlock,
         requested: usize,
@@ -538,9 +437,9 @@ impl Inner {
     ) {
         let size = block.size();
         let Some(class) = class else {
-            // Oversized: never cached. The backend orders the release after pending work.
+            // Oversized: never cached.
             self.held.sub(size as u64);
-            let _ = self.release_to_backend(block);
+            let _ = self.release_to_backend(block, pending.unwrap_or_default());
             return;
         };
         let waste = (size - requested) as i64;
@@ -591,7 +490,7 @@ impl Inner {
         }
         // Releasing can only fail for a foreign block, which `PooledBlock`'s drop sorts out;
         // there is nobody to report to from a drop.
-        let _ = self.release_to_backend(block);
+        let _ = self.release_to_backend(block, pending);
     }
 
     /// Moves every thread cache's blocks into the shared bins.
@@ -605,7 +504,7 @@ impl Inner {
         }
     }
 
-    fn trim(&self, target_bytes: u64) -> Result<u64> {
+    fn trim_to(&self, target_bytes: u64) -> Result<u64> {
         self.flush_threads();
         self.evict(target_bytes)
     }
@@ -632,23 +531,23 @@ impl Inner {
             };
             let size = evicted.block.size() as u64;
             self.cached.sub(size);
-            self.release_to_backend(evicted.block)?;
+            self.release_to_backend(evicted.block, evicted.pending)?;
             released += size;
         }
         Ok(released)
     }
 }
 
-impl Relieve for Inner {
-    fn relieve(&self) -> Result<u64> {
-        self.trim(0)
+impl Trim for Inner {
+    fn trim(&self) -> Result<u64> {
+        self.trim_to(0)
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Every PooledBlock holds an Arc to this, so only cached blocks remain.
-        let _ = self.trim(0);
+        let _ = self.trim_to(0);
     }
 }
 
@@ -657,141 +556,6 @@ impl fmt::Debug for CachingAllocator {
         f.debug_struct("CachingAllocator")
             .field("backend", &self.inner.backend)
             .field("stats", &self.stats())
-            .finish()
-    }
-}
-
-/// A block from a [`CachingAllocator`]; goes back to the cache when dropped.
-///
-/// Device work still pending on the block when it drops — the events given to
-/// [`PooledBlock::record`] — goes back with it: the pool hands the block out again only once
-/// all of them have finished, so a kernel still writing it never meets a second owner. A block
-/// with nothing pending returns to its thread's cache (the fast path) as before.
-pub struct PooledBlock {
-    taken: Option<Taken>,
-    requested: usize,
-    /// The size of the block handed out: a block of another size coming back was swapped in.
-    capacity: usize,
-    class: Option<usize>,
-}
-
-/// What a [`PooledBlock`] gives back: the block, the way home, and what still runs on it.
-struct Taken {
-    block: DeviceBlock,
-    home: Arc<Home>,
-    /// Unfinished device work that uses the block: its last-use events. Boxed so that a block
-    /// with none (the hot path) carries one null pointer, which dropping only has to test.
-    last_use: Option<Box<[Event]>>,
-}
-
-impl PooledBlock {
-    fn taken(&self) -> &Taken {
-        self.taken.as_ref().expect("present until drop")
-    }
-
-    /// The device block (its size is the class size, at least [`PooledBlock::len`]).
-    pub fn block(&self) -> &DeviceBlock {
-        &self.taken().block
-    }
-
-    /// The device block, for writes.
-    ///
-    /// Safe code can `mem::swap` another block in here. A block of the same backend and size is
-    /// as good as the original and is cached; any other is counted in
-    /// [`CachingStats::foreign_returns`] and not cached (released to the pool's backend when it is
-    /// one of its blocks, else kept for [`CachingAllocator::take_foreign_blocks`]), and the
-    /// swapped-out original is the swapper's to release.
-    pub fn block_mut(&mut self) -> &mut DeviceBlock {
-        &mut self.taken.as_mut().expect("present until drop").block
-    }
-
-    /// Bytes requested.
-    pub fn len(&self) -> usize {
-        self.requested
-    }
-
-    /// Whether zero bytes were requested (never: the allocator refuses zero).
-    pub fn is_empty(&self) -> bool {
-        self.requested == 0
-    }
-
-    /// Bytes actually reserved (the class size).
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Records device work that uses the block (a kernel's event, a marker of its queue): the
-    /// block is not handed out again before `event` finishes. Finished events are forgotten.
-    pub fn record(&mut self, event: Event) {
-        let taken = self.taken.as_mut().expect("present until drop");
-        let list: Vec<Event> = unfinished(taken.last_use.take())
-            .chain(Some(event).filter(|e| !e.is_finished()))
-            .collect();
-        taken.last_use = (!list.is_empty()).then(|| list.into_boxed_slice());
-    }
-
-    /// The recorded device work that may still be running on the block.
-    pub fn last_use(&self) -> &[Event] {
-        self.taken().last_use.as_deref().unwrap_or_default()
-    }
-
-    /// Returns the block to the cache, not to be handed out again before `event` (and what was
-    /// recorded) finishes: use it when device work that touches the block is still queued.
-    pub fn release_after(mut self, event: Event) {
-        self.record(event);
-    }
-}
-
-/// Lets a pooled block go wherever a block is borrowed, e.g. into a
-/// [`TransferRequest`](crate::transfer::TransferRequest).
-impl std::borrow::Borrow<DeviceBlock> for PooledBlock {
-    fn borrow(&self) -> &DeviceBlock {
-        self.block()
-    }
-}
-
-impl std::borrow::BorrowMut<DeviceBlock> for PooledBlock {
-    fn borrow_mut(&mut self) -> &mut DeviceBlock {
-        self.block_mut()
-    }
-}
-
-/// The events of `list` not yet finished.
-fn unfinished(list: Option<Box<[Event]>>) -> impl Iterator<Item = Event> {
-    list.into_iter()
-        .flat_map(|events| events.into_vec())
-        .filter(|e| !e.is_finished())
-}
-
-impl Drop for PooledBlock {
-    fn drop(&mut self) {
-        if let Some(Taken {
-            block,
-            home,
-            last_use,
-        }) = self.taken.take()
-        {
-            let inner = &home.inner;
-            if block.size() != self.capacity || block.backend() != inner.backend_id {
-                let class = self.class.is_some();
-                inner.give_back_foreign(block, self.capacity, self.requested, class);
-                return;
-            }
-            // The fast path (nothing recorded) passes no list at all.
-            let pending = last_use.and_then(|list| {
-                let pending: Vec<Event> = unfinished(Some(list)).collect();
-                (!pending.is_empty()).then_some(pending)
-            });
-            inner.give_back(block, self.requested, self.class, pending);
-        }
-    }
-}
-
-impl fmt::Debug for PooledBlock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBlock")
-            .field("len", &self.requested)
-            .field("capacity", &self.capacity())
             .finish()
     }
 }

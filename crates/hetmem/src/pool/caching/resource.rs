@@ -1,0 +1,62 @@
+//! The caching allocator as a [`MemoryResource`], so that adaptors can sit above it (statistics
+//! of what users ask for, a failure callback that sees only what the cache could not serve).
+
+use std::sync::{Arc, Weak};
+
+use super::CachingAllocator;
+use crate::backend::{check_release, Backend, DeviceBlock, Event};
+use crate::error::Result;
+use crate::resource::{MemoryResource, Trim};
+
+impl Trim for CachingAllocator {
+    /// Releases every cached block, then trims the resource below.
+    fn trim(&self) -> Result<u64> {
+        Ok(CachingAllocator::trim(self)? + self.inner.upstream.trim()?)
+    }
+}
+
+impl MemoryResource for CachingAllocator {
+    fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// A block of the class serving `bytes` (its size is the class size). Handed out as a bare
+    /// block, it counts as in use without rounding waste until it is deallocated.
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+        let mut pooled = CachingAllocator::allocate(self, bytes)?;
+        let taken = pooled.taken.take().expect("present until drop");
+        if pooled.class.is_some() {
+            let waste = (taken.block.size() - bytes) as i64;
+            self.inner.threads.with(|t| t.waste -= waste);
+        }
+        Ok(taken.block)
+    }
+
+    /// Caches a block of a class size (held back until `after` finishes); releases any other
+    /// size to the resource below.
+    fn deallocate(&self, block: DeviceBlock, after: Vec<Event>) -> Result<()> {
+        let block = check_release(self.inner.backend_id, block)?;
+        let size = block.size();
+        let class = (self.inner.config.classes.class(size))
+            .filter(|&(_, class_size)| class_size == size)
+            .map(|(class, _)| class);
+        let pending: Vec<Event> = after.into_iter().filter(|e| !e.is_finished()).collect();
+        let pending = (!pending.is_empty()).then_some(pending);
+        self.inner.give_back(block, size, class, pending);
+        Ok(())
+    }
+
+    fn abandon(&self, size: usize) {
+        self.inner.held.sub(size as u64);
+        self.inner.reserved.sub(size as u64);
+        self.inner.upstream.abandon(size);
+    }
+
+    fn on_pressure(&self, cache: Weak<dyn Trim>) {
+        self.inner.upstream.on_pressure(cache);
+    }
+
+    fn relieve(&self) -> Result<u64> {
+        self.inner.upstream.relieve()
+    }
+}
