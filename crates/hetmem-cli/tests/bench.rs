@@ -8,6 +8,7 @@ const REQUIRED: &[&str] = &[
     "transfer.h2d_fresh.256MiB",
     "transfer.batch.h2d.4KiBx1000",
     "alloc.pool_hit",
+    "alloc.unpooled",
     "alloc.first_use.16MiB",
     "alloc.bulk",
     "alloc.array_pool.1MiB",

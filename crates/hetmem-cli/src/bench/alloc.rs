@@ -3,7 +3,8 @@
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
-use hetmem::pool::{ArrayPool, CachingAllocator, ObjectPool};
+use hetmem::pool::{ArrayPool, CachingAllocator, CachingConfig, ObjectPool};
+use hetmem::resource::MemoryLimit;
 use hetmem::transfer::TransferEngine;
 use hetmem::MemoryManager;
 use hetmem::{Backend, Result};
@@ -16,6 +17,7 @@ const MIB: usize = 1 << 20;
 
 pub fn register(suite: &mut Suite) {
     suite.case("alloc.pool_hit", pool_hit);
+    suite.case("alloc.unpooled", unpooled);
     suite.case("alloc.first_use.16MiB", first_use);
     suite.case("alloc.bulk", bulk);
     suite.case("alloc.array_pool.1MiB", |_, e| array_pool(e));
@@ -36,6 +38,24 @@ fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     })?;
     Ok(latency(
         "alloc.pool_hit",
+        &timings,
+        "raw backend allocate + release",
+        "ns",
+    ))
+}
+
+/// The unpooled allocator over a limiting and a plain resource, as `AllocMode::Unpooled`
+/// allocates in a manager: what the resource layers and the block handle cost on top of the
+/// driver call.
+fn unpooled(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let limit = MemoryLimit::new(u64::MAX)?;
+    let pool = CachingAllocator::with_limit(backend.clone(), CachingConfig::unpooled(), limit);
+    let timings = compare_auto(effort, |side| match side {
+        Side::Hetmem => pool.allocate(MIB).map(drop),
+        Side::Baseline => raw(backend, MIB),
+    })?;
+    Ok(latency(
+        "alloc.unpooled",
         &timings,
         "raw backend allocate + release",
         "ns",

@@ -19,7 +19,7 @@ mod stats;
 pub(crate) use background::Background;
 pub use background::OwnedTransfer;
 pub(crate) use engine::Lane;
-pub use engine::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
+pub use engine::{plan, plan_batch, BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
 pub use retry::RetryPolicy;
 pub use scheduler::{
