@@ -9,7 +9,9 @@ use std::sync::Arc;
 use hetmem::buffer::Residency;
 use hetmem::pool::CachingAllocator;
 use hetmem::transfer::{Strategy, TransferConfig};
-use hetmem::{Backend, BufferContext, HostBackend, UnifiedBuffer};
+use hetmem::UnifiedBuffer;
+use hetmem::backend::{Backend, HostBackend};
+use hetmem::buffer::BufferContext;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

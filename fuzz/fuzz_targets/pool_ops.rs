@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use hetmem::pool::{ArrayPool, ArrayPoolConfig, CachingConfig, SizeClasses};
-use hetmem::{Backend, CachingAllocator, HostBackend, PooledBlock, UserEvent};
+use hetmem::backend::{Backend, HostBackend, UserEvent};
+use hetmem::pool::{CachingAllocator, PooledBlock};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,8 +2,8 @@
 
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use hetmem::backend::{BackendKind, Capabilities, DeviceInfo};
 use hetmem::manager::bytes;
-use hetmem::{BackendKind, Capabilities, DeviceInfo};
 use serde::Serialize;
 
 #[derive(Args)]
@@ -32,7 +32,7 @@ struct DeviceReport {
 }
 
 fn report() -> Vec<KindReport> {
-    hetmem::probe()
+    hetmem::backend::probe()
         .into_iter()
         .map(|probe| match probe.outcome {
             Ok(backends) => KindReport {

@@ -10,8 +10,8 @@ mod common;
 
 use common::backends;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use hetmem::backend::HostBackend;
 use hetmem::pool::CachingAllocator;
-use hetmem::HostBackend;
 
 const MIB: usize = 1 << 20;
 

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use hetmem::backend::{Backend, OpenClBackend};
 use hetmem::manager::{AllocOptions, MemoryManager, Placement};
-use hetmem::{Backend, OpenClBackend, Result};
+use hetmem::Result;
 use opencl3::command_queue::CommandQueue;
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::program::Program;

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::manager::{AllocOptions, MemoryManager};
-use hetmem::{Backend, HostBackend, Result};
+use hetmem::Result;
 
 fn main() -> Result<()> {
     let manager = MemoryManager::host();

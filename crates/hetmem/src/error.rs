@@ -36,7 +36,7 @@ pub enum Error {
         diagnosis: Option<Box<crate::pool::OomDiagnosis>>,
     },
 
-    /// An allocation would take the memory held under a [`MemoryLimit`](crate::pool::MemoryLimit)
+    /// An allocation would take the memory held under a [`MemoryLimit`](crate::resource::MemoryLimit)
     /// past it, even after every cache under the limit was released.
     #[error("memory limit of {limit} bytes exceeded: {requested} bytes requested, {in_use} bytes already in use (caches released)")]
     LimitExceeded {

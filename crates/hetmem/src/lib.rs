@@ -4,16 +4,26 @@
 //! coherent, a fast transfer engine, and statistics that explain where memory and time go.
 //!
 //! Start from a [`MemoryManager`]: it makes [`UnifiedBuffer`]s from its pools, places them
-//! ([`Placement`]), keeps them under a memory limit and reports where memory and time went
-//! ([`MemoryStats`], [`MemoryManager::summary`]).
+//! ([`Placement`], [`AllocOptions`]), keeps them under a memory limit and reports where memory
+//! and time went ([`MemoryManager::stats`], [`MemoryManager::summary`]). Those, [`Error`] and
+//! [`backends()`] are the crate root; everything else is one module down:
 //!
-//! Everything reaches hardware through one seam, the byte-level [`Backend`] trait, implemented by
-//! [`HostBackend`] (always available), `OpenClBackend` (feature `opencl`) and `CudaBackend`
-//! (feature `cuda`; both load their driver at run time).
+//! | module | what |
+//! | --- | --- |
+//! | [`backend`] | the byte-level [`Backend`](backend::Backend) seam: host, OpenCL, CUDA |
+//! | [`resource`] | memory resources that compose: plain, limiting, statistics, failure callback, tracking |
+//! | [`pool`] | the caching allocator (a resource), host array pool, object pool |
+//! | [`buffer`] | unified buffers, their contexts and guards |
+//! | [`transfer`] | the transfer engine, scheduler and plans |
+//! | [`manager`] | the manager's options, placement table, statistics and advice |
+//!
+//! Everything reaches hardware through [`backend::Backend`], implemented by
+//! [`HostBackend`](backend::HostBackend) (always available), `OpenClBackend` (feature `opencl`)
+//! and `CudaBackend` (feature `cuda`; both load their driver at run time).
 //! [`backends()`] lists what this machine has.
 //!
 //! ```
-//! use hetmem::{Backend, HostBackend};
+//! use hetmem::backend::{Backend, HostBackend};
 //!
 //! let backend = HostBackend::new();
 //! let queue = backend.default_queue().clone();
@@ -38,17 +48,7 @@ mod sync;
 mod trace;
 pub mod transfer;
 
-#[cfg(feature = "cuda")]
-pub use backend::CudaBackend;
-#[cfg(feature = "opencl")]
-pub use backend::OpenClBackend;
-pub use backend::{
-    backends, probe, Backend, BackendId, BackendKind, BackendProbe, BackendUsage, Capabilities,
-    DeviceBlock, DeviceInfo, Event, EventStatus, HostBackend, Queue, StagingBuffer, UserEvent,
-};
-pub use buffer::{BufferContext, Residency, UnifiedBuffer};
-pub use element::{byte_len, Element};
-pub use error::{BackendError, Error, Result};
-pub use manager::{AccessPattern, AllocOptions, MemoryManager, MemoryStats, Placement};
-pub use pool::{CachingAllocator, PooledBlock, SizeClasses};
-pub use transfer::TransferHandle;
+pub use backend::backends;
+pub use buffer::UnifiedBuffer;
+pub use error::{Error, Result};
+pub use manager::{AllocOptions, MemoryManager, Placement};

@@ -8,9 +8,9 @@ mod common;
 use std::sync::Arc;
 
 use common::device_contents;
+use hetmem::backend::Backend;
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::{BufferContext, CoherenceState, Residency, UnifiedBuffer};
-use hetmem::Backend;
 
 const N: usize = 4096;
 

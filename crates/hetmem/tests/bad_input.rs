@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pattern;
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::backend::{DeviceBlock, Queue, StagingBuffer};
+use hetmem::buffer::BufferContext;
 use hetmem::pool::{ArrayPool, ArrayPoolConfig, CachingConfig, ObjectPool, SizeClasses};
+use hetmem::pool::{CachingAllocator, PooledBlock};
 use hetmem::resource::MemoryLimit;
 use hetmem::transfer::{
     BatchWrite, RetryPolicy, SchedulerConfig, TransferConfig, TransferEngine, TransferRequest,
     TransferScheduler,
 };
-use hetmem::{
-    AllocOptions, Backend, BufferContext, CachingAllocator, Error, HostBackend, MemoryManager,
-    Placement, PooledBlock, Result, UnifiedBuffer,
-};
+use hetmem::{AllocOptions, Error, MemoryManager, Placement, Result, UnifiedBuffer};
 
 /// Sizes no allocator can supply: `vec!` would panic ("capacity overflow") or abort the
 /// process ("memory allocation failed"); the pool says `OutOfMemory` and keeps working.

@@ -6,12 +6,13 @@ mod common;
 use std::sync::{Arc, Barrier};
 
 use common::device_contents;
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::buffer::{
     coherence::transition, BufferContext, CoherenceEvent, CoherenceState, Residency, Side,
     UnifiedBuffer,
 };
 use hetmem::pool::CachingAllocator;
-use hetmem::{Backend, Error, HostBackend};
+use hetmem::Error;
 
 /// A context whose buffers keep two copies, so that every transfer is real.
 fn mirrored(b: &Arc<dyn Backend>) -> BufferContext {

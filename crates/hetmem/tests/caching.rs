@@ -7,15 +7,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::pattern;
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::pool::{CachingAllocator, CachingConfig, SizeClasses};
-use hetmem::{Backend, Error, HostBackend};
+use hetmem::Error;
 use proptest::prelude::*;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
-fn handle(p: &hetmem::PooledBlock) -> usize {
+fn handle(p: &hetmem::pool::PooledBlock) -> usize {
     p.block().raw_handle() as usize
 }
 
@@ -245,7 +246,7 @@ fn every_recorded_event_holds_the_block(b: &Arc<dyn Backend>) {
     let id = handle(&block);
     block.record(first.event().clone());
     block.record(second.event().clone());
-    block.record(hetmem::Event::complete());
+    block.record(hetmem::backend::Event::complete());
     assert_eq!(block.last_use().len(), 2, "finished events are not kept");
     drop(block);
     let held = pool.allocate(64 * KIB).unwrap();
@@ -418,7 +419,7 @@ fn out_of_memory_releases_the_cache_retries_and_diagnoses() {
             assert_eq!(d.largest_cached, 512 * KIB as u64);
             assert_eq!(d.device_free, Some(MIB as u64));
             let text = Error::OutOfMemory {
-                backend: hetmem::BackendKind::Host,
+                backend: hetmem::backend::BackendKind::Host,
                 requested,
                 diagnosis: Some(d),
             }

@@ -8,16 +8,17 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::pattern;
+use hetmem::backend::{Backend, DeviceBlock, EventStatus, HostBackend};
 use hetmem::backend::{ReadPart, WritePart};
-use hetmem::{Backend, DeviceBlock, Error, EventStatus, HostBackend};
+use hetmem::Error;
 
 const MIB: usize = 1 << 20;
 
-fn q(b: &Arc<dyn Backend>) -> hetmem::Queue {
+fn q(b: &Arc<dyn Backend>) -> hetmem::backend::Queue {
     b.default_queue().clone()
 }
 
-fn read_all(b: &Arc<dyn Backend>, block: &hetmem::DeviceBlock) -> Vec<u8> {
+fn read_all(b: &Arc<dyn Backend>, block: &hetmem::backend::DeviceBlock) -> Vec<u8> {
     let mut out = vec![0u8; block.size()];
     b.read(&q(b), block, 0, &mut out).unwrap();
     out

@@ -8,7 +8,8 @@
 mod common;
 
 use common::{cuda_required, pattern, skip};
-use hetmem::{Backend, BackendKind, CudaBackend, Error};
+use hetmem::backend::{Backend, BackendKind, CudaBackend};
+use hetmem::Error;
 
 const MIB: usize = 1 << 20;
 

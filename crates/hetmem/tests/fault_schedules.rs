@@ -9,11 +9,12 @@ mod common;
 
 use std::sync::Arc;
 
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::{BufferContext, CoherenceState, Residency, UnifiedBuffer};
 use hetmem::pool::CachingAllocator;
 use hetmem::transfer::{RetryPolicy, Strategy, TransferConfig};
-use hetmem::{AllocOptions, Backend, HostBackend, MemoryManager, Placement};
+use hetmem::{AllocOptions, MemoryManager, Placement};
 
 const N: usize = 2048;
 

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{device_contents, Gate};
+use hetmem::backend::Backend;
 use hetmem::transfer::{Strategy, TransferConfig};
-use hetmem::{Backend, MemoryManager};
+use hetmem::MemoryManager;
 
 const CASES: u64 = 1000;
 const STEPS: usize = 12;

@@ -5,11 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::buffer::Side;
 use hetmem::manager::{
     AccessPattern, Advice, AllocOptions, MemoryManager, MemoryStats, Placement, Tracking,
 };
-use hetmem::{Backend, Error, HostBackend};
+use hetmem::Error;
 use proptest::prelude::*;
 
 fn manager(backend: &Arc<dyn Backend>) -> MemoryManager {
@@ -102,7 +103,7 @@ fn the_home_side_is_taken_at_allocation(backend: &Arc<dyn Backend>) {
     let s = m.stats();
     if backend.capabilities().host_addressable {
         // One allocation serves both sides.
-        assert_eq!(host.residency(), hetmem::Residency::Shared);
+        assert_eq!(host.residency(), hetmem::buffer::Residency::Shared);
         assert_eq!(s.host.bytes_in_use, host_in_use);
     } else {
         assert!(s.host.bytes_in_use >= host_in_use + (1 << 20), "{s:?}");
@@ -288,7 +289,7 @@ fn foreign_buffers_are_refused(backend: &Arc<dyn Backend>) {
         m.allocation(&theirs),
         Err(Error::ForeignBuffer { .. })
     ));
-    let ctx = hetmem::BufferContext::new(backend.clone());
+    let ctx = hetmem::buffer::BufferContext::new(backend.clone());
     let plain = ctx.alloc::<u8>(16).unwrap();
     assert!(matches!(
         m.allocation(&plain),
@@ -378,7 +379,7 @@ fn mirrored_round_trips_are_recommended_against(backend: &Arc<dyn Backend>) {
         .iter()
         .find(|u| u.label.as_deref() == Some("ping-pong"))
         .unwrap();
-    if buf.residency() == hetmem::Residency::Shared {
+    if buf.residency() == hetmem::buffer::Residency::Shared {
         assert_eq!(pp.host_to_device.bytes, 0, "shared buffers never move");
         assert!(advice.iter().all(|r| r.kind != Advice::MovesTooMuch));
     } else {
@@ -425,7 +426,7 @@ fn the_host_manager_needs_no_setup() {
     let m = MemoryManager::host();
     let buf = m.from_slice(&[1u16, 2, 3]).unwrap();
     assert_eq!(buf.to_vec().unwrap(), [1, 2, 3]);
-    assert_eq!(m.backend().info().kind, hetmem::BackendKind::Host);
+    assert_eq!(m.backend().info().kind, hetmem::backend::BackendKind::Host);
     let _ = HostBackend::new();
 }
 

@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{opencl_required, pattern, skip};
-use hetmem::{Backend, BackendKind, Error, OpenClBackend};
+use hetmem::backend::{Backend, BackendKind, OpenClBackend};
+use hetmem::Error;
 
 fn all_or_skip() -> Option<Vec<OpenClBackend>> {
     match OpenClBackend::all() {
@@ -50,7 +51,7 @@ fn registry_lists_host_then_every_opencl_device() {
         .filter(|b| b.info().kind == BackendKind::OpenCl)
         .collect();
     assert_eq!(opencl.len(), all.len());
-    let cuda = hetmem::probe()
+    let cuda = hetmem::backend::probe()
         .into_iter()
         .find(|p| p.kind == BackendKind::Cuda)
         .unwrap();
@@ -177,7 +178,7 @@ fn user_kernels_on_a_buffer_need_no_wait() {
     )
     .expect("kernel builds");
     let kernel = Kernel::create(&program, "twice").unwrap();
-    let launch = |mem: *mut std::ffi::c_void, queue: &hetmem::Queue, n: usize| {
+    let launch = |mem: *mut std::ffi::c_void, queue: &hetmem::backend::Queue, n: usize| {
         let queue = backend.command_queue(queue).unwrap();
         // SAFETY: `twice` takes one global uint buffer; `mem` is a live cl_mem of this
         // backend's context holding `n` uints, and the global size is `n`.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{words, Gate};
+use hetmem::backend::{Backend, DeviceBlock, HostBackend};
 use hetmem::transfer::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
-use hetmem::{Backend, DeviceBlock, HostBackend};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;

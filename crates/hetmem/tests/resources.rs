@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::pattern;
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::manager::AllocMode;
 use hetmem::pool::{CachingAllocator, CachingConfig};
 use hetmem::resource::{
     FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource, PlainResource,
     ResourceCall, ResourceEvent, StatisticsResource, TrackingResource, Trim,
 };
-use hetmem::{AllocOptions, Backend, Error, HostBackend, MemoryManager, Placement};
+use hetmem::{AllocOptions, Error, MemoryManager, Placement};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;

@@ -12,13 +12,14 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 
 use common::pattern;
+use hetmem::backend::{Backend, DeviceBlock};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::pool::CachingAllocator;
 use hetmem::transfer::{
     Failed, Priority, Progress, SchedulerConfig, Strategy, TransferConfig, TransferEngine,
     TransferRequest, TransferScheduler,
 };
-use hetmem::{Backend, DeviceBlock, Error};
+use hetmem::Error;
 
 const KIB: usize = 1 << 10;
 
@@ -473,7 +474,7 @@ common::backend_suite!(
 
 #[test]
 fn bad_configurations_are_typed_errors() {
-    let b: Arc<dyn Backend> = Arc::new(hetmem::HostBackend::new());
+    let b: Arc<dyn Backend> = Arc::new(hetmem::backend::HostBackend::new());
     let engine = Arc::new(TransferEngine::new(b));
     for config in [
         SchedulerConfig {

@@ -11,8 +11,10 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use hetmem::backend::Backend;
 use hetmem::pool::{ArrayPool, ObjectPool};
-use hetmem::{Backend, CachingAllocator, MemoryManager, PooledBlock, UnifiedBuffer};
+use hetmem::pool::{CachingAllocator, PooledBlock};
+use hetmem::{MemoryManager, UnifiedBuffer};
 
 const THREADS: usize = 16;
 const SHARED_LEN: usize = 1024;

@@ -7,7 +7,7 @@
 fn pool_misses_and_transfers_open_spans() {
     use std::sync::{Arc, Mutex};
 
-    use hetmem::{Backend, HostBackend};
+    use hetmem::backend::{Backend, HostBackend};
     use tracing::span::{Attributes, Id};
     use tracing::Subscriber;
     use tracing_subscriber::layer::{Context, SubscriberExt};

@@ -7,10 +7,11 @@ mod common;
 use std::sync::Arc;
 
 use common::pattern;
+use hetmem::backend::{Backend, HostBackend};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::{BufferContext, CoherenceState, Residency};
 use hetmem::transfer::{BatchWrite, Plan, RetryPolicy, Strategy, TransferConfig, TransferEngine};
-use hetmem::{Backend, Error, HostBackend};
+use hetmem::Error;
 use proptest::prelude::*;
 
 const KIB: usize = 1 << 10;
@@ -33,7 +34,7 @@ fn config(strategy: Strategy) -> TransferConfig {
 
 fn read_back(
     b: &Arc<dyn Backend>,
-    block: &hetmem::DeviceBlock,
+    block: &hetmem::backend::DeviceBlock,
     offset: usize,
     len: usize,
 ) -> Vec<u8> {

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{device_contents, Gate};
+use hetmem::backend::{Backend, DeviceBlock};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::CoherenceState;
 use hetmem::transfer::{Strategy, TransferConfig};
-use hetmem::{Backend, DeviceBlock, MemoryManager, UnifiedBuffer};
+use hetmem::{MemoryManager, UnifiedBuffer};
 
 const GATE: Duration = Duration::from_millis(80);
 /// The buffer: 16 MiB of `u32`, four chunks with the default configuration.

@@ -3,11 +3,12 @@
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
+use hetmem::backend::Backend;
 use hetmem::pool::{ArrayPool, CachingAllocator, CachingConfig, ObjectPool};
 use hetmem::resource::MemoryLimit;
 use hetmem::transfer::TransferEngine;
 use hetmem::MemoryManager;
-use hetmem::{Backend, Result};
+use hetmem::Result;
 
 use super::harness::{compare, compare_auto, latency, Effort, Side};
 use super::report::Measurement;

@@ -3,8 +3,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use hetmem::backend::Backend;
 use hetmem::buffer::{BufferContext, Residency};
-use hetmem::{Backend, Result};
+use hetmem::Result;
 
 use super::harness::{compare, compare_auto, latency, Effort, Side};
 use super::report::{Better, Measurement};

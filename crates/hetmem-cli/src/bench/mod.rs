@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use hetmem::{Backend, BackendKind, HostBackend};
+use hetmem::backend::{Backend, BackendKind, HostBackend};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use harness::Effort;
@@ -116,7 +116,7 @@ fn select(spec: &str) -> Result<Arc<dyn Backend>, String> {
             ))
         }
     };
-    let probe = hetmem::probe()
+    let probe = hetmem::backend::probe()
         .into_iter()
         .find(|p| p.kind == kind)
         .ok_or_else(|| format!("{} support is not built in", kind.name()))?;

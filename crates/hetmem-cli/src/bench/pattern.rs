@@ -5,8 +5,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use hetmem::backend::Backend;
 use hetmem::pool::{CachingAllocator, CachingConfig, PooledBlock, SizeClasses};
-use hetmem::{Backend, Result};
+use hetmem::Result;
 
 use super::harness::{median, Effort};
 use super::report::{Better, Measurement};

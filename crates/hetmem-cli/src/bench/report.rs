@@ -82,7 +82,7 @@ impl Measurement {
 /// The backend measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendReport {
-    pub kind: hetmem::BackendKind,
+    pub kind: hetmem::backend::BackendKind,
     pub name: String,
     pub label: String,
     pub vendor: String,

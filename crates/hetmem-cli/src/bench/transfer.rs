@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use hetmem::backend::{Backend, BackendKind};
 use hetmem::transfer::{BatchWrite, TransferEngine};
-use hetmem::{Backend, BackendKind, Result};
+use hetmem::Result;
 
 use super::harness::{compare, compare_auto, compare_timed, latency, time, Effort, Side, Timings};
 use super::report::{Better, Measurement};

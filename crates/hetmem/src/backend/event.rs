@@ -59,15 +59,16 @@ impl Event {
         Event { source: None }
     }
 
-    /// Wraps a backend's completion object.
-    pub fn from_source(source: Arc<dyn EventSource>) -> Self {
+    /// Wraps a backend's completion object ([`raw::event`](super::raw::event)).
+    pub(crate) fn from_source(source: Arc<dyn EventSource>) -> Self {
         Event {
             source: Some(source),
         }
     }
 
-    /// The backend's completion object, `None` for an event created already complete.
-    pub fn source(&self) -> Option<&Arc<dyn EventSource>> {
+    /// The backend's completion object, `None` for an event created already complete
+    /// ([`raw::event_source`](super::raw::event_source)).
+    pub(crate) fn source(&self) -> Option<&Arc<dyn EventSource>> {
         self.source.as_ref()
     }
 
@@ -231,7 +232,7 @@ pub struct UserEvent {
 impl UserEvent {
     /// A user event completed on the host alone ([`ManualEvent`]), for backends whose devices
     /// have no host-completed events of their own (the host backend, CUDA).
-    pub fn manual() -> Self {
+    pub(crate) fn manual() -> Self {
         let source = ManualEvent::new();
         let event = Event::from_source(source.clone());
         UserEvent::new(
@@ -240,8 +241,12 @@ impl UserEvent {
         )
     }
 
-    /// Built by backends: `finish(true)` completes the event, `finish(false)` fails it.
-    pub fn new(event: Event, finish: Box<dyn FnOnce(bool) -> Result<()> + Send + Sync>) -> Self {
+    /// Built by backends ([`raw::user_event`](super::raw::user_event)): `finish(true)` completes
+    /// the event, `finish(false)` fails it.
+    pub(crate) fn new(
+        event: Event,
+        finish: Box<dyn FnOnce(bool) -> Result<()> + Send + Sync>,
+    ) -> Self {
         UserEvent {
             event,
             finish: Some(finish),

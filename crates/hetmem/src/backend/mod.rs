@@ -47,6 +47,7 @@ mod host_queue;
 #[cfg(feature = "opencl")]
 mod opencl;
 mod parts;
+pub mod raw;
 mod registry;
 mod staging;
 
@@ -60,7 +61,8 @@ pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
-pub use event::{CompletionCallback, Event, EventSource, EventStatus, ManualEvent, UserEvent};
+pub(crate) use event::{CompletionCallback, EventSource, ManualEvent};
+pub use event::{Event, EventStatus, UserEvent};
 pub use faulty::{FaultKind, FaultOp, FaultyBackend};
 pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
@@ -69,7 +71,8 @@ pub use opencl::OpenClBackend;
 pub(crate) use parts::{block_for, block_for_mut, queue_for, Failures};
 pub use parts::{PartFailures, ReadPart, WritePart};
 pub use registry::{backends, probe, BackendProbe};
-pub use staging::{StagingBuffer, StagingMemory};
+pub use staging::StagingBuffer;
+pub(crate) use staging::StagingMemory;
 
 use crate::error::{Error, Result};
 
@@ -195,13 +198,11 @@ unsafe impl Send for DeviceBlock {}
 unsafe impl Sync for DeviceBlock {}
 
 impl DeviceBlock {
-    /// Wraps a backend's raw allocation.
+    /// Wraps a backend's raw allocation ([`raw::device_block`]).
     ///
     /// # Safety
-    /// Only a [`Backend`] implementation may call this, for memory it allocated and now hands out
-    /// exactly once: `handle` must stay valid for `size` bytes until the block is released to the
-    /// backend whose id is `backend`.
-    pub unsafe fn from_raw(backend: BackendId, handle: *mut c_void, size: usize) -> Self {
+    /// As [`raw::device_block`].
+    pub(crate) unsafe fn from_raw(backend: BackendId, handle: *mut c_void, size: usize) -> Self {
         DeviceBlock {
             backend,
             handle,
@@ -239,9 +240,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Wraps a backend's queue object. Backends call this; users get queues from
-    /// [`Backend::default_queue`] and [`Backend::create_queue`].
-    pub fn new(backend: BackendId, inner: Arc<dyn Any + Send + Sync>) -> Self {
+    /// Wraps a backend's queue object ([`raw::queue`]).
+    pub(crate) fn new(backend: BackendId, inner: Arc<dyn Any + Send + Sync>) -> Self {
         Queue { backend, inner }
     }
 

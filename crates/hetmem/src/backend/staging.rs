@@ -41,8 +41,8 @@ pub struct StagingBuffer {
 }
 
 impl StagingBuffer {
-    /// Wraps a backend's staging allocation.
-    pub fn new(backend: BackendId, memory: Arc<dyn StagingMemory>) -> Self {
+    /// Wraps a backend's staging allocation ([`raw::staging_buffer`](super::raw::staging_buffer)).
+    pub(crate) fn new(backend: BackendId, memory: Arc<dyn StagingMemory>) -> Self {
         StagingBuffer {
             backend,
             memory,
@@ -90,12 +90,12 @@ impl StagingBuffer {
     }
 
     /// Records device work that reads this memory (called by backends).
-    pub fn track_device_read(&self, event: Event) {
+    pub(crate) fn track_device_read(&self, event: Event) {
         track(&self.device_reads, event);
     }
 
     /// Records device work that writes this memory (called by backends).
-    pub fn track_device_write(&mut self, event: Event) {
+    pub(crate) fn track_device_write(&mut self, event: Event) {
         track(&self.device_writes, event);
     }
 }

@@ -31,7 +31,7 @@ use crate::transfer::{OwnedTransfer, TransferHandle};
 /// ```
 /// use std::sync::Arc;
 /// use hetmem::buffer::{BufferContext, Residency};
-/// use hetmem::{Backend, HostBackend};
+/// use hetmem::backend::{Backend, HostBackend};
 ///
 /// let ctx = BufferContext::new(Arc::new(HostBackend::new()));
 /// let mut buf = ctx.alloc_with::<f32>(1 << 20, Residency::Mirrored)?;

@@ -29,7 +29,7 @@ type Callback = dyn Fn(&AllocationFailure<'_>) -> bool + Send + Sync;
 /// ```
 /// use std::sync::Arc;
 /// use hetmem::resource::{FailureCallbackResource, MemoryResource, PlainResource};
-/// use hetmem::HostBackend;
+/// use hetmem::backend::HostBackend;
 ///
 /// let plain = Arc::new(PlainResource::new(Arc::new(HostBackend::with_capacity(1 << 20))));
 /// // Give up after two retries (a real callback frees memory first).

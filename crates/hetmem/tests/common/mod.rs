@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use hetmem::{Backend, HostBackend};
+use hetmem::backend::{Backend, HostBackend};
 
 /// A fresh host backend.
 pub fn host() -> Option<Arc<dyn Backend>> {
@@ -29,7 +29,7 @@ pub fn skip(label: &str, reason: &str) {
 /// The `index`-th OpenCL device, or `None` with a note when this machine has none.
 #[cfg(feature = "opencl")]
 pub fn opencl(index: usize) -> Option<Arc<dyn Backend>> {
-    match hetmem::OpenClBackend::all() {
+    match hetmem::backend::OpenClBackend::all() {
         Ok(mut all) if index < all.len() => Some(Arc::new(all.swap_remove(index))),
         Ok(all) => {
             skip(
@@ -73,7 +73,7 @@ pub fn cuda_required() -> bool {
 /// The `index`-th CUDA device, or `None` with a note when this machine has none.
 #[cfg(feature = "cuda")]
 pub fn cuda(index: usize) -> Option<Arc<dyn Backend>> {
-    match hetmem::CudaBackend::all() {
+    match hetmem::backend::CudaBackend::all() {
         Ok(mut all) if index < all.len() => Some(Arc::new(all.swap_remove(index))),
         Ok(all) => {
             skip(
@@ -142,7 +142,7 @@ impl Gate {
     /// Closes `queue` of `backend` until `after` from now.
     pub fn close(
         backend: &Arc<dyn Backend>,
-        queue: &hetmem::Queue,
+        queue: &hetmem::backend::Queue,
         after: std::time::Duration,
     ) -> Self {
         let event = backend.create_user_event().unwrap();

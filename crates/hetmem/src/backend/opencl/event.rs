@@ -15,7 +15,7 @@ use super::{cl_error, OpenClBackend};
 use crate::backend::{BackendId, CompletionCallback, EventSource, EventStatus};
 use crate::error::Result;
 
-/// One `cl_event`, released when the last clone of the hetmem [`Event`](crate::Event) drops —
+/// One `cl_event`, released when the last clone of the hetmem [`Event`](crate::backend::Event) drops —
 /// or, when it has not finished by then, handed to the backend's [`Unfinished`] to be released
 /// once it has.
 pub(super) struct ClEvent {

@@ -191,7 +191,7 @@ impl OpenClBackend {
 
     /// Your own command's event (a kernel launch's, say) as a hetmem [`Event`], to hand to
     /// [`DeviceRef::record`](crate::buffer::DeviceRef::record) or
-    /// [`PooledBlock::record`](crate::PooledBlock::record). An event of another context is
+    /// [`PooledBlock::record`](crate::pool::PooledBlock::record). An event of another context is
     /// refused as invalid input.
     pub fn wrap_event(&self, event: opencl3::event::Event) -> Result<Event> {
         let context = event

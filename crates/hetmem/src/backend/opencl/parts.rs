@@ -21,7 +21,7 @@ use crate::backend::{
 use crate::error::Result;
 
 impl OpenClBackend {
-    /// [`Backend::write_parts`](crate::Backend::write_parts).
+    /// [`Backend::write_parts`](crate::backend::Backend::write_parts).
     pub(super) fn scatter(
         &self,
         queues: &[Queue],
@@ -53,7 +53,7 @@ impl OpenClBackend {
         })
     }
 
-    /// [`Backend::read_parts`](crate::Backend::read_parts).
+    /// [`Backend::read_parts`](crate::backend::Backend::read_parts).
     pub(super) fn gather(
         &self,
         queues: &[Queue],

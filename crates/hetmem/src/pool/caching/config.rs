@@ -2,7 +2,7 @@
 
 use crate::pool::SizeClasses;
 
-/// Limits of a [`CachingAllocator`].
+/// Limits of a [`CachingAllocator`](super::CachingAllocator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachingConfig {
     /// How request sizes are rounded into classes; requests above `classes.max()` bypass the cache.

@@ -1,4 +1,4 @@
-//! [`PooledBlock`]: a block handed out by a [`CachingAllocator`], and its way back.
+//! [`PooledBlock`]: a block handed out by a [`CachingAllocator`](super::CachingAllocator), and its way back.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::Home;
 use crate::backend::{DeviceBlock, Event};
 
-/// A block from a [`CachingAllocator`]; goes back to the cache when dropped.
+/// A block from a [`CachingAllocator`](super::CachingAllocator); goes back to the cache when dropped.
 ///
 /// Device work still pending on the block when it drops — the events given to
 /// [`PooledBlock::record`] — goes back with it: the pool hands the block out again only once
@@ -43,8 +43,8 @@ impl PooledBlock {
     ///
     /// Safe code can `mem::swap` another block in here. A block of the same backend and size is
     /// as good as the original and is cached; any other is counted in
-    /// [`CachingStats::foreign_returns`] and not cached (released to the pool's backend when it is
-    /// one of its blocks, else kept for [`CachingAllocator::take_foreign_blocks`]), and the
+    /// [`CachingStats::foreign_returns`](super::CachingStats::foreign_returns) and not cached (released to the pool's backend when it is
+    /// one of its blocks, else kept for [`CachingAllocator::take_foreign_blocks`](super::CachingAllocator::take_foreign_blocks)), and the
     /// swapped-out original is the swapper's to release.
     pub fn block_mut(&mut self) -> &mut DeviceBlock {
         &mut self.taken.as_mut().expect("present until drop").block

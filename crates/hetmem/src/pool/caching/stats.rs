@@ -36,7 +36,7 @@ impl fmt::Display for OomDiagnosis {
     }
 }
 
-/// A snapshot of a [`CachingAllocator`]'s counters.
+/// A snapshot of a [`CachingAllocator`](super::CachingAllocator)'s counters.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct CachingStats {
@@ -67,7 +67,7 @@ pub struct CachingStats {
     /// Size of the largest cached block.
     pub largest_cached_block: u64,
     /// Blocks that came back other than they were handed out — swapped through
-    /// [`PooledBlock::block_mut`] for a block of another size or backend. The pool let go of its
+    /// [`PooledBlock::block_mut`](super::PooledBlock::block_mut) for a block of another size or backend. The pool let go of its
     /// own block (now the swapper's to release; it counts as neither held nor released) and did
     /// not cache the stranger.
     pub foreign_returns: u64,

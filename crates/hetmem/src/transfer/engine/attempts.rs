@@ -8,9 +8,7 @@ use std::time::Instant;
 use super::super::stats::Direction;
 use super::lane::{InFlight, Lane};
 use super::TransferEngine;
-use crate::backend::{
-    DeviceBlock, Event, PartFailures, ReadPart, StagingBuffer, WritePart,
-};
+use crate::backend::{DeviceBlock, Event, PartFailures, ReadPart, StagingBuffer, WritePart};
 use crate::error::{Error, Result};
 
 impl TransferEngine {

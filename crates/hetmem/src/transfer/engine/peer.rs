@@ -10,7 +10,7 @@ use crate::error::Result;
 impl TransferEngine {
     /// Copies `len` bytes from a block of this engine's device into a block of `target`'s
     /// device: a device copy when both are one backend, a peer copy where the two backends
-    /// can ([`Backend::can_copy_to`](crate::Backend::can_copy_to)), otherwise through host
+    /// can ([`Backend::can_copy_to`](crate::backend::Backend::can_copy_to)), otherwise through host
     /// memory.
     pub fn copy_to(
         &self,

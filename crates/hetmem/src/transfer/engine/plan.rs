@@ -111,7 +111,7 @@ pub enum Plan {
         bytes: usize,
     },
     /// Between two devices, one copy from one to the other without host memory in between
-    /// ([`Backend::copy_to_peer`](crate::Backend::copy_to_peer)).
+    /// ([`Backend::copy_to_peer`](crate::backend::Backend::copy_to_peer)).
     Peer,
     /// Between two devices: read from one into host memory, write to the other, chunk by chunk.
     ThroughHost {
@@ -384,7 +384,10 @@ mod tests {
                 queues: 2,
             },
             Plan::BatchedStaged { items: 3, bytes: 9 },
-            Plan::ThroughHost { chunk: 4, chunks: 2 },
+            Plan::ThroughHost {
+                chunk: 4,
+                chunks: 2,
+            },
         ];
         let texts: Vec<String> = plans.iter().map(Plan::to_string).collect();
         assert!(texts[3].contains("2 chunks of up to 4 bytes over 2 queues"));
