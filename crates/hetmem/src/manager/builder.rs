@@ -9,7 +9,7 @@ use super::MemoryManager;
 use crate::backend::{Backend, HostBackend};
 use crate::buffer::BufferContext;
 use crate::error::{Error, Result};
-use crate::pool::{CachingAllocator, CachingConfig};
+use crate::pool::{CachingAllocator, CachingConfig, Headroom, MaintenancePolicy};
 use crate::resource::{
     AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
     PlainResource,
@@ -65,6 +65,8 @@ pub struct MemoryManagerBuilder {
     device_pool: CachingConfig,
     host_pool: CachingConfig,
     limit: Option<LimitSpec>,
+    maintenance: Option<MaintenancePolicy>,
+    headroom: Option<f64>,
     tracking: Option<Tracking>,
     transfers: TransferConfig,
 }
@@ -142,6 +144,20 @@ impl MemoryManagerBuilder {
         self
     }
 
+    /// When the pools give cached memory back on their own (default:
+    /// [`MaintenancePolicy::default`], blocks idle for a minute).
+    pub fn maintenance(mut self, policy: MaintenancePolicy) -> Self {
+        self.maintenance = Some(policy);
+        self
+    }
+
+    /// Trims both pools whenever the limit's headroom falls below `fraction` (0 < `fraction`
+    /// ≤ 1) of it: cached memory goes back before an allocation has to wait for it.
+    pub fn trim_below_headroom(mut self, fraction: f64) -> Self {
+        self.headroom = Some(fraction);
+        self
+    }
+
     /// How much to record per allocation (default: `HETMEM_TRACK` if set, otherwise
     /// [`Tracking::Outstanding`]). Set here, it overrides the environment.
     pub fn tracking(mut self, tracking: Tracking) -> Self {
@@ -176,6 +192,21 @@ impl MemoryManagerBuilder {
         let host = stack(host, &limit, &self.host_adaptors)?;
         let device = CachingAllocator::over(device, self.device_pool);
         let host = CachingAllocator::over(host, self.host_pool);
+        let mut policy = self.maintenance.unwrap_or_default();
+        if let Some(min_fraction) = self.headroom {
+            if !(min_fraction > 0.0 && min_fraction <= 1.0) {
+                return Err(Error::invalid(format!(
+                    "headroom fraction {min_fraction} is outside (0, 1]"
+                )));
+            }
+            let limit = limit.clone();
+            policy.headroom = Some(Headroom {
+                limit,
+                min_fraction,
+            });
+        }
+        device.set_maintenance(policy.clone());
+        host.set_maintenance(policy);
         let caps = device.backend().capabilities();
         Ok(MemoryManager {
             context: BufferContext::with_transfers(device, host, self.transfers)?,

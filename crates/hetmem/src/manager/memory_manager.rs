@@ -3,7 +3,9 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::maintainer::{self, Maintainer};
 use super::placement::{decide, Decision};
 use super::recommend::{recommend, Recommendation};
 use super::registry::{Outstanding, Registry, Tracking, Usage};
@@ -13,6 +15,7 @@ use crate::backend::{Backend, Capabilities};
 use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
+use crate::pool::MaintenanceReport;
 use crate::resource::MemoryLimit;
 
 /// The object users start from: one device, two pools (device memory and host copies), a
@@ -113,6 +116,26 @@ impl MemoryManager {
     /// Releases every cached block of both pools to the backends; returns the bytes released.
     pub fn trim(&self) -> Result<u64> {
         self.limit.trim()
+    }
+
+    /// Runs both pools' maintenance now (idle release and pressure trims, as the policy set on
+    /// the builder says); returns what it gave back.
+    pub fn maintain(&self) -> Result<MaintenanceReport> {
+        let device = self.context.device_pool().maintain()?;
+        Ok(maintainer::sum(
+            device,
+            self.context.host_pool().maintain()?,
+        ))
+    }
+
+    /// Runs maintenance on a background thread every `interval` until the returned
+    /// [`Maintainer`] drops (the pools also run it from their own calls when it is due).
+    pub fn start_maintenance(&self, interval: Duration) -> Result<Maintainer> {
+        let pools = vec![
+            self.context.device_pool().clone(),
+            self.context.host_pool().clone(),
+        ];
+        Maintainer::start(pools, interval)
     }
 
     /// The memory limit in bytes, if one is set.

@@ -20,6 +20,7 @@
 //! [`UnifiedBuffer`]: crate::UnifiedBuffer
 
 mod builder;
+mod maintainer;
 mod memory_manager;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -30,6 +31,7 @@ mod registry;
 mod stats;
 
 pub use builder::MemoryManagerBuilder;
+pub use maintainer::Maintainer;
 pub use memory_manager::MemoryManager;
 pub use options::{AccessPattern, AllocMode, AllocOptions, Placement};
 pub use placement::{decide, Decision, LARGE_SEQUENTIAL};

@@ -8,6 +8,9 @@ mod per_thread;
 mod size_classes;
 
 pub use array_pool::{ArrayPool, ArrayPoolConfig, ArrayPoolStats, Rented};
-pub use caching::{CachingAllocator, CachingConfig, CachingStats, OomDiagnosis, PooledBlock};
+pub use caching::{
+    CachingAllocator, CachingConfig, CachingStats, Headroom, MaintenancePolicy, MaintenanceReport,
+    OomDiagnosis, PooledBlock,
+};
 pub use object_pool::{ObjectPool, ObjectPoolBuilder, ObjectPoolStats, Pooled};
 pub use size_classes::SizeClasses;

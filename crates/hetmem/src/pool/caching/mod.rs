@@ -12,13 +12,17 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 mod config;
+mod maintenance;
 mod pooled_block;
 mod resource;
 mod stats;
 
 pub use config::CachingConfig;
+use maintenance::Schedule;
+pub use maintenance::{Headroom, MaintenancePolicy, MaintenanceReport};
 pub use pooled_block::PooledBlock;
 use pooled_block::Taken;
 pub use stats::{CachingStats, OomDiagnosis};
@@ -70,6 +74,8 @@ pub(super) struct Inner {
     reserved: PeakGauge,
     /// Logical time of releases, for least-recently-released eviction across bins.
     clock: AtomicU64,
+    /// When and how cached memory goes back on its own.
+    schedule: Schedule,
     oversize: AtomicU64,
     backend_allocations: AtomicU64,
     backend_releases: AtomicU64,
@@ -82,6 +88,8 @@ pub(super) struct Inner {
 struct Cached {
     block: DeviceBlock,
     released_at: u64,
+    /// When it was cached, for idle release.
+    since: Instant,
     /// Device work that may still use the block (its last-use events).
     pending: Vec<Event>,
 }
@@ -167,6 +175,11 @@ impl CachingAllocator {
             held: PeakGauge::default(),
             reserved: PeakGauge::default(),
             clock: AtomicU64::new(0),
+            // An allocator that caches nothing has nothing to maintain: no clock reads.
+            schedule: Schedule::new(match config.max_cached_bytes {
+                0 => MaintenancePolicy::off(),
+                _ => MaintenancePolicy::default(),
+            }),
             oversize: AtomicU64::new(0),
             backend_allocations: AtomicU64::new(0),
             backend_releases: AtomicU64::new(0),
@@ -225,9 +238,12 @@ impl CachingAllocator {
             let block = t.cache.take(class, block_size)?;
             t.hits += 1;
             t.waste += waste;
-            Some((block, t.home))
+            Some((block, t.home, t.hits % 256 == 0))
         });
-        if let Some((block, home)) = hit {
+        if let Some((block, home, check)) = hit {
+            if check {
+                inner.maybe_maintain();
+            }
             return Ok(self.pooled(block, bytes, Some(class), home));
         }
         let shared = {
@@ -251,6 +267,7 @@ impl CachingAllocator {
             t.waste += waste;
             t.home
         });
+        inner.maybe_maintain();
         Ok(self.pooled(block, bytes, Some(class), home))
     }
 
@@ -328,6 +345,14 @@ impl Inner {
             backend_allocations: self.backend_allocations.load(Ordering::Relaxed),
             backend_releases: self.backend_releases.load(Ordering::Relaxed),
             foreign_returns: self.foreign_returns.load(Ordering::Relaxed),
+            maintenance_runs: self
+                .schedule
+                .runs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            idle_released_bytes: (self.schedule.idle_released)
+                .load(std::sync::atomic::Ordering::Relaxed),
+            pressure_trims: (self.schedule.pressure_trims)
+                .load(std::sync::atomic::Ordering::Relaxed),
             bytes_reserved: self.reserved.get(),
             peak_in_use: self.held.peak(),
             peak_reserved: self.reserved.peak(),
@@ -460,7 +485,31 @@ impl Inner {
         if let Some(block) = rejected {
             self.held.sub(size as u64);
             self.give_to_shared(block, class, pending.unwrap_or_default());
+            self.maybe_maintain();
         }
+    }
+
+    /// Releases the shared bins' blocks cached for at least `idle` with no work pending on
+    /// them. Returns the bytes released.
+    fn evict_idle(&self, idle: Duration) -> Result<u64> {
+        let mut released = 0;
+        for bin in self.bins.iter() {
+            let idle_blocks: Vec<Cached> = {
+                let mut bin = lock(bin);
+                let (old, keep) = std::mem::take(&mut *bin).into_iter().partition(|c| {
+                    c.since.elapsed() >= idle && c.pending.iter().all(Event::is_finished)
+                });
+                *bin = keep;
+                old
+            };
+            for cached in idle_blocks {
+                let size = cached.block.size() as u64;
+                self.cached.sub(size);
+                self.release_to_backend(cached.block, Vec::new())?;
+                released += size;
+            }
+        }
+        Ok(released)
     }
 
     /// Caches a block in its shared bin, evicting least recently released blocks when the byte
@@ -477,6 +526,7 @@ impl Inner {
                 bin.push(Cached {
                     block,
                     released_at,
+                    since: Instant::now(),
                     pending,
                 });
                 return;

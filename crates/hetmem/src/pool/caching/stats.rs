@@ -71,6 +71,12 @@ pub struct CachingStats {
     /// own block (now the swapper's to release; it counts as neither held nor released) and did
     /// not cache the stranger.
     pub foreign_returns: u64,
+    /// Maintenance runs (see [`MaintenancePolicy`](super::MaintenancePolicy)).
+    pub maintenance_runs: u64,
+    /// Bytes maintenance released because they sat idle past the policy's `idle_release`.
+    pub idle_released_bytes: u64,
+    /// Times maintenance trimmed the whole cache because memory was short.
+    pub pressure_trims: u64,
 }
 
 impl CachingStats {
