@@ -121,10 +121,9 @@ impl Core {
                 }
             }
             Side::Device => {
+                let lane = self.lane();
                 for r in ranges.ranges() {
-                    backend
-                        .fill(&self.ctx.queue, block, r.start, r.len(), &[0])?
-                        .wait()?;
+                    (self.ctx.engine).fill_on(&lane, block, r.start, r.len(), &[0])?;
                 }
             }
         }
@@ -211,17 +210,8 @@ impl Core {
             }
             Side::Device => {
                 let start = Instant::now();
-                self.ctx
-                    .device_backend()
-                    .copy(
-                        &self.ctx.queue,
-                        current.block(),
-                        0,
-                        fresh.block_mut(),
-                        0,
-                        keep,
-                    )?
-                    .wait()?;
+                let (from, to) = (current.block(), fresh.block_mut());
+                (self.ctx.engine).copy_on(&self.lane(), from, 0, to, 0, keep)?;
                 self.metrics.record(Direction::DeviceToDevice, keep, start);
             }
         }

@@ -555,11 +555,8 @@ impl BufferStorage {
             self.core.ctx.check_open("filling on the device")?;
             let (core, _, slots, _) = self.parts_mut();
             let block = allocated_mut(slots.device.get_mut().unpoisoned());
-            let filled = core
-                .ctx
-                .device_backend()
-                .fill(&core.ctx.queue, block, range.start, range.len(), pattern)
-                .and_then(|event| event.wait());
+            let filled =
+                (core.ctx.engine).fill_on(&core.lane(), block, range.start, range.len(), pattern);
             self.unless_failed(filled, Side::Device, &range)?;
             return self.acquire_mut(Side::Device, range, true);
         }
@@ -593,10 +590,14 @@ impl BufferStorage {
             let start = Instant::now();
             let (core, _, slots, _) = self.parts_mut();
             let block = allocated_mut(slots.device.get_mut().unpoisoned());
-            let copied =
-                core.ctx
-                    .engine
-                    .copy(allocated(&from), src.start, block, dst.start, dst.len());
+            let copied = (core.ctx.engine).copy_on(
+                &core.lane(),
+                allocated(&from),
+                src.start,
+                block,
+                dst.start,
+                dst.len(),
+            );
             if self.is_valid(Side::Device) {
                 self.unless_failed(copied, Side::Device, &dst)?;
             } else {

@@ -266,6 +266,35 @@ impl TransferEngine {
         })
     }
 
+    /// Repeats `pattern` over `len` bytes of `dst` at `offset` on the device and waits for it,
+    /// retrying transient failures like a transfer (a fill can be redone). The pattern rule is
+    /// [`Backend::fill`](crate::backend::Backend::fill)'s. Not counted as a transfer.
+    pub fn fill(
+        &self,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<()> {
+        self.fill_on(&Lane::new(self.queue(), None), dst, offset, len, pattern)
+    }
+
+    /// [`TransferEngine::fill`] on `lane`.
+    pub(crate) fn fill_on(
+        &self,
+        lane: &Lane<'_>,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<()> {
+        self.retrying(None, || {
+            (self.backend)
+                .fill(lane.queue, dst, offset, len, pattern)?
+                .wait()
+        })
+    }
+
     /// Copies `len` bytes between two blocks of this engine's device.
     pub fn copy(
         &self,
