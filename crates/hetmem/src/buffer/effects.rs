@@ -10,7 +10,7 @@ use super::coherence::{CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
 use super::metrics::MetricCells;
 use super::range_set::RangeSet;
-use super::storage::{allocated, allocated_mut, host_bytes, host_bytes_mut, Tracker};
+use super::tracker::{allocated, allocated_mut, host_bytes, host_bytes_mut, Tracker};
 use crate::backend::{Backend, DeviceBlock};
 use crate::error::Result;
 use crate::pool::{CachingAllocator, PooledBlock};

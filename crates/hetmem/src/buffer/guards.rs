@@ -9,7 +9,7 @@ use std::sync::RwLockReadGuard;
 
 use super::context::ContextShared;
 use super::lent_device::LentDevice;
-use super::storage::{allocated, host_bytes};
+use super::tracker::{allocated, host_bytes};
 use crate::backend::{Backend, DeviceBlock, Event, Queue};
 use crate::element::Element;
 use crate::error::Result;

@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Side};
 use super::range_set::RangeSet;
-use super::storage::{allocated, allocated_mut, BufferStorage, Tracker};
+use super::storage::BufferStorage;
+use super::tracker::{allocated, allocated_mut, Tracker};
 use crate::backend::Event;
 use crate::element::Element;
 use crate::error::Result;

@@ -13,7 +13,7 @@ use super::coherence::{CoherenceState, Side};
 use super::context::ContextShared;
 use super::effects::Core;
 use super::range_set::RangeSet;
-use super::storage::{allocated, allocated_mut, Tracker};
+use super::tracker::{allocated, allocated_mut, Tracker};
 use crate::backend::DeviceBlock;
 use crate::pool::PooledBlock;
 

@@ -25,6 +25,7 @@
 
 pub mod coherence;
 mod context;
+mod data_ops;
 mod effects;
 mod guards;
 mod in_flight;
@@ -32,6 +33,7 @@ mod lent_device;
 mod metrics;
 mod range_set;
 mod storage;
+mod tracker;
 mod unified;
 
 pub use coherence::{CoherenceError, CoherenceEvent, CoherenceState, Effect, Side, Transition};

@@ -33,24 +33,20 @@
 use crate::sync::Unpoison;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
 use super::effects::Core;
-use super::in_flight::InFlight;
 use super::lent_device::LentDevice;
 use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
+use super::tracker::{allocated, allocated_mut, host_bytes_mut, side_bit, Slots, Tracker};
 use super::Residency;
-use crate::backend::{Backend, DeviceBlock};
-use crate::error::{Error, Result};
+use crate::backend::Backend;
+use crate::error::Result;
 use crate::pool::PooledBlock;
 use crate::transfer::{Direction, Strategy, TransferHandle};
-
-const HOST_VALID: u8 = 1;
-const DEVICE_VALID: u8 = 2;
 
 /// How a shared-residency buffer comes into being: its one allocation, zeroed.
 const SHARED_INIT: Transition = Transition {
@@ -81,156 +77,6 @@ pub(crate) trait Observer: Send + Sync {
 
     /// For finding out which observer this is.
     fn as_any(&self) -> &dyn std::any::Any;
-}
-
-/// A buffer's two copies.
-pub(super) struct Slots {
-    /// The host copy (unused with shared residency).
-    pub(super) host: RwLock<Option<PooledBlock>>,
-    /// The device copy, or with shared residency the one allocation.
-    pub(super) device: RwLock<Option<PooledBlock>>,
-}
-
-impl Slots {
-    /// The slot that `side` makes valid, locked for writing, and the other side's, for reading.
-    pub(super) fn for_making_valid(
-        &self,
-        side: Side,
-    ) -> (
-        RwLockWriteGuard<'_, Option<PooledBlock>>,
-        RwLockReadGuard<'_, Option<PooledBlock>>,
-    ) {
-        match side {
-            Side::Host => (
-                self.host.write().unpoisoned(),
-                self.device.read().unpoisoned(),
-            ),
-            Side::Device => (
-                self.device.write().unpoisoned(),
-                self.host.read().unpoisoned(),
-            ),
-        }
-    }
-}
-
-/// The coherence state and, per side, the byte ranges where that side is stale.
-pub(super) struct Tracker {
-    pub(super) state: CoherenceState,
-    pub(super) stale_host: RangeSet,
-    pub(super) stale_device: RangeSet,
-    /// A transfer on the background thread.
-    pub(super) in_flight: Option<Box<InFlight>>,
-}
-
-impl Tracker {
-    fn new() -> Self {
-        Tracker {
-            state: CoherenceState::Uninitialized,
-            stale_host: RangeSet::default(),
-            stale_device: RangeSet::default(),
-            in_flight: None,
-        }
-    }
-
-    /// The state and stale ranges, for a transfer in flight to work on.
-    pub(super) fn snapshot(&self) -> Tracker {
-        Tracker {
-            state: self.state,
-            stale_host: self.stale_host.clone(),
-            stale_device: self.stale_device.clone(),
-            in_flight: None,
-        }
-    }
-
-    /// Waits for the transfer in flight, if any, and takes in what it left (see
-    /// [`InFlight`]); the validity mirror is published again either way.
-    fn settle(&mut self, valid: &AtomicU8) {
-        let Some(job) = self.in_flight.take() else {
-            return;
-        };
-        if let Some(after) = job.wait() {
-            self.stale_host = after.stale_host;
-            self.stale_device = after.stale_device;
-            self.state = after.state;
-        }
-        self.set_state(self.state, valid);
-    }
-
-    /// [`Tracker::settle`] if the transfer in flight has already finished.
-    fn settle_if_finished(&mut self, valid: &AtomicU8) {
-        if self.in_flight.as_ref().is_some_and(|job| job.is_finished()) {
-            self.settle(valid);
-        }
-    }
-
-    pub(super) fn stale(&self, side: Side) -> &RangeSet {
-        match side {
-            Side::Host => &self.stale_host,
-            Side::Device => &self.stale_device,
-        }
-    }
-
-    pub(super) fn stale_mut(&mut self, side: Side) -> &mut RangeSet {
-        match side {
-            Side::Host => &mut self.stale_host,
-            Side::Device => &mut self.stale_device,
-        }
-    }
-
-    pub(super) fn set_state(&mut self, state: CoherenceState, valid: &AtomicU8) {
-        self.state = state;
-        valid.store(valid_bits(state), Ordering::Release);
-    }
-}
-
-fn valid_bits(state: CoherenceState) -> u8 {
-    let host = if state.is_valid(Side::Host) {
-        HOST_VALID
-    } else {
-        0
-    };
-    let device = if state.is_valid(Side::Device) {
-        DEVICE_VALID
-    } else {
-        0
-    };
-    host | device
-}
-
-fn side_bit(side: Side) -> u8 {
-    match side {
-        Side::Host => HOST_VALID,
-        Side::Device => DEVICE_VALID,
-    }
-}
-
-/// The block in a slot that the protocol guarantees is allocated.
-pub(crate) fn allocated(slot: &Option<PooledBlock>) -> &DeviceBlock {
-    slot.as_ref()
-        .expect("a side in a valid or stale state is allocated")
-        .block()
-}
-
-pub(super) fn allocated_mut(slot: &mut Option<PooledBlock>) -> &mut DeviceBlock {
-    slot.as_mut()
-        .expect("a side in a valid or stale state is allocated")
-        .block_mut()
-}
-
-/// A host-addressable block's bytes.
-pub(crate) fn host_bytes<'a>(backend: &dyn Backend, block: &'a DeviceBlock) -> Result<&'a [u8]> {
-    backend
-        .host_bytes(block)
-        .ok_or_else(|| Error::invalid(format!("{backend:?} memory is not host-addressable")))
-}
-
-pub(super) fn host_bytes_mut<'a>(
-    backend: &dyn Backend,
-    block: &'a mut DeviceBlock,
-) -> Result<&'a mut [u8]> {
-    backend
-        .host_bytes_mut(block)
-        .ok_or_else(|| Error::invalid(format!("{backend:?} memory is not host-addressable")))
 }
 
 impl BufferStorage {
@@ -275,7 +121,7 @@ impl BufferStorage {
 
     /// Exclusive access to what `&mut self` operations change, once any transfer in flight is
     /// done.
-    fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
+    pub(super) fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
         let tracker = self.tracker.get_mut().unpoisoned();
         tracker.settle(&self.valid);
         let slots = Arc::get_mut(&mut self.slots)
@@ -489,208 +335,9 @@ impl BufferStorage {
         }
     }
 
-    /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
-    /// when only the device is, zeros when nothing was ever written.
-    pub(crate) fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        self.core.metrics.touch();
-        if self.valid.load(Ordering::Acquire) == 0 {
-            // Nothing written yet, or a write in flight hides the valid sides: take it in.
-            self.tracker.lock().unpoisoned().settle(&self.valid);
-        }
-        if self.is_valid(Side::Host) {
-            let (slot, backend) = self.host_slot();
-            let bytes = host_bytes(backend, allocated(&slot))?;
-            dst.copy_from_slice(&bytes[offset..offset + dst.len()]);
-        } else if self.is_valid(Side::Device) {
-            self.core.ctx.check_open("reading from the device")?;
-            let slot = self.device_slot();
-            let start = Instant::now();
-            let lane = self.core.lane();
-            self.core
-                .ctx
-                .engine
-                .read_on(&lane, allocated(&slot), offset, dst)?;
-            self.core
-                .metrics
-                .record(Direction::DeviceToHost, dst.len(), start);
-        } else {
-            dst.fill(0);
-        }
-        Ok(())
-    }
-
-    /// Writes `src` at `offset` into the newest copy: the host copy when it is valid (or nothing
-    /// exists yet), otherwise straight to the device, so a write never forces a download.
-    pub(crate) fn write_from(&mut self, offset: usize, src: &[u8]) -> Result<()> {
-        self.settle();
-        let range = offset..offset + src.len();
-        if self.core.shared || !self.newest_only_on_device() {
-            self.acquire_mut(Side::Host, range.clone(), true)?;
-            self.host_bytes_mut()?[range].copy_from_slice(src);
-            return Ok(());
-        }
-        self.core.ctx.check_open("writing to the device")?;
-        let start = Instant::now();
-        let (core, _, slots, _) = self.parts_mut();
-        let block = allocated_mut(slots.device.get_mut().unpoisoned());
-        let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
-        self.unless_failed(written, Side::Device, &range)?;
-        self.core
-            .metrics
-            .record(Direction::HostToDevice, src.len(), start);
-        self.acquire_mut(Side::Device, range, true)
-    }
-
-    /// Repeats `pattern` over `range` on the newest copy (a device fill when only the device is
-    /// valid and the backend can fill with this pattern at this offset).
-    pub(crate) fn fill(&mut self, range: Range<usize>, pattern: &[u8]) -> Result<()> {
-        self.settle();
-        let p = pattern.len();
-        let device_fill = !self.core.shared
-            && self.newest_only_on_device()
-            && p.is_power_of_two()
-            && p <= 128
-            && range.start % p == 0;
-        if device_fill {
-            self.core.ctx.check_open("filling on the device")?;
-            let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(slots.device.get_mut().unpoisoned());
-            let filled =
-                (core.ctx.engine).fill_on(&core.lane(), block, range.start, range.len(), pattern);
-            self.unless_failed(filled, Side::Device, &range)?;
-            return self.acquire_mut(Side::Device, range, true);
-        }
-        self.acquire_mut(Side::Host, range.clone(), true)?;
-        for chunk in self.host_bytes_mut()?[range].chunks_exact_mut(p) {
-            chunk.copy_from_slice(pattern);
-        }
-        Ok(())
-    }
-
-    /// Copies `src` of `other` into `dst` of this storage: device to device when `other` is
-    /// valid on the same device and this buffer's device copy is valid (or overwritten whole),
-    /// otherwise through the host.
-    pub(crate) fn copy_from(
-        &mut self,
-        dst: Range<usize>,
-        other: &BufferStorage,
-        src: Range<usize>,
-    ) -> Result<()> {
-        self.settle();
-        other.state(); // takes in a transfer of `other` that has finished
-        let same_device =
-            self.core.ctx.device_backend().id() == other.core.ctx.device_backend().id();
-        let device_side_ready = self.is_valid(Side::Device) || dst == (0..self.core.len);
-        if same_device && other.is_valid(Side::Device) && device_side_ready {
-            self.core.ctx.check_open("copying on the device")?;
-            // The copy goes into the device block before any state changes: a failure leaves
-            // the buffer as it was (or, over `dst`, the other copy valid).
-            self.ensure_block(Side::Device)?;
-            let from = other.device_slot();
-            let start = Instant::now();
-            let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(slots.device.get_mut().unpoisoned());
-            let copied = (core.ctx.engine).copy_on(
-                &core.lane(),
-                allocated(&from),
-                src.start,
-                block,
-                dst.start,
-                dst.len(),
-            );
-            if self.is_valid(Side::Device) {
-                self.unless_failed(copied, Side::Device, &dst)?;
-            } else {
-                copied?; // the device copy was not valid: nothing to take back
-            }
-            self.core
-                .metrics
-                .record(Direction::DeviceToDevice, dst.len(), start);
-            return self.acquire_mut(Side::Device, dst, true);
-        }
-        if self.core.shared || !self.newest_only_on_device() {
-            let before = self.tracker.get_mut().unpoisoned().snapshot();
-            self.acquire_mut(Side::Host, dst.clone(), true)?;
-            let read = other.read_into(src.start, &mut self.host_bytes_mut()?[dst.clone()]);
-            return self.after_failed_write(read, Side::Host, &dst, before);
-        }
-        let mut staged = vec![0u8; src.len()];
-        other.read_into(src.start, &mut staged)?;
-        self.write_from(dst.start, &staged)
-    }
-
-    /// Passes `outcome` on; if it is a failure of a write into `side` over `range` that the
-    /// tracker has not yet recorded, the buffer is first made consistent
-    /// ([`BufferStorage::after_failed_write`]).
-    fn unless_failed(
-        &mut self,
-        outcome: Result<()>,
-        side: Side,
-        range: &Range<usize>,
-    ) -> Result<()> {
-        if outcome.is_ok() {
-            return outcome;
-        }
-        let before = self.tracker.get_mut().unpoisoned().snapshot();
-        self.after_failed_write(outcome, side, range, before)
-    }
-
-    /// After a write into `side` over `range` failed part-way — `before` is the tracker as it
-    /// was before the operation — the copies must agree again. The other side, where it exists,
-    /// is brought up to date over exactly its stale ranges from `side` and becomes the valid
-    /// one; `side` goes stale over `range`. So over `range` the other side's old bytes survive
-    /// wherever it held them; where only `side` held them, the range holds what the failed write
-    /// left (unspecified, the same on both sides). Without another copy (`HostOnly`,
-    /// `DeviceOnly`, shared residency) the range is unspecified. Passes `outcome` on.
-    fn after_failed_write(
-        &mut self,
-        outcome: Result<()>,
-        side: Side,
-        range: &Range<usize>,
-        before: Tracker,
-    ) -> Result<()> {
-        let Err(error) = outcome else {
-            return Ok(());
-        };
-        let (core, tracker, slots, valid) = self.parts_mut();
-        tracker.state = before.state;
-        tracker.stale_host = before.stale_host;
-        tracker.stale_device = before.stale_device;
-        let other = side.other();
-        // Shared residency has one allocation for both sides: no other copy to fall back on.
-        if tracker.state.is_allocated(other) && !core.shared {
-            let (target, source) = match other {
-                Side::Host => (
-                    slots.host.get_mut().unpoisoned(),
-                    &*slots.device.get_mut().unpoisoned(),
-                ),
-                Side::Device => (
-                    slots.device.get_mut().unpoisoned(),
-                    &*slots.host.get_mut().unpoisoned(),
-                ),
-            };
-            // Exactly the stale ranges: merging would copy `range`'s wrong bytes over old ones.
-            let stale = tracker.stale(other).ranges().to_vec();
-            if core
-                .transfer(other, &stale, allocated_mut(target), source)
-                .is_ok()
-            {
-                tracker.stale_mut(other).clear();
-                *tracker.stale_mut(side) = RangeSet::default();
-                tracker.stale_mut(side).insert(range.clone());
-                tracker.state = match other {
-                    Side::Host => CoherenceState::HostDirty,
-                    Side::Device => CoherenceState::DeviceDirty,
-                };
-            }
-        }
-        tracker.set_state(tracker.state, valid);
-        Err(error)
-    }
-
     /// Gives `side` a block big enough for the buffer, without changing the state (as
     /// `reserve` does): an operation can then fill it before committing.
-    fn ensure_block(&mut self, side: Side) -> Result<()> {
+    pub(super) fn ensure_block(&mut self, side: Side) -> Result<()> {
         let (core, _, slots, _) = self.parts_mut();
         let slot = match side {
             Side::Host => slots.host.get_mut().unpoisoned(),
@@ -703,7 +350,7 @@ impl BufferStorage {
     }
 
     /// The device holds the only valid copy (`DeviceOnly` or `DeviceDirty`).
-    fn newest_only_on_device(&self) -> bool {
+    pub(super) fn newest_only_on_device(&self) -> bool {
         self.is_valid(Side::Device) && !self.is_valid(Side::Host)
     }
 
