@@ -6,40 +6,43 @@
 //! buffers mapped once for their whole life (page-locked on GPU drivers), used as the host side of
 //! non-blocking reads and writes.
 
+mod errors;
 mod event;
+mod mapping;
 mod parts;
+mod staging;
+
+pub(crate) use errors::cl_error;
+use errors::{allocation_error, unavailable};
+use mapping::{MapFor, Mapping};
+use staging::ClStaging;
 
 use crate::sync::Unpoison;
 use std::any::Any;
-use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex};
 
 use opencl3::command_queue::{self as clq, CommandQueue};
 use opencl3::context::Context;
 use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
-use opencl3::error_codes::{
-    error_text, CL_DEVICE_NOT_FOUND, CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY,
-    CL_OUT_OF_RESOURCES,
-};
+use opencl3::error_codes::CL_DEVICE_NOT_FOUND;
 use opencl3::event::{
     create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
 };
 use opencl3::memory::{
-    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE, CL_MAP_WRITE_INVALIDATE_REGION,
-    CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE,
+    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE_INVALIDATE_REGION,
+    CL_MEM_READ_WRITE,
 };
 use opencl3::platform::{get_platforms, Platform};
-use opencl3::types::{cl_event, cl_int, cl_map_flags, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::{ClEvent, Unfinished};
 use super::{
     check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
     BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, StagingMemory, UsageCounters, UserEvent,
-    WritePart,
+    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
-use crate::error::{BackendError, Error, Result};
+use crate::error::{Error, Result};
 
 /// `CL_PLATFORM_NOT_FOUND_KHR`: the ICD loader found no platform.
 const CL_PLATFORM_NOT_FOUND_KHR: cl_int = -1001;
@@ -240,7 +243,7 @@ impl OpenClBackend {
 }
 
 /// Drops the event an enqueue returned when nobody needs it.
-fn discard(raw: cl_event) {
+pub(super) fn discard(raw: cl_event) {
     drop(ClEventHandle::new(raw));
 }
 
@@ -580,260 +583,5 @@ impl Backend for OpenClBackend {
         }
         self.unfinished.clear();
         Ok(())
-    }
-}
-
-/// A `CL_MEM_ALLOC_HOST_PTR` buffer, mapped for its whole life.
-struct ClStaging {
-    mem: cl_mem,
-    ptr: *mut u8,
-    len: usize,
-    /// The queue that mapped it, kept to unmap it.
-    queue: cl_queue_handle::Handle,
-}
-
-mod cl_queue_handle {
-    use opencl3::command_queue::release_command_queue;
-    use opencl3::command_queue::retain_command_queue;
-    use opencl3::types::cl_command_queue;
-
-    /// One counted reference to a command queue.
-    pub(super) struct Handle(pub(super) cl_command_queue);
-
-    impl Handle {
-        pub(super) fn retain(queue: cl_command_queue) -> Self {
-            // SAFETY: `queue` is live (borrowed from a CommandQueue by the caller); retaining
-            // adds the reference this handle releases in Drop.
-            let _ = unsafe { retain_command_queue(queue) };
-            Handle(queue)
-        }
-    }
-
-    impl Drop for Handle {
-        fn drop(&mut self) {
-            // SAFETY: releases the reference taken in `retain`.
-            let _ = unsafe { release_command_queue(self.0) };
-        }
-    }
-}
-
-// SAFETY: ClStaging exclusively owns its cl_mem and the mapping; OpenCL handles are thread-safe,
-// and access to the mapped bytes is governed by the StagingBuffer that wraps it.
-unsafe impl Send for ClStaging {}
-// SAFETY: see `Send`.
-unsafe impl Sync for ClStaging {}
-
-impl ClStaging {
-    fn new(context: &Context, queue: &CommandQueue, len: usize) -> Result<Self> {
-        // SAFETY: ALLOC_HOST_PTR without a host pointer is a valid flag set; len is non-zero.
-        let mem = unsafe {
-            create_buffer(
-                context.get(),
-                CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR,
-                len,
-                ptr::null_mut(),
-            )
-        }
-        .map_err(|code| allocation_error("clCreateBuffer", code, len))?;
-        let mut mapped: *mut c_void = ptr::null_mut();
-        // SAFETY: blocking map of the whole new buffer; `mapped` receives the host pointer.
-        let mapping = unsafe {
-            clq::enqueue_map_buffer(
-                queue.get(),
-                mem,
-                CL_BLOCKING,
-                CL_MAP_READ | CL_MAP_WRITE,
-                0,
-                len,
-                &mut mapped,
-                0,
-                ptr::null(),
-            )
-        };
-        match mapping {
-            Ok(raw) => discard(raw),
-            Err(code) => {
-                // SAFETY: the buffer was created above and is not used anywhere else.
-                let _ = unsafe { release_mem_object(mem) };
-                return Err(cl_error("clEnqueueMapBuffer", code));
-            }
-        }
-        let ptr = mapped.cast::<u8>();
-        // SAFETY: the mapping covers `len` writable bytes; zeroing makes every byte initialised
-        // before any Rust slice sees it.
-        unsafe { ptr::write_bytes(ptr, 0, len) };
-        Ok(ClStaging {
-            mem,
-            ptr,
-            len,
-            queue: cl_queue_handle::Handle::retain(queue.get()),
-        })
-    }
-}
-
-// SAFETY: `ptr` is the mapping of `len` bytes, zeroed at creation, valid until Drop unmaps it.
-unsafe impl StagingMemory for ClStaging {
-    fn as_ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-impl Drop for ClStaging {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping made in `new` (the StagingBuffer has waited for all device
-        // work on it), then drops our one reference to the buffer.
-        unsafe {
-            if let Ok(raw) = clq::enqueue_unmap_mem_object(
-                self.queue.0,
-                self.mem,
-                self.ptr.cast(),
-                0,
-                ptr::null(),
-            ) {
-                let unmapped = ClEventHandle::new(raw);
-                let _ = unmapped.wait();
-            }
-            let _ = release_mem_object(self.mem);
-        }
-    }
-}
-
-/// Why a range is mapped: writing it whole (its old bytes need not be fetched) or reading it.
-#[derive(Clone, Copy)]
-enum MapFor {
-    Write,
-    Read,
-}
-
-/// A range of a `cl_mem` mapped into host memory (blocking map), unmapped on `unmap` or drop.
-struct Mapping<'q> {
-    queue: &'q CommandQueue,
-    mem: cl_mem,
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl<'q> Mapping<'q> {
-    fn new(
-        queue: &'q CommandQueue,
-        mem: cl_mem,
-        flags: cl_map_flags,
-        offset: usize,
-        len: usize,
-    ) -> Result<Self> {
-        if len == 0 {
-            // Mapping nothing is an error in OpenCL; an empty slice needs no mapping.
-            return Ok(Mapping {
-                queue,
-                mem,
-                ptr: ptr::NonNull::dangling().as_ptr(),
-                len,
-            });
-        }
-        let mut mapped: *mut c_void = ptr::null_mut();
-        // SAFETY: blocking map of a range inside the buffer (checked by the caller); `mapped`
-        // receives the host pointer, valid until the unmap.
-        let raw = unsafe {
-            clq::enqueue_map_buffer(
-                queue.get(),
-                mem,
-                CL_BLOCKING,
-                flags,
-                offset,
-                len,
-                &mut mapped,
-                0,
-                ptr::null(),
-            )
-        }
-        .map_err(|code| cl_error("clEnqueueMapBuffer", code))?;
-        discard(raw);
-        Ok(Mapping {
-            queue,
-            mem,
-            ptr: mapped.cast(),
-            len,
-        })
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: a blocking map returned `len` host-accessible bytes that stay mapped until
-        // `unmap`, which needs `self`; for a write-invalidate map their contents are
-        // unspecified but initialised host memory, and the caller overwrites them.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-
-    /// Unmaps and waits, so that the device sees what was written.
-    fn unmap(mut self) -> Result<()> {
-        let outcome = self.release();
-        std::mem::forget(self);
-        outcome
-    }
-
-    fn release(&mut self) -> Result<()> {
-        if self.len == 0 {
-            return Ok(());
-        }
-        // SAFETY: unmaps the mapping made in `new`, once (`unmap` forgets `self`).
-        let raw = unsafe {
-            clq::enqueue_unmap_mem_object(
-                self.queue.get(),
-                self.mem,
-                self.ptr.cast(),
-                0,
-                ptr::null(),
-            )
-        }
-        .map_err(|code| cl_error("clEnqueueUnmapMemObject", code))?;
-        ClEventHandle::new(raw)
-            .wait()
-            .map_err(|e| cl_error("clWaitForEvents", e.0))
-    }
-}
-
-impl Drop for Mapping<'_> {
-    /// Only reached when the access panicked: unmap anyway, nothing to report to.
-    fn drop(&mut self) {
-        let _ = self.release();
-    }
-}
-
-fn unavailable(reason: &str) -> Error {
-    Error::BackendUnavailable {
-        backend: BackendKind::OpenCl,
-        reason: reason.to_owned(),
-    }
-}
-
-/// A driver status as a hetmem error.
-pub(super) fn cl_error(operation: &'static str, code: cl_int) -> Error {
-    Error::Backend(BackendError {
-        backend: BackendKind::OpenCl,
-        operation,
-        code: code.into(),
-        name: error_text(code),
-        retryable: matches!(
-            code,
-            CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE
-        ),
-    })
-}
-
-fn allocation_error(operation: &'static str, code: cl_int, bytes: usize) -> Error {
-    match code {
-        CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY | CL_MEM_OBJECT_ALLOCATION_FAILURE => {
-            Error::OutOfMemory {
-                backend: BackendKind::OpenCl,
-                requested: bytes as u64,
-                diagnosis: None,
-            }
-        }
-        _ => cl_error(operation, code),
     }
 }
