@@ -43,6 +43,7 @@ mod cuda;
 mod event;
 mod faulty;
 mod host;
+mod host_memory;
 mod host_queue;
 #[cfg(feature = "opencl")]
 mod opencl;

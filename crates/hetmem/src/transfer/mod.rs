@@ -12,6 +12,7 @@
 mod background;
 mod engine;
 mod handle;
+mod request;
 mod retry;
 mod scheduler;
 mod stats;
@@ -21,10 +22,8 @@ pub use background::OwnedTransfer;
 pub(crate) use engine::Lane;
 pub use engine::{plan, plan_batch, BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 pub use handle::TransferHandle;
+pub use request::{Failed, Outcome, Progress, TransferRequest};
 pub use retry::RetryPolicy;
-pub use scheduler::{
-    Failed, Outcome, Priority, Progress, SchedulerConfig, Submission, TransferRequest,
-    TransferScheduler,
-};
+pub use scheduler::{Priority, SchedulerConfig, Submission, TransferScheduler};
 pub(crate) use stats::DirectionCounters;
 pub use stats::{Direction, DirectionStats, TransferStats};
