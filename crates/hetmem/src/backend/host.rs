@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use super::host_memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
 use super::host_queue::{Held, HostQueue};
+use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
 use super::{
-    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
-    StagingBuffer, UsageCounters, UserEvent,
+    check_owner, Backend, BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock,
+    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
+    WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -116,7 +117,7 @@ fn block_ptr(block: &DeviceBlock, offset: usize) -> *mut u8 {
     block.raw_handle().cast::<u8>().wrapping_add(offset)
 }
 
-impl Backend for HostBackend {
+impl RawBackend for HostBackend {
     fn id(&self) -> BackendId {
         self.id
     }
@@ -151,6 +152,10 @@ impl Backend for HostBackend {
         }
     }
 
+    fn max_allocation(&self) -> u64 {
+        self.max_allocation
+    }
+
     fn usage(&self) -> BackendUsage {
         self.usage.snapshot()
     }
@@ -160,7 +165,6 @@ impl Backend for HostBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        check_allocation(bytes, self.max_allocation)?;
         if !self.usage.try_allocate(bytes) {
             return Err(Error::OutOfMemory {
                 backend: BackendKind::Host,
@@ -173,38 +177,23 @@ impl Backend for HostBackend {
         Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.as_ptr().cast::<c_void>(), bytes) })
     }
 
-    fn release(&self, block: DeviceBlock) -> Result<()> {
-        let block = check_release(self.id, block)?;
+    unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         self.settle(&[&block]);
         let bytes = block.size();
         let layout = layout(bytes)?;
-        // SAFETY: the block is ours (checked above), so its handle came from `alloc_zeroed` with
+        // SAFETY: the block is ours (the caller's guarantee), so its handle came from `alloc_zeroed` with
         // this layout; `release` consumes the block, so it is freed exactly once.
         unsafe { alloc::dealloc(block.into_raw().cast::<u8>(), layout) };
         self.usage.released(bytes);
         Ok(())
     }
 
-    fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
-        check_owner("device block", self.id, block.backend()).ok()?;
+    unsafe fn host_address(&self, block: &DeviceBlock) -> Option<*mut u8> {
         self.settle(&[block]);
-        // SAFETY: the block is ours, so its handle points to `size()` initialised (zeroed at
-        // allocation) bytes that stay allocated until `release`, which consumes the block and so
-        // cannot run while this borrow lives. Writes through this backend need `&mut
-        // DeviceBlock`, which the borrow excludes.
-        Some(unsafe { std::slice::from_raw_parts(block_ptr(block, 0), block.size()) })
-    }
-
-    fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
-        check_owner("device block", self.id, block.backend()).ok()?;
-        self.settle(&[block]);
-        // SAFETY: as in `host_bytes`; the exclusive borrow of the block excludes every other
-        // access through safe code for the slice's lifetime.
-        Some(unsafe { std::slice::from_raw_parts_mut(block_ptr(block, 0), block.size()) })
+        Some(block_ptr(block, 0))
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        check_allocation(bytes, self.max_allocation)?;
         let (ptr, layout) = alloc_zeroed(bytes)?;
         Ok(StagingBuffer::new(
             self.id,
@@ -223,21 +212,31 @@ impl Backend for HostBackend {
         ))
     }
 
-    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+    unsafe fn write(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<()> {
         let q = self.host_queue(queue)?;
-        check_block(self.id, "write destination", dst, offset, src.len())?;
         self.ready(q, &[dst]);
-        // SAFETY: the range is inside the block (checked), `&mut dst` excludes every other access
+        // SAFETY: the range is inside the block (the caller's guarantee), `&mut dst` excludes every other access
         // to it, and `src` is a distinct Rust slice, so the regions do not overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), block_ptr(dst, offset), src.len()) };
         Ok(())
     }
 
-    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+    unsafe fn read(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let q = self.host_queue(queue)?;
-        check_block(self.id, "read source", src, offset, dst.len())?;
         self.ready(q, &[src]);
-        // SAFETY: the range is inside the block (checked) and initialised (blocks are zeroed at
+        // SAFETY: the range is inside the block (the caller's guarantee) and initialised (blocks are zeroed at
         // allocation); `&src` excludes writers; `dst` is an exclusive Rust slice.
         unsafe {
             std::ptr::copy_nonoverlapping(block_ptr(src, offset), dst.as_mut_ptr(), dst.len())
@@ -245,7 +244,51 @@ impl Backend for HostBackend {
         Ok(())
     }
 
-    fn write_staged(
+    unsafe fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { write_parts_in_turn(self, queues, blocks, parts) }
+    }
+
+    unsafe fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { read_parts_in_turn(self, queues, blocks, parts) }
+    }
+
+    /// Never reached: host blocks are host-addressable, mapped in place by the checked layer.
+    unsafe fn write_mapped(
+        &self,
+        _queue: &Queue,
+        _dst: &mut DeviceBlock,
+        _offset: usize,
+        _len: usize,
+        _access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Never reached, as `write_mapped`.
+    unsafe fn read_mapped(
+        &self,
+        _queue: &Queue,
+        _src: &DeviceBlock,
+        _offset: usize,
+        _len: usize,
+        _access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    unsafe fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -254,17 +297,15 @@ impl Backend for HostBackend {
         src_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        check_staging(self.id, "staged write source", src, src_offset, len)?;
         let q = self.host_queue(queue)?;
         if q.is_holding() {
-            check_block(self.id, "write destination", dst, dst_offset, len)?;
             let (to, memory) = (Raw(block_ptr(dst, dst_offset)), src.memory().clone());
             let event = q.hold(
                 &[address(dst)],
                 Box::new(move || {
                     let (from, to) = (memory.as_ptr().wrapping_add(src_offset), to.get());
-                    // SAFETY: both ranges were checked; the staging memory lives as long as
-                    // `memory`, and the staging buffer's host access waits for this event
+                    // SAFETY: both ranges are inside (the caller's guarantee); the staging memory
+                    // lives as long as `memory`, and the staging buffer's host access waits for this event
                     // (tracked below); the block stays allocated and untouched by anything
                     // else until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
@@ -274,11 +315,12 @@ impl Backend for HostBackend {
             return Ok(event);
         }
         let bytes = &src.as_slice()?[src_offset..src_offset + len];
-        self.write(queue, dst, dst_offset, bytes)?;
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { RawBackend::write(self, queue, dst, dst_offset, bytes)? };
         Ok(Event::complete())
     }
 
-    fn read_staged(
+    unsafe fn read_staged(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -287,10 +329,8 @@ impl Backend for HostBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
         let q = self.host_queue(queue)?;
         if q.is_holding() {
-            check_block(self.id, "read source", src, src_offset, len)?;
             // Earlier host access to the staging memory is over before the device writes it.
             dst.as_mut_slice()?;
             let (from, memory) = (Raw(block_ptr(src, src_offset)), dst.memory().clone());
@@ -298,8 +338,8 @@ impl Backend for HostBackend {
                 &[address(src)],
                 Box::new(move || {
                     let (from, to) = (from.get(), memory.as_ptr().wrapping_add(dst_offset));
-                    // SAFETY: both ranges were checked; the staging memory lives as long as
-                    // `memory`, and its host access waits for this event (tracked below); the
+                    // SAFETY: both ranges are inside (the caller's guarantee); the staging
+                    // memory lives as long as `memory`, and its host access waits for this event (tracked below); the
                     // block stays allocated and unwritten until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
                 }),
@@ -308,11 +348,12 @@ impl Backend for HostBackend {
             return Ok(event);
         }
         let bytes = &mut dst.as_mut_slice()?[dst_offset..dst_offset + len];
-        self.read(queue, src, src_offset, bytes)?;
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { RawBackend::read(self, queue, src, src_offset, bytes)? };
         Ok(Event::complete())
     }
 
-    fn copy(
+    unsafe fn copy(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -322,8 +363,6 @@ impl Backend for HostBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.host_queue(queue)?;
-        check_block(self.id, "copy source", src, src_offset, len)?;
-        check_block(self.id, "copy destination", dst, dst_offset, len)?;
         let (from, to) = (block_ptr(src, src_offset), block_ptr(dst, dst_offset));
         if q.is_holding() {
             let (from, to) = (Raw(from), Raw(to));
@@ -338,14 +377,33 @@ impl Backend for HostBackend {
             ));
         }
         self.settle(&[src, dst]);
-        // SAFETY: both ranges are inside their blocks (checked); `src` and `dst` are distinct
+        // SAFETY: both ranges are inside their blocks (the caller's guarantee); `src` and `dst`
+        // are distinct
         // blocks (one is borrowed shared, the other exclusively), so they do not overlap; no
         // held work touches them (settled).
         unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
         Ok(Event::complete())
     }
 
-    fn fill(
+    /// No driver peer path: host-addressable peers are copied by the checked layer.
+    fn can_copy_to(&self, _other: &dyn Backend) -> bool {
+        false
+    }
+
+    unsafe fn copy_to_peer(
+        &self,
+        _queue: &Queue,
+        _src: &DeviceBlock,
+        _src_offset: usize,
+        _dst_backend: &dyn Backend,
+        _dst: &mut DeviceBlock,
+        _dst_offset: usize,
+        _len: usize,
+    ) -> Result<Option<Event>> {
+        Ok(None)
+    }
+
+    unsafe fn fill(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -354,8 +412,6 @@ impl Backend for HostBackend {
         pattern: &[u8],
     ) -> Result<Event> {
         let q = self.host_queue(queue)?;
-        check_owner("device block", self.id, dst.backend())?;
-        check_fill(offset, len, pattern, dst.size())?;
         let start = block_ptr(dst, offset);
         if q.is_holding() {
             let (start, pattern) = (Raw(start), pattern.to_vec());
@@ -370,7 +426,7 @@ impl Backend for HostBackend {
             ));
         }
         self.settle(&[dst]);
-        // SAFETY: the range is inside the block (checked by check_fill), `&mut dst` makes this
+        // SAFETY: the range is inside the block (the caller's guarantee), `&mut dst` makes this
         // the only access through safe code, and no held work touches it (settled).
         let bytes = unsafe { std::slice::from_raw_parts_mut(start, len) };
         fill_repeating(bytes, pattern);
@@ -430,8 +486,8 @@ mod tests {
 
     #[test]
     fn host_bytes_alias_the_block_and_refuse_foreign_blocks() {
-        let b = HostBackend::new();
-        let other = HostBackend::new();
+        let b: &dyn Backend = &HostBackend::new();
+        let other: &dyn Backend = &HostBackend::new();
         let q = b.default_queue().clone();
         let mut x = b.allocate(16).unwrap();
         b.host_bytes_mut(&mut x).unwrap()[3] = 42;
@@ -447,7 +503,7 @@ mod tests {
 
     #[test]
     fn write_read_copy_fill_release() {
-        let b = HostBackend::new();
+        let b: &dyn Backend = &HostBackend::new();
         let q = b.default_queue().clone();
         let mut x = b.allocate(100).unwrap();
         let mut y = b.allocate(100).unwrap();
@@ -474,7 +530,7 @@ mod tests {
     /// waits for it. Run under Miri with the rest of this module.
     #[test]
     fn held_work_runs_in_order_when_the_gate_opens() {
-        let b = HostBackend::new();
+        let b: &dyn Backend = &HostBackend::new();
         let q = b.create_queue().unwrap();
         let mut s = b.allocate_staging(32).unwrap();
         s.as_mut_slice().unwrap().copy_from_slice(&bytes(32));
@@ -505,7 +561,7 @@ mod tests {
 
     #[test]
     fn staging_round_trip_and_drop() {
-        let b = HostBackend::new();
+        let b: &dyn Backend = &HostBackend::new();
         let q = b.default_queue().clone();
         let mut s = b.allocate_staging(33).unwrap();
         assert_eq!(s.as_slice().unwrap(), &[0u8; 33][..]);
@@ -524,8 +580,8 @@ mod tests {
 
     #[test]
     fn foreign_and_out_of_range_leave_memory_alone() {
-        let a = HostBackend::new();
-        let b = HostBackend::new();
+        let a: &dyn Backend = &HostBackend::new();
+        let b: &dyn Backend = &HostBackend::new();
         let mut block = a.allocate(8).unwrap();
         assert!(matches!(
             b.write(b.default_queue(), &mut block, 0, &[1]),

@@ -4,11 +4,18 @@
 //! memory only through [`Backend`], as `Arc<dyn Backend>`. A backend speaks **bytes**: typed views
 //! live above it.
 //!
+//! The seam has two sides. A device implements [`raw::RawBackend`]: unchecked primitives, none
+//! with a default. [`Backend`] is what everything else calls: one implementation over every
+//! `RawBackend` (`checked.rs`) checks each argument (ownership, ranges, sizes, fill patterns,
+//! scattered parts) before a device sees it, and serves host access, mapped access and peer
+//! copies of host-addressable blocks itself. Adding a device means implementing `RawBackend`
+//! (`host.rs` is the worked example).
+//!
 //! # The contract
 //!
 //! **Handles.** [`DeviceBlock`], [`Queue`], [`Event`] and [`StagingBuffer`] remember the
 //! [`BackendId`] of the backend that created them. Passing one to another backend is an
-//! [`Error::ForeignHandle`], never undefined behaviour. A
+//! [`Error::ForeignHandle`](crate::Error::ForeignHandle), never undefined behaviour. A
 //! `DeviceBlock` is not `Clone`: it is released exactly once, by [`Backend::release`]. A block
 //! that is dropped without being released leaks, like `std::mem::forget`.
 //!
@@ -37,6 +44,7 @@
 //! thread of the backend's choosing (a driver thread for OpenCL, the calling thread when the event
 //! is already complete) and must be short.
 
+mod checked;
 mod counters;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -58,6 +66,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 #[cfg(feature = "cuda")]
@@ -69,13 +78,13 @@ pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]
 pub use opencl::OpenClBackend;
-pub(crate) use parts::{block_for, block_for_mut, queue_for, Failures};
+pub(crate) use parts::{queue_for, Failures};
 pub use parts::{PartFailures, ReadPart, WritePart};
 pub use registry::{backends, probe, BackendProbe};
 pub use staging::StagingBuffer;
 pub(crate) use staging::StagingMemory;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Identifies one backend instance for the life of the process; handles carry it so that a
 /// backend can reject what another backend created.
@@ -266,9 +275,11 @@ impl fmt::Debug for Queue {
     }
 }
 
-/// The byte-level interface every device implements. See the [module docs](self) for the
-/// contract on asynchrony, host-memory ownership and threads.
-pub trait Backend: Send + Sync + 'static {
+/// The byte-level interface every device offers, checked: every argument is validated before a
+/// device sees it. See the [module docs](self) for the contract on asynchrony, host-memory
+/// ownership and threads. Devices implement [`raw::RawBackend`]; every implementation of it is a
+/// `Backend` through one checked implementation (`backend/checked.rs`).
+pub trait Backend: checked::Sealed + Send + Sync + 'static {
     /// This backend's identity.
     fn id(&self) -> BackendId;
     /// What the device is; `free_memory` is read at the time of the call.
@@ -286,25 +297,23 @@ pub trait Backend: Send + Sync + 'static {
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock>;
     /// Gives a block back. The memory is reused only after work already enqueued on it is done.
     /// A block of another backend comes back unreleased inside
-    /// [`Error::ReleasedToWrongBackend`].
+    /// [`Error::ReleasedToWrongBackend`](crate::Error::ReleasedToWrongBackend).
     fn release(&self, block: DeviceBlock) -> Result<()>;
     /// The block's memory as host bytes, where the device's memory *is* host memory that the
     /// host can read directly (the host backend); `None` elsewhere, and for a block of another
     /// backend. A buffer uses this to keep one shared allocation instead of two copies.
-    fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
-        let _ = block;
-        None
-    }
+    fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]>;
+    /// Where a host-addressable block's bytes are (the host backend), to hand to code outside
+    /// hetmem; `None` elsewhere and for a block of another backend. Valid for `block.size()`
+    /// bytes while the block lives; reads and writes through it must not race hetmem's.
+    fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8>;
     /// [`Backend::host_bytes`], for writing.
-    fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]> {
-        let _ = block;
-        None
-    }
+    fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]>;
     /// Lets `access` write bytes `offset..offset + len` of `dst` in place, through a host
     /// mapping of the device's memory: one copy on devices that share memory with the host.
     /// Blocking: the device sees the bytes once this returns. `Ok(false)`, without calling
-    /// `access`, where the backend cannot map. The default serves backends whose blocks are
-    /// host memory ([`Backend::host_bytes_mut`]).
+    /// `access`, where the backend cannot map. Blocks that are host memory
+    /// ([`Backend::host_bytes_mut`]) are written in place.
     fn write_mapped(
         &self,
         queue: &Queue,
@@ -312,14 +321,7 @@ pub trait Backend: Send + Sync + 'static {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
-        let _ = queue;
-        check_block(self.id(), "mapped write destination", dst, offset, len)?;
-        Ok(self.host_bytes_mut(dst).is_some_and(|bytes| {
-            access(&mut bytes[offset..offset + len]);
-            true
-        }))
-    }
+    ) -> Result<bool>;
     /// [`Backend::write_mapped`], for reading bytes `offset..offset + len` of `src` in place.
     fn read_mapped(
         &self,
@@ -328,14 +330,7 @@ pub trait Backend: Send + Sync + 'static {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        let _ = queue;
-        check_block(self.id(), "mapped read source", src, offset, len)?;
-        Ok(self.host_bytes(src).is_some_and(|bytes| {
-            access(&bytes[offset..offset + len]);
-            true
-        }))
-    }
+    ) -> Result<bool>;
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 
@@ -352,55 +347,21 @@ pub trait Backend: Send + Sync + 'static {
     /// `queues[i % queues.len()]`. Blocking like [`Backend::write`], but a backend may enqueue
     /// every part before waiting once, and parts on different queues may run at once. A part
     /// that fails transiently does not stop the others; after a permanent failure the parts
-    /// not yet started are not, and count as failed. The error lists the failed parts. The
-    /// default writes the parts one after another.
+    /// not yet started are not, and count as failed; an invalid part fails as a permanent
+    /// failure would, the parts before it moved. The error lists the failed parts.
     fn write_parts(
         &self,
         queues: &[Queue],
         blocks: &mut [&mut DeviceBlock],
         parts: &[WritePart<'_>],
-    ) -> std::result::Result<(), PartFailures> {
-        let mut failures = Failures::default();
-        for (i, part) in parts.iter().enumerate() {
-            let written = queue_for(queues, i).and_then(|queue| {
-                let len = part.src.len();
-                let block = block_for_mut(self.id(), blocks, part.block, part.offset, len)?;
-                self.write(queue, block, part.offset, part.src)
-            });
-            if let Err(e) = written {
-                failures.add(i, e);
-                if failures.permanent() {
-                    failures.abandon(i + 1..parts.len());
-                    break;
-                }
-            }
-        }
-        failures.into_result()
-    }
+    ) -> std::result::Result<(), PartFailures>;
     /// [`Backend::write_parts`] the other way: fills every part's bytes from its block.
     fn read_parts(
         &self,
         queues: &[Queue],
         blocks: &[&DeviceBlock],
         parts: &mut [ReadPart<'_>],
-    ) -> std::result::Result<(), PartFailures> {
-        let mut failures = Failures::default();
-        for (i, part) in parts.iter_mut().enumerate() {
-            let read = queue_for(queues, i).and_then(|queue| {
-                let len = part.dst.len();
-                let block = block_for(self.id(), blocks, part.block, part.offset, len)?;
-                self.read(queue, block, part.offset, part.dst)
-            });
-            if let Err(e) = read {
-                failures.add(i, e);
-                if failures.permanent() {
-                    failures.abandon(i + 1..parts.len());
-                    break;
-                }
-            }
-        }
-        failures.into_result()
-    }
+    ) -> std::result::Result<(), PartFailures>;
     /// Asynchronously copies `len` bytes of a staging buffer into a block.
     fn write_staged(
         &self,
@@ -432,19 +393,15 @@ pub trait Backend: Send + Sync + 'static {
         len: usize,
     ) -> Result<Event>;
     /// Whether [`Backend::copy_to_peer`] can copy from this backend's blocks straight into
-    /// blocks of `other`, another device, without staging through host memory. The default:
-    /// both backends' blocks are host memory.
-    fn can_copy_to(&self, other: &dyn Backend) -> bool {
-        other.id() != self.id()
-            && self.capabilities().host_addressable
-            && other.capabilities().host_addressable
-    }
+    /// blocks of `other`, another device, without staging through host memory: both backends'
+    /// blocks are host memory, or the driver has a peer copy.
+    fn can_copy_to(&self, other: &dyn Backend) -> bool;
     /// Copies `len` bytes of `src` (a block of this backend) into `dst`, a block of
     /// `dst_backend`, another device, without staging through host memory: a peer copy where
     /// the driver has one. May run asynchronously on `queue`; the destination device's later
     /// work is ordered after it. `Ok(None)`, copying nothing, where the two backends cannot
-    /// (the caller then copies through the host). The default serves backends whose blocks
-    /// are host memory ([`Backend::host_bytes`]): one `memcpy`.
+    /// (the caller then copies through the host). Between backends whose blocks are host
+    /// memory ([`Backend::host_bytes`]) it is one `memcpy`.
     #[allow(clippy::too_many_arguments)] // the two endpoints, each a backend, block and offset
     fn copy_to_peer(
         &self,
@@ -455,22 +412,7 @@ pub trait Backend: Send + Sync + 'static {
         dst: &mut DeviceBlock,
         dst_offset: usize,
         len: usize,
-    ) -> Result<Option<Event>> {
-        check_owner("queue", self.id(), queue.backend())?;
-        check_block(self.id(), "peer copy source", src, src_offset, len)?;
-        check_block(
-            dst_backend.id(),
-            "peer copy destination",
-            dst,
-            dst_offset,
-            len,
-        )?;
-        let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst)) else {
-            return Ok(None);
-        };
-        to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
-        Ok(Some(Event::complete()))
-    }
+    ) -> Result<Option<Event>>;
     /// Asynchronously repeats `pattern` over `len` bytes at `offset`. The pattern's length must be
     /// a power of two up to 128, and `offset` and `len` multiples of it.
     fn fill(
@@ -503,81 +445,4 @@ impl fmt::Debug for dyn Backend {
         let info = self.info();
         write!(f, "Backend({} {} {})", info.label(), info.name, self.id())
     }
-}
-
-/// Checks that a handle belongs to the backend `expected`.
-pub(crate) fn check_owner(what: &'static str, expected: BackendId, found: BackendId) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::ForeignHandle {
-            what,
-            expected,
-            found,
-        })
-    }
-}
-
-/// Checks that `block` belongs to `backend` and that `offset..offset + len` lies inside it.
-pub(crate) fn check_block(
-    backend: BackendId,
-    what: &'static str,
-    block: &DeviceBlock,
-    offset: usize,
-    len: usize,
-) -> Result<()> {
-    check_owner("device block", backend, block.backend())?;
-    crate::element::check_range(what, offset, len, block.size())
-}
-
-/// Checks that `staging` belongs to `backend` and that `offset..offset + len` lies inside it.
-pub(crate) fn check_staging(
-    backend: BackendId,
-    what: &'static str,
-    staging: &StagingBuffer,
-    offset: usize,
-    len: usize,
-) -> Result<()> {
-    check_owner("staging buffer", backend, staging.backend())?;
-    crate::element::check_range(what, offset, len, staging.len())
-}
-
-/// Accepts a block for release only from its own backend; otherwise hands it back in the error.
-pub(crate) fn check_release(expected: BackendId, block: DeviceBlock) -> Result<DeviceBlock> {
-    if block.backend() == expected {
-        Ok(block)
-    } else {
-        Err(Error::ReleasedToWrongBackend { expected, block })
-    }
-}
-
-/// Validates a fill pattern and range, the rule every backend shares.
-pub(crate) fn check_fill(offset: usize, len: usize, pattern: &[u8], size: usize) -> Result<()> {
-    crate::element::check_range("fill destination", offset, len, size)?;
-    let p = pattern.len();
-    if p == 0 || p > 128 || !p.is_power_of_two() {
-        return Err(Error::invalid(format!(
-            "fill pattern length must be a power of two from 1 to 128 bytes, got {p}"
-        )));
-    }
-    if offset % p != 0 || len % p != 0 {
-        return Err(Error::invalid(format!(
-            "fill offset {offset} and length {len} must be multiples of the pattern length {p}"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks an allocation request against the device's limit.
-pub(crate) fn check_allocation(bytes: usize, max: u64) -> Result<()> {
-    if bytes == 0 {
-        return Err(Error::ZeroLength { what: "allocation" });
-    }
-    if bytes as u64 > max {
-        return Err(Error::AllocationTooLarge {
-            requested: bytes as u64,
-            max,
-        });
-    }
-    Ok(())
 }

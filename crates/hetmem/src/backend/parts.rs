@@ -3,6 +3,7 @@
 //! [`Backend::read_parts`](super::Backend::read_parts)), so a backend can enqueue them all before
 //! waiting once instead of paying a blocking round trip per piece.
 
+use super::raw::RawBackend;
 use super::{check_block, DeviceBlock, Queue};
 use crate::error::{Error, Result};
 
@@ -128,14 +129,58 @@ pub(crate) fn block_for<B: std::ops::Deref<Target = DeviceBlock>>(
     Ok(block)
 }
 
-/// [`block_for`], for writing.
-pub(crate) fn block_for_mut<'b>(
-    backend: super::BackendId,
-    blocks: &'b mut [&mut DeviceBlock],
-    index: usize,
-    offset: usize,
-    len: usize,
-) -> Result<&'b mut DeviceBlock> {
-    block_for(backend, blocks, index, offset, len)?;
-    Ok(&mut *blocks[index])
+/// Writes the parts one after another with [`RawBackend::write`], part `i` on queue
+/// `queues[i % queues.len()]`: the scattered write of a device without a faster way. A part that
+/// fails transiently does not stop the others; after a permanent failure the rest are abandoned.
+///
+/// # Safety
+/// As [`RawBackend::write_parts`]: every queue and block is `backend`'s, every part names a block
+/// that exists and lies inside it, and `queues` is not empty.
+pub unsafe fn write_parts_in_turn<R: RawBackend + ?Sized>(
+    backend: &R,
+    queues: &[Queue],
+    blocks: &mut [&mut DeviceBlock],
+    parts: &[WritePart<'_>],
+) -> std::result::Result<(), PartFailures> {
+    let mut failures = Failures::default();
+    for (i, part) in parts.iter().enumerate() {
+        let queue = &queues[i % queues.len()];
+        // SAFETY: the caller's guarantees cover every part.
+        let written =
+            unsafe { backend.write(queue, &mut *blocks[part.block], part.offset, part.src) };
+        if let Err(e) = written {
+            failures.add(i, e);
+            if failures.permanent() {
+                failures.abandon(i + 1..parts.len());
+                break;
+            }
+        }
+    }
+    failures.into_result()
+}
+
+/// [`write_parts_in_turn`] the other way, with [`RawBackend::read`].
+///
+/// # Safety
+/// As [`write_parts_in_turn`].
+pub unsafe fn read_parts_in_turn<R: RawBackend + ?Sized>(
+    backend: &R,
+    queues: &[Queue],
+    blocks: &[&DeviceBlock],
+    parts: &mut [ReadPart<'_>],
+) -> std::result::Result<(), PartFailures> {
+    let mut failures = Failures::default();
+    for (i, part) in parts.iter_mut().enumerate() {
+        let queue = &queues[i % queues.len()];
+        // SAFETY: the caller's guarantees cover every part.
+        let read = unsafe { backend.read(queue, blocks[part.block], part.offset, part.dst) };
+        if let Err(e) = read {
+            failures.add(i, e);
+            if failures.permanent() {
+                failures.abandon(i + 1..parts.len());
+                break;
+            }
+        }
+    }
+    failures.into_result()
 }

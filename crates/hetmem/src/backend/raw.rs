@@ -1,9 +1,17 @@
-//! For backend authors: what a new backend needs to make hetmem's handles out of its driver's
-//! objects. Users of hetmem never need this module; it is kept apart so that the user API
-//! ([`Backend`](super::Backend), [`DeviceBlock`], [`Queue`], [`Event`], [`StagingBuffer`]) stays about using
-//! memory.
+//! For backend authors: the primitive trait a device implements, [`RawBackend`], and what a
+//! backend needs to make hetmem's handles out of its driver's objects. Users of hetmem never need
+//! this module; it is kept apart so that the user API ([`Backend`],
+//! [`DeviceBlock`], [`Queue`], [`Event`], [`StagingBuffer`]) stays about using memory.
 //!
-//! A backend implements [`Backend`](super::Backend); its allocations become [`DeviceBlock`]s through
+//! A backend implements [`RawBackend`] only: minimal primitives that trust their arguments (the
+//! block and staging ranges are inside their objects, the handles are this backend's, fill
+//! patterns follow the rule). Every type that implements it is a [`Backend`]
+//! through one checked implementation (`backend/checked.rs`) that owns every argument check,
+//! host-memory access of host-addressable blocks, mapped access and peer copies between
+//! host-addressable backends — written once for every backend, like wgpu-core over wgpu-hal or
+//! cudarc's safe layer over its `result` layer. No primitive has a default: a wrapper (such as
+//! `FaultyBackend`) forwards each one explicitly and cannot silently lose the backend's own
+//! implementation. Its allocations become [`DeviceBlock`]s through
 //! [`device_block`], its streams [`Queue`]s through [`queue`], its completion objects
 //! [`Event`]s through [`event`] (an [`EventSource`]), its page-locked host memory
 //! [`StagingBuffer`]s through [`staging_buffer`] (a [`StagingMemory`]); asynchronous work on
@@ -16,14 +24,217 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 pub use super::event::{CompletionCallback, EventSource, ManualEvent};
+pub use super::parts::{read_parts_in_turn, write_parts_in_turn};
 pub use super::staging::StagingMemory;
-use super::{BackendId, DeviceBlock, Event, Queue, StagingBuffer, UserEvent};
+use super::{
+    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, PartFailures,
+    Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+};
 use crate::error::Result;
+
+/// The primitives of a device. Implement this, and the type is a [`Backend`] (see the
+/// [module docs](self)); the contract on asynchrony, host-memory ownership and threads is
+/// [`Backend`]'s (`backend/mod.rs`).
+///
+/// Each `unsafe fn` trusts its arguments: **the caller guarantees** that every block, staging
+/// buffer and queue was made by this backend (or, for a peer copy's destination, by
+/// `dst_backend`), that every `offset..offset + len` lies inside its object, that a fill pattern
+/// is 1 to 128 bytes long, a power of two, and `offset` and `len` are multiples of it, and that
+/// scattered parts name blocks that exist. The checked [`Backend`] implementation is the caller.
+pub trait RawBackend: Send + Sync + 'static {
+    /// This backend's identity, stamped on every handle it makes.
+    fn id(&self) -> BackendId;
+    /// What the device is; `free_memory` is read at the time of the call.
+    fn info(&self) -> DeviceInfo;
+    /// What the device can do.
+    fn capabilities(&self) -> Capabilities;
+    /// The largest single allocation, read without querying the driver (allocation checks
+    /// against it every time).
+    fn max_allocation(&self) -> u64;
+    /// Blocks and bytes currently allocated.
+    fn usage(&self) -> BackendUsage;
+    /// For downcasting to the concrete backend.
+    fn as_any(&self) -> &dyn Any;
+
+    /// A block of `bytes` bytes (1 to `max_allocation()`, checked by the caller), zeroed or
+    /// otherwise initialised, aligned to `info().alignment`.
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock>;
+    /// Frees a block once work already enqueued on it is done.
+    ///
+    /// # Safety
+    /// `block` was allocated by this backend.
+    unsafe fn release(&self, block: DeviceBlock) -> Result<()>;
+    /// Where a block's bytes are in host memory, for backends whose blocks are host memory
+    /// (`capabilities().host_addressable`); `None` elsewhere. May first wait for work held on the
+    /// block. The pointer is valid for `block.size()` bytes while the block lives.
+    ///
+    /// # Safety
+    /// `block` was allocated by this backend.
+    unsafe fn host_address(&self, block: &DeviceBlock) -> Option<*mut u8>;
+    /// Staging memory of `bytes` bytes (checked by the caller), page-locked where the device
+    /// can.
+    fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
+
+    /// The queue hetmem uses when the caller names none.
+    fn default_queue(&self) -> &Queue;
+    /// A new in-order queue.
+    fn create_queue(&self) -> Result<Queue>;
+
+    /// Blocking write of `src` into `dst` at `offset`.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn write(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<()>;
+    /// Blocking read from `src` at `offset` into `dst`.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn read(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()>;
+    /// Writes every part, as [`Backend::write_parts`]; [`write_parts_in_turn`] serves a device
+    /// without a faster way.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures>;
+    /// Reads every part, as [`Backend::read_parts`]; [`read_parts_in_turn`] serves a device
+    /// without a faster way.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures>;
+    /// Lets `access` write `len` bytes at `offset` in place through a host mapping;
+    /// `Ok(false)` without calling it where the device cannot map. (Host-addressable blocks
+    /// never get here: the checked layer writes their bytes directly.)
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn write_mapped(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool>;
+    /// [`RawBackend::write_mapped`], for reading.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn read_mapped(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool>;
+    /// Asynchronous copy of `len` staging bytes into a block; the staging buffer records it.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn write_staged(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        src: &StagingBuffer,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronous copy of `len` block bytes into staging; the staging buffer records it.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn read_staged(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut StagingBuffer,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronous copy between two blocks of this backend.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn copy(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Event>;
+    /// Asynchronous repetition of `pattern` over `len` bytes at `offset`.
+    ///
+    /// # Safety
+    /// See the trait docs.
+    unsafe fn fill(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        len: usize,
+        pattern: &[u8],
+    ) -> Result<Event>;
+    /// Whether the driver copies this backend's blocks straight into `other`'s (a peer copy).
+    /// Host-addressable backends need not say so: the checked layer copies their bytes itself.
+    fn can_copy_to(&self, other: &dyn Backend) -> bool;
+    /// A driver peer copy into `dst`, a block of `dst_backend`; `Ok(None)` where there is none.
+    ///
+    /// # Safety
+    /// See the trait docs; `dst` was allocated by `dst_backend`.
+    #[allow(clippy::too_many_arguments)] // the two endpoints, each a backend, block and offset
+    unsafe fn copy_to_peer(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        src_offset: usize,
+        dst_backend: &dyn Backend,
+        dst: &mut DeviceBlock,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<Option<Event>>;
+
+    /// Orders work enqueued on `queue` after `event`, without waiting here (the caller has
+    /// checked the queue is this backend's).
+    fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()>;
+    /// An event of everything enqueued on `queue` so far.
+    fn enqueue_marker(&self, queue: &Queue) -> Result<Event>;
+    /// An event completed by the host.
+    fn create_user_event(&self) -> Result<UserEvent>;
+    /// Waits for all work on all queues.
+    fn synchronize(&self) -> Result<()>;
+}
 
 /// Wraps a backend's allocation as a block.
 ///
 /// # Safety
-/// Only a [`Backend`](super::Backend) implementation may call this, for memory it allocated and
+/// Only a [`Backend`] implementation may call this, for memory it allocated and
 /// now hands out exactly once: `handle` must stay valid for `size` bytes until the block is
 /// released to the backend whose id is `backend`.
 pub unsafe fn device_block(backend: BackendId, handle: *mut c_void, size: usize) -> DeviceBlock {
@@ -32,8 +243,8 @@ pub unsafe fn device_block(backend: BackendId, handle: *mut c_void, size: usize)
 }
 
 /// Wraps a backend's queue object; users get queues from
-/// [`Backend::default_queue`](super::Backend::default_queue) and
-/// [`Backend::create_queue`](super::Backend::create_queue).
+/// [`Backend::default_queue`] and
+/// [`Backend::create_queue`].
 pub fn queue(backend: BackendId, inner: Arc<dyn Any + Send + Sync>) -> Queue {
     Queue::new(backend, inner)
 }

@@ -15,6 +15,7 @@
 
 mod driver;
 mod event;
+mod open;
 mod pinned;
 
 use pinned::PinnedHost;
@@ -24,15 +25,15 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::sys::{self, CUdevice_attribute, CUdeviceptr};
+use cudarc::driver::sys::{self, CUdeviceptr};
 use cudarc::driver::{result, CudaContext, CudaStream};
 
-use self::driver::{allocation_error, check_driver, unavailable, DriverResult, Status};
+use self::driver::{allocation_error, unavailable, DriverResult, Status};
 use self::event::{gate, stream_wait, CuEvent, Notifier};
+use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
 use super::{
-    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Queue,
-    StagingBuffer, UsageCounters, UserEvent,
+    check_owner, Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -57,107 +58,6 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    /// One backend per CUDA device, in the driver's order.
-    pub fn all() -> Result<Vec<CudaBackend>> {
-        guarded(|| {
-            check_driver()?;
-            match result::init() {
-                Ok(()) => {}
-                Err(e) if e.0 == sys::CUresult::CUDA_ERROR_NO_DEVICE => {
-                    return Err(unavailable(
-                        "the NVIDIA driver is installed but sees no GPU",
-                    ))
-                }
-                Err(e) => {
-                    return Err(unavailable(&format!(
-                        "the CUDA driver failed to initialise: {}",
-                        driver::cu_error("cuInit", e)
-                    )))
-                }
-            }
-            let count = result::device::get_count().cu("cuDeviceGetCount")?;
-            if count <= 0 {
-                return Err(unavailable(
-                    "the NVIDIA driver is installed but sees no GPU",
-                ));
-            }
-            (0..count as usize)
-                .map(|ordinal| CudaBackend::new(ordinal, count as usize))
-                .collect()
-        })
-    }
-
-    /// The backend for the `index`-th CUDA device (`cuda:index`).
-    pub fn with_index(index: usize) -> Result<CudaBackend> {
-        let mut all = CudaBackend::all()?;
-        let count = all.len();
-        if index >= count {
-            return Err(unavailable(&format!(
-                "CUDA device {index} requested, but this machine has {count}"
-            )));
-        }
-        Ok(all.swap_remove(index))
-    }
-
-    fn new(ordinal: usize, count: usize) -> Result<Self> {
-        let ctx = CudaContext::new(ordinal).cu("cuDevicePrimaryCtxRetain")?;
-        let (major, minor) = ctx.compute_capability().cu("cuDeviceGetAttribute")?;
-        let total = ctx.total_mem().cu("cuDeviceTotalMem")? as u64;
-        let mut version = 0;
-        // SAFETY: writes one int.
-        unsafe { sys::cuDriverGetVersion(&mut version) }.cu("cuDriverGetVersion")?;
-        let pools = ctx
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED)
-            .cu("cuDeviceGetAttribute")?
-            > 0;
-        let async_allocation =
-            pools && driver::missing_symbol(driver::ASYNC_ALLOCATION_SYMBOLS).is_none();
-        let peer_access = (0..count).filter(|&other| other != ordinal).any(|other| {
-            let mut can = 0;
-            // SAFETY: writes one int; both ordinals are below the device count.
-            let asked =
-                unsafe { sys::cuDeviceCanAccessPeer(&mut can, ordinal as i32, other as i32) };
-            asked == sys::CUresult::CUDA_SUCCESS && can != 0
-        });
-        let info = DeviceInfo {
-            kind: BackendKind::Cuda,
-            index: ordinal,
-            name: ctx.name().cu("cuDeviceGetName")?,
-            vendor: "NVIDIA".to_owned(),
-            driver: format!(
-                "CUDA driver {}.{}, compute capability {major}.{minor}",
-                version / 1000,
-                version % 1000 / 10
-            ),
-            total_memory: total,
-            free_memory: None,
-            max_allocation: total,
-            alignment: ALIGNMENT,
-        };
-        let capabilities = Capabilities {
-            // Even on integrated GPUs, cuMemAlloc memory is not host-addressable.
-            unified_memory: false,
-            peer_access,
-            async_copies: true,
-            pinned_staging: true,
-            host_addressable: false,
-        };
-        let default_stream = ctx.new_stream().cu("cuStreamCreate")?;
-        let id = BackendId::unique();
-        Ok(CudaBackend {
-            id,
-            queue: Queue::new(id, Arc::new(default_stream.clone())),
-            streams: Mutex::new(vec![default_stream.clone()]),
-            default_stream,
-            notifier: Arc::new(Notifier::new(&ctx)?),
-            ctx,
-            async_allocation,
-            info,
-            capabilities,
-            usage: UsageCounters::default(),
-        })
-    }
-
     /// The device's primary context, for loading modules and launching your own kernels on
     /// this backend's blocks.
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -244,7 +144,7 @@ fn ptr(block: &DeviceBlock) -> CUdeviceptr {
     block.raw_handle() as CUdeviceptr
 }
 
-impl Backend for CudaBackend {
+impl RawBackend for CudaBackend {
     fn id(&self) -> BackendId {
         self.id
     }
@@ -261,6 +161,10 @@ impl Backend for CudaBackend {
         self.capabilities
     }
 
+    fn max_allocation(&self) -> u64 {
+        self.info.max_allocation
+    }
+
     fn usage(&self) -> BackendUsage {
         self.usage.snapshot()
     }
@@ -270,7 +174,6 @@ impl Backend for CudaBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        check_allocation(bytes, self.info.max_allocation)?;
         let stream = self.bound(&self.queue)?;
         let address = if self.async_allocation {
             // SAFETY: a non-zero size on a live stream of the current context.
@@ -295,19 +198,18 @@ impl Backend for CudaBackend {
         Ok(unsafe { DeviceBlock::from_raw(self.id, address as *mut c_void, bytes) })
     }
 
-    fn release(&self, block: DeviceBlock) -> Result<()> {
-        let block = check_release(self.id, block)?;
+    unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         let bytes = block.size();
         let address = block.into_raw() as CUdeviceptr;
         let stream = self.bound(&self.queue)?;
         if self.async_allocation {
             // Freed in the default stream's order, after the work every queue has enqueued.
             self.order_after_others(stream)?;
-            // SAFETY: the block was ours (checked) and is consumed, so it is freed once; the
+            // SAFETY: the block was ours (the caller's guarantee) and is consumed, so it is freed once; the
             // free is ordered after all enqueued work that may use it.
             unsafe { result::free_async(address, stream.cu_stream()) }.cu("cuMemFreeAsync")?;
         } else {
-            self.synchronize()?;
+            RawBackend::synchronize(self)?;
             // SAFETY: as above; every queue has finished, so nothing uses the memory.
             unsafe { result::free_sync(address) }.cu("cuMemFree")?;
         }
@@ -315,8 +217,11 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    unsafe fn host_address(&self, _block: &DeviceBlock) -> Option<*mut u8> {
+        None
+    }
+
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        check_allocation(bytes, self.info.max_allocation)?;
         self.ctx.bind_to_thread().cu("cuCtxSetCurrent")?;
         let memory = PinnedHost::new(&self.ctx, bytes)?;
         Ok(StagingBuffer::new(self.id, Arc::new(memory)))
@@ -334,29 +239,83 @@ impl Backend for CudaBackend {
         Ok(Queue::new(self.id, Arc::new(stream)))
     }
 
-    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
-        check_block(self.id, "write destination", dst, offset, src.len())?;
+    unsafe fn write(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<()> {
         let to = ptr(dst) + offset as CUdeviceptr;
         self.blocking(queue, |stream| {
-            // SAFETY: the range is inside the block (checked); `src` outlives the copy, which
+            // SAFETY: the range is inside the block (the caller's guarantee); `src` outlives the copy, which
             // `blocking` waits for before returning.
             unsafe { result::memcpy_htod_async(to, src, stream.cu_stream()) }
                 .cu("cuMemcpyHtoDAsync")
         })
     }
 
-    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
-        check_block(self.id, "read source", src, offset, dst.len())?;
+    unsafe fn read(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let from = ptr(src) + offset as CUdeviceptr;
         self.blocking(queue, |stream| {
-            // SAFETY: the range is inside the block (checked); `dst` is borrowed mutably until
+            // SAFETY: the range is inside the block (the caller's guarantee); `dst` is borrowed mutably until
             // the copy has finished (`blocking` waits).
             unsafe { result::memcpy_dtoh_async(dst, from, stream.cu_stream()) }
                 .cu("cuMemcpyDtoHAsync")
         })
     }
 
-    fn write_staged(
+    unsafe fn write_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &mut [&mut DeviceBlock],
+        parts: &[WritePart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { write_parts_in_turn(self, queues, blocks, parts) }
+    }
+
+    unsafe fn read_parts(
+        &self,
+        queues: &[Queue],
+        blocks: &[&DeviceBlock],
+        parts: &mut [ReadPart<'_>],
+    ) -> std::result::Result<(), PartFailures> {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { read_parts_in_turn(self, queues, blocks, parts) }
+    }
+
+    /// Device memory is not mapped here: transfers go through staging.
+    unsafe fn write_mapped(
+        &self,
+        _queue: &Queue,
+        _dst: &mut DeviceBlock,
+        _offset: usize,
+        _len: usize,
+        _access: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// As `write_mapped`.
+    unsafe fn read_mapped(
+        &self,
+        _queue: &Queue,
+        _src: &DeviceBlock,
+        _offset: usize,
+        _len: usize,
+        _access: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
+    unsafe fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -365,11 +324,9 @@ impl Backend for CudaBackend {
         src_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        check_block(self.id, "staged write destination", dst, dst_offset, len)?;
-        check_staging(self.id, "staged write source", src, src_offset, len)?;
         let stream = self.bound(queue)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
-        // SAFETY: both ranges are in bounds (checked); the staging buffer records the event
+        // SAFETY: both ranges are in bounds (the caller's guarantee); the staging buffer records the event
         // below, and its host writers and Drop wait for it, so the pinned memory stays valid
         // and unchanged until the device has read it.
         unsafe {
@@ -386,7 +343,7 @@ impl Backend for CudaBackend {
         Ok(event)
     }
 
-    fn read_staged(
+    unsafe fn read_staged(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -395,11 +352,9 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        check_block(self.id, "staged read source", src, src_offset, len)?;
-        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
         let stream = self.bound(queue)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
-        // SAFETY: both ranges are in bounds (checked); the staging buffer records the event
+        // SAFETY: both ranges are in bounds (the caller's guarantee); the staging buffer records the event
         // below, and every host access and Drop waits for it, so nothing reads or frees the
         // memory while the device writes it.
         unsafe {
@@ -416,7 +371,7 @@ impl Backend for CudaBackend {
         Ok(event)
     }
 
-    fn copy(
+    unsafe fn copy(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -425,10 +380,8 @@ impl Backend for CudaBackend {
         dst_offset: usize,
         len: usize,
     ) -> Result<Event> {
-        check_block(self.id, "copy source", src, src_offset, len)?;
-        check_block(self.id, "copy destination", dst, dst_offset, len)?;
         let stream = self.bound(queue)?;
-        // SAFETY: both ranges are inside distinct live blocks (checked; `&` and `&mut` cannot
+        // SAFETY: both ranges are inside distinct live blocks (the caller's guarantee; `&` and `&mut` cannot
         // be the same block), so they do not overlap.
         unsafe {
             result::memcpy_dtod_async(
@@ -445,10 +398,10 @@ impl Backend for CudaBackend {
     /// Any two CUDA devices: `cuMemcpyPeerAsync` copies directly where the devices have peer
     /// access (`Capabilities::peer_access`), and the driver stages it where they do not.
     fn can_copy_to(&self, other: &dyn Backend) -> bool {
-        other.id() != self.id() && other.as_any().is::<CudaBackend>()
+        other.id() != self.id && other.as_any().is::<CudaBackend>()
     }
 
-    fn copy_to_peer(
+    unsafe fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -461,10 +414,8 @@ impl Backend for CudaBackend {
         let Some(peer) = dst_backend.as_any().downcast_ref::<CudaBackend>() else {
             return Ok(None);
         };
-        check_block(self.id, "peer copy source", src, src_offset, len)?;
-        check_block(peer.id, "peer copy destination", dst, dst_offset, len)?;
         let stream = self.bound(queue)?;
-        // SAFETY: both ranges lie inside live blocks of their contexts (checked); the copy is
+        // SAFETY: both ranges lie inside live blocks of their contexts (the caller's guarantee); the copy is
         // ordered on `stream`, and releases of either block are ordered after it (the source's
         // by this backend's release, the destination's by the wait below).
         unsafe {
@@ -480,11 +431,11 @@ impl Backend for CudaBackend {
         .cu("cuMemcpyPeerAsync")?;
         let event = self.recorded(stream)?;
         // The destination device's later work must not overtake the copy.
-        peer.enqueue_wait(peer.default_queue(), &event)?;
+        Backend::enqueue_wait(peer, Backend::default_queue(peer), &event)?;
         Ok(Some(event))
     }
 
-    fn fill(
+    unsafe fn fill(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -492,14 +443,12 @@ impl Backend for CudaBackend {
         len: usize,
         pattern: &[u8],
     ) -> Result<Event> {
-        check_owner("device block", self.id, dst.backend())?;
-        check_fill(offset, len, pattern, dst.size())?;
         let stream = self.bound(queue)?;
         let start = ptr(dst) + offset as CUdeviceptr;
         let pattern = shortest_period(pattern);
         let s = stream.cu_stream();
         // SAFETY: in every arm, the range is inside the block, and offset and length are
-        // multiples of the pattern's length (checked; the block's start is 256-byte aligned),
+        // multiples of the pattern's length (the caller's guarantee; the block's start is 256-byte aligned),
         // so every element written is aligned and in bounds. The pattern's bytes are passed
         // by value.
         unsafe {
@@ -584,6 +533,7 @@ fn shortest_period(pattern: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::BackendKind;
 
     #[test]
     fn fill_patterns_shrink_to_their_period() {

@@ -9,11 +9,12 @@
 mod errors;
 mod event;
 mod mapping;
+mod open;
 mod parts;
 mod staging;
 
+use errors::allocation_error;
 pub(crate) use errors::cl_error;
-use errors::{allocation_error, unavailable};
 use mapping::{MapFor, Mapping};
 use staging::ClStaging;
 
@@ -24,8 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use opencl3::command_queue::{self as clq, CommandQueue};
 use opencl3::context::Context;
-use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
-use opencl3::error_codes::CL_DEVICE_NOT_FOUND;
+use opencl3::device::Device;
 use opencl3::event::{
     create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
 };
@@ -33,13 +33,12 @@ use opencl3::memory::{
     create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE_INVALIDATE_REGION,
     CL_MEM_READ_WRITE,
 };
-use opencl3::platform::{get_platforms, Platform};
 use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::{ClEvent, Unfinished};
+use super::raw::RawBackend;
 use super::{
-    check_allocation, check_block, check_fill, check_owner, check_release, check_staging, Backend,
-    BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    check_owner, Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
     PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
@@ -72,107 +71,6 @@ pub struct OpenClBackend {
 // are thread-safe except kernels, which hetmem never shares).
 
 impl OpenClBackend {
-    /// One backend per device of every OpenCL platform, numbered in platform order.
-    pub fn all() -> Result<Vec<OpenClBackend>> {
-        // Some ICDs (PoCL among them) initialise lazily and can report no device to a second
-        // thread that enumerates while the first is still initialising: enumerate one at a time.
-        static ENUMERATION: Mutex<()> = Mutex::new(());
-        let _one_at_a_time = ENUMERATION.lock().unpoisoned();
-        if !cl3::is_opencl_runtime_available() {
-            return Err(unavailable(
-                "no OpenCL ICD loader (libOpenCL.so.1) could be loaded; install one with an ICD \
-                 such as PoCL (Debian: ocl-icd-libopencl1 pocl-opencl-icd) or a GPU driver",
-            ));
-        }
-        let platforms = get_platforms().map_err(|e| match e.0 {
-            CL_PLATFORM_NOT_FOUND_KHR => unavailable(
-                "the OpenCL loader found no platform; install an ICD such as pocl-opencl-icd",
-            ),
-            code => cl_error("clGetPlatformIDs", code),
-        })?;
-        let mut backends = Vec::new();
-        for platform in &platforms {
-            let ids = match platform.get_devices(CL_DEVICE_TYPE_ALL) {
-                Ok(ids) => ids,
-                Err(e) if e.0 == CL_DEVICE_NOT_FOUND => continue,
-                Err(e) => return Err(cl_error("clGetDeviceIDs", e.0)),
-            };
-            for id in ids {
-                backends.push(OpenClBackend::new(
-                    backends.len(),
-                    platform,
-                    Device::new(id),
-                )?);
-            }
-        }
-        if backends.is_empty() {
-            return Err(unavailable(
-                "OpenCL platforms are installed but expose no device",
-            ));
-        }
-        Ok(backends)
-    }
-
-    /// The backend for the `index`-th OpenCL device (`opencl:index`).
-    pub fn with_index(index: usize) -> Result<OpenClBackend> {
-        let mut all = OpenClBackend::all()?;
-        let count = all.len();
-        if index >= count {
-            return Err(unavailable(&format!(
-                "OpenCL device {index} requested, but this machine has {count}"
-            )));
-        }
-        Ok(all.swap_remove(index))
-    }
-
-    fn new(index: usize, platform: &Platform, device: Device) -> Result<Self> {
-        let context =
-            Context::from_device(&device).map_err(|e| cl_error("clCreateContext", e.0))?;
-        let id = BackendId::unique();
-        let info = DeviceInfo {
-            kind: BackendKind::OpenCl,
-            index,
-            name: device.name().unwrap_or_default(),
-            vendor: device.vendor().unwrap_or_default(),
-            driver: format!(
-                "{} {}",
-                platform.name().unwrap_or_default(),
-                device.driver_version().unwrap_or_default()
-            ),
-            total_memory: device
-                .global_mem_size()
-                .map_err(|e| cl_error("clGetDeviceInfo", e.0))?,
-            free_memory: None,
-            max_allocation: device
-                .max_mem_alloc_size()
-                .map_err(|e| cl_error("clGetDeviceInfo", e.0))?,
-            // CL_DEVICE_MEM_BASE_ADDR_ALIGN is in bits.
-            alignment: (device.mem_base_addr_align().unwrap_or(8) as usize / 8).max(1),
-        };
-        let capabilities = Capabilities {
-            unified_memory: device.host_unified_memory().unwrap_or(false),
-            peer_access: false,
-            async_copies: true,
-            pinned_staging: true,
-            // A cl_mem is reachable from the host only while mapped.
-            host_addressable: false,
-        };
-        let mut backend = OpenClBackend {
-            id,
-            device,
-            context,
-            queue: Queue::new(id, Arc::new(())),
-            queues: Mutex::new(Vec::new()),
-            maps: Mutex::new(()),
-            unfinished: Arc::default(),
-            info,
-            capabilities,
-            usage: UsageCounters::default(),
-        };
-        backend.queue = backend.create_queue()?;
-        Ok(backend)
-    }
-
     /// The OpenCL context, for building programs and kernels that use this backend's blocks.
     pub fn context(&self) -> &Context {
         &self.context
@@ -211,7 +109,10 @@ impl OpenClBackend {
     }
 
     /// Maps `offset..offset + len` of `block`, lets `access` at the bytes, unmaps.
-    fn mapped(
+    ///
+    /// # Safety
+    /// `block` is this backend's and the range lies inside it.
+    unsafe fn mapped(
         &self,
         queue: &Queue,
         purpose: MapFor,
@@ -221,11 +122,10 @@ impl OpenClBackend {
         access: &mut dyn FnMut(&mut [u8]),
     ) -> Result<bool> {
         let q = self.command_queue(queue)?;
-        let (what, flags) = match purpose {
-            MapFor::Write => ("mapped write destination", CL_MAP_WRITE_INVALIDATE_REGION),
-            MapFor::Read => ("mapped read source", CL_MAP_READ),
+        let flags = match purpose {
+            MapFor::Write => CL_MAP_WRITE_INVALIDATE_REGION,
+            MapFor::Read => CL_MAP_READ,
         };
-        check_block(self.id, what, block, offset, len)?;
         let _one_at_a_time = self.maps.lock().unpoisoned();
         let mut mapping = Mapping::new(q, mem(block), flags, offset, len)?;
         access(mapping.bytes_mut());
@@ -251,7 +151,7 @@ fn mem(block: &DeviceBlock) -> cl_mem {
     block.raw_handle()
 }
 
-impl Backend for OpenClBackend {
+impl RawBackend for OpenClBackend {
     fn id(&self) -> BackendId {
         self.id
     }
@@ -264,6 +164,10 @@ impl Backend for OpenClBackend {
         self.capabilities
     }
 
+    fn max_allocation(&self) -> u64 {
+        self.info.max_allocation
+    }
+
     fn usage(&self) -> BackendUsage {
         self.usage.snapshot()
     }
@@ -273,7 +177,6 @@ impl Backend for OpenClBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        check_allocation(bytes, self.info.max_allocation)?;
         // SAFETY: READ_WRITE without a host pointer is a valid flag set; the size is non-zero and
         // within the device limit.
         let mem = unsafe {
@@ -290,10 +193,9 @@ impl Backend for OpenClBackend {
         Ok(unsafe { DeviceBlock::from_raw(self.id, mem, bytes) })
     }
 
-    fn release(&self, block: DeviceBlock) -> Result<()> {
-        let block = check_release(self.id, block)?;
+    unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         let bytes = block.size();
-        // SAFETY: the block is ours, so its handle is a cl_mem we created and hold one reference
+        // SAFETY: the block is ours (the caller's guarantee), so its handle is a cl_mem we created and hold one reference
         // to; `release` consumes the block, so the reference is dropped once. OpenCL frees the
         // memory only after enqueued commands that use it complete.
         unsafe { release_mem_object(block.into_raw()) }
@@ -302,8 +204,11 @@ impl Backend for OpenClBackend {
         Ok(())
     }
 
+    unsafe fn host_address(&self, _block: &DeviceBlock) -> Option<*mut u8> {
+        None
+    }
+
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        check_allocation(bytes, self.info.max_allocation)?;
         let queue = self.command_queue(&self.queue)?;
         let memory = ClStaging::new(&self.context, queue, bytes)?;
         Ok(StagingBuffer::new(self.id, Arc::new(memory)))
@@ -322,11 +227,16 @@ impl Backend for OpenClBackend {
         Ok(Queue::new(self.id, queue))
     }
 
-    fn write(&self, queue: &Queue, dst: &mut DeviceBlock, offset: usize, src: &[u8]) -> Result<()> {
+    unsafe fn write(
+        &self,
+        queue: &Queue,
+        dst: &mut DeviceBlock,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<()> {
         let q = self.command_queue(queue)?;
-        check_block(self.id, "write destination", dst, offset, src.len())?;
         // SAFETY: blocking write: `src` is read before the call returns; the range is inside the
-        // cl_mem (checked).
+        // cl_mem (the caller's guarantee).
         let raw = unsafe {
             clq::enqueue_write_buffer(
                 q.get(),
@@ -344,11 +254,16 @@ impl Backend for OpenClBackend {
         Ok(())
     }
 
-    fn read(&self, queue: &Queue, src: &DeviceBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+    unsafe fn read(
+        &self,
+        queue: &Queue,
+        src: &DeviceBlock,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<()> {
         let q = self.command_queue(queue)?;
-        check_block(self.id, "read source", src, offset, dst.len())?;
         // SAFETY: blocking read: `dst` is fully written before the call returns; the range is
-        // inside the cl_mem (checked).
+        // inside the cl_mem (the caller's guarantee).
         let raw = unsafe {
             clq::enqueue_read_buffer(
                 q.get(),
@@ -366,7 +281,7 @@ impl Backend for OpenClBackend {
         Ok(())
     }
 
-    fn write_mapped(
+    unsafe fn write_mapped(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -374,10 +289,11 @@ impl Backend for OpenClBackend {
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
     ) -> Result<bool> {
-        self.mapped(queue, MapFor::Write, dst, offset, len, access)
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { self.mapped(queue, MapFor::Write, dst, offset, len, access) }
     }
 
-    fn read_mapped(
+    unsafe fn read_mapped(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -385,10 +301,11 @@ impl Backend for OpenClBackend {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool> {
-        self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b))
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b)) }
     }
 
-    fn write_parts(
+    unsafe fn write_parts(
         &self,
         queues: &[Queue],
         blocks: &mut [&mut DeviceBlock],
@@ -397,7 +314,7 @@ impl Backend for OpenClBackend {
         self.scatter(queues, blocks, parts)
     }
 
-    fn read_parts(
+    unsafe fn read_parts(
         &self,
         queues: &[Queue],
         blocks: &[&DeviceBlock],
@@ -406,7 +323,7 @@ impl Backend for OpenClBackend {
         self.gather(queues, blocks, parts)
     }
 
-    fn write_staged(
+    unsafe fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -416,11 +333,9 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        check_block(self.id, "staged write destination", dst, dst_offset, len)?;
-        check_staging(self.id, "staged write source", src, src_offset, len)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
         // SAFETY: non-blocking write from staging memory. The range is inside the staging buffer
-        // (checked); the buffer records the event below, and its host writers and Drop wait for
+        // (the caller's guarantee); the buffer records the event below, and its host writers and Drop wait for
         // it, so the memory stays valid and unchanged until the device has read it.
         let raw = unsafe {
             clq::enqueue_write_buffer(
@@ -440,7 +355,7 @@ impl Backend for OpenClBackend {
         Ok(event)
     }
 
-    fn read_staged(
+    unsafe fn read_staged(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -450,11 +365,9 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        check_block(self.id, "staged read source", src, src_offset, len)?;
-        check_staging(self.id, "staged read destination", dst, dst_offset, len)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
         // SAFETY: non-blocking read into staging memory. The range is inside the staging buffer
-        // (checked); the buffer records the event below, and every host access and Drop waits
+        // (the caller's guarantee); the buffer records the event below, and every host access and Drop waits
         // for it, so nothing reads or frees the memory while the device writes it.
         let raw = unsafe {
             clq::enqueue_read_buffer(
@@ -474,7 +387,7 @@ impl Backend for OpenClBackend {
         Ok(event)
     }
 
-    fn copy(
+    unsafe fn copy(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
@@ -484,9 +397,7 @@ impl Backend for OpenClBackend {
         len: usize,
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        check_block(self.id, "copy source", src, src_offset, len)?;
-        check_block(self.id, "copy destination", dst, dst_offset, len)?;
-        // SAFETY: both ranges are inside their cl_mem objects (checked), which are distinct
+        // SAFETY: both ranges are inside their cl_mem objects (the caller's guarantee), which are distinct
         // blocks of this context, so the copy cannot overlap.
         let raw = unsafe {
             clq::enqueue_copy_buffer(
@@ -504,7 +415,7 @@ impl Backend for OpenClBackend {
         self.submitted(q, raw)
     }
 
-    fn fill(
+    unsafe fn fill(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
@@ -513,9 +424,8 @@ impl Backend for OpenClBackend {
         pattern: &[u8],
     ) -> Result<Event> {
         let q = self.command_queue(queue)?;
-        check_owner("device block", self.id, dst.backend())?;
-        check_fill(offset, len, pattern, dst.size())?;
-        // SAFETY: the range is inside the cl_mem and aligned to the pattern (checked); OpenCL
+        // SAFETY: the range is inside the cl_mem and aligned to the pattern (the caller's
+        // guarantee); OpenCL
         // copies the pattern before clEnqueueFillBuffer returns.
         let raw = unsafe {
             clq::enqueue_fill_buffer(
@@ -531,6 +441,24 @@ impl Backend for OpenClBackend {
         }
         .map_err(|code| cl_error("clEnqueueFillBuffer", code))?;
         self.submitted(q, raw)
+    }
+
+    /// No driver peer path between OpenCL contexts here: peers copy through the host.
+    fn can_copy_to(&self, _other: &dyn Backend) -> bool {
+        false
+    }
+
+    unsafe fn copy_to_peer(
+        &self,
+        _queue: &Queue,
+        _src: &DeviceBlock,
+        _src_offset: usize,
+        _dst_backend: &dyn Backend,
+        _dst: &mut DeviceBlock,
+        _dst_offset: usize,
+        _len: usize,
+    ) -> Result<Option<Event>> {
+        Ok(None)
     }
 
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {

@@ -15,13 +15,14 @@ use opencl3::types::CL_NON_BLOCKING;
 use super::event::ClEvent;
 use super::{cl_error, mem, OpenClBackend};
 use crate::backend::{
-    block_for, queue_for, Backend, DeviceBlock, EventSource, Failures, PartFailures, Queue,
-    ReadPart, UserEvent, WritePart,
+    queue_for, Backend, DeviceBlock, EventSource, Failures, PartFailures, Queue, ReadPart,
+    UserEvent, WritePart,
 };
 use crate::error::Result;
 
 impl OpenClBackend {
-    /// [`Backend::write_parts`](crate::backend::Backend::write_parts).
+    /// [`Backend::write_parts`](crate::backend::Backend::write_parts), its parts checked by the
+    /// caller.
     pub(super) fn scatter(
         &self,
         queues: &[Queue],
@@ -31,8 +32,8 @@ impl OpenClBackend {
         self.enqueue_parts(queues, parts.len(), &mut |i, queue| {
             let part = &parts[i];
             let len = part.src.len();
-            let block = block_for(self.id(), blocks, part.block, part.offset, len)?;
-            // SAFETY: the range lies inside the cl_mem (checked); `part.src` is borrowed for the
+            let block = &*blocks[part.block];
+            // SAFETY: the range lies inside the cl_mem (the caller's guarantee); `part.src` is borrowed for the
             // whole call, and `enqueue_parts` waits for every command it enqueued before it
             // returns or unwinds, so the driver never reads it after the borrow ends.
             let raw = unsafe {
@@ -53,7 +54,8 @@ impl OpenClBackend {
         })
     }
 
-    /// [`Backend::read_parts`](crate::backend::Backend::read_parts).
+    /// [`Backend::read_parts`](crate::backend::Backend::read_parts), its parts checked by the
+    /// caller.
     pub(super) fn gather(
         &self,
         queues: &[Queue],
@@ -63,7 +65,7 @@ impl OpenClBackend {
         self.enqueue_parts(queues, parts.len(), &mut |i, queue| {
             let part = &mut parts[i];
             let len = part.dst.len();
-            let block = block_for(self.id(), blocks, part.block, part.offset, len)?;
+            let block = blocks[part.block];
             // SAFETY: as in `scatter`; `part.dst` is borrowed mutably for the whole call and
             // nothing else reads or writes it until every enqueued command is done.
             let raw = unsafe {
