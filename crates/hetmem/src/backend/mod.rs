@@ -71,14 +71,14 @@ pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
-pub(crate) use event::{CompletionCallback, EventSource, ManualEvent};
+pub(crate) use event::ManualEvent;
 pub use event::{Event, EventStatus, UserEvent};
 pub use faulty::{FaultKind, FaultOp, FaultyBackend};
 pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]
 pub use opencl::OpenClBackend;
-pub(crate) use parts::{queue_for, Failures};
+pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
 pub use registry::{backends, probe, BackendProbe};
 pub use staging::StagingBuffer;

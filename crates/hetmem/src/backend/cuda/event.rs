@@ -15,7 +15,8 @@ use cudarc::driver::sys::CUevent_wait_flags;
 use cudarc::driver::{result, CudaContext, CudaEvent, CudaStream};
 
 use super::driver::{cu_error, DriverResult};
-use crate::backend::{BackendId, CompletionCallback, Event, EventSource, EventStatus};
+use crate::backend::raw::{CompletionCallback, EventSource};
+use crate::backend::{BackendId, Event, EventStatus};
 use crate::error::{Error, Result};
 
 /// One recorded CUDA event; destroyed when the last clone of the hetmem [`Event`] drops.

@@ -12,7 +12,8 @@ use opencl3::event::{Event as ClEventHandle, CL_COMPLETE, CL_QUEUED, CL_RUNNING,
 use opencl3::types::{cl_event, cl_int};
 
 use super::{cl_error, OpenClBackend};
-use crate::backend::{BackendId, CompletionCallback, EventSource, EventStatus};
+use crate::backend::raw::{CompletionCallback, EventSource};
+use crate::backend::{BackendId, EventStatus};
 use crate::error::Result;
 
 /// One `cl_event`, released when the last clone of the hetmem [`Event`](crate::backend::Event) drops —

@@ -14,9 +14,10 @@ use opencl3::types::CL_NON_BLOCKING;
 
 use super::event::ClEvent;
 use super::{cl_error, mem, OpenClBackend};
+use crate::backend::parts::queue_for;
+use crate::backend::raw::EventSource;
 use crate::backend::{
-    queue_for, Backend, DeviceBlock, EventSource, Failures, PartFailures, Queue, ReadPart,
-    UserEvent, WritePart,
+    Backend, DeviceBlock, Failures, PartFailures, Queue, ReadPart, UserEvent, WritePart,
 };
 use crate::error::Result;
 
