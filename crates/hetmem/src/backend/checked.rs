@@ -227,7 +227,13 @@ impl<R: RawBackend> Backend for R {
         check_block(id, "staged write destination", dst, dst_offset, len)?;
         check_staging(id, "staged write source", src, src_offset, len)?;
         // SAFETY: queue, block and staging are this backend's and the ranges lie inside.
-        unsafe { RawBackend::write_staged(self, queue, dst, dst_offset, src, src_offset, len) }
+        let event = unsafe {
+            RawBackend::write_staged(self, queue, dst, dst_offset, src, src_offset, len)
+        }?;
+        // Recorded before the borrow of `src` ends: its host writers and its Drop wait for the
+        // device to have read it.
+        src.track_device_read(event.clone());
+        Ok(event)
     }
 
     fn read_staged(
@@ -244,7 +250,12 @@ impl<R: RawBackend> Backend for R {
         check_block(id, "staged read source", src, src_offset, len)?;
         check_staging(id, "staged read destination", dst, dst_offset, len)?;
         // SAFETY: queue, block and staging are this backend's and the ranges lie inside.
-        unsafe { RawBackend::read_staged(self, queue, src, src_offset, dst, dst_offset, len) }
+        let event =
+            unsafe { RawBackend::read_staged(self, queue, src, src_offset, dst, dst_offset, len) }?;
+        // Recorded before the borrow of `dst` ends: every host access and its Drop wait for the
+        // device to have written it.
+        dst.track_device_write(event.clone());
+        Ok(event)
     }
 
     fn copy(

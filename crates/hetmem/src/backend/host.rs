@@ -305,13 +305,12 @@ impl RawBackend for HostBackend {
                 Box::new(move || {
                     let (from, to) = (memory.as_ptr().wrapping_add(src_offset), to.get());
                     // SAFETY: both ranges are inside (the caller's guarantee); the staging memory
-                    // lives as long as `memory`, and the staging buffer's host access waits for this event
-                    // (tracked below); the block stays allocated and untouched by anything
-                    // else until this has run (`Held`).
+                    // lives as long as `memory`, and the staging buffer's host access waits
+                    // for this event (the caller records it); the block stays allocated and
+                    // untouched by anything else until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
                 }),
             );
-            src.track_device_read(event.clone());
             return Ok(event);
         }
         let bytes = &src.as_slice()?[src_offset..src_offset + len];
@@ -339,12 +338,12 @@ impl RawBackend for HostBackend {
                 Box::new(move || {
                     let (from, to) = (from.get(), memory.as_ptr().wrapping_add(dst_offset));
                     // SAFETY: both ranges are inside (the caller's guarantee); the staging
-                    // memory lives as long as `memory`, and its host access waits for this event (tracked below); the
-                    // block stays allocated and unwritten until this has run (`Held`).
+                    // memory lives as long as `memory`, and its host access waits for this
+                    // event (the caller records it); the block stays allocated and unwritten
+                    // until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
                 }),
             );
-            dst.track_device_write(event.clone());
             return Ok(event);
         }
         let bytes = &mut dst.as_mut_slice()?[dst_offset..dst_offset + len];

@@ -14,9 +14,8 @@
 //! implementation. Its allocations become [`DeviceBlock`]s through
 //! [`device_block`], its streams [`Queue`]s through [`queue`], its completion objects
 //! [`Event`]s through [`event`] (an [`EventSource`]), its page-locked host memory
-//! [`StagingBuffer`]s through [`staging_buffer`] (a [`StagingMemory`]); asynchronous work on
-//! staging memory is recorded on the buffer with [`track_device_read`] and
-//! [`track_device_write`], so that host access waits for it. The host backend
+//! [`StagingBuffer`]s through [`staging_buffer`] (a [`StagingMemory`]); the checked layer records
+//! asynchronous work on staging memory on the buffer, so that host access waits for it. The host backend
 //! (`backend/host.rs`) is the worked example.
 
 use std::any::Any;
@@ -150,7 +149,8 @@ pub trait RawBackend: Send + Sync + 'static {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool>;
-    /// Asynchronous copy of `len` staging bytes into a block; the staging buffer records it.
+    /// Asynchronous copy of `len` staging bytes into a block. The caller records the returned
+    /// event on the staging buffer; the memory stays valid and unchanged until it completes.
     ///
     /// # Safety
     /// See the trait docs.
@@ -163,7 +163,8 @@ pub trait RawBackend: Send + Sync + 'static {
         src_offset: usize,
         len: usize,
     ) -> Result<Event>;
-    /// Asynchronous copy of `len` block bytes into staging; the staging buffer records it.
+    /// Asynchronous copy of `len` block bytes into staging. The caller records the returned
+    /// event on the staging buffer; nothing else touches the memory until it completes.
     ///
     /// # Safety
     /// See the trait docs.
@@ -276,14 +277,4 @@ pub fn manual_user_event() -> UserEvent {
 /// Wraps a backend's staging allocation.
 pub fn staging_buffer(backend: BackendId, memory: Arc<dyn StagingMemory>) -> StagingBuffer {
     StagingBuffer::new(backend, memory)
-}
-
-/// Records device work that reads `staging` (a write from it into a block).
-pub fn track_device_read(staging: &StagingBuffer, event: Event) {
-    staging.track_device_read(event);
-}
-
-/// Records device work that writes `staging` (a read from a block into it).
-pub fn track_device_write(staging: &mut StagingBuffer, event: Event) {
-    staging.track_device_write(event);
 }

@@ -326,9 +326,9 @@ impl RawBackend for CudaBackend {
     ) -> Result<Event> {
         let stream = self.bound(queue)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
-        // SAFETY: both ranges are in bounds (the caller's guarantee); the staging buffer records the event
-        // below, and its host writers and Drop wait for it, so the pinned memory stays valid
-        // and unchanged until the device has read it.
+        // SAFETY: both ranges are in bounds (the caller's guarantee); the caller records the
+        // event on the staging buffer, and its host writers and Drop wait for it, so the pinned
+        // memory stays valid and unchanged until the device has read it.
         unsafe {
             sys::cuMemcpyHtoDAsync_v2(
                 ptr(dst) + dst_offset as CUdeviceptr,
@@ -339,7 +339,6 @@ impl RawBackend for CudaBackend {
         }
         .cu("cuMemcpyHtoDAsync")?;
         let event = self.recorded(stream)?;
-        src.track_device_read(event.clone());
         Ok(event)
     }
 
@@ -354,9 +353,9 @@ impl RawBackend for CudaBackend {
     ) -> Result<Event> {
         let stream = self.bound(queue)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
-        // SAFETY: both ranges are in bounds (the caller's guarantee); the staging buffer records the event
-        // below, and every host access and Drop waits for it, so nothing reads or frees the
-        // memory while the device writes it.
+        // SAFETY: both ranges are in bounds (the caller's guarantee); the caller records the
+        // event on the staging buffer, and every host access and Drop waits for it, so nothing
+        // reads or frees the memory while the device writes it.
         unsafe {
             sys::cuMemcpyDtoHAsync_v2(
                 host.cast(),
@@ -367,7 +366,6 @@ impl RawBackend for CudaBackend {
         }
         .cu("cuMemcpyDtoHAsync")?;
         let event = self.recorded(stream)?;
-        dst.track_device_write(event.clone());
         Ok(event)
     }
 

@@ -335,8 +335,9 @@ impl RawBackend for OpenClBackend {
         let q = self.command_queue(queue)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
         // SAFETY: non-blocking write from staging memory. The range is inside the staging buffer
-        // (the caller's guarantee); the buffer records the event below, and its host writers and Drop wait for
-        // it, so the memory stays valid and unchanged until the device has read it.
+        // (the caller's guarantee); the caller records the event on the buffer, and its host
+        // writers and Drop wait for it, so the memory stays valid and unchanged until the
+        // device has read it.
         let raw = unsafe {
             clq::enqueue_write_buffer(
                 q.get(),
@@ -351,7 +352,6 @@ impl RawBackend for OpenClBackend {
         }
         .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
         let event = self.submitted(q, raw)?;
-        src.track_device_read(event.clone());
         Ok(event)
     }
 
@@ -367,8 +367,9 @@ impl RawBackend for OpenClBackend {
         let q = self.command_queue(queue)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
         // SAFETY: non-blocking read into staging memory. The range is inside the staging buffer
-        // (the caller's guarantee); the buffer records the event below, and every host access and Drop waits
-        // for it, so nothing reads or frees the memory while the device writes it.
+        // (the caller's guarantee); the caller records the event on the buffer, and every host
+        // access and Drop waits for it, so nothing reads or frees the memory while the device
+        // writes it.
         let raw = unsafe {
             clq::enqueue_read_buffer(
                 q.get(),
@@ -383,7 +384,6 @@ impl RawBackend for OpenClBackend {
         }
         .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
         let event = self.submitted(q, raw)?;
-        dst.track_device_write(event.clone());
         Ok(event)
     }
 
