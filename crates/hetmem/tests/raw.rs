@@ -25,8 +25,8 @@ fn primitives_move_the_right_bytes<R: RawBackend>(b: &R) {
     let mut y = b.allocate(N).unwrap();
     assert_eq!((x.size(), b.usage().live_blocks), (N, live + 2));
 
-    // SAFETY (every block below): blocks, staging and queues are `b`'s, and every range and
-    // pattern used lies inside its object and follows the fill rule.
+    // SAFETY: blocks, staging and queues are `b`'s, and every range and pattern used below
+    // lies inside its object and follows the fill rule.
     unsafe {
         b.write(&q, &mut x, 0, &pattern(N, 1)).unwrap();
         b.write(&q, &mut x, 100, &[7u8; 28]).unwrap();
