@@ -3,9 +3,10 @@
 //! back to the device, and the whole cache is trimmed when the device's free memory or a limit's
 //! headroom runs low.
 //!
-//! It runs from the allocator's own calls — a miss, a block going back to the shared bins, and
-//! every 256th pool hit of a thread check whether a run is due (at most one per interval, one
-//! thread at a time) — so nothing has to be started; [`MemoryManager::start_maintenance`]
+//! It runs from the allocator's own calls — every 256th call of a thread that goes past its
+//! cache (misses, shared-bin hits, blocks going back to the shared bins) checks whether a run is
+//! due (at most one per interval, one thread at a time), so the clock is read rarely, pool hits
+//! never read it, and nothing has to be started; [`MemoryManager::start_maintenance`]
 //! adds a background thread for programs that go quiet while holding a cache.
 //!
 //! [`MemoryManager::start_maintenance`]: crate::MemoryManager::start_maintenance

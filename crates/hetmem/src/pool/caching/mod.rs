@@ -113,6 +113,21 @@ struct ThreadSlot {
     /// Rounding waste of allocations made on this thread minus that of releases made on it;
     /// the sum over threads is exact.
     waste: i64,
+    /// Calls on this thread that went past its cache, counted so that only every
+    /// `MAINTENANCE_STRIDE`th reads the clock to see whether maintenance is due.
+    slow_calls: u32,
+}
+
+/// Slow-path calls between two looks at the clock (a clock read costs about as much as a whole
+/// pool hit on this VM). Pool hits never look: a thread's own cache is bounded and small.
+const MAINTENANCE_STRIDE: u32 = 256;
+
+impl ThreadSlot {
+    /// Counts a slow-path call; whether this one should look at the maintenance clock.
+    fn slow_call(&mut self) -> bool {
+        self.slow_calls = self.slow_calls.wrapping_add(1);
+        self.slow_calls % MAINTENANCE_STRIDE == 0
+    }
 }
 
 impl Default for ThreadSlot {
@@ -125,6 +140,7 @@ impl Default for ThreadSlot {
             hits: 0,
             misses: 0,
             waste: 0,
+            slow_calls: 0,
         }
     }
 }
@@ -238,12 +254,9 @@ impl CachingAllocator {
             let block = t.cache.take(class, block_size)?;
             t.hits += 1;
             t.waste += waste;
-            Some((block, t.home, t.hits % 256 == 0))
+            Some((block, t.home))
         });
-        if let Some((block, home, check)) = hit {
-            if check {
-                inner.maybe_maintain();
-            }
+        if let Some((block, home)) = hit {
             return Ok(self.pooled(block, bytes, Some(class), home));
         }
         let shared = {
@@ -263,11 +276,13 @@ impl CachingAllocator {
             }
         };
         inner.held.add(size as u64);
-        let home = inner.threads.with(|t| {
+        let (home, check) = inner.threads.with(|t| {
             t.waste += waste;
-            t.home
+            (t.home, t.slow_call())
         });
-        inner.maybe_maintain();
+        if check {
+            inner.maybe_maintain();
+        }
         Ok(self.pooled(block, bytes, Some(class), home))
     }
 
@@ -453,6 +468,7 @@ impl Inner {
     }
 
     /// Takes a block back from a [`PooledBlock`].
+    #[inline]
     pub(super) fn give_back(
         &self,
         block: DeviceBlock,
@@ -468,23 +484,26 @@ impl Inner {
             return;
         };
         let waste = (size - requested) as i64;
-        let rejected = self.threads.with(|t| {
+        let (rejected, check) = self.threads.with(|t| {
             t.waste -= waste;
-            if pending.is_none() {
-                t.cache.keep(
+            let rejected = match pending {
+                None => t.cache.keep(
                     block,
                     class,
                     size as u64,
                     self.thread_limits(),
                     &self.cached,
-                )
-            } else {
-                Some(block)
-            }
+                ),
+                Some(_) => Some(block),
+            };
+            let check = rejected.is_some() && t.slow_call();
+            (rejected, check)
         });
         if let Some(block) = rejected {
             self.held.sub(size as u64);
             self.give_to_shared(block, class, pending.unwrap_or_default());
+        }
+        if check {
             self.maybe_maintain();
         }
     }
