@@ -4,7 +4,7 @@
 use std::sync::{Arc, Weak};
 
 use super::{MemoryResource, Pressure, Trim};
-use crate::backend::{check_release, Backend, DeviceBlock, Event};
+use crate::backend::{Backend, DeviceBlock, Event};
 use crate::error::Result;
 
 /// The bottom of a resource stack: every allocation is a backend allocation, every
@@ -43,11 +43,10 @@ impl MemoryResource for PlainResource {
     }
 
     /// Releases at once: the backend orders a release after the work enqueued on the block, so
-    /// `after` needs no wait here.
+    /// `after` needs no wait here. A block of another backend comes back in the error.
     fn deallocate(&self, block: DeviceBlock, after: Vec<Event>) -> Result<()> {
         drop(after);
-        self.backend
-            .release(check_release(self.backend.id(), block)?)
+        self.backend.release(block)
     }
 
     /// Nothing to adjust: the backend's own usage counts the block until whoever holds it now
