@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use super::{CachingAllocator, Inner};
+use super::{Cached, CachingAllocator, Inner};
+use crate::backend::Event;
 use crate::error::Result;
 use crate::resource::MemoryLimit;
-use crate::sync::Unpoison;
+use crate::sync::{lock, Unpoison};
 
 /// When a caching allocator gives cached memory back on its own.
 #[derive(Debug, Clone)]
@@ -148,6 +149,29 @@ impl Schedule {
 }
 
 impl Inner {
+    /// Releases the shared bins' blocks cached for at least `idle` with no work pending on
+    /// them. Returns the bytes released.
+    fn evict_idle(&self, idle: Duration) -> Result<u64> {
+        let mut released = 0;
+        for bin in self.bins.iter() {
+            let idle_blocks: Vec<Cached> = {
+                let mut bin = lock(bin);
+                let (old, keep) = std::mem::take(&mut *bin).into_iter().partition(|c| {
+                    c.since.elapsed() >= idle && c.pending.iter().all(Event::is_finished)
+                });
+                *bin = keep;
+                old
+            };
+            for cached in idle_blocks {
+                let size = cached.block.size() as u64;
+                self.cached.sub(size);
+                self.release_to_backend(cached.block, Vec::new())?;
+                released += size;
+            }
+        }
+        Ok(released)
+    }
+
     /// Runs maintenance if it is due (the allocator's calls come here).
     pub(super) fn maybe_maintain(&self) {
         if self.schedule.claim() {

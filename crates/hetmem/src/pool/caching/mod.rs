@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod config;
 mod maintenance;
@@ -506,29 +506,6 @@ impl Inner {
         if check {
             self.maybe_maintain();
         }
-    }
-
-    /// Releases the shared bins' blocks cached for at least `idle` with no work pending on
-    /// them. Returns the bytes released.
-    fn evict_idle(&self, idle: Duration) -> Result<u64> {
-        let mut released = 0;
-        for bin in self.bins.iter() {
-            let idle_blocks: Vec<Cached> = {
-                let mut bin = lock(bin);
-                let (old, keep) = std::mem::take(&mut *bin).into_iter().partition(|c| {
-                    c.since.elapsed() >= idle && c.pending.iter().all(Event::is_finished)
-                });
-                *bin = keep;
-                old
-            };
-            for cached in idle_blocks {
-                let size = cached.block.size() as u64;
-                self.cached.sub(size);
-                self.release_to_backend(cached.block, Vec::new())?;
-                released += size;
-            }
-        }
-        Ok(released)
     }
 
     /// Caches a block in its shared bin, evicting least recently released blocks when the byte
