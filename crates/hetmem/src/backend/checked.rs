@@ -75,7 +75,7 @@ impl<R: RawBackend> Backend for R {
     }
 
     fn usage(&self) -> BackendUsage {
-        RawBackend::usage(self)
+        self.usage_counters().snapshot()
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -84,13 +84,24 @@ impl<R: RawBackend> Backend for R {
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
         check_allocation(bytes, self.max_allocation())?;
-        RawBackend::allocate(self, bytes)
+        let counters = self.usage_counters();
+        if !counters.try_allocate(bytes) {
+            return Err(Error::OutOfMemory {
+                backend: self.kind(),
+                requested: bytes as u64,
+                diagnosis: None,
+            });
+        }
+        RawBackend::allocate(self, bytes).inspect_err(|_| counters.undo_allocate(bytes))
     }
 
     fn release(&self, block: DeviceBlock) -> Result<()> {
         let block = check_release(RawBackend::id(self), block)?;
+        let bytes = block.size();
         // SAFETY: the block is this backend's (checked).
-        unsafe { RawBackend::release(self, block) }
+        unsafe { RawBackend::release(self, block) }?;
+        self.usage_counters().released(bytes);
+        Ok(())
     }
 
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8> {

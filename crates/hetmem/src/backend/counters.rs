@@ -20,9 +20,11 @@ pub struct BackendUsage {
     pub releases: u64,
 }
 
-/// The atomic counters behind [`BackendUsage`]; one per backend, updated on allocate and release.
+/// The atomic counters behind [`BackendUsage`]: one per backend, which the backend stores
+/// ([`RawBackend::usage_counters`](super::raw::RawBackend::usage_counters)) and the checked
+/// layer updates on every allocation and release, for every device alike.
 #[derive(Debug)]
-pub(crate) struct UsageCounters {
+pub struct UsageCounters {
     /// Live bytes, admitted only within the backend's capacity.
     live_bytes: Budget,
     peak_bytes: AtomicU64,
@@ -37,21 +39,15 @@ impl Default for UsageCounters {
 }
 
 impl UsageCounters {
-    /// Counters that refuse allocations beyond `capacity` live bytes.
-    pub(crate) fn with_capacity(capacity: u64) -> Self {
+    /// Counters that refuse allocations beyond `capacity` live bytes: a device of that size
+    /// (the host backend standing in for one).
+    pub fn with_capacity(capacity: u64) -> Self {
         UsageCounters {
             live_bytes: Budget::new(capacity),
             peak_bytes: AtomicU64::new(0),
             allocations: AtomicU64::new(0),
             releases: AtomicU64::new(0),
         }
-    }
-
-    /// Counts an allocation the device already granted (backends with their own limits).
-    #[cfg_attr(not(feature = "opencl"), allow(dead_code))]
-    pub(crate) fn allocated(&self, bytes: usize) {
-        let counted = self.try_allocate(bytes);
-        debug_assert!(counted, "live bytes overflowed u64");
     }
 
     /// Counts an allocation only if live bytes stay within the capacity; `false` otherwise.
@@ -75,7 +71,8 @@ impl UsageCounters {
         self.live_bytes.sub(bytes as u64);
     }
 
-    pub(crate) fn snapshot(&self) -> BackendUsage {
+    /// The counts now.
+    pub fn snapshot(&self) -> BackendUsage {
         let allocations = self.allocations.load(Ordering::Relaxed);
         let releases = self.releases.load(Ordering::Relaxed);
         BackendUsage {

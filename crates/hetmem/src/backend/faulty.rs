@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use super::raw::RawBackend;
 use super::{
-    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, Failures,
-    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+    Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event, Failures,
+    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
@@ -81,6 +81,8 @@ pub struct FaultyBackend {
     inner: Arc<dyn Backend>,
     /// `inner`'s, read once: `info()` may query the driver or the OS.
     max_allocation: u64,
+    kind: BackendKind,
+    usage: UsageCounters,
     calls: [AtomicU64; FaultOp::ALL.len()],
     faults: Mutex<HashMap<(FaultOp, u64), FaultKind>>,
     injected: AtomicU64,
@@ -91,6 +93,8 @@ impl FaultyBackend {
     pub fn new(inner: Arc<dyn Backend>) -> Self {
         FaultyBackend {
             max_allocation: inner.info().max_allocation,
+            kind: inner.info().kind,
+            usage: UsageCounters::default(),
             inner,
             calls: Default::default(),
             faults: Mutex::new(HashMap::new()),
@@ -199,8 +203,12 @@ impl RawBackend for FaultyBackend {
     fn max_allocation(&self) -> u64 {
         self.max_allocation
     }
-    fn usage(&self) -> BackendUsage {
-        self.inner.usage()
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+    /// Counts what goes through the wrapper (the wrapped backend counts the same calls).
+    fn usage_counters(&self) -> &UsageCounters {
+        &self.usage
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -13,9 +13,8 @@ use super::host_memory::{alloc_zeroed, fill_repeating, host_memory, layout, Host
 use super::host_queue::{Held, HostQueue};
 use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
 use super::{
-    check_owner, Backend, BackendId, BackendKind, BackendUsage, Capabilities, DeviceBlock,
-    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
-    WritePart,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
+    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -156,8 +155,12 @@ impl RawBackend for HostBackend {
         self.max_allocation
     }
 
-    fn usage(&self) -> BackendUsage {
-        self.usage.snapshot()
+    fn kind(&self) -> BackendKind {
+        BackendKind::Host
+    }
+
+    fn usage_counters(&self) -> &UsageCounters {
+        &self.usage
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -165,14 +168,7 @@ impl RawBackend for HostBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        if !self.usage.try_allocate(bytes) {
-            return Err(Error::OutOfMemory {
-                backend: BackendKind::Host,
-                requested: bytes as u64,
-                diagnosis: None,
-            });
-        }
-        let (ptr, _) = alloc_zeroed(bytes).inspect_err(|_| self.usage.undo_allocate(bytes))?;
+        let (ptr, _) = alloc_zeroed(bytes)?;
         // SAFETY: a fresh allocation of `bytes` bytes, handed out once, freed in `release`.
         Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.as_ptr().cast::<c_void>(), bytes) })
     }
@@ -184,7 +180,6 @@ impl RawBackend for HostBackend {
         // SAFETY: the block is ours (the caller's guarantee), so its handle came from `alloc_zeroed` with
         // this layout; `release` consumes the block, so it is freed exactly once.
         unsafe { alloc::dealloc(block.into_raw().cast::<u8>(), layout) };
-        self.usage.released(bytes);
         Ok(())
     }
 

@@ -69,6 +69,7 @@ use std::sync::Arc;
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
+
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
 pub(crate) use event::ManualEvent;

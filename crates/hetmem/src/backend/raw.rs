@@ -22,11 +22,12 @@ use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Arc;
 
+pub use super::counters::UsageCounters;
 pub use super::event::{CompletionCallback, EventSource, ManualEvent};
 pub use super::parts::{read_parts_in_turn, write_parts_in_turn};
 pub use super::staging::StagingMemory;
 use super::{
-    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, PartFailures,
+    Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event, PartFailures,
     Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::Result;
@@ -50,8 +51,11 @@ pub trait RawBackend: Send + Sync + 'static {
     /// The largest single allocation, read without querying the driver (allocation checks
     /// against it every time).
     fn max_allocation(&self) -> u64;
-    /// Blocks and bytes currently allocated.
-    fn usage(&self) -> BackendUsage;
+    /// The family of the device, for errors raised on its behalf.
+    fn kind(&self) -> BackendKind;
+    /// The counters the checked layer keeps for this backend (allocations beyond their capacity
+    /// are refused before `allocate` is called).
+    fn usage_counters(&self) -> &UsageCounters;
     /// For downcasting to the concrete backend.
     fn as_any(&self) -> &dyn Any;
 

@@ -32,7 +32,7 @@ use self::driver::{allocation_error, unavailable, DriverResult, Status};
 use self::event::{gate, stream_wait, CuEvent, Notifier};
 use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
 use super::{
-    check_owner, Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
     PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
@@ -165,8 +165,12 @@ impl RawBackend for CudaBackend {
         self.info.max_allocation
     }
 
-    fn usage(&self) -> BackendUsage {
-        self.usage.snapshot()
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+
+    fn usage_counters(&self) -> &UsageCounters {
+        &self.usage
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -192,28 +196,25 @@ impl RawBackend for CudaBackend {
             unsafe { result::malloc_sync(bytes) }
                 .map_err(|e| allocation_error("cuMemAlloc", e, bytes))?
         };
-        self.usage.allocated(bytes);
         // SAFETY: a new device allocation of `bytes` bytes, handed out once, released in
         // `release`.
         Ok(unsafe { DeviceBlock::from_raw(self.id, address as *mut c_void, bytes) })
     }
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
-        let bytes = block.size();
         let address = block.into_raw() as CUdeviceptr;
         let stream = self.bound(&self.queue)?;
         if self.async_allocation {
             // Freed in the default stream's order, after the work every queue has enqueued.
             self.order_after_others(stream)?;
-            // SAFETY: the block was ours (the caller's guarantee) and is consumed, so it is freed once; the
-            // free is ordered after all enqueued work that may use it.
+            // SAFETY: the block was ours (the caller's guarantee) and is consumed, so it is freed
+            // once; the free is ordered after all enqueued work that may use it.
             unsafe { result::free_async(address, stream.cu_stream()) }.cu("cuMemFreeAsync")?;
         } else {
             RawBackend::synchronize(self)?;
             // SAFETY: as above; every queue has finished, so nothing uses the memory.
             unsafe { result::free_sync(address) }.cu("cuMemFree")?;
         }
-        self.usage.released(bytes);
         Ok(())
     }
 

@@ -47,7 +47,7 @@ impl ClEvent {
 
 impl Drop for ClEvent {
     fn drop(&mut self) {
-        if is_unfinished(&self.event) {
+        if !is_complete(&self.event) {
             // SAFETY: `self.event` holds a live reference; the new one goes to the keeper,
             // which releases it, and `self.event` releases its own as it drops.
             if unsafe { cl3::event::retain_event(self.raw()) }.is_ok() {
@@ -57,10 +57,12 @@ impl Drop for ClEvent {
     }
 }
 
-fn is_unfinished(event: &ClEventHandle) -> bool {
+/// Completed successfully. A failed event (negative status) is not: PoCL may still be walking
+/// the commands behind it to fail them, and meets a freed event as a fatal error.
+fn is_complete(event: &ClEventHandle) -> bool {
     event
         .command_execution_status()
-        .is_ok_and(|status| status.0 > CL_COMPLETE)
+        .is_ok_and(|status| status.0 == CL_COMPLETE)
 }
 
 impl EventSource for ClEvent {
@@ -122,14 +124,30 @@ extern "C" fn on_event_complete(_event: cl_event, status: cl_int, data: *mut c_v
     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || callback(outcome)));
 }
 
-/// The events of commands hetmem enqueues without handing the event to anyone (barriers, the
-/// non-blocking parts of a scatter or gather), held until they finish. PoCL 3.1 walks the
-/// commands behind a failed user event to fail them, and aborts the process ("PTHREAD ERROR in
-/// pocl_update_event_failed") when it meets one whose event was already released — so a
-/// released-at-once event behind a gate made `UserEvent::fail` fatal.
+/// Events that must outlive the work that refers to them: those of commands hetmem enqueues
+/// without handing the event to anyone (barriers, the non-blocking parts of a scatter or
+/// gather) and of dropped hetmem events, held until they complete; and every event a barrier
+/// waits for, held until that barrier completes. PoCL 3.1 walks the commands behind a failed
+/// user event — and their wait lists — to fail them, and aborts the process ("PTHREAD ERROR in
+/// pocl_update_event_failed") when it meets an event already released: a released-at-once event
+/// behind a gate, or a completed gate a pending barrier still lists, made `UserEvent::fail`
+/// fatal. Failed events are held until `synchronize` (`clear`), when nothing is pending.
 #[derive(Default)]
 pub(super) struct Unfinished {
-    events: std::sync::Mutex<Vec<ClEventHandle>>,
+    events: std::sync::Mutex<Vec<Held>>,
+}
+
+/// An event held, and the command whose completion lets it go (itself, or the barrier waiting
+/// for it).
+struct Held {
+    event: ClEventHandle,
+    until: Option<ClEventHandle>,
+}
+
+impl Held {
+    fn may_go(&self) -> bool {
+        is_complete(self.until.as_ref().unwrap_or(&self.event))
+    }
 }
 
 impl Unfinished {
@@ -137,10 +155,26 @@ impl Unfinished {
     /// whenever the list has doubled since the last sweep, so it stays as long as the work in
     /// flight.
     pub(super) fn keep(&self, raw: cl_event) {
+        self.hold(Held {
+            event: ClEventHandle::new(raw),
+            until: None,
+        });
+    }
+
+    /// Holds `waited` (one reference, taken over) until `barrier` (one reference, taken over),
+    /// a command that waits for it, completes.
+    pub(super) fn keep_while_waited(&self, waited: cl_event, barrier: cl_event) {
+        self.hold(Held {
+            event: ClEventHandle::new(waited),
+            until: Some(ClEventHandle::new(barrier)),
+        });
+    }
+
+    fn hold(&self, held: Held) {
         let mut events = self.events.lock().unpoisoned();
-        events.push(ClEventHandle::new(raw));
+        events.push(held);
         if events.len().is_power_of_two() && events.len() >= 64 {
-            events.retain(is_unfinished);
+            events.retain(|h| !h.may_go());
         }
     }
 

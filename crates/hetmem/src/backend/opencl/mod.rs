@@ -38,7 +38,7 @@ use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 use self::event::{ClEvent, Unfinished};
 use super::raw::RawBackend;
 use super::{
-    check_owner, Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
     PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
@@ -168,8 +168,12 @@ impl RawBackend for OpenClBackend {
         self.info.max_allocation
     }
 
-    fn usage(&self) -> BackendUsage {
-        self.usage.snapshot()
+    fn kind(&self) -> BackendKind {
+        BackendKind::OpenCl
+    }
+
+    fn usage_counters(&self) -> &UsageCounters {
+        &self.usage
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -188,19 +192,17 @@ impl RawBackend for OpenClBackend {
             )
         }
         .map_err(|code| allocation_error("clCreateBuffer", code, bytes))?;
-        self.usage.allocated(bytes);
         // SAFETY: a new cl_mem of `bytes` bytes, handed out once, released in `release`.
         Ok(unsafe { DeviceBlock::from_raw(self.id, mem, bytes) })
     }
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
-        let bytes = block.size();
-        // SAFETY: the block is ours (the caller's guarantee), so its handle is a cl_mem we created and hold one reference
-        // to; `release` consumes the block, so the reference is dropped once. OpenCL frees the
-        // memory only after enqueued commands that use it complete.
+        // SAFETY: the block is ours (the caller's guarantee), so its handle is a cl_mem we
+        // created and hold one reference to; `release` consumes the block, so the reference is
+        // dropped once. OpenCL frees the memory only after enqueued commands that use it
+        // complete.
         unsafe { release_mem_object(block.into_raw()) }
             .map_err(|code| cl_error("clReleaseMemObject", code))?;
-        self.usage.released(bytes);
         Ok(())
     }
 
@@ -473,7 +475,13 @@ impl RawBackend for OpenClBackend {
                 let raw =
                     unsafe { clq::enqueue_barrier_with_wait_list(q.get(), 1, wait_list.as_ptr()) }
                         .map_err(|code| cl_error("clEnqueueBarrierWithWaitList", code))?;
-                self.unfinished.keep(raw);
+                // SAFETY: `cl` holds a live reference to the event; the new one goes to the
+                // keeper, which holds it until the barrier that waits for it completes.
+                match unsafe { cl3::event::retain_event(cl.raw()) } {
+                    Ok(()) => self.unfinished.keep_while_waited(cl.raw(), raw),
+                    // The driver lost the event: hold the barrier at least.
+                    Err(_) => self.unfinished.keep(raw),
+                }
                 q.flush().map_err(|e| cl_error("clFlush", e.0))
             }
             // Events of other contexts cannot enter this context's wait lists.
