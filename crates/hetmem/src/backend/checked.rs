@@ -1,6 +1,7 @@
 //! The one checked implementation of [`Backend`] over every [`RawBackend`]: argument checks,
-//! host access to host-addressable blocks, mapped access on them, and peer copies between
-//! host-addressable backends live here once, for every device.
+//! usage counting (with the device's capacity), the recording of staged transfers on their
+//! staging buffers, host access to host-addressable blocks, mapped access on them, and peer
+//! copies between host-addressable backends live here once, for every device.
 
 use std::any::Any;
 
