@@ -106,9 +106,11 @@ fn table(kinds: &[KindReport]) -> Table {
 fn capabilities(c: &Capabilities) -> String {
     let flags = [
         (c.unified_memory, "unified-memory"),
-        (c.peer_access, "peer-access"),
+        (c.peer_domain.is_some(), "peer-copies"),
         (c.async_copies, "async-copies"),
         (c.pinned_staging, "pinned-staging"),
+        (c.host_addressable, "host-addressable"),
+        (c.mapped_access, "mapped-access"),
     ];
     let on: Vec<&str> = flags.iter().filter(|(f, _)| *f).map(|(_, n)| *n).collect();
     if on.is_empty() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::backends;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hetmem::backend::CopyRegion;
 use hetmem::transfer::{BatchWrite, Strategy, TransferConfig, TransferEngine};
 
 const KIB: usize = 1 << 10;
@@ -107,7 +108,7 @@ fn h2d_d2h(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("raw_call", label), |b| {
                 b.iter(|| {
                     backend
-                        .copy(&q, &src, 0, &mut dst, 0, len)
+                        .copy(&q, &src, &mut dst, CopyRegion::prefix(len))
                         .unwrap()
                         .wait()
                         .unwrap()

@@ -1,5 +1,6 @@
 //! The README's API tour, kept compiling and running by CI.
 
+use hetmem::backend::CopyRegion;
 use hetmem::Result;
 
 fn main() -> Result<()> {
@@ -18,7 +19,7 @@ fn main() -> Result<()> {
 
         // Asynchronous transfers go through staging memory that waits for the device itself.
         let mut staging = backend.allocate_staging(4096)?;
-        backend.read_staged(&queue, &block, 0, &mut staging, 0, 4096)?;
+        backend.read_staged(&queue, &block, &mut staging, CopyRegion::prefix(4096))?;
         assert!(staging.as_slice()?.iter().all(|&b| b == 0xAB));
 
         println!("{}: {} ok", info.label(), info.name);

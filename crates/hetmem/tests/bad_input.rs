@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::pattern;
 use hetmem::backend::{Backend, HostBackend};
-use hetmem::backend::{DeviceBlock, Queue, StagingBuffer};
+use hetmem::backend::{CopyRegion, DeviceBlock, Queue, StagingBuffer};
 use hetmem::buffer::BufferContext;
 use hetmem::pool::{ArrayPool, ArrayPoolConfig, CachingConfig, ObjectPool, SizeClasses};
 use hetmem::pool::{CachingAllocator, PooledBlock};
@@ -321,17 +321,18 @@ fn backend_cases() -> Vec<Case> {
         "fill at an offset the pattern does not divide": |f| { let q = f.queue().clone(); f.backend.fill(&q, &mut f.block, 2, 8, &[1, 2, 3, 4]) } => Error::InvalidArgument(_),
         "fill past the block": |f| { let q = f.queue().clone(); f.backend.fill(&q, &mut f.block, 128, 256, &[1]) } => Error::OutOfRange { .. },
         "fill a foreign block": |f| { let q = f.queue().clone(); f.backend.fill(&q, &mut f.foreign_block, 0, 4, &[1]) } => Error::ForeignHandle { .. },
-        "copy from past the source": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, src.size() - 50, &mut f.block, 0, 100) } => Error::OutOfRange { .. },
-        "copy to past the destination": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, 0, &mut f.block, 200, 100) } => Error::OutOfRange { .. },
-        "copy nothing": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, 0, &mut f.block, 0, 0) } => Error::ZeroLength { .. },
-        "copy from a foreign block": |f| { let q = f.queue().clone(); f.backend.copy(&q, &f.foreign_block, 0, &mut f.block, 0, 4) } => Error::ForeignHandle { .. },
-        "staged write past the staging buffer": |f| { let q = f.queue().clone(); f.backend.write_staged(&q, &mut f.block, 0, &f.staging, 200, 100) } => Error::OutOfRange { .. },
-        "staged write past the block": |f| { let q = f.queue().clone(); f.backend.write_staged(&q, &mut f.block, 200, &f.staging, 0, 100) } => Error::OutOfRange { .. },
-        "staged read past the block": |f| { let q = f.queue().clone(); f.backend.read_staged(&q, &f.block, 200, &mut f.staging, 0, 100) } => Error::OutOfRange { .. },
-        "staged read past the staging buffer": |f| { let q = f.queue().clone(); f.backend.read_staged(&q, &f.block, 0, &mut f.staging, 250, 10) } => Error::OutOfRange { .. },
+        "copy from past the source": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, &mut f.block, CopyRegion { src_offset: src.size() - 50, dst_offset: 0, len: 100 }) } => Error::OutOfRange { .. },
+        "copy to past the destination": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, &mut f.block, CopyRegion { src_offset: 0, dst_offset: 200, len: 100 }) } => Error::OutOfRange { .. },
+        "copy a region whose end overflows": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, &mut f.block, CopyRegion { src_offset: usize::MAX - 1, dst_offset: 0, len: 4 }) } => Error::SizeOverflow { .. },
+        "copy nothing": |f| { let q = f.queue().clone(); let src = f.pooled.block(); f.backend.copy(&q, src, &mut f.block, CopyRegion::prefix(0)) } => Error::ZeroLength { .. },
+        "copy from a foreign block": |f| { let q = f.queue().clone(); f.backend.copy(&q, &f.foreign_block, &mut f.block, CopyRegion::prefix(4)) } => Error::ForeignHandle { .. },
+        "staged write past the staging buffer": |f| { let q = f.queue().clone(); f.backend.write_staged(&q, &mut f.block, &f.staging, CopyRegion { src_offset: 200, dst_offset: 0, len: 100 }) } => Error::OutOfRange { .. },
+        "staged write past the block": |f| { let q = f.queue().clone(); f.backend.write_staged(&q, &mut f.block, &f.staging, CopyRegion { src_offset: 0, dst_offset: 200, len: 100 }) } => Error::OutOfRange { .. },
+        "staged read past the block": |f| { let q = f.queue().clone(); f.backend.read_staged(&q, &f.block, &mut f.staging, CopyRegion { src_offset: 200, dst_offset: 0, len: 100 }) } => Error::OutOfRange { .. },
+        "staged read past the staging buffer": |f| { let q = f.queue().clone(); f.backend.read_staged(&q, &f.block, &mut f.staging, CopyRegion { src_offset: 0, dst_offset: 250, len: 10 }) } => Error::OutOfRange { .. },
         "mapped write past the block": |f| { let q = f.queue().clone(); f.backend.write_mapped(&q, &mut f.block, 250, 10, &mut |b| b.fill(0)) } => Error::OutOfRange { .. },
         "mapped read past the block": |f| f.backend.read_mapped(f.queue(), &f.block, 250, 10, &mut |_| ()) => Error::OutOfRange { .. },
-        "peer copy past the destination": |f| { let q = f.queue().clone(); f.backend.copy_to_peer(&q, &f.block, 0, &*f.other, &mut f.foreign_block, 200, 100) } => Error::OutOfRange { .. },
+        "peer copy past the destination": |f| { let q = f.queue().clone(); f.backend.copy_to_peer(&q, &f.block, &*f.other, &mut f.foreign_block, CopyRegion { src_offset: 0, dst_offset: 200, len: 100 }) } => Error::OutOfRange { .. },
         "wait on a foreign queue": |f| { let gate = f.backend.create_user_event()?; f.backend.enqueue_wait(&foreign_queue(f), gate.event()) } => Error::ForeignHandle { .. },
         "marker on a foreign queue": |f| f.backend.enqueue_marker(&foreign_queue(f)) => Error::ForeignHandle { .. },
         "release a foreign block": |f| { let block = f.other.allocate(8)?; f.backend.release(block) } => Error::ReleasedToWrongBackend { .. },

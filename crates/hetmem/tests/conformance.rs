@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::pattern;
-use hetmem::backend::{Backend, DeviceBlock, EventStatus, HostBackend};
+use hetmem::backend::{Backend, CopyRegion, DeviceBlock, EventStatus, HostBackend};
 use hetmem::backend::{ReadPart, WritePart};
 use hetmem::Error;
 
@@ -117,10 +117,19 @@ fn device_copy_moves_exactly_the_range(b: &Arc<dyn Backend>) {
     let dst_data = pattern(8192, 8);
     b.write(&q(b), &mut src, 0, &src_data).unwrap();
     b.write(&q(b), &mut dst, 0, &dst_data).unwrap();
-    b.copy(&q(b), &src, 100, &mut dst, 3000, 4000)
-        .unwrap()
-        .wait()
-        .unwrap();
+    b.copy(
+        &q(b),
+        &src,
+        &mut dst,
+        CopyRegion {
+            src_offset: 100,
+            dst_offset: 3000,
+            len: 4000,
+        },
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
     let mut expected = dst_data.clone();
     expected[3000..7000].copy_from_slice(&src_data[100..4100]);
     assert_eq!(read_all(b, &dst), expected);
@@ -177,20 +186,39 @@ fn staged_transfers_round_trip(b: &Arc<dyn Backend>) {
     staging.as_mut_slice().unwrap().copy_from_slice(&data);
     let mut block = b.allocate(size).unwrap();
     let up = b
-        .write_staged(&q(b), &mut block, 0, &staging, 0, size)
+        .write_staged(&q(b), &mut block, &staging, CopyRegion::prefix(size))
         .unwrap();
     up.wait().unwrap();
     assert_eq!(read_all(b, &block), data);
 
     let mut back = b.allocate_staging(size).unwrap();
     // Two partial reads into different places of one staging buffer.
-    b.read_staged(&q(b), &block, 0, &mut back, 0, 1000).unwrap();
-    b.read_staged(&q(b), &block, 1000, &mut back, 1000, size - 1000)
+    b.read_staged(&q(b), &block, &mut back, CopyRegion::prefix(1000))
         .unwrap();
+    b.read_staged(
+        &q(b),
+        &block,
+        &mut back,
+        CopyRegion {
+            src_offset: 1000,
+            dst_offset: 1000,
+            len: size - 1000,
+        },
+    )
+    .unwrap();
     // as_slice waits for both reads without the caller touching the events.
     assert!(back.as_slice().unwrap() == &data[..]);
     assert!(matches!(
-        b.write_staged(&q(b), &mut block, 0, &staging, size - 1, 2),
+        b.write_staged(
+            &q(b),
+            &mut block,
+            &staging,
+            CopyRegion {
+                src_offset: size - 1,
+                dst_offset: 0,
+                len: 2
+            }
+        ),
         Err(Error::OutOfRange { .. })
     ));
     b.release(block).unwrap();
@@ -202,7 +230,9 @@ fn events_complete_and_call_back_once(b: &Arc<dyn Backend>) {
     let mut src = b.allocate(4 * MIB).unwrap();
     let mut dst = b.allocate(4 * MIB).unwrap();
     b.write(&q(b), &mut src, 0, &pattern(4 * MIB, 5)).unwrap();
-    let event = b.copy(&q(b), &src, 0, &mut dst, 0, 4 * MIB).unwrap();
+    let event = b
+        .copy(&q(b), &src, &mut dst, CopyRegion::prefix(4 * MIB))
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
@@ -279,7 +309,9 @@ fn release_while_work_is_pending_is_safe(b: &Arc<dyn Backend>) {
     let mut dst = b.allocate(16 * MIB).unwrap();
     let data = pattern(16 * MIB, 77);
     b.write(&q(b), &mut src, 0, &data).unwrap();
-    let event = b.copy(&q(b), &src, 0, &mut dst, 0, 16 * MIB).unwrap();
+    let event = b
+        .copy(&q(b), &src, &mut dst, CopyRegion::prefix(16 * MIB))
+        .unwrap();
     b.release(src).unwrap(); // the backend keeps the memory until the copy is done
     event.wait().unwrap();
     assert!(read_all(b, &dst) == data);
@@ -301,7 +333,7 @@ fn two_threads_share_one_backend(b: &Arc<dyn Backend>) {
                     let mut a = b.allocate(size).unwrap();
                     let mut c = b.allocate(size).unwrap();
                     b.write(&queue, &mut a, 0, &data).unwrap();
-                    b.copy(&queue, &a, 0, &mut c, 0, size)
+                    b.copy(&queue, &a, &mut c, CopyRegion::prefix(size))
                         .unwrap()
                         .wait()
                         .unwrap();
@@ -332,8 +364,30 @@ fn out_of_range_is_an_error_and_changes_nothing(b: &Arc<dyn Backend>) {
     oor(b.write(&queue, &mut block, 90, &[0u8; 11]));
     oor(b.write(&queue, &mut block, 100, &[0u8; 1]));
     oor(b.read(&queue, &block, 1, &mut [0u8; 100]));
-    oor(b.copy(&queue, &block, 50, &mut other, 0, 51).map(drop));
-    oor(b.copy(&queue, &block, 0, &mut other, 60, 41).map(drop));
+    oor(b
+        .copy(
+            &queue,
+            &block,
+            &mut other,
+            CopyRegion {
+                src_offset: 50,
+                dst_offset: 0,
+                len: 51,
+            },
+        )
+        .map(drop));
+    oor(b
+        .copy(
+            &queue,
+            &block,
+            &mut other,
+            CopyRegion {
+                src_offset: 0,
+                dst_offset: 60,
+                len: 41,
+            },
+        )
+        .map(drop));
     assert!(matches!(
         b.write(&queue, &mut block, usize::MAX, &[1]),
         Err(Error::SizeOverflow { .. })
@@ -351,7 +405,7 @@ fn out_of_range_is_an_error_and_changes_nothing(b: &Arc<dyn Backend>) {
         Err(Error::ZeroLength { .. })
     ));
     assert!(matches!(
-        b.copy(&queue, &block, 0, &mut other, 0, 0),
+        b.copy(&queue, &block, &mut other, CopyRegion::prefix(0)),
         Err(Error::ZeroLength { .. })
     ));
     assert_eq!(
@@ -372,11 +426,14 @@ fn foreign_handles_are_rejected(b: &Arc<dyn Backend>) {
         |r: hetmem::Result<()>| assert!(matches!(r, Err(Error::ForeignHandle { .. })), "{r:?}");
     foreign(b.write(&queue, &mut theirs, 0, &[1]));
     foreign(b.read(&queue, &theirs, 0, &mut [0]));
-    foreign(b.copy(&queue, &theirs, 0, &mut ours, 0, 8).map(drop));
+    foreign(
+        b.copy(&queue, &theirs, &mut ours, CopyRegion::prefix(8))
+            .map(drop),
+    );
     foreign(b.write(stranger.default_queue(), &mut ours, 0, &[1]));
     let staging = stranger.allocate_staging(64).unwrap();
     foreign(
-        b.write_staged(&queue, &mut ours, 0, &staging, 0, 8)
+        b.write_staged(&queue, &mut ours, &staging, CopyRegion::prefix(8))
             .map(drop),
     );
     match b.release(theirs) {

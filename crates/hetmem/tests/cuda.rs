@@ -8,7 +8,7 @@
 mod common;
 
 use common::{cuda_required, pattern, skip};
-use hetmem::backend::{Backend, BackendKind, CudaBackend};
+use hetmem::backend::{Backend, BackendKind, CopyRegion, CudaBackend};
 use hetmem::Error;
 
 const MIB: usize = 1 << 20;
@@ -111,11 +111,13 @@ fn peer_copies_move_the_bytes_between_devices() {
         .copy_to_peer(
             first.default_queue(),
             &src,
-            0,
             &second,
             &mut dst,
-            64,
-            data.len(),
+            CopyRegion {
+                src_offset: 0,
+                dst_offset: 64,
+                len: data.len(),
+            },
         )
         .unwrap()
         .expect("CUDA devices copy to each other")
@@ -128,7 +130,13 @@ fn peer_copies_move_the_bytes_between_devices() {
     assert!(back == data);
     // Blocks stay with their devices.
     assert!(matches!(
-        first.copy_to_peer(first.default_queue(), &dst, 0, &second, &mut src, 0, 16),
+        first.copy_to_peer(
+            first.default_queue(),
+            &dst,
+            &second,
+            &mut src,
+            CopyRegion::prefix(16)
+        ),
         Err(Error::ForeignHandle { .. })
     ));
     first.release(src).unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{opencl_required, pattern, skip};
-use hetmem::backend::{Backend, BackendKind, OpenClBackend};
+use hetmem::backend::{Backend, BackendKind, CopyRegion, OpenClBackend};
 use hetmem::Error;
 
 fn all_or_skip() -> Option<Vec<OpenClBackend>> {
@@ -89,10 +89,14 @@ fn blocks_queues_and_staging_do_not_cross_devices() {
         |r: hetmem::Result<()>| assert!(matches!(r, Err(Error::ForeignHandle { .. })), "{r:?}");
     foreign(second.write(&q2, &mut block, 0, &[1]));
     foreign(second.write(&q1, &mut other, 0, &[1]));
-    foreign(second.copy(&q2, &block, 0, &mut other, 0, 8).map(drop));
     foreign(
         second
-            .write_staged(&q2, &mut other, 0, &staging, 0, 8)
+            .copy(&q2, &block, &mut other, CopyRegion::prefix(8))
+            .map(drop),
+    );
+    foreign(
+        second
+            .write_staged(&q2, &mut other, &staging, CopyRegion::prefix(8))
             .map(drop),
     );
     let Err(Error::ReleasedToWrongBackend { block, .. }) = second.release(block) else {

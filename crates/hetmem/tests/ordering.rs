@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{words, Gate};
-use hetmem::backend::{Backend, DeviceBlock, HostBackend};
+use hetmem::backend::{Backend, CopyRegion, DeviceBlock, HostBackend};
 use hetmem::transfer::{BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
 
 const KIB: usize = 1 << 10;
@@ -90,7 +90,9 @@ fn writes_wait_for_user_reads_and_writes(b: &Arc<dyn Backend>) {
             let mut snapshot = b.allocate(len).unwrap();
             b.write(&q, &mut block, 0, &old).unwrap();
             let gate = Gate::close(b, &q, GATE);
-            let _copy = b.copy(&q, &block, 0, &mut snapshot, 0, len).unwrap();
+            let _copy = b
+                .copy(&q, &block, &mut snapshot, CopyRegion::prefix(len))
+                .unwrap();
             let _fill = b.fill(&q, &mut block, 0, len, &USER).unwrap();
             gate.after(|| engine.write(&mut block, 0, &new)).unwrap();
             let what = format!("{strategy:?} ({}), {len} bytes", engine.plan(len));
@@ -125,7 +127,9 @@ fn batches_wait_for_user_work(b: &Arc<dyn Backend>) {
         }
         let gate = Gate::close(b, &q, GATE);
         for (block, snapshot) in dst.iter_mut().zip(&mut snapshots) {
-            let _copy = b.copy(&q, block, 0, snapshot, 0, len).unwrap();
+            let _copy = b
+                .copy(&q, block, snapshot, CopyRegion::prefix(len))
+                .unwrap();
             let _fill = b.fill(&q, block, 0, len, &USER).unwrap();
         }
         let plan = gate.after(|| {
@@ -204,7 +208,9 @@ fn cross_device_copies_wait_for_user_work(a: &Arc<dyn Backend>, b: &Arc<dyn Back
         let gate_a = Gate::close(a, &qa, GATE);
         let gate_b = Gate::close(b, &qb, GATE);
         let _fill = a.fill(&qa, &mut src, 0, len, &USER).unwrap();
-        let _copy = b.copy(&qb, &dst, 0, &mut snapshot, 0, len).unwrap();
+        let _copy = b
+            .copy(&qb, &dst, &mut snapshot, CopyRegion::prefix(len))
+            .unwrap();
         gate_a
             .after(|| from.copy_to(&src, 0, &to, &mut dst, 0, len))
             .unwrap();
@@ -261,7 +267,9 @@ fn the_gate_pattern_holds_work_on_every_backend(b: &Arc<dyn Backend>) {
     let gate = b.create_user_event().unwrap();
     b.enqueue_wait(&q, gate.event()).unwrap();
     let filled = b.fill(&q, &mut block, 0, len, &USER).unwrap();
-    let copied = b.copy(&q, &block, 0, &mut copy, 0, len).unwrap();
+    let copied = b
+        .copy(&q, &block, &mut copy, CopyRegion::prefix(len))
+        .unwrap();
     let marker = b.enqueue_marker(&q).unwrap();
     assert!(!filled.is_finished() && !copied.is_finished() && !marker.is_finished());
     gate.complete().unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use common::pattern;
-use hetmem::backend::{Backend, HostBackend};
+use hetmem::backend::{Backend, CopyRegion, HostBackend};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::{BufferContext, CoherenceState, Residency};
 use hetmem::transfer::{BatchWrite, Plan, RetryPolicy, Strategy, TransferConfig, TransferEngine};
@@ -331,11 +331,9 @@ fn copies_between_two_devices_go_through_the_host() {
             .copy_to_peer(
                 from.default_queue(),
                 &src_probe,
-                0,
                 to.as_ref(),
                 &mut probe,
-                0,
-                1
+                CopyRegion::prefix(1)
             )
             .unwrap()
             .is_none());
@@ -393,7 +391,13 @@ fn host_memory_devices_copy_to_each_other_as_peers() {
     assert_eq!(read_back(&b, &dst, 32, len), data);
     // Each endpoint's block must come from its own backend.
     assert!(matches!(
-        a.copy_to_peer(a.default_queue(), &dst, 0, b.as_ref(), &mut src, 0, 1),
+        a.copy_to_peer(
+            a.default_queue(),
+            &dst,
+            b.as_ref(),
+            &mut src,
+            CopyRegion::prefix(1)
+        ),
         Err(Error::ForeignHandle { .. })
     ));
     a.release(src).unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{device_contents, Gate};
-use hetmem::backend::{Backend, DeviceBlock};
+use hetmem::backend::{Backend, CopyRegion, DeviceBlock};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
 use hetmem::buffer::CoherenceState;
 use hetmem::transfer::{Strategy, TransferConfig};
@@ -64,7 +64,16 @@ fn gated_user_read(b: &Arc<dyn Backend>, buf: &UnifiedBuffer<u32>) -> (Gate, Dev
     let q = d.queue().clone();
     let gate = Gate::close(b, &q, GATE);
     let _copy = b
-        .copy(&q, d.block(), d.offset(), &mut snapshot, 0, d.byte_len())
+        .copy(
+            &q,
+            d.block(),
+            &mut snapshot,
+            CopyRegion {
+                src_offset: d.offset(),
+                dst_offset: 0,
+                len: d.byte_len(),
+            },
+        )
         .unwrap();
     (gate, snapshot)
 }

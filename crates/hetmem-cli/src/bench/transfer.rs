@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use hetmem::backend::{Backend, BackendKind};
+use hetmem::backend::{Backend, BackendKind, CopyRegion};
 use hetmem::transfer::{BatchWrite, TransferEngine};
 use hetmem::Result;
 
@@ -59,7 +59,9 @@ fn bandwidth(
         ("d2h", Side::Hetmem) => engine.read(&block, 0, &mut host),
         ("d2h", Side::Baseline) => backend.read(&q, &block, 0, &mut host),
         (_, Side::Hetmem) => engine.copy(&block, 0, &mut other, 0, len),
-        (_, Side::Baseline) => backend.copy(&q, &block, 0, &mut other, 0, len)?.wait(),
+        (_, Side::Baseline) => backend
+            .copy(&q, &block, &mut other, CopyRegion::prefix(len))?
+            .wait(),
     });
     backend.release(block)?;
     backend.release(other)?;

@@ -8,8 +8,8 @@ use std::any::Any;
 use super::parts::{block_for, queue_for, Failures};
 use super::raw::RawBackend;
 use super::{
-    Backend, BackendId, BackendUsage, Capabilities, DeviceBlock, DeviceInfo, Event, PartFailures,
-    Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+    Backend, BackendId, BackendUsage, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
+    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -107,8 +107,11 @@ impl<R: RawBackend> Backend for R {
 
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8> {
         check_owner("device block", RawBackend::id(self), block.backend()).ok()?;
+        if !self.capabilities().host_addressable {
+            return None;
+        }
         // SAFETY: the block is this backend's (checked).
-        unsafe { self.host_address(block) }
+        unsafe { self.host_address(block) }.ok()
     }
 
     fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]> {
@@ -141,8 +144,12 @@ impl<R: RawBackend> Backend for R {
             access(&mut bytes[offset..offset + len]);
             return Ok(true);
         }
+        if !self.capabilities().mapped_access {
+            return Ok(false);
+        }
         // SAFETY: queue and block are this backend's and the range lies inside (checked).
-        unsafe { RawBackend::write_mapped(self, queue, dst, offset, len, access) }
+        unsafe { RawBackend::write_mapped(self, queue, dst, offset, len, access) }?;
+        Ok(true)
     }
 
     fn read_mapped(
@@ -160,8 +167,12 @@ impl<R: RawBackend> Backend for R {
             access(&bytes[offset..offset + len]);
             return Ok(true);
         }
+        if !self.capabilities().mapped_access {
+            return Ok(false);
+        }
         // SAFETY: queue and block are this backend's and the range lies inside (checked).
-        unsafe { RawBackend::read_mapped(self, queue, src, offset, len, access) }
+        unsafe { RawBackend::read_mapped(self, queue, src, offset, len, access) }?;
+        Ok(true)
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -229,19 +240,20 @@ impl<R: RawBackend> Backend for R {
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
         let id = RawBackend::id(self);
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         check_owner("queue", id, queue.backend())?;
         check_block(id, "staged write destination", dst, dst_offset, len)?;
         check_staging(id, "staged write source", src, src_offset, len)?;
         // SAFETY: queue, block and staging are this backend's and the ranges lie inside.
-        let event = unsafe {
-            RawBackend::write_staged(self, queue, dst, dst_offset, src, src_offset, len)
-        }?;
+        let event = unsafe { RawBackend::write_staged(self, queue, dst, src, region) }?;
         // Recorded before the borrow of `src` ends: its host writers and its Drop wait for the
         // device to have read it.
         src.track_device_read(event.clone());
@@ -252,18 +264,20 @@ impl<R: RawBackend> Backend for R {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
         let id = RawBackend::id(self);
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         check_owner("queue", id, queue.backend())?;
         check_block(id, "staged read source", src, src_offset, len)?;
         check_staging(id, "staged read destination", dst, dst_offset, len)?;
         // SAFETY: queue, block and staging are this backend's and the ranges lie inside.
-        let event =
-            unsafe { RawBackend::read_staged(self, queue, src, src_offset, dst, dst_offset, len) }?;
+        let event = unsafe { RawBackend::read_staged(self, queue, src, dst, region) }?;
         // Recorded before the borrow of `dst` ends: every host access and its Drop wait for the
         // device to have written it.
         dst.track_device_write(event.clone());
@@ -274,63 +288,63 @@ impl<R: RawBackend> Backend for R {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
         let id = RawBackend::id(self);
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         check_owner("queue", id, queue.backend())?;
         check_block(id, "copy source", src, src_offset, len)?;
         check_block(id, "copy destination", dst, dst_offset, len)?;
         // SAFETY: queue and blocks are this backend's and the ranges lie inside (checked).
-        unsafe { RawBackend::copy(self, queue, src, src_offset, dst, dst_offset, len) }
+        unsafe { RawBackend::copy(self, queue, src, dst, region) }
     }
 
     fn can_copy_to(&self, other: &dyn Backend) -> bool {
-        let host_memory_both =
-            self.capabilities().host_addressable && other.capabilities().host_addressable;
         other.id() != RawBackend::id(self)
-            && (host_memory_both || RawBackend::can_copy_to(self, other))
+            && self
+                .capabilities()
+                .copies_directly_to(&other.capabilities())
     }
 
     fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst_backend: &dyn Backend,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Option<Event>> {
         let id = RawBackend::id(self);
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         check_owner("queue", id, queue.backend())?;
         check_block(id, "peer copy source", src, src_offset, len)?;
-        let to = dst_backend.id();
-        check_block(to, "peer copy destination", dst, dst_offset, len)?;
-        if RawBackend::can_copy_to(self, dst_backend) {
-            // SAFETY: queue and source are this backend's, the destination is `dst_backend`'s,
-            // and both ranges lie inside (checked).
-            return unsafe {
-                RawBackend::copy_to_peer(
-                    self,
-                    queue,
-                    src,
-                    src_offset,
-                    dst_backend,
-                    dst,
-                    dst_offset,
-                    len,
-                )
-            };
+        check_block(
+            dst_backend.id(),
+            "peer copy destination",
+            dst,
+            dst_offset,
+            len,
+        )?;
+        if !self.can_copy_to(dst_backend) {
+            return Ok(None);
         }
         // Blocks of two host-addressable backends are host memory: one memcpy.
-        let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst)) else {
-            return Ok(None);
-        };
-        to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
-        Ok(Some(Event::complete()))
+        if let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst)) {
+            to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+            return Ok(Some(Event::complete()));
+        }
+        // SAFETY: queue and source are this backend's, the destination is `dst_backend`'s, both
+        // ranges lie inside (checked), and the two backends share a peer domain.
+        unsafe { RawBackend::copy_to_peer(self, queue, src, dst_backend, dst, region) }.map(Some)
     }
 
     fn fill(

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::raw::RawBackend;
+use super::raw::{unsupported, RawBackend};
 use super::{
-    Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event, Failures,
-    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
+    Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
+    Failures, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
@@ -40,7 +40,8 @@ pub enum FaultOp {
     WriteParts,
     /// [`Backend::read_parts`] (the first half of the parts arrive, the rest fail).
     ReadParts,
-    /// [`Backend::copy_to_peer`] (fails before copying).
+    /// [`Backend::copy_to_peer`] through a driver peer path (fails before copying); copies
+    /// between host-addressable backends are the checked layer's `memcpy` and see no fault.
     Peer,
 }
 
@@ -220,8 +221,8 @@ impl RawBackend for FaultyBackend {
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         self.inner.release(block)
     }
-    unsafe fn host_address(&self, block: &DeviceBlock) -> Option<*mut u8> {
-        self.inner.host_ptr(block)
+    unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8> {
+        (self.inner.host_ptr(block)).ok_or_else(|| unsupported(self.kind(), "host_address"))
     }
     unsafe fn write_mapped(
         &self,
@@ -230,9 +231,12 @@ impl RawBackend for FaultyBackend {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.check(FaultOp::Mapped, len)?;
-        self.inner.write_mapped(queue, dst, offset, len, access)
+        mapped(
+            self.kind(),
+            self.inner.write_mapped(queue, dst, offset, len, access),
+        )
     }
     unsafe fn read_mapped(
         &self,
@@ -241,9 +245,12 @@ impl RawBackend for FaultyBackend {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.check(FaultOp::Mapped, len)?;
-        self.inner.read_mapped(queue, src, offset, len, access)
+        mapped(
+            self.kind(),
+            self.inner.read_mapped(queue, src, offset, len, access),
+        )
     }
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
         self.inner.allocate_staging(bytes)
@@ -310,40 +317,31 @@ impl RawBackend for FaultyBackend {
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
-        self.check(FaultOp::WriteStaged, len)?;
-        self.inner
-            .write_staged(queue, dst, dst_offset, src, src_offset, len)
+        self.check(FaultOp::WriteStaged, region.len)?;
+        self.inner.write_staged(queue, dst, src, region)
     }
     unsafe fn read_staged(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
-        self.check(FaultOp::ReadStaged, len)?;
-        self.inner
-            .read_staged(queue, src, src_offset, dst, dst_offset, len)
+        self.check(FaultOp::ReadStaged, region.len)?;
+        self.inner.read_staged(queue, src, dst, region)
     }
     unsafe fn copy(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
-        self.check(FaultOp::Copy, len)?;
-        self.inner
-            .copy(queue, src, src_offset, dst, dst_offset, len)
+        self.check(FaultOp::Copy, region.len)?;
+        self.inner.copy(queue, src, dst, region)
     }
     unsafe fn fill(
         &self,
@@ -386,23 +384,17 @@ impl RawBackend for FaultyBackend {
             self.inner.read_parts(queues, blocks, &mut parts[..n])
         })
     }
-    fn can_copy_to(&self, other: &dyn Backend) -> bool {
-        self.inner.can_copy_to(unwrapped(other))
-    }
     unsafe fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst_backend: &dyn Backend,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
-    ) -> Result<Option<Event>> {
-        self.check(FaultOp::Peer, len)?;
-        let dst_backend = unwrapped(dst_backend);
-        self.inner
-            .copy_to_peer(queue, src, src_offset, dst_backend, dst, dst_offset, len)
+        region: CopyRegion,
+    ) -> Result<Event> {
+        self.check(FaultOp::Peer, region.len)?;
+        let copied = (self.inner).copy_to_peer(queue, src, unwrapped(dst_backend), dst, region)?;
+        copied.ok_or_else(|| unsupported(self.kind(), "copy_to_peer"))
     }
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {
         self.inner.enqueue_wait(queue, event)
@@ -415,6 +407,15 @@ impl RawBackend for FaultyBackend {
     }
     fn synchronize(&self) -> Result<()> {
         self.inner.synchronize()
+    }
+}
+
+/// A wrapped backend's answer to a mapped access the wrapper declares (it forwards the
+/// capabilities), as a primitive gives it.
+fn mapped(kind: BackendKind, mapped: Result<bool>) -> Result<()> {
+    match mapped? {
+        true => Ok(()),
+        false => Err(unsupported(kind, "mapped access")),
     }
 }
 

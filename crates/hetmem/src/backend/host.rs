@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use super::host_memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
 use super::host_queue::{Held, HostQueue};
-use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
+use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
-    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
+    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
+    WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -144,10 +145,11 @@ impl RawBackend for HostBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             unified_memory: true,
-            peer_access: false,
+            peer_domain: None,
             async_copies: false,
             pinned_staging: false,
             host_addressable: true,
+            mapped_access: true,
         }
     }
 
@@ -183,9 +185,9 @@ impl RawBackend for HostBackend {
         Ok(())
     }
 
-    unsafe fn host_address(&self, block: &DeviceBlock) -> Option<*mut u8> {
+    unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8> {
         self.settle(&[block]);
-        Some(block_ptr(block, 0))
+        Ok(block_ptr(block, 0))
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -259,7 +261,7 @@ impl RawBackend for HostBackend {
         unsafe { read_parts_in_turn(self, queues, blocks, parts) }
     }
 
-    /// Never reached: host blocks are host-addressable, mapped in place by the checked layer.
+    /// Never reached: host blocks are host-addressable, accessed in place by the checked layer.
     unsafe fn write_mapped(
         &self,
         _queue: &Queue,
@@ -267,8 +269,8 @@ impl RawBackend for HostBackend {
         _offset: usize,
         _len: usize,
         _access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> Result<()> {
+        Err(unsupported(BackendKind::Host, "write_mapped"))
     }
 
     /// Never reached, as `write_mapped`.
@@ -279,19 +281,22 @@ impl RawBackend for HostBackend {
         _offset: usize,
         _len: usize,
         _access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> Result<()> {
+        Err(unsupported(BackendKind::Host, "read_mapped"))
     }
 
     unsafe fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.host_queue(queue)?;
         if q.is_holding() {
             let (to, memory) = (Raw(block_ptr(dst, dst_offset)), src.memory().clone());
@@ -318,11 +323,14 @@ impl RawBackend for HostBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.host_queue(queue)?;
         if q.is_holding() {
             // Earlier host access to the staging memory is over before the device writes it.
@@ -351,11 +359,14 @@ impl RawBackend for HostBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.host_queue(queue)?;
         let (from, to) = (block_ptr(src, src_offset), block_ptr(dst, dst_offset));
         if q.is_holding() {
@@ -379,22 +390,16 @@ impl RawBackend for HostBackend {
         Ok(Event::complete())
     }
 
-    /// No driver peer path: host-addressable peers are copied by the checked layer.
-    fn can_copy_to(&self, _other: &dyn Backend) -> bool {
-        false
-    }
-
+    /// Never reached: no peer domain (host-addressable peers are copied by the checked layer).
     unsafe fn copy_to_peer(
         &self,
         _queue: &Queue,
         _src: &DeviceBlock,
-        _src_offset: usize,
         _dst_backend: &dyn Backend,
         _dst: &mut DeviceBlock,
-        _dst_offset: usize,
-        _len: usize,
-    ) -> Result<Option<Event>> {
-        Ok(None)
+        _region: CopyRegion,
+    ) -> Result<Event> {
+        Err(unsupported(BackendKind::Host, "copy_to_peer"))
     }
 
     unsafe fn fill(
@@ -506,7 +511,17 @@ mod tests {
         b.read(&q, &x, 0, &mut out).unwrap();
         assert_eq!(out, vec![0u8; 100], "fresh blocks are zeroed");
         b.write(&q, &mut x, 10, &bytes(50)).unwrap();
-        b.copy(&q, &x, 10, &mut y, 0, 50).unwrap();
+        b.copy(
+            &q,
+            &x,
+            &mut y,
+            CopyRegion {
+                src_offset: 10,
+                dst_offset: 0,
+                len: 50,
+            },
+        )
+        .unwrap();
         b.fill(&q, &mut y, 64, 32, &[1, 2, 3, 4]).unwrap();
         b.read(&q, &y, 0, &mut out).unwrap();
         assert_eq!(&out[..50], &bytes(50)[..]);
@@ -534,9 +549,20 @@ mod tests {
         b.enqueue_wait(&q, gate.event()).unwrap();
         let events = [
             b.fill(&q, &mut x, 0, 64, &[3]).unwrap(),
-            b.write_staged(&q, &mut x, 16, &s, 0, 32).unwrap(),
-            b.copy(&q, &x, 0, &mut y, 0, 64).unwrap(),
-            b.read_staged(&q, &y, 0, &mut back, 0, 64).unwrap(),
+            b.write_staged(
+                &q,
+                &mut x,
+                &s,
+                CopyRegion {
+                    src_offset: 0,
+                    dst_offset: 16,
+                    len: 32,
+                },
+            )
+            .unwrap(),
+            b.copy(&q, &x, &mut y, CopyRegion::prefix(64)).unwrap(),
+            b.read_staged(&q, &y, &mut back, CopyRegion::prefix(64))
+                .unwrap(),
             b.enqueue_marker(&q).unwrap(),
         ];
         assert!(
@@ -561,12 +587,31 @@ mod tests {
         assert_eq!(s.as_slice().unwrap(), &[0u8; 33][..]);
         s.as_mut_slice().unwrap().copy_from_slice(&bytes(33));
         let mut block = b.allocate(40).unwrap();
-        b.write_staged(&q, &mut block, 7, &s, 0, 33)
-            .unwrap()
-            .wait()
-            .unwrap();
+        b.write_staged(
+            &q,
+            &mut block,
+            &s,
+            CopyRegion {
+                src_offset: 0,
+                dst_offset: 7,
+                len: 33,
+            },
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
         let mut back = b.allocate_staging(33).unwrap();
-        b.read_staged(&q, &block, 7, &mut back, 0, 33).unwrap();
+        b.read_staged(
+            &q,
+            &block,
+            &mut back,
+            CopyRegion {
+                src_offset: 7,
+                dst_offset: 0,
+                len: 33,
+            },
+        )
+        .unwrap();
         assert_eq!(back.as_slice().unwrap(), &bytes(33)[..]);
         drop(s);
         b.release(block).unwrap();

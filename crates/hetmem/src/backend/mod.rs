@@ -44,6 +44,7 @@
 //! thread of the backend's choosing (a driver thread for OpenCL, the calling thread when the event
 //! is already complete) and must be short.
 
+mod capabilities;
 mod checked;
 mod counters;
 #[cfg(feature = "cuda")]
@@ -57,6 +58,7 @@ mod host_queue;
 mod opencl;
 mod parts;
 pub mod raw;
+mod region;
 mod registry;
 mod staging;
 
@@ -66,6 +68,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use capabilities::{Capabilities, PeerDomain};
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
@@ -81,6 +84,7 @@ pub(crate) use host::HOST_ALIGNMENT;
 pub use opencl::OpenClBackend;
 pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
+pub use region::CopyRegion;
 pub use registry::{backends, probe, BackendProbe};
 pub use staging::StagingBuffer;
 pub(crate) use staging::StagingMemory;
@@ -172,23 +176,6 @@ impl DeviceInfo {
     pub fn label(&self) -> String {
         format!("{}:{}", self.kind, self.index)
     }
-}
-
-/// What a backend can do beyond the required minimum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Capabilities {
-    /// Device memory is host memory: a buffer can use one shared allocation and never transfer.
-    pub unified_memory: bool,
-    /// Blocks of this backend can be copied directly to and from other devices of the same driver.
-    pub peer_access: bool,
-    /// Staged transfers, copies and fills run asynchronously with respect to the caller.
-    pub async_copies: bool,
-    /// Staging buffers are page-locked memory the device can reach by DMA.
-    pub pinned_staging: bool,
-    /// Blocks are ordinary host memory, readable through [`Backend::host_bytes`]: a unified buffer
-    /// can keep one allocation for both sides.
-    pub host_addressable: bool,
 }
 
 /// One allocation of device memory. Created by [`Backend::allocate`], given back with
@@ -313,8 +300,8 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     /// Lets `access` write bytes `offset..offset + len` of `dst` in place, through a host
     /// mapping of the device's memory: one copy on devices that share memory with the host.
     /// Blocking: the device sees the bytes once this returns. `Ok(false)`, without calling
-    /// `access`, where the backend cannot map. Blocks that are host memory
-    /// ([`Backend::host_bytes_mut`]) are written in place.
+    /// `access`, where the device has no mapped access (`capabilities().mapped_access`); blocks
+    /// that are host memory ([`Backend::host_bytes_mut`]) are written in place.
     fn write_mapped(
         &self,
         queue: &Queue,
@@ -363,56 +350,47 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
         blocks: &[&DeviceBlock],
         parts: &mut [ReadPart<'_>],
     ) -> std::result::Result<(), PartFailures>;
-    /// Asynchronously copies `len` bytes of a staging buffer into a block.
+    /// Asynchronously copies `region.len` bytes of a staging buffer into a block.
     fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
-    /// Asynchronously copies `len` bytes of a block into a staging buffer.
+    /// Asynchronously copies `region.len` bytes of a block into a staging buffer.
     fn read_staged(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
-    /// Asynchronously copies `len` bytes between two blocks of this backend.
+    /// Asynchronously copies `region.len` bytes between two blocks of this backend.
     fn copy(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
-    /// Whether [`Backend::copy_to_peer`] can copy from this backend's blocks straight into
-    /// blocks of `other`, another device, without staging through host memory: both backends'
-    /// blocks are host memory, or the driver has a peer copy.
+    /// Whether [`Backend::copy_to_peer`] copies from this backend's blocks straight into
+    /// blocks of `other`, another device, without staging through host memory
+    /// ([`Capabilities::copies_directly_to`]).
     fn can_copy_to(&self, other: &dyn Backend) -> bool;
-    /// Copies `len` bytes of `src` (a block of this backend) into `dst`, a block of
-    /// `dst_backend`, another device, without staging through host memory: a peer copy where
-    /// the driver has one. May run asynchronously on `queue`; the destination device's later
-    /// work is ordered after it. `Ok(None)`, copying nothing, where the two backends cannot
-    /// (the caller then copies through the host). Between backends whose blocks are host
-    /// memory ([`Backend::host_bytes`]) it is one `memcpy`.
-    #[allow(clippy::too_many_arguments)] // the two endpoints, each a backend, block and offset
+    /// Copies `region.len` bytes of `src` (a block of this backend) into `dst`, a block of
+    /// `dst_backend`, another device, without staging through host memory: a driver peer copy
+    /// within one [`PeerDomain`], one `memcpy` between backends whose blocks are host memory.
+    /// May run asynchronously on `queue`; the destination device's later work is ordered after
+    /// it. `Ok(None)`, copying nothing, where [`Backend::can_copy_to`] says no (the caller then
+    /// copies through the host).
     fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst_backend: &dyn Backend,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Option<Event>>;
     /// Asynchronously repeats `pattern` over `len` bytes at `offset`. The pattern's length must be
     /// a power of two up to 128, and `offset` and `len` multiples of it.

@@ -27,10 +27,10 @@ pub use super::event::{CompletionCallback, EventSource, ManualEvent};
 pub use super::parts::{read_parts_in_turn, write_parts_in_turn};
 pub use super::staging::StagingMemory;
 use super::{
-    Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event, PartFailures,
-    Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+    Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
+    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
-use crate::error::Result;
+use crate::error::{BackendError, Error, Result};
 
 /// The primitives of a device. Implement this, and the type is a [`Backend`] (see the
 /// [module docs](self)); the contract on asynchrony, host-memory ownership and threads is
@@ -67,13 +67,14 @@ pub trait RawBackend: Send + Sync + 'static {
     /// # Safety
     /// `block` was allocated by this backend.
     unsafe fn release(&self, block: DeviceBlock) -> Result<()>;
-    /// Where a block's bytes are in host memory, for backends whose blocks are host memory
-    /// (`capabilities().host_addressable`); `None` elsewhere. May first wait for work held on the
-    /// block. The pointer is valid for `block.size()` bytes while the block lives.
+    /// Where a block's bytes are in host memory. Called only where
+    /// `capabilities().host_addressable` (elsewhere, return [`unsupported`]). May first wait
+    /// for work held on the block. The pointer is valid for `block.size()` bytes while the
+    /// block lives.
     ///
     /// # Safety
     /// `block` was allocated by this backend.
-    unsafe fn host_address(&self, block: &DeviceBlock) -> Option<*mut u8>;
+    unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8>;
     /// Staging memory of `bytes` bytes (checked by the caller), page-locked where the device
     /// can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
@@ -127,9 +128,9 @@ pub trait RawBackend: Send + Sync + 'static {
         blocks: &[&DeviceBlock],
         parts: &mut [ReadPart<'_>],
     ) -> std::result::Result<(), PartFailures>;
-    /// Lets `access` write `len` bytes at `offset` in place through a host mapping;
-    /// `Ok(false)` without calling it where the device cannot map. (Host-addressable blocks
-    /// never get here: the checked layer writes their bytes directly.)
+    /// Lets `access` write `len` bytes at `offset` in place through a host mapping. Called
+    /// only where `capabilities().mapped_access` and not `host_addressable` (the checked layer
+    /// writes host memory directly); elsewhere, return [`unsupported`].
     ///
     /// # Safety
     /// See the trait docs.
@@ -140,7 +141,7 @@ pub trait RawBackend: Send + Sync + 'static {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool>;
+    ) -> Result<()>;
     /// [`RawBackend::write_mapped`], for reading.
     ///
     /// # Safety
@@ -152,8 +153,8 @@ pub trait RawBackend: Send + Sync + 'static {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool>;
-    /// Asynchronous copy of `len` staging bytes into a block. The caller records the returned
+    ) -> Result<()>;
+    /// Asynchronous copy of `region.len` staging bytes into a block. The caller records the returned
     /// event on the staging buffer; the memory stays valid and unchanged until it completes.
     ///
     /// # Safety
@@ -162,12 +163,10 @@ pub trait RawBackend: Send + Sync + 'static {
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
-    /// Asynchronous copy of `len` block bytes into staging. The caller records the returned
+    /// Asynchronous copy of `region.len` block bytes into staging. The caller records the returned
     /// event on the staging buffer; nothing else touches the memory until it completes.
     ///
     /// # Safety
@@ -176,10 +175,8 @@ pub trait RawBackend: Send + Sync + 'static {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
     /// Asynchronous copy between two blocks of this backend.
     ///
@@ -189,10 +186,8 @@ pub trait RawBackend: Send + Sync + 'static {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event>;
     /// Asynchronous repetition of `pattern` over `len` bytes at `offset`.
     ///
@@ -206,24 +201,21 @@ pub trait RawBackend: Send + Sync + 'static {
         len: usize,
         pattern: &[u8],
     ) -> Result<Event>;
-    /// Whether the driver copies this backend's blocks straight into `other`'s (a peer copy).
-    /// Host-addressable backends need not say so: the checked layer copies their bytes itself.
-    fn can_copy_to(&self, other: &dyn Backend) -> bool;
-    /// A driver peer copy into `dst`, a block of `dst_backend`; `Ok(None)` where there is none.
+    /// A driver peer copy into `dst`, a block of `dst_backend`. Called only where both
+    /// backends declare one [`PeerDomain`](super::PeerDomain) (elsewhere, return
+    /// [`unsupported`]); `dst_backend` may be a wrapper of this backend's kind (reach the
+    /// device through its `as_any`, or the wrapper forwards its own).
     ///
     /// # Safety
     /// See the trait docs; `dst` was allocated by `dst_backend`.
-    #[allow(clippy::too_many_arguments)] // the two endpoints, each a backend, block and offset
     unsafe fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst_backend: &dyn Backend,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
-    ) -> Result<Option<Event>>;
+        region: CopyRegion,
+    ) -> Result<Event>;
 
     /// Orders work enqueued on `queue` after `event`, without waiting here (the caller has
     /// checked the queue is this backend's).
@@ -281,4 +273,17 @@ pub fn manual_user_event() -> UserEvent {
 /// Wraps a backend's staging allocation.
 pub fn staging_buffer(backend: BackendId, memory: Arc<dyn StagingMemory>) -> StagingBuffer {
     StagingBuffer::new(backend, memory)
+}
+
+/// What a primitive returns for a capability its device does not declare. The checked layer
+/// never calls one (it reads [`Capabilities`] first), so no user sees this; it exists so that
+/// every primitive is written out and none has a default.
+pub fn unsupported(backend: BackendKind, operation: &'static str) -> Error {
+    Error::Backend(BackendError {
+        backend,
+        operation,
+        code: 0,
+        name: "not a capability of this device",
+        retryable: false,
+    })
 }

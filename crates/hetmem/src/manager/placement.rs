@@ -101,15 +101,17 @@ fn mirrored(placement: Placement, home: Side, strategy: Option<Strategy>) -> Dec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::PeerDomain;
 
     /// Host memory as device memory (the host backend).
     fn addressable() -> Capabilities {
         Capabilities {
             unified_memory: true,
-            peer_access: false,
+            peer_domain: None,
             async_copies: false,
             pinned_staging: false,
             host_addressable: true,
+            mapped_access: true,
         }
     }
 
@@ -117,10 +119,11 @@ mod tests {
     fn discrete() -> Capabilities {
         Capabilities {
             unified_memory: false,
-            peer_access: true,
+            peer_domain: Some(PeerDomain::unique()),
             async_copies: true,
             pinned_staging: true,
             host_addressable: false,
+            mapped_access: false,
         }
     }
 

@@ -130,10 +130,11 @@ mod tests {
     fn discrete() -> Capabilities {
         Capabilities {
             unified_memory: false,
-            peer_access: false,
+            peer_domain: None,
             async_copies: true,
             pinned_staging: true,
             host_addressable: false,
+            mapped_access: false,
         }
     }
 

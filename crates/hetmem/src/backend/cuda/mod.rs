@@ -30,10 +30,11 @@ use cudarc::driver::{result, CudaContext, CudaStream};
 
 use self::driver::{allocation_error, unavailable, DriverResult, Status};
 use self::event::{gate, stream_wait, CuEvent, Notifier};
-use super::raw::{read_parts_in_turn, write_parts_in_turn, RawBackend};
+use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
-    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
+    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
+    WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -218,8 +219,9 @@ impl RawBackend for CudaBackend {
         Ok(())
     }
 
-    unsafe fn host_address(&self, _block: &DeviceBlock) -> Option<*mut u8> {
-        None
+    /// Never reached: device memory is not host-addressable.
+    unsafe fn host_address(&self, _block: &DeviceBlock) -> Result<*mut u8> {
+        Err(unsupported(BackendKind::Cuda, "host_address"))
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -292,7 +294,7 @@ impl RawBackend for CudaBackend {
         unsafe { read_parts_in_turn(self, queues, blocks, parts) }
     }
 
-    /// Device memory is not mapped here: transfers go through staging.
+    /// Never reached: device memory is not mapped here (transfers go through staging).
     unsafe fn write_mapped(
         &self,
         _queue: &Queue,
@@ -300,8 +302,8 @@ impl RawBackend for CudaBackend {
         _offset: usize,
         _len: usize,
         _access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> Result<()> {
+        Err(unsupported(BackendKind::Cuda, "write_mapped"))
     }
 
     /// As `write_mapped`.
@@ -312,19 +314,22 @@ impl RawBackend for CudaBackend {
         _offset: usize,
         _len: usize,
         _access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> Result<()> {
+        Err(unsupported(BackendKind::Cuda, "read_mapped"))
     }
 
     unsafe fn write_staged(
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let stream = self.bound(queue)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
         // SAFETY: both ranges are in bounds (the caller's guarantee); the caller records the
@@ -347,11 +352,14 @@ impl RawBackend for CudaBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let stream = self.bound(queue)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
         // SAFETY: both ranges are in bounds (the caller's guarantee); the caller records the
@@ -374,11 +382,14 @@ impl RawBackend for CudaBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let stream = self.bound(queue)?;
         // SAFETY: both ranges are inside distinct live blocks (the caller's guarantee; `&` and `&mut` cannot
         // be the same block), so they do not overlap.
@@ -394,24 +405,23 @@ impl RawBackend for CudaBackend {
         self.recorded(stream)
     }
 
-    /// Any two CUDA devices: `cuMemcpyPeerAsync` copies directly where the devices have peer
-    /// access (`Capabilities::peer_access`), and the driver stages it where they do not.
-    fn can_copy_to(&self, other: &dyn Backend) -> bool {
-        other.id() != self.id && other.as_any().is::<CudaBackend>()
-    }
-
+    /// Any two CUDA devices (one peer domain): `cuMemcpyPeerAsync` copies directly where the
+    /// devices have peer access, and the driver stages it where they do not.
     unsafe fn copy_to_peer(
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst_backend: &dyn Backend,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
-    ) -> Result<Option<Event>> {
+        region: CopyRegion,
+    ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let Some(peer) = dst_backend.as_any().downcast_ref::<CudaBackend>() else {
-            return Ok(None);
+            return Err(unsupported(BackendKind::Cuda, "copy_to_peer"));
         };
         let stream = self.bound(queue)?;
         // SAFETY: both ranges lie inside live blocks of their contexts (the caller's guarantee); the copy is
@@ -431,7 +441,7 @@ impl RawBackend for CudaBackend {
         let event = self.recorded(stream)?;
         // The destination device's later work must not overtake the copy.
         Backend::enqueue_wait(peer, Backend::default_queue(peer), &event)?;
-        Ok(Some(event))
+        Ok(event)
     }
 
     unsafe fn fill(

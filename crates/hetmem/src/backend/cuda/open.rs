@@ -1,7 +1,7 @@
 //! Opening CUDA devices: the driver's device list, each device's primary context, streams and
 //! capabilities.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{self, CUdevice_attribute};
 use cudarc::driver::{result, CudaContext};
@@ -9,7 +9,9 @@ use cudarc::driver::{result, CudaContext};
 use super::driver::{self, check_driver, unavailable, DriverResult, Status};
 use super::event::Notifier;
 use super::{guarded, CudaBackend, ALIGNMENT};
-use crate::backend::{BackendId, BackendKind, Capabilities, DeviceInfo, Queue, UsageCounters};
+use crate::backend::{
+    BackendId, BackendKind, Capabilities, DeviceInfo, PeerDomain, Queue, UsageCounters,
+};
 use crate::error::Result;
 
 impl CudaBackend {
@@ -37,9 +39,7 @@ impl CudaBackend {
                     "the NVIDIA driver is installed but sees no GPU",
                 ));
             }
-            (0..count as usize)
-                .map(|ordinal| CudaBackend::new(ordinal, count as usize))
-                .collect()
+            (0..count as usize).map(CudaBackend::new).collect()
         })
     }
 
@@ -55,7 +55,7 @@ impl CudaBackend {
         Ok(all.swap_remove(index))
     }
 
-    fn new(ordinal: usize, count: usize) -> Result<Self> {
+    fn new(ordinal: usize) -> Result<Self> {
         let ctx = CudaContext::new(ordinal).cu("cuDevicePrimaryCtxRetain")?;
         let (major, minor) = ctx.compute_capability().cu("cuDeviceGetAttribute")?;
         let total = ctx.total_mem().cu("cuDeviceTotalMem")? as u64;
@@ -68,13 +68,6 @@ impl CudaBackend {
             > 0;
         let async_allocation =
             pools && driver::missing_symbol(driver::ASYNC_ALLOCATION_SYMBOLS).is_none();
-        let peer_access = (0..count).filter(|&other| other != ordinal).any(|other| {
-            let mut can = 0;
-            // SAFETY: writes one int; both ordinals are below the device count.
-            let asked =
-                unsafe { sys::cuDeviceCanAccessPeer(&mut can, ordinal as i32, other as i32) };
-            asked == sys::CUresult::CUDA_SUCCESS && can != 0
-        });
         let info = DeviceInfo {
             kind: BackendKind::Cuda,
             index: ordinal,
@@ -93,10 +86,13 @@ impl CudaBackend {
         let capabilities = Capabilities {
             // Even on integrated GPUs, cuMemAlloc memory is not host-addressable.
             unified_memory: false,
-            peer_access,
+            // `cuMemcpyPeerAsync` copies between any two contexts: directly where the devices
+            // have peer access, staged by the driver where they do not.
+            peer_domain: Some(cuda_peers()),
             async_copies: true,
             pinned_staging: true,
             host_addressable: false,
+            mapped_access: false,
         };
         let default_stream = ctx.new_stream().cu("cuStreamCreate")?;
         let id = BackendId::unique();
@@ -113,4 +109,10 @@ impl CudaBackend {
             usage: UsageCounters::default(),
         })
     }
+}
+
+/// The one peer domain of every CUDA device in the process.
+fn cuda_peers() -> PeerDomain {
+    static DOMAIN: OnceLock<PeerDomain> = OnceLock::new();
+    *DOMAIN.get_or_init(PeerDomain::unique)
 }

@@ -36,10 +36,11 @@ use opencl3::memory::{
 use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::{ClEvent, Unfinished};
-use super::raw::RawBackend;
+use super::raw::{unsupported, RawBackend};
 use super::{
-    check_owner, Backend, BackendId, BackendKind, Capabilities, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
+    check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
+    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
+    WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -120,7 +121,7 @@ impl OpenClBackend {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let q = self.command_queue(queue)?;
         let flags = match purpose {
             MapFor::Write => CL_MAP_WRITE_INVALIDATE_REGION,
@@ -129,8 +130,7 @@ impl OpenClBackend {
         let _one_at_a_time = self.maps.lock().unpoisoned();
         let mut mapping = Mapping::new(q, mem(block), flags, offset, len)?;
         access(mapping.bytes_mut());
-        mapping.unmap()?;
-        Ok(true)
+        mapping.unmap()
     }
 
     /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
@@ -206,8 +206,9 @@ impl RawBackend for OpenClBackend {
         Ok(())
     }
 
-    unsafe fn host_address(&self, _block: &DeviceBlock) -> Option<*mut u8> {
-        None
+    /// Never reached: a cl_mem is reachable from the host only while mapped.
+    unsafe fn host_address(&self, _block: &DeviceBlock) -> Result<*mut u8> {
+        Err(unsupported(BackendKind::OpenCl, "host_address"))
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -290,7 +291,7 @@ impl RawBackend for OpenClBackend {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         // SAFETY: the caller's guarantees, passed on.
         unsafe { self.mapped(queue, MapFor::Write, dst, offset, len, access) }
     }
@@ -302,7 +303,7 @@ impl RawBackend for OpenClBackend {
         offset: usize,
         len: usize,
         access: &mut dyn FnMut(&[u8]),
-    ) -> Result<bool> {
+    ) -> Result<()> {
         // SAFETY: the caller's guarantees, passed on.
         unsafe { self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b)) }
     }
@@ -329,11 +330,14 @@ impl RawBackend for OpenClBackend {
         &self,
         queue: &Queue,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
         src: &StagingBuffer,
-        src_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.command_queue(queue)?;
         let host = src.memory().as_ptr().wrapping_add(src_offset);
         // SAFETY: non-blocking write from staging memory. The range is inside the staging buffer
@@ -361,11 +365,14 @@ impl RawBackend for OpenClBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut StagingBuffer,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.command_queue(queue)?;
         let host = dst.memory().as_ptr().wrapping_add(dst_offset);
         // SAFETY: non-blocking read into staging memory. The range is inside the staging buffer
@@ -393,11 +400,14 @@ impl RawBackend for OpenClBackend {
         &self,
         queue: &Queue,
         src: &DeviceBlock,
-        src_offset: usize,
         dst: &mut DeviceBlock,
-        dst_offset: usize,
-        len: usize,
+        region: CopyRegion,
     ) -> Result<Event> {
+        let CopyRegion {
+            src_offset,
+            dst_offset,
+            len,
+        } = region;
         let q = self.command_queue(queue)?;
         // SAFETY: both ranges are inside their cl_mem objects (the caller's guarantee), which are distinct
         // blocks of this context, so the copy cannot overlap.
@@ -445,22 +455,17 @@ impl RawBackend for OpenClBackend {
         self.submitted(q, raw)
     }
 
-    /// No driver peer path between OpenCL contexts here: peers copy through the host.
-    fn can_copy_to(&self, _other: &dyn Backend) -> bool {
-        false
-    }
-
+    /// Never reached: no peer domain (each device has its own context; peers copy through
+    /// the host).
     unsafe fn copy_to_peer(
         &self,
         _queue: &Queue,
         _src: &DeviceBlock,
-        _src_offset: usize,
         _dst_backend: &dyn Backend,
         _dst: &mut DeviceBlock,
-        _dst_offset: usize,
-        _len: usize,
-    ) -> Result<Option<Event>> {
-        Ok(None)
+        _region: CopyRegion,
+    ) -> Result<Event> {
+        Err(unsupported(BackendKind::OpenCl, "copy_to_peer"))
     }
 
     fn enqueue_wait(&self, queue: &Queue, event: &Event) -> Result<()> {

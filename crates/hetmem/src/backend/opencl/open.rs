@@ -95,11 +95,12 @@ impl OpenClBackend {
         };
         let capabilities = Capabilities {
             unified_memory: device.host_unified_memory().unwrap_or(false),
-            peer_access: false,
+            peer_domain: None,
             async_copies: true,
             pinned_staging: true,
             // A cl_mem is reachable from the host only while mapped.
             host_addressable: false,
+            mapped_access: true,
         };
         let mut backend = OpenClBackend {
             id,

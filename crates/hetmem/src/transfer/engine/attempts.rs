@@ -8,7 +8,9 @@ use std::time::Instant;
 use super::super::stats::Direction;
 use super::lane::{InFlight, Lane};
 use super::TransferEngine;
-use crate::backend::{DeviceBlock, Event, PartFailures, ReadPart, StagingBuffer, WritePart};
+use crate::backend::{
+    CopyRegion, DeviceBlock, Event, PartFailures, ReadPart, StagingBuffer, WritePart,
+};
 use crate::error::{Error, Result};
 
 impl TransferEngine {
@@ -171,7 +173,16 @@ impl TransferEngine {
         if let Err(e) = event.wait() {
             self.retrying(Some(e), || {
                 self.backend
-                    .write_staged(lane.queue, dst, offset, staging, staged.start, len)?
+                    .write_staged(
+                        lane.queue,
+                        dst,
+                        staging,
+                        CopyRegion {
+                            src_offset: staged.start,
+                            dst_offset: offset,
+                            len,
+                        },
+                    )?
                     .wait()
             })?;
         }

@@ -4,7 +4,7 @@
 use super::super::stats::Direction;
 use super::lane::Lane;
 use super::{Plan, TransferEngine};
-use crate::backend::{check_block, DeviceBlock, StagingBuffer, UserEvent, WritePart};
+use crate::backend::{check_block, CopyRegion, DeviceBlock, StagingBuffer, UserEvent, WritePart};
 use crate::error::{Error, Result};
 use crate::sync::Unpoison;
 
@@ -112,8 +112,16 @@ impl TransferEngine {
         for (item, &from) in items.iter_mut().zip(&places) {
             let (dst, offset, len) = (&mut *item.dst, item.offset, item.src.len());
             events.push(self.retrying(None, || {
-                self.backend
-                    .write_staged(lane.queue, dst, offset, staging, from, len)
+                self.backend.write_staged(
+                    lane.queue,
+                    dst,
+                    staging,
+                    CopyRegion {
+                        src_offset: from,
+                        dst_offset: offset,
+                        len,
+                    },
+                )
             })?);
         }
         gate.map_or(Ok(()), UserEvent::complete)?;

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use super::stats::{Direction, DirectionCounters, TransferStats};
 use crate::backend::{
-    check_block, Backend, Capabilities, DeviceBlock, Queue, ReadPart, StagingBuffer, WritePart,
+    check_block, Backend, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart, StagingBuffer,
+    WritePart,
 };
 use crate::error::{Error, Result};
 use lane::chunks;
@@ -173,7 +174,7 @@ impl TransferEngine {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.write_pipelined(lane, dst, offset, src, chunk, depth)?
                     }
-                    // Where the backend cannot map, the arm is skipped for a direct call.
+                    // A mapping refused at run time falls through to a direct call.
                     Plan::Mapped
                         if self.retrying(None, || {
                             self.backend.write_mapped(
@@ -228,7 +229,7 @@ impl TransferEngine {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.read_pipelined(lane, src, offset, dst, chunk, depth)?
                     }
-                    // Where the backend cannot map, the arm is skipped for a direct call.
+                    // A mapping refused at run time falls through to a direct call.
                     Plan::Mapped
                         if self.retrying(None, || {
                             let len = dst.len();
@@ -323,7 +324,16 @@ impl TransferEngine {
         self.run(Direction::DeviceToDevice, len, || {
             self.retrying(None, || {
                 self.backend
-                    .copy(lane.queue, src, src_offset, dst, dst_offset, len)?
+                    .copy(
+                        lane.queue,
+                        src,
+                        dst,
+                        CopyRegion {
+                            src_offset,
+                            dst_offset,
+                            len,
+                        },
+                    )?
                     .wait()
             })?;
             lane.advance(len);

@@ -4,7 +4,7 @@
 use super::super::stats::Direction;
 use super::lane::chunks;
 use super::{Plan, TransferEngine};
-use crate::backend::{check_block, DeviceBlock};
+use crate::backend::{check_block, CopyRegion, DeviceBlock};
 use crate::error::Result;
 
 impl TransferEngine {
@@ -39,11 +39,13 @@ impl TransferEngine {
                     let event = self.backend.copy_to_peer(
                         self.queue(),
                         src,
-                        src_offset,
                         target.backend.as_ref(),
                         dst,
-                        dst_offset,
-                        len,
+                        CopyRegion {
+                            src_offset,
+                            dst_offset,
+                            len,
+                        },
                     )?;
                     event.map(|e| e.wait()).transpose()
                 })?;

@@ -3,7 +3,7 @@
 
 use super::lane::{chunks, Lane, CHUNKS_PER_QUEUE_PER_WAVE};
 use super::TransferEngine;
-use crate::backend::{DeviceBlock, Event, StagingBuffer};
+use crate::backend::{CopyRegion, DeviceBlock, Event, StagingBuffer};
 use crate::error::Result;
 use crate::sync::Unpoison;
 
@@ -40,10 +40,12 @@ impl TransferEngine {
                     self.backend.write_staged(
                         lane.queue,
                         dst,
-                        offset + r.start,
                         staging,
-                        0,
-                        r.len(),
+                        CopyRegion {
+                            src_offset: 0,
+                            dst_offset: offset + r.start,
+                            len: r.len(),
+                        },
                     )
                 })?;
                 pending[slot] = Some((event, i));
@@ -83,7 +85,16 @@ impl TransferEngine {
                     let staging = &mut ring[slot];
                     self.retrying(Some(e), || {
                         self.backend
-                            .read_staged(lane.queue, src, offset + p.start, staging, 0, p.len())?
+                            .read_staged(
+                                lane.queue,
+                                src,
+                                staging,
+                                CopyRegion {
+                                    src_offset: offset + p.start,
+                                    dst_offset: 0,
+                                    len: p.len(),
+                                },
+                            )?
                             .wait()
                     })?;
                 }
@@ -98,8 +109,16 @@ impl TransferEngine {
                 }
                 let staging = &mut ring[slot];
                 let event = self.retrying(None, || {
-                    self.backend
-                        .read_staged(lane.queue, src, offset + r.start, staging, 0, r.len())
+                    self.backend.read_staged(
+                        lane.queue,
+                        src,
+                        staging,
+                        CopyRegion {
+                            src_offset: offset + r.start,
+                            dst_offset: 0,
+                            len: r.len(),
+                        },
+                    )
                 })?;
                 pending[slot] = Some((event, i));
             }

@@ -60,7 +60,8 @@ pub enum Strategy {
     /// Through the ring of staging buffers, copying one chunk while the device moves another.
     Pipelined,
     /// Copied in place through a host mapping of the block (zero-copy where the device shares
-    /// memory with the host); direct where the backend cannot map.
+    /// memory with the host); direct where the device has no mapped access
+    /// ([`Capabilities::mapped_access`]).
     Mapped,
 }
 
@@ -201,7 +202,8 @@ pub(crate) fn plan_with(
     let chunks = len.div_ceil(config.chunk_size);
     match strategy {
         Strategy::Direct | Strategy::Auto => Plan::Direct,
-        Strategy::Mapped => Plan::Mapped,
+        Strategy::Mapped if caps.mapped_access || caps.host_addressable => Plan::Mapped,
+        Strategy::Mapped => Plan::Direct,
         Strategy::Chunked => Plan::Chunked {
             chunk: config.chunk_size,
             chunks,
@@ -246,17 +248,21 @@ pub fn plan_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::PeerDomain;
 
     const MIB: usize = 1 << 20;
 
-    /// Every one of the 32 combinations of the five capability flags.
+    /// Every one of the 64 combinations of the six capabilities (with or without a peer
+    /// domain).
     fn every_capability_set() -> impl Iterator<Item = Capabilities> {
-        (0u8..32).map(|bits| Capabilities {
+        let domain = PeerDomain::unique();
+        (0u8..64).map(move |bits| Capabilities {
             unified_memory: bits & 1 != 0,
-            peer_access: bits & 2 != 0,
+            peer_domain: (bits & 2 != 0).then_some(domain),
             async_copies: bits & 4 != 0,
             pinned_staging: bits & 8 != 0,
             host_addressable: bits & 16 != 0,
+            mapped_access: bits & 32 != 0,
         })
     }
 
@@ -307,7 +313,16 @@ mod tests {
                 ..TransferConfig::default()
             };
             assert_eq!(plan(&caps, &with(Strategy::Direct), big), Plan::Direct);
-            assert_eq!(plan(&caps, &with(Strategy::Mapped), big), Plan::Mapped);
+            let mapped = if caps.mapped_access || caps.host_addressable {
+                Plan::Mapped
+            } else {
+                Plan::Direct
+            };
+            assert_eq!(
+                plan(&caps, &with(Strategy::Mapped), big),
+                mapped,
+                "{caps:?}"
+            );
             assert_eq!(
                 plan(&caps, &with(Strategy::Chunked), big),
                 Plan::Chunked {

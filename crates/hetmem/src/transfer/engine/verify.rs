@@ -3,7 +3,7 @@
 
 use super::lane::Lane;
 use super::TransferEngine;
-use crate::backend::DeviceBlock;
+use crate::backend::{CopyRegion, DeviceBlock};
 use crate::error::{Error, Result};
 
 impl TransferEngine {
@@ -20,7 +20,16 @@ impl TransferEngine {
         let mut staging = self.backend.allocate_staging(len)?;
         self.retrying(None, || {
             self.backend
-                .read_staged(lane.queue, src, offset, &mut staging, 0, len)?
+                .read_staged(
+                    lane.queue,
+                    src,
+                    &mut staging,
+                    CopyRegion {
+                        src_offset: offset,
+                        dst_offset: 0,
+                        len,
+                    },
+                )?
                 .wait()
         })?;
         Ok(staging.as_slice()?[..len].to_vec())
