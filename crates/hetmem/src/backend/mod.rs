@@ -9,7 +9,7 @@
 //! `RawBackend` (`checked.rs`) checks each argument (ownership, ranges, sizes, fill patterns,
 //! scattered parts) before a device sees it, and serves host access, mapped access and peer
 //! copies of host-addressable blocks itself. Adding a device means implementing `RawBackend`
-//! (`host.rs` is the worked example).
+//! (`host/mod.rs` is the worked example).
 //!
 //! # The contract
 //!
@@ -52,8 +52,6 @@ mod cuda;
 mod event;
 mod faulty;
 mod host;
-mod host_memory;
-mod host_queue;
 #[cfg(feature = "opencl")]
 mod opencl;
 mod parts;

@@ -16,7 +16,7 @@
 //! [`Event`]s through [`event`] (an [`EventSource`]), its page-locked host memory
 //! [`StagingBuffer`]s through [`staging_buffer`] (a [`StagingMemory`]); the checked layer records
 //! asynchronous work on staging memory on the buffer, so that host access waits for it. The host backend
-//! (`backend/host.rs`) is the worked example.
+//! (`backend/host/mod.rs`) is the worked example.
 
 use std::any::Any;
 use std::ffi::c_void;

@@ -10,6 +10,15 @@ use std::sync::Arc;
 
 use hetmem::backend::{Backend, HostBackend};
 
+pub mod buffers;
+
+/// Every byte of `block`, read on the backend's default queue.
+pub fn block_contents(b: &Arc<dyn Backend>, block: &hetmem::backend::DeviceBlock) -> Vec<u8> {
+    let mut out = vec![0u8; block.size()];
+    b.read(b.default_queue(), block, 0, &mut out).unwrap();
+    out
+}
+
 /// A fresh host backend.
 pub fn host() -> Option<Arc<dyn Backend>> {
     Some(Arc::new(HostBackend::new()))

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use super::{block_size, Inner};
+use crate::sync::{lock, Ordering};
+
 /// What the allocator knew when the device ran out of memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomDiagnosis {
@@ -88,5 +91,51 @@ impl CachingStats {
         } else {
             self.hits as f64 / total as f64
         }
+    }
+}
+
+impl Inner {
+    /// Sums the shared counters, every thread's counters and cache, and the shared bins.
+    pub(super) fn stats(&self) -> CachingStats {
+        let mut stats = CachingStats {
+            oversize: self.oversize.load(Ordering::Relaxed),
+            backend_allocations: self.backend_allocations.load(Ordering::Relaxed),
+            backend_releases: self.backend_releases.load(Ordering::Relaxed),
+            foreign_returns: self.foreign_returns.load(Ordering::Relaxed),
+            maintenance_runs: self
+                .schedule
+                .runs
+                .load(std::sync::atomic::Ordering::Relaxed),
+            idle_released_bytes: (self.schedule.idle_released)
+                .load(std::sync::atomic::Ordering::Relaxed),
+            pressure_trims: (self.schedule.pressure_trims)
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bytes_reserved: self.reserved.get(),
+            peak_in_use: self.held.peak(),
+            peak_reserved: self.reserved.peak(),
+            ..CachingStats::default()
+        };
+        let (mut credit, mut thread_bytes, mut waste) = (0u64, 0u64, 0i64);
+        let mut count_free = |sizes: &mut dyn Iterator<Item = u64>| {
+            for size in sizes {
+                stats.cached_blocks += 1;
+                stats.largest_cached_block = stats.largest_cached_block.max(size);
+            }
+        };
+        self.threads.for_each(|t| {
+            count_free(&mut t.cache.items().map(block_size));
+            credit += t.cache.credit();
+            thread_bytes += t.cache.bytes();
+            waste += t.waste;
+            stats.hits += t.hits;
+            stats.misses += t.misses;
+        });
+        for bin in self.bins.iter() {
+            count_free(&mut lock(bin).iter().map(|c| c.block.size() as u64));
+        }
+        stats.bytes_cached = (self.cached.used() + thread_bytes).saturating_sub(credit);
+        stats.bytes_in_use = stats.bytes_reserved.saturating_sub(stats.bytes_cached);
+        stats.waste_bytes = waste.max(0) as u64;
+        stats
     }
 }

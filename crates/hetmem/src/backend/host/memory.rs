@@ -5,7 +5,8 @@ use std::alloc::{self, Layout};
 use std::any::Any;
 use std::ptr::NonNull;
 
-use super::{BackendKind, StagingMemory, HOST_ALIGNMENT};
+use super::super::{BackendKind, StagingMemory};
+use super::HOST_ALIGNMENT;
 use crate::error::{Error, Result};
 
 pub(super) fn layout(bytes: usize) -> Result<Layout> {

@@ -16,7 +16,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::{Event, ManualEvent};
+use super::super::{Event, ManualEvent};
 
 /// Work to run once the gates before it have opened.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
@@ -185,7 +185,7 @@ impl Shared {
                 None => break,
                 Some(Item::Gate(event)) => match event.status() {
                     Ok(status) if !status.is_finished() => break,
-                    Ok(super::EventStatus::Complete) => Ok(()),
+                    Ok(super::super::EventStatus::Complete) => Ok(()),
                     _ => Err(()),
                 },
                 Some(Item::Work { .. }) => Ok(()),
