@@ -179,6 +179,17 @@ pub enum Error {
         actual: u32,
     },
 
+    /// Host memory could not be locked in RAM: the process may lock at most `limit` bytes
+    /// (`RLIMIT_MEMLOCK`; `None` where it is unlimited and the kernel still refused).
+    #[error("cannot lock {requested} bytes of host memory in RAM (RLIMIT_MEMLOCK {}); raise the limit (ulimit -l) or run with CAP_IPC_LOCK",
+        limit.map_or_else(|| "unlimited".to_owned(), |l| format!("{l} bytes")))]
+    MemoryLockLimit {
+        /// Bytes asked to be locked.
+        requested: u64,
+        /// The process's locked-memory limit.
+        limit: Option<u64>,
+    },
+
     /// A coherence rule refused the operation (invalidating the only valid copy).
     #[error(transparent)]
     Coherence(#[from] crate::buffer::CoherenceError),

@@ -41,6 +41,7 @@ pub mod buffer;
 pub mod element;
 pub mod error;
 mod gauge;
+pub mod host;
 pub mod manager;
 pub mod pool;
 pub mod resource;

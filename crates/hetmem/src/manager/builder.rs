@@ -9,6 +9,7 @@ use super::MemoryManager;
 use crate::backend::{Backend, HostBackend};
 use crate::buffer::BufferContext;
 use crate::error::{Error, Result};
+use crate::host::HostSource;
 use crate::pool::{CachingAllocator, CachingConfig, Headroom, MaintenancePolicy};
 use crate::resource::{
     AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
@@ -65,6 +66,7 @@ pub struct MemoryManagerBuilder {
     device_pool: CachingConfig,
     host_pool: CachingConfig,
     limit: Option<LimitSpec>,
+    host_source: HostSource,
     maintenance: Option<MaintenancePolicy>,
     headroom: Option<f64>,
     tracking: Option<Tracking>,
@@ -110,6 +112,14 @@ impl MemoryManagerBuilder {
             let callback = callback.clone();
             Arc::new(FailureCallbackResource::new(below, move |f| callback(f)))
         })
+    }
+
+    /// How the host copies of buffers are made (default: cache-line-aligned heap memory):
+    /// aligned further, on huge pages, bound to a NUMA node or locked in RAM (see
+    /// [`crate::host`]). Checked when the manager is built.
+    pub fn host_source(mut self, source: HostSource) -> Self {
+        self.host_source = source;
+        self
     }
 
     /// The configuration of the pool device memory comes from.
@@ -187,7 +197,7 @@ impl MemoryManagerBuilder {
         // Both stacks charge one limit, so either pool gives up its cache when the other needs
         // room.
         let limit = MemoryLimit::new(limit_bytes)?;
-        let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
+        let host: Arc<dyn Backend> = Arc::new(HostBackend::with_source(self.host_source)?);
         let device = stack(backend, &limit, &self.device_adaptors)?;
         let host = stack(host, &limit, &self.host_adaptors)?;
         let device = CachingAllocator::over(device, self.device_pool);

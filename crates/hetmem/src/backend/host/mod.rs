@@ -9,8 +9,9 @@ mod queue;
 
 use std::alloc;
 use std::any::Any;
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use self::memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
 use self::queue::{Held, HostQueue};
@@ -21,6 +22,8 @@ use super::{
     WritePart,
 };
 use crate::error::{Error, Result};
+use crate::host::{HostRegion, HostSource, SourceStats};
+use crate::sync::Unpoison;
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
 pub(crate) const HOST_ALIGNMENT: usize = 64;
@@ -38,6 +41,17 @@ pub struct HostBackend {
     max_allocation: u64,
     /// Most bytes live at once (`u64::MAX` unless it stands in for a device of that size).
     capacity: u64,
+    /// How blocks are made; the default (heap, 64-byte aligned) takes the fast path.
+    source: HostSource,
+    /// Blocks of any other source, by address, with what the system granted them.
+    regions: Mutex<Regions>,
+}
+
+/// The live regions of a backend with its own [`HostSource`], and what they were granted.
+#[derive(Default)]
+struct Regions {
+    live: HashMap<usize, HostRegion>,
+    stats: SourceStats,
 }
 
 impl HostBackend {
@@ -52,7 +66,29 @@ impl HostBackend {
             usage: UsageCounters::default(),
             max_allocation: host_memory().total.min(isize::MAX as u64),
             capacity: u64::MAX,
+            source: HostSource::default(),
+            regions: Mutex::default(),
         }
+    }
+
+    /// A host backend whose blocks are made as `source` says: aligned, on huge pages, bound to
+    /// a NUMA node, locked in RAM (see [`crate::host`]). A bad alignment is a typed error.
+    pub fn with_source(source: HostSource) -> Result<Self> {
+        source.check()?;
+        let mut backend = Self::new();
+        backend.source = source;
+        Ok(backend)
+    }
+
+    /// How this backend's blocks are made.
+    pub fn source(&self) -> &HostSource {
+        &self.source
+    }
+
+    /// What the system granted this backend's blocks so far (all zero for the default source,
+    /// whose blocks are plain heap memory).
+    pub fn source_stats(&self) -> SourceStats {
+        self.regions.lock().unpoisoned().stats.clone()
     }
 
     /// A host backend that behaves like a device with `capacity` bytes of memory: allocations
@@ -141,7 +177,7 @@ impl RawBackend for HostBackend {
                 Some(self.capacity.saturating_sub(live))
             },
             max_allocation: self.max_allocation,
-            alignment: HOST_ALIGNMENT,
+            alignment: self.source.alignment,
         }
     }
 
@@ -173,13 +209,33 @@ impl RawBackend for HostBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        let (ptr, _) = alloc_zeroed(bytes)?;
+        let ptr = if self.source == HostSource::default() {
+            alloc_zeroed(bytes)?.0.as_ptr()
+        } else {
+            let region = HostRegion::allocate(&self.source, bytes)?;
+            let ptr = region.as_ptr();
+            let mut regions = self.regions.lock().unpoisoned();
+            regions.stats.record(region.granted(), bytes);
+            regions.live.insert(ptr as usize, region);
+            ptr
+        };
         // SAFETY: a fresh allocation of `bytes` bytes, handed out once, freed in `release`.
-        Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.as_ptr().cast::<c_void>(), bytes) })
+        Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.cast::<c_void>(), bytes) })
     }
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         self.settle(&[&block]);
+        if self.source != HostSource::default() {
+            let mut regions = self.regions.lock().unpoisoned();
+            if let Some(region) = regions.live.remove(&address(&block)) {
+                if region.granted().locked {
+                    regions.stats.locked_bytes -= block.size() as u64;
+                }
+            }
+            // The region drops (unmapped) here; the handle goes with the block.
+            let _ = block.into_raw();
+            return Ok(());
+        }
         let bytes = block.size();
         let layout = layout(bytes)?;
         // SAFETY: the block is ours (the caller's guarantee), so its handle came from `alloc_zeroed` with

@@ -1,0 +1,18 @@
+//! Host memory sources: memory made as the caller says — aligned beyond a cache line, on
+//! transparent or explicit huge pages, bound to a NUMA node, locked in RAM — with what the system
+//! actually granted reported, and the facts of the machine ([`host_system`]) that decide it.
+//!
+//! A [`HostSource`] describes the memory; [`HostRegion::allocate`] makes one allocation of it;
+//! [`HostBackend::with_source`](crate::backend::HostBackend::with_source) makes every block of a
+//! host backend that way, so pools, buffers and the manager
+//! ([`MemoryManagerBuilder::host_source`](crate::manager::MemoryManagerBuilder::host_source)) use
+//! it unchanged. Where huge pages are asked for and the system has none reserved, the memory
+//! falls back (explicit → transparent → base pages) and [`Granted::fallback`] says why.
+
+mod region;
+mod source;
+mod system;
+
+pub use region::HostRegion;
+pub use source::{Granted, HostSource, Numa, Pages, SourceStats, HUGE_PAGE};
+pub use system::{anon_huge_bytes, host_system, page_nodes, HostSystem};
