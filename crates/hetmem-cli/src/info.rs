@@ -1,8 +1,10 @@
-//! `hetmem info`: what backends this machine has, as a table or as JSON.
+//! `hetmem info`: what backends this machine has, and what it offers host memory (huge pages,
+//! NUMA nodes, the locked-memory limit), as tables or as JSON.
 
 use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hetmem::backend::{BackendKind, Capabilities, DeviceInfo};
+use hetmem::host::{host_system, HostSystem};
 use hetmem::manager::bytes;
 use serde::Serialize;
 
@@ -29,6 +31,13 @@ struct DeviceReport {
     label: String,
     info: DeviceInfo,
     capabilities: Capabilities,
+}
+
+/// Everything `info` reports.
+#[derive(Serialize)]
+struct Report {
+    backends: Vec<KindReport>,
+    host_memory: HostSystem,
 }
 
 fn report() -> Vec<KindReport> {
@@ -62,11 +71,15 @@ fn report() -> Vec<KindReport> {
 }
 
 pub fn run(args: &InfoArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let kinds = report();
+    let report = Report {
+        backends: report(),
+        host_memory: host_system(),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&kinds)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}", table(&kinds));
+        println!("{}", table(&report.backends));
+        println!("{}", host_table(&report.host_memory));
     }
     Ok(())
 }
@@ -100,6 +113,32 @@ fn table(kinds: &[KindReport]) -> Table {
             ]);
         }
     }
+    table
+}
+
+fn host_table(h: &HostSystem) -> Table {
+    let mut table = Table::new();
+    let or = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_owned());
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["host memory", ""]);
+    table.add_row(["page size".to_owned(), bytes(h.page_size as u64)]);
+    table.add_row([
+        "transparent huge pages".to_owned(),
+        or(h.transparent_huge_pages.clone(), "not supported"),
+    ]);
+    table.add_row([
+        "explicit huge pages reserved".to_owned(),
+        match h.reserved_huge_pages {
+            0 => "none (vm.nr_hugepages = 0: Pages::Huge falls back)".to_owned(),
+            n => format!("{n} of 2 MiB"),
+        },
+    ]);
+    table.add_row(["NUMA nodes".to_owned(), format!("{:?}", h.numa_nodes)]);
+    table.add_row([
+        "locked-memory limit".to_owned(),
+        or(h.memlock_limit.map(bytes), "unlimited"),
+    ]);
     table
 }
 

@@ -22,6 +22,8 @@ const REQUIRED: &[&str] = &[
     "buffer.lazy_sync.bytes_ratio",
     "buffer.lazy_sync.speedup",
     "buffer.guard_ns",
+    "host.huge_pages.touch",
+    "host.huge_pages.random_read",
 ];
 
 fn hetmem(args: &[&str]) -> std::process::Output {
@@ -41,8 +43,8 @@ fn quick_json_has_every_required_result_on_the_host() {
 #[test]
 fn quick_json_has_every_required_result_on_opencl() {
     let info = hetmem(&["info", "--json"]);
-    let kinds: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let present = kinds
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let present = info["backends"]
         .as_array()
         .unwrap()
         .iter()
@@ -249,8 +251,8 @@ fn filters_and_bad_backends_are_reported() {
 #[test]
 fn cuda_is_measured_or_its_absence_explained() {
     let info = hetmem(&["info", "--json"]);
-    let kinds: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let cuda = kinds
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let cuda = info["backends"]
         .as_array()
         .unwrap()
         .iter()

@@ -17,8 +17,8 @@ fn info_json() -> serde_json::Value {
 
 #[test]
 fn info_json_reports_every_kind() {
-    let kinds = info_json();
-    let kinds = kinds.as_array().unwrap();
+    let info = info_json();
+    let kinds = info["backends"].as_array().unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
     assert_eq!(names, ["host", "opencl", "cuda"]);
 
@@ -48,6 +48,31 @@ fn info_json_reports_every_kind() {
     }
 }
 
+/// The host-memory facts match the kernel's own files.
+#[test]
+fn info_json_reports_host_memory_as_the_kernel_does() {
+    let host = info_json()["host_memory"].clone();
+    assert_eq!(host["page_size"], 4096, "{host}");
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok();
+    match thp {
+        Some(text) => assert!(
+            text.contains(&format!(
+                "[{}]",
+                host["transparent_huge_pages"].as_str().unwrap()
+            )),
+            "{text} vs {host}"
+        ),
+        None => assert!(host["transparent_huge_pages"].is_null()),
+    }
+    let reserved: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(host["reserved_huge_pages"], reserved);
+    assert!(!host["numa_nodes"].as_array().unwrap().is_empty());
+}
+
 #[test]
 fn info_table_names_each_backend() {
     let out = Command::new(env!("CARGO_BIN_EXE_hetmem"))
@@ -58,6 +83,7 @@ fn info_table_names_each_backend() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("host:0"), "{text}");
     assert!(text.contains("cuda"), "{text}");
+    assert!(text.contains("transparent huge pages"), "{text}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod alloc;
 mod buffer;
 mod harness;
+mod host;
 mod pattern;
 mod plot;
 mod report;
@@ -87,6 +88,7 @@ impl Suite {
         alloc::register(&mut suite);
         pattern::register(&mut suite);
         buffer::register(&mut suite);
+        host::register(&mut suite);
         suite
     }
 
