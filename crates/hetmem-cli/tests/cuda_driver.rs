@@ -47,8 +47,8 @@ fn cuda_entry(dir: &Path) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "hetmem info failed: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let kinds: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cuda = kinds
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cuda = info["backends"]
         .as_array()
         .unwrap()
         .iter()

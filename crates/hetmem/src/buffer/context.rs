@@ -9,6 +9,7 @@ use super::UnifiedBuffer;
 use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNMENT};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
+use crate::host::HostMemory;
 use crate::pool::{CachingAllocator, CachingConfig};
 use crate::resource::MemoryResource;
 use crate::transfer::{Background, Strategy, TransferConfig, TransferEngine};
@@ -233,6 +234,50 @@ impl BufferContext {
         let mut buffer = self.alloc(data.len())?;
         buffer.host_discard()?.copy_from_slice(data);
         Ok(buffer)
+    }
+
+    /// A buffer whose host copy is `memory` — a shared segment, a mapped file, a region, the
+    /// caller's own ([`crate::host`]) — zero-copy: its contents are the buffer's, valid on the
+    /// host; uploads read it in place. The memory is charged to the host stack (a limit may
+    /// refuse it) and let go when the buffer drops or moves its host copy elsewhere (`resize`).
+    /// Its length must be a whole number of `T`s and its address aligned to `T`.
+    pub fn adopt_host<T: Element>(&self, memory: impl HostMemory) -> Result<UnifiedBuffer<T>> {
+        let (storage, len) = self.adopted_storage::<T>(memory)?;
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// The storage of [`BufferContext::adopt_host`], and its length in elements.
+    pub(crate) fn adopted_storage<T: Element>(
+        &self,
+        memory: impl HostMemory,
+    ) -> Result<(BufferStorage, usize)> {
+        let (bytes, address) = (memory.len(), memory.as_ptr() as usize);
+        let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+        let misfit = |reason| Error::IncompatibleCast {
+            to: std::any::type_name::<T>(),
+            size,
+            align,
+            bytes,
+            offset: 0,
+            reason,
+        };
+        if bytes % size != 0 {
+            return Err(misfit("the memory is not a whole number of elements long"));
+        }
+        if address % align != 0 {
+            return Err(misfit("the memory's address is not aligned to the element"));
+        }
+        let host = self.shared.host_unpooled.backend();
+        let Some(backend) = host.as_any().downcast_ref::<HostBackend>() else {
+            return Err(Error::invalid(format!(
+                "host memory is adopted by a HostBackend; this context's host copies come from {host:?}"
+            )));
+        };
+        let len = bytes / size;
+        let mut storage = self.storage_for::<T>(len, Residency::Mirrored, None, true)?;
+        let block = self.shared.host_unpooled.adopt(backend.adopt(memory)?)?;
+        storage.adopt_host(block);
+        Ok((storage, len))
     }
 
     /// Stops this context's buffers from allocating, transferring and giving device access.

@@ -154,6 +154,14 @@ impl BufferStorage {
         Ok(())
     }
 
+    /// Makes `block` — adopted host memory holding the buffer's contents — the host copy: the
+    /// buffer starts valid on the host only.
+    pub(crate) fn adopt_host(&mut self, block: PooledBlock) {
+        let (_, tracker, slots, valid) = self.parts_mut();
+        *slots.host.get_mut().unpoisoned() = Some(block);
+        tracker.set_state(CoherenceState::HostOnly, valid);
+    }
+
     pub(crate) fn residency(&self) -> Residency {
         if self.core.shared {
             Residency::Shared

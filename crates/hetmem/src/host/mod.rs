@@ -8,11 +8,25 @@
 //! ([`MemoryManagerBuilder::host_source`](crate::manager::MemoryManagerBuilder::host_source)) use
 //! it unchanged. Where huge pages are asked for and the system has none reserved, the memory
 //! falls back (explicit → transparent → base pages) and [`Granted::fallback`] says why.
+//!
+//! Memory hetmem did not allocate becomes a buffer's host copy, zero-copy, through
+//! [`HostMemory`]: a named [`SharedSegment`] another process can open, a [`MappedFile`], or
+//! [`ExternalHost`] memory of the caller's
+//! ([`BufferContext::adopt_host`](crate::buffer::BufferContext::adopt_host),
+//! [`MemoryManager::adopt_host`](crate::MemoryManager::adopt_host)).
 
+mod external;
+mod file;
+mod memory;
 mod region;
+mod shared;
 mod source;
 mod system;
 
+pub use external::ExternalHost;
+pub use file::{FileAccess, MappedFile};
+pub use memory::HostMemory;
 pub use region::HostRegion;
+pub use shared::{SharedSegment, MAX_NAME};
 pub use source::{Granted, HostSource, Numa, Pages, SourceStats, HUGE_PAGE};
 pub use system::{anon_huge_bytes, host_system, page_nodes, HostSystem};

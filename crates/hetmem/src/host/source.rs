@@ -119,15 +119,12 @@ pub struct SourceStats {
 }
 
 impl SourceStats {
-    /// Counts one allocation of `bytes` that got `granted`.
-    pub(crate) fn record(&mut self, granted: &Granted, bytes: usize) {
+    /// Counts one allocation that got `granted` (the caller keeps `locked_bytes`).
+    pub(crate) fn record(&mut self, granted: &Granted) {
         match granted.pages {
             Pages::Base => self.base_pages += 1,
             Pages::Transparent => self.transparent_huge_pages += 1,
             Pages::Huge => self.huge_pages += 1,
-        }
-        if granted.locked {
-            self.locked_bytes += bytes as u64;
         }
         if let Some(why) = &granted.fallback {
             self.last_fallback = Some(why.clone());

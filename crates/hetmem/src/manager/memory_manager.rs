@@ -15,8 +15,10 @@ use crate::backend::{Backend, Capabilities};
 use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
+use crate::host::{HostMemory, SharedSegment};
 use crate::pool::MaintenanceReport;
 use crate::resource::MemoryLimit;
+use crate::Placement;
 
 /// The object users start from: one device, two pools (device memory and host copies), a
 /// placement policy, a memory limit and the record of every buffer.
@@ -105,6 +107,30 @@ impl MemoryManager {
         let mut buffer = self.alloc_with(data.len(), options.zeroed(false))?;
         buffer.host_discard()?.copy_from_slice(data);
         Ok(buffer)
+    }
+
+    /// A buffer whose host copy is `memory`, zero-copy: a [`SharedSegment`], a
+    /// [`MappedFile`](crate::host::MappedFile), an [`ExternalHost`](crate::host::ExternalHost)
+    /// (see [`BufferContext::adopt_host`]). Its contents are the buffer's, valid on the host;
+    /// it is charged to the limit and let go when the buffer drops.
+    pub fn adopt_host<T: Element>(&self, memory: impl HostMemory) -> Result<UnifiedBuffer<T>> {
+        let (mut storage, len) = self.context.adopted_storage::<T>(memory)?;
+        let bytes = byte_len::<T>(len)?;
+        let registry = &self.registry;
+        storage.observe(|metrics| registry.register(bytes, None, Placement::Host, metrics));
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// A new named shared-memory segment of `len` zeroed `T`s as a buffer's host copy: another
+    /// process opens it with [`MemoryManager::open_shared`] (see [`SharedSegment`] for names,
+    /// permissions and lifetime).
+    pub fn create_shared<T: Element>(&self, name: &str, len: usize) -> Result<UnifiedBuffer<T>> {
+        self.adopt_host(SharedSegment::create::<T>(name, len)?)
+    }
+
+    /// The shared-memory segment `name`, made with the same `T`, as a buffer's host copy.
+    pub fn open_shared<T: Element>(&self, name: &str) -> Result<UnifiedBuffer<T>> {
+        self.adopt_host(SharedSegment::open::<T>(name)?)
     }
 
     /// How a buffer of `bytes` bytes with `options` would be built on this device.

@@ -93,6 +93,11 @@ impl MemoryResource for FailureCallbackResource {
         self.upstream.abandon(size);
     }
 
+    /// Passed down: adopted memory exists already, so there is nothing to retry.
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        self.upstream.adopt(block)
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.upstream.on_pressure(cache);
     }

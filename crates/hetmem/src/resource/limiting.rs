@@ -62,6 +62,14 @@ impl MemoryResource for LimitingResource {
         self.limit.credit(size as u64);
     }
 
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        let size = block.size() as u64;
+        self.limit.charge(size)?;
+        self.upstream
+            .adopt(block)
+            .inspect_err(|_| self.limit.credit(size))
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.limit.attach(cache.clone());
         self.upstream.on_pressure(cache);

@@ -70,6 +70,11 @@ pub trait MemoryResource: Trim + 'static {
     ///
     /// [`PooledBlock::block_mut`]: crate::pool::PooledBlock::block_mut
     fn abandon(&self, size: usize);
+    /// Takes onto the books a block this resource did not allocate — memory adopted from
+    /// outside hetmem (a shared segment, a mapped file, the caller's own; see [`crate::host`]) —
+    /// which comes back through [`deallocate`](MemoryResource::deallocate) like any other.
+    /// Adaptors charge it as an allocation (a limit may refuse it) and pass it down.
+    fn adopt(&self, block: &DeviceBlock) -> Result<()>;
     /// Registers a cache above this resource, asked to trim when memory runs short here.
     /// Adaptors pass it down; the resources that can run short keep it.
     fn on_pressure(&self, cache: Weak<dyn Trim>);

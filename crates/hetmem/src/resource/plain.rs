@@ -55,6 +55,11 @@ impl MemoryResource for PlainResource {
         let _ = size;
     }
 
+    /// Checks only that the block is this backend's: the backend counted it when it adopted it.
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        crate::backend::check_owner("adopted block", self.backend.id(), block.backend())
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.pressure.attach(cache);
     }

@@ -110,6 +110,13 @@ impl MemoryResource for StatisticsResource {
         self.deallocations.fetch_add(1, Ordering::Release);
     }
 
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        self.upstream.adopt(block)?;
+        self.bytes.add(block.size() as u64);
+        self.allocations.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.upstream.on_pressure(cache);
     }

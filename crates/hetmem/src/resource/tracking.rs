@@ -27,6 +27,9 @@ pub enum ResourceCall {
     /// A block that left hetmem's hands without coming back (see
     /// [`MemoryResource::abandon`]).
     Abandon,
+    /// A block adopted from outside hetmem ([`MemoryResource::adopt`]); `address` is its raw
+    /// handle.
+    Adopt,
 }
 
 /// One call seen by a [`TrackingResource`].
@@ -113,6 +116,13 @@ impl MemoryResource for TrackingResource {
     fn abandon(&self, size: usize) {
         self.upstream.abandon(size);
         self.tell(ResourceCall::Abandon, size as u64, 0);
+    }
+
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        self.upstream.adopt(block)?;
+        let address = block.raw_handle() as usize;
+        self.tell(ResourceCall::Adopt, block.size() as u64, address);
+        Ok(())
     }
 
     fn on_pressure(&self, cache: Weak<dyn Trim>) {

@@ -11,6 +11,7 @@ use std::alloc;
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use self::memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
@@ -22,7 +23,7 @@ use super::{
     WritePart,
 };
 use crate::error::{Error, Result};
-use crate::host::{HostRegion, HostSource, SourceStats};
+use crate::host::{HostMemory, HostRegion, HostSource, SourceStats};
 use crate::sync::Unpoison;
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
@@ -43,15 +44,25 @@ pub struct HostBackend {
     capacity: u64,
     /// How blocks are made; the default (heap, 64-byte aligned) takes the fast path.
     source: HostSource,
-    /// Blocks of any other source, by address, with what the system granted them.
+    /// Blocks of any other source and adopted ones, by address.
     regions: Mutex<Regions>,
+    /// Whether any block was adopted: `release` looks in `regions` first (the default source's
+    /// fast path otherwise skips the lock).
+    adopted: AtomicBool,
 }
 
-/// The live regions of a backend with its own [`HostSource`], and what they were granted.
+/// The live blocks that are not plain heap memory — regions of the backend's own
+/// [`HostSource`] and adopted memory — by address, and what the source was granted.
 #[derive(Default)]
 struct Regions {
-    live: HashMap<usize, HostRegion>,
+    live: HashMap<usize, Live>,
     stats: SourceStats,
+}
+
+/// One block of [`Regions`]: its memory, and the bytes of it locked in RAM.
+struct Live {
+    memory: Box<dyn HostMemory>,
+    locked: u64,
 }
 
 impl HostBackend {
@@ -68,6 +79,7 @@ impl HostBackend {
             capacity: u64::MAX,
             source: HostSource::default(),
             regions: Mutex::default(),
+            adopted: AtomicBool::new(false),
         }
     }
 
@@ -83,6 +95,35 @@ impl HostBackend {
     /// How this backend's blocks are made.
     pub fn source(&self) -> &HostSource {
         &self.source
+    }
+
+    /// Makes `memory` a block of this backend, counted in its usage like an allocation and
+    /// given back — `memory` dropped: unmapped, closed, handed back — when the block is
+    /// released. A buffer takes it through
+    /// [`BufferContext::adopt_host`](crate::buffer::BufferContext::adopt_host).
+    pub fn adopt(&self, memory: impl HostMemory) -> Result<DeviceBlock> {
+        let (ptr, len) = (memory.as_ptr(), memory.len());
+        if len == 0 {
+            return Err(Error::ZeroLength {
+                what: "adopted host memory",
+            });
+        }
+        if !self.usage.try_allocate(len) {
+            return Err(Error::OutOfMemory {
+                backend: BackendKind::Host,
+                requested: len as u64,
+                diagnosis: None,
+            });
+        }
+        self.adopted.store(true, Ordering::Release);
+        let mut regions = self.regions.lock().unpoisoned();
+        let memory = Box::new(memory);
+        regions
+            .live
+            .insert(ptr as usize, Live { memory, locked: 0 });
+        // SAFETY: `memory` keeps `len` bytes at `ptr` valid until `release` drops it (the
+        // `HostMemory` contract); the block is handed out once.
+        Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.cast::<c_void>(), len) })
     }
 
     /// What the system granted this backend's blocks so far (all zero for the default source,
@@ -215,8 +256,15 @@ impl RawBackend for HostBackend {
             let region = HostRegion::allocate(&self.source, bytes)?;
             let ptr = region.as_ptr();
             let mut regions = self.regions.lock().unpoisoned();
-            regions.stats.record(region.granted(), bytes);
-            regions.live.insert(ptr as usize, region);
+            regions.stats.record(region.granted());
+            let locked = if region.granted().locked {
+                bytes as u64
+            } else {
+                0
+            };
+            regions.stats.locked_bytes += locked;
+            let memory = Box::new(region);
+            regions.live.insert(ptr as usize, Live { memory, locked });
             ptr
         };
         // SAFETY: a fresh allocation of `bytes` bytes, handed out once, freed in `release`.
@@ -225,16 +273,17 @@ impl RawBackend for HostBackend {
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         self.settle(&[&block]);
-        if self.source != HostSource::default() {
+        if self.source != HostSource::default() || self.adopted.load(Ordering::Acquire) {
             let mut regions = self.regions.lock().unpoisoned();
-            if let Some(region) = regions.live.remove(&address(&block)) {
-                if region.granted().locked {
-                    regions.stats.locked_bytes -= block.size() as u64;
-                }
+            if let Some(Live { memory, locked }) = regions.live.remove(&address(&block)) {
+                regions.stats.locked_bytes -= locked;
+                drop(regions);
+                // The memory is let go (unmapped, closed, handed back) here; the handle goes
+                // with the block.
+                drop(memory);
+                let _ = block.into_raw();
+                return Ok(());
             }
-            // The region drops (unmapped) here; the handle goes with the block.
-            let _ = block.into_raw();
-            return Ok(());
         }
         let bytes = block.size();
         let layout = layout(bytes)?;

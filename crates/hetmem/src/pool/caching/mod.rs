@@ -286,6 +286,24 @@ impl CachingAllocator {
         Ok(self.pooled(block, bytes, Some(class), home))
     }
 
+    /// Takes `block` — memory adopted from outside hetmem by this pool's backend (see
+    /// [`crate::host`]) — into the pool's books as a handle like any other: charged to the stack
+    /// below (a limit may refuse it), never cached, and given back to the backend when the
+    /// handle drops. A refused block is released to its backend at once, as a dropped handle
+    /// would be.
+    pub fn adopt(&self, block: DeviceBlock) -> Result<PooledBlock> {
+        let inner = &self.inner;
+        if let Err(e) = inner.upstream.adopt(&block) {
+            let _ = inner.backend.release(block);
+            return Err(e);
+        }
+        let size = block.size();
+        inner.held.add(size as u64);
+        inner.reserved.add(size as u64);
+        let home = inner.threads.with(|t| t.home);
+        Ok(self.pooled(block, size, None, home))
+    }
+
     fn pooled(
         &self,
         block: DeviceBlock,

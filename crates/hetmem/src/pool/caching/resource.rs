@@ -52,6 +52,13 @@ impl MemoryResource for CachingAllocator {
         self.inner.upstream.abandon(size);
     }
 
+    fn adopt(&self, block: &DeviceBlock) -> Result<()> {
+        self.inner.upstream.adopt(block)?;
+        self.inner.held.add(block.size() as u64);
+        self.inner.reserved.add(block.size() as u64);
+        Ok(())
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.inner.upstream.on_pressure(cache);
     }

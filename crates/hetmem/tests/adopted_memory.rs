@@ -1,0 +1,210 @@
+//! Memory hetmem did not allocate as a buffer's host copy: mapped files round-trip through a
+//! device and back to disk (read-only files are never written), the caller's `Vec` and raw
+//! memory are used in place and released exactly once, and bad input is a typed error with
+//! nothing leaked.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hetmem::backend::{Backend, HostBackend};
+use hetmem::host::{ExternalHost, FileAccess, HostRegion, HostSource, MappedFile};
+use hetmem::{Error, MemoryManager};
+
+fn device() -> Arc<dyn Backend> {
+    common::opencl(0).unwrap_or_else(|| Arc::new(HostBackend::new()))
+}
+
+fn path(tag: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("hetmem-{}-{tag}", std::process::id()))
+}
+
+fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes
+        .chunks(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Writes `data` into the buffer's device copy, as a user's kernel would.
+fn device_write(
+    manager: &MemoryManager,
+    buf: &mut hetmem::UnifiedBuffer<u32>,
+    offset: usize,
+    data: &[u32],
+) {
+    let mut d = buf.device_mut().unwrap();
+    let (q, base) = (d.queue().clone(), d.offset());
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    manager
+        .backend()
+        .write(&q, d.block_mut(), base + offset * 4, bytes)
+        .unwrap();
+}
+
+#[test]
+fn a_mapped_file_round_trips_through_a_device_and_back_to_disk() {
+    let file = path("round-trip");
+    let data: Vec<u32> = (0..300_000).map(|i| i * 7).collect();
+    std::fs::write(&file, bytemuck::cast_slice(&data)).unwrap();
+    let manager = MemoryManager::new(device()).unwrap();
+    let mapped = MappedFile::open(&file, FileAccess::ReadWrite).unwrap();
+    let mapping = hetmem::host::HostMemory::as_ptr(&mapped) as usize;
+    let mut buf = manager.adopt_host::<u32>(mapped).unwrap();
+    assert_eq!(buf.len(), 300_000);
+    assert_eq!(buf.host().unwrap().as_ptr() as usize, mapping, "zero-copy");
+    device_write(&manager, &mut buf, 1000, &[5; 100]);
+    let back = buf.host().unwrap().to_vec(); // a host guard downloads into the mapping
+    assert!(back[1000..1100].iter().all(|&x| x == 5));
+    drop(buf); // unmapped
+    let on_disk = words(&std::fs::read(&file).unwrap());
+    assert_eq!(on_disk[..1000], data[..1000]);
+    assert!(on_disk[1000..1100].iter().all(|&x| x == 5));
+    assert_eq!(on_disk[1100..], data[1100..]);
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_read_only_file_is_never_written() {
+    let file = path("read-only");
+    let data: Vec<u32> = (0..4096).collect();
+    std::fs::write(&file, bytemuck::cast_slice(&data)).unwrap();
+    let manager = MemoryManager::new(device()).unwrap();
+    let mapped = MappedFile::open(&file, FileAccess::ReadOnly).unwrap();
+    mapped.flush().unwrap();
+    let mut buf = manager.adopt_host::<u32>(mapped).unwrap();
+    buf.host_mut().unwrap()[..10].fill(99);
+    device_write(&manager, &mut buf, 20, &[77; 10]);
+    let back = buf.to_vec().unwrap();
+    assert!(back[..10].iter().all(|&x| x == 99) && back[20..30].iter().all(|&x| x == 77));
+    drop(buf);
+    assert_eq!(
+        words(&std::fs::read(&file).unwrap()),
+        data,
+        "the file is untouched"
+    );
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn a_created_file_holds_what_the_buffer_wrote() {
+    let file = path("created");
+    let mapped = MappedFile::create(&file, 8 * 1024).unwrap();
+    assert_eq!(mapped.access(), FileAccess::ReadWrite);
+    assert_eq!(mapped.path(), file.as_path());
+    let manager = MemoryManager::new(device()).unwrap();
+    let mut buf = manager.adopt_host::<u32>(mapped).unwrap();
+    assert!(buf.to_vec().unwrap().iter().all(|&x| x == 0));
+    buf.fill(0xABCD, ..).unwrap();
+    buf.to_vec().unwrap();
+    drop(buf);
+    let on_disk = words(&std::fs::read(&file).unwrap());
+    assert_eq!(on_disk.len(), 2048);
+    assert!(on_disk.iter().all(|&x| x == 0xABCD), "{:?}", &on_disk[..4]);
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn empty_ragged_and_missing_files_are_typed_errors() {
+    let manager = MemoryManager::host();
+    let empty = path("empty");
+    std::fs::write(&empty, []).unwrap();
+    for access in [FileAccess::ReadOnly, FileAccess::ReadWrite] {
+        assert!(matches!(
+            MappedFile::open(&empty, access),
+            Err(Error::ZeroLength { .. })
+        ));
+    }
+    assert!(matches!(
+        MappedFile::create(path("zero"), 0),
+        Err(Error::ZeroLength { .. })
+    ));
+    let ragged = path("ragged");
+    std::fs::write(&ragged, [1u8; 10]).unwrap();
+    let mapped = MappedFile::open(&ragged, FileAccess::ReadOnly).unwrap();
+    assert!(matches!(
+        manager.adopt_host::<u32>(mapped),
+        Err(Error::IncompatibleCast { .. })
+    ));
+    let missing = MappedFile::open(path("missing"), FileAccess::ReadOnly).unwrap_err();
+    assert!(matches!(&missing, Error::Os(e) if e.kind() == std::io::ErrorKind::NotFound));
+    for f in [empty, ragged] {
+        std::fs::remove_file(f).unwrap();
+    }
+    assert_eq!(manager.stats().device.bytes_in_use, 0);
+}
+
+#[test]
+fn a_vec_becomes_a_buffer_without_a_copy() {
+    let data: Vec<u32> = (0..100_000).map(|i| i ^ 0x5555).collect();
+    let (address, want) = (data.as_ptr() as usize, data.clone());
+    let manager = MemoryManager::new(device()).unwrap();
+    let mut buf = manager
+        .adopt_host::<u32>(ExternalHost::from_vec(data).unwrap())
+        .unwrap();
+    assert_eq!(buf.host().unwrap().as_ptr() as usize, address);
+    buf.device_mut().unwrap();
+    assert_eq!(buf.to_vec().unwrap(), want);
+    assert!(matches!(
+        ExternalHost::from_vec(Vec::<u32>::new()),
+        Err(Error::ZeroLength { .. })
+    ));
+    // Seven bytes are not a whole number of u32s.
+    let seven = ExternalHost::from_vec(vec![1u8; 7]).unwrap();
+    assert!(matches!(
+        manager.adopt_host::<u32>(seven),
+        Err(Error::IncompatibleCast { .. })
+    ));
+}
+
+#[test]
+fn raw_memory_is_released_exactly_once_even_when_refused() {
+    let released = Arc::new(AtomicUsize::new(0));
+    let raw = |len: usize| {
+        let memory = Box::leak(vec![3u8; len].into_boxed_slice());
+        let (ptr, counter) = (memory.as_mut_ptr(), released.clone());
+        let address = ptr as usize; // a raw pointer is not Send; its address is
+        let give_back = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let ptr = address as *mut u8;
+            // SAFETY: the slice leaked above, given back once.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) });
+        };
+        // SAFETY: `len` bytes at `ptr` live until `give_back` runs, and only hetmem uses them.
+        unsafe { ExternalHost::from_raw_parts(ptr, len, give_back) }.unwrap()
+    };
+    let manager = MemoryManager::new(device()).unwrap();
+    let buf = manager.adopt_host::<u8>(raw(4096)).unwrap();
+    assert!(buf.to_vec().unwrap().iter().all(|&b| b == 3));
+    assert_eq!(released.load(Ordering::SeqCst), 0);
+    drop(buf);
+    assert_eq!(released.load(Ordering::SeqCst), 1);
+    // Over the manager's limit: refused, and still given back.
+    let small = MemoryManager::builder().limit(1024).build().unwrap();
+    let refused = small.adopt_host::<u8>(raw(4096)).unwrap_err();
+    assert!(matches!(refused, Error::LimitExceeded { .. }), "{refused}");
+    assert_eq!(released.load(Ordering::SeqCst), 2);
+    assert_eq!(small.stats().host.bytes_in_use, 0);
+    // SAFETY: a null pointer is refused before anything is kept.
+    let null = unsafe { ExternalHost::from_raw_parts(std::ptr::null_mut(), 8, || ()) };
+    assert!(matches!(null, Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn regions_can_be_adopted_too() {
+    let source = HostSource {
+        alignment: 1 << 16,
+        ..HostSource::default()
+    };
+    let region = HostRegion::allocate(&source, 64 * 1024).unwrap();
+    let address = region.as_ptr() as usize;
+    let manager = MemoryManager::new(device()).unwrap();
+    let mut buf = manager.adopt_host::<u64>(region).unwrap();
+    assert_eq!(buf.host().unwrap().as_ptr() as usize, address);
+    buf.fill(42, ..).unwrap();
+    buf.device_mut().unwrap();
+    assert!(buf.to_vec().unwrap().iter().all(|&x| x == 42));
+    let listed = manager.outstanding();
+    assert_eq!(listed.len(), 1, "the adopted buffer is tracked");
+}
