@@ -24,6 +24,7 @@ const REQUIRED: &[&str] = &[
     "buffer.guard_ns",
     "host.huge_pages.touch",
     "host.huge_pages.random_read",
+    "pinned.pool_hit",
 ];
 
 fn hetmem(args: &[&str]) -> std::process::Output {
@@ -100,6 +101,11 @@ fn check_quick_run(backend: &str) {
     for way in ["h2d", "d2h", "d2d"] {
         for size in ["4KiB", "64KiB", "1MiB", "16MiB", "256MiB"] {
             required.push(format!("transfer.{way}.{size}"));
+        }
+    }
+    for way in ["h2d", "d2h"] {
+        for size in ["64KiB", "1MiB", "16MiB", "256MiB"] {
+            required.push(format!("pinned.{way}.{size}"));
         }
     }
     for id in &required {

@@ -6,6 +6,7 @@ mod buffer;
 mod harness;
 mod host;
 mod pattern;
+mod pinned;
 mod plot;
 mod report;
 mod transfer;
@@ -89,6 +90,7 @@ impl Suite {
         pattern::register(&mut suite);
         buffer::register(&mut suite);
         host::register(&mut suite);
+        pinned::register(&mut suite);
         suite
     }
 

@@ -9,8 +9,8 @@ use super::UnifiedBuffer;
 use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNMENT};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
-use crate::host::HostMemory;
-use crate::pool::{CachingAllocator, CachingConfig};
+use crate::host::{HostMemory, PinnedHost};
+use crate::pool::{CachingAllocator, CachingConfig, PooledBlock};
 use crate::resource::MemoryResource;
 use crate::transfer::{Background, Strategy, TransferConfig, TransferEngine};
 
@@ -76,6 +76,18 @@ impl ContextShared {
     }
 
     /// Checks a buffer of `bytes` bytes (never zero) against the device's largest allocation.
+    /// `len` bytes of page-locked memory from the engine's pinned pool as a host block: the
+    /// host copy of a `HostPinned` buffer. Plain host memory where the host side is not a
+    /// [`HostBackend`] (which adopts the memory).
+    pub(crate) fn pinned_host(&self, len: usize) -> Result<PooledBlock> {
+        let host = self.host_unpooled.backend();
+        let Some(backend) = host.as_any().downcast_ref::<HostBackend>() else {
+            return self.host.allocate(len);
+        };
+        let pinned = PinnedHost::new(self.engine.staging_pool().take(len)?)?;
+        self.host_unpooled.adopt(backend.adopt(pinned)?)
+    }
+
     pub(crate) fn check_size(&self, bytes: usize) -> Result<()> {
         check_allocation(bytes, self.max_allocation)
     }

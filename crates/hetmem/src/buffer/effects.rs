@@ -31,6 +31,9 @@ pub(super) struct Core {
     /// Whether memory comes from the context's caching pools (otherwise from its unpooled
     /// allocators: a backend allocation each time, released when the buffer lets it go).
     pub(super) pooled: bool,
+    /// Whether the host copy is the device's page-locked memory (`Placement::HostPinned`),
+    /// from the engine's pinned pool.
+    pub(super) pinned: bool,
     pub(super) metrics: Arc<MetricCells>,
 }
 
@@ -51,6 +54,15 @@ impl Core {
             (Side::Host, false) => &self.ctx.host_unpooled,
             (Side::Device, false) => &self.ctx.device_unpooled,
         }
+    }
+
+    /// A block of `len` bytes for `side`: from its pool, or for a pinned host copy page-locked
+    /// memory from the pinned pool, adopted by the host backend.
+    pub(super) fn allocate(&self, side: Side, len: usize) -> Result<PooledBlock> {
+        if side == Side::Host && self.pinned {
+            return self.ctx.pinned_host(len);
+        }
+        self.pool(side).allocate(len)
     }
 
     pub(super) fn backend(&self, side: Side) -> &dyn Backend {
@@ -78,7 +90,7 @@ impl Core {
                 Effect::Allocate(_) => {
                     // A block reserved when the buffer was made is used if it is big enough.
                     if target.as_ref().is_none_or(|b| b.capacity() < self.len) {
-                        *target = Some(self.pool(side).allocate(self.len)?);
+                        *target = Some(self.allocate(side, self.len)?);
                     }
                     *tracker.stale_mut(side) = RangeSet::full(self.len);
                     // Reads of an uninitialised buffer see zeros (the device side has an
@@ -200,7 +212,7 @@ impl Core {
         if new_len <= current.capacity() {
             return self.zero(side, current.block_mut(), &tail);
         }
-        let mut fresh = self.pool(side).allocate(new_len)?;
+        let mut fresh = self.allocate(side, new_len)?;
         let keep = old_len.min(new_len);
         match side {
             Side::Host => {

@@ -94,6 +94,7 @@ impl BufferStorage {
                 shared,
                 strategy,
                 pooled,
+                pinned: false,
                 zero_fill: true,
                 metrics: Arc::new(MetricCells::new()),
             },
@@ -150,7 +151,7 @@ impl BufferStorage {
             Side::Host => slots.host.get_mut(),
             Side::Device => slots.device.get_mut(),
         };
-        *slot.unpoisoned() = Some(core.pool(side).allocate(core.len)?);
+        *slot.unpoisoned() = Some(core.allocate(side, core.len)?);
         Ok(())
     }
 
@@ -160,6 +161,12 @@ impl BufferStorage {
         let (_, tracker, slots, valid) = self.parts_mut();
         *slots.host.get_mut().unpoisoned() = Some(block);
         tracker.set_state(CoherenceState::HostOnly, valid);
+    }
+
+    /// Makes the host copy page-locked memory from the engine's pinned pool
+    /// (`Placement::HostPinned`), from the next host allocation on.
+    pub(crate) fn pin_host(&mut self) {
+        self.core.pinned = true;
     }
 
     pub(crate) fn residency(&self) -> Residency {
@@ -352,7 +359,7 @@ impl BufferStorage {
             Side::Device => slots.device.get_mut().unpoisoned(),
         };
         if slot.as_ref().is_none_or(|b| b.capacity() < core.len) {
-            *slot = Some(core.pool(side).allocate(core.len)?);
+            *slot = Some(core.allocate(side, core.len)?);
         }
         Ok(())
     }

@@ -18,6 +18,7 @@
 mod external;
 mod file;
 mod memory;
+mod pinned;
 mod region;
 mod shared;
 mod source;
@@ -26,6 +27,7 @@ mod system;
 pub use external::ExternalHost;
 pub use file::{FileAccess, MappedFile};
 pub use memory::HostMemory;
+pub use pinned::PinnedHost;
 pub use region::HostRegion;
 pub use shared::{SharedSegment, MAX_NAME};
 pub use source::{Granted, HostSource, Numa, Pages, SourceStats, HUGE_PAGE};

@@ -85,6 +85,9 @@ impl MemoryManager {
         let mut storage =
             self.context
                 .storage_for::<T>(len, decision.residency, decision.strategy, pooled)?;
+        if decision.placement == Placement::HostPinned {
+            storage.pin_host();
+        }
         storage.reserve(decision.home, options.zeroed)?;
         let registry = &self.registry;
         storage.observe(|metrics| {

@@ -34,7 +34,7 @@ pub struct Decision {
 /// | `Shared` | host-addressable memory | `Shared` |
 /// | `Shared` | separate memory | error: nothing to share |
 /// | `Host` | separate memory | two copies, home on the host |
-/// | `HostPinned` | separate, pinned staging | two copies, home on the host, syncs staged through pinned memory |
+/// | `HostPinned` | separate, pinned staging | two copies, home on the host in the device's page-locked memory (the engine's pinned pool): syncs move by DMA straight from it, one call each on a discrete GPU |
 /// | `HostPinned` | separate, no pinned staging | as `Host` |
 /// | `Device` | separate memory | two copies, home on the device |
 /// | `Auto` + `Streaming` | separate, pinned staging, not unified | `HostPinned` |
@@ -74,7 +74,9 @@ pub fn decide(
     Ok(match resolved {
         Placement::Device => mirrored(Placement::Device, Side::Device, None),
         Placement::HostPinned => {
-            mirrored(Placement::HostPinned, Side::Host, Some(Strategy::Pipelined))
+            // Staging a pinned host copy through more pinned memory would only add a copy.
+            let direct = (!caps.unified_memory).then_some(Strategy::Direct);
+            mirrored(Placement::HostPinned, Side::Host, direct)
         }
         _ => mirrored(Placement::Host, Side::Host, None),
     })
@@ -171,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn row_host_pinned_stages_through_pinned_memory() {
+    fn row_host_pinned_moves_straight_from_pinned_memory() {
         let d = decide(
             Placement::HostPinned,
             AccessPattern::Unknown,
@@ -180,7 +182,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.home, Side::Host);
-        assert_eq!(d.strategy, Some(Strategy::Pipelined));
+        assert_eq!(d.strategy, Some(Strategy::Direct));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod array_pool;
 mod caching;
 mod object_pool;
 mod per_thread;
+mod pinned;
 mod size_classes;
 
 pub use array_pool::{ArrayPool, ArrayPoolConfig, ArrayPoolStats, Rented};
@@ -13,4 +14,5 @@ pub use caching::{
     OomDiagnosis, PooledBlock,
 };
 pub use object_pool::{ObjectPool, ObjectPoolBuilder, ObjectPoolStats, Pooled};
+pub use pinned::{PinnedBuffer, PinnedConfig, PinnedPool, PinnedStats};
 pub use size_classes::SizeClasses;

@@ -6,7 +6,6 @@ use super::lane::Lane;
 use super::{Plan, TransferEngine};
 use crate::backend::{check_block, CopyRegion, DeviceBlock, StagingBuffer, UserEvent, WritePart};
 use crate::error::{Error, Result};
-use crate::sync::Unpoison;
 
 /// One write of a batch.
 #[derive(Debug)]
@@ -58,9 +57,8 @@ impl TransferEngine {
         self.run(Direction::HostToDevice, total, || {
             match self.plan_batch(items) {
                 Plan::BatchedStaged { .. } => {
-                    let mut staging = self.take_batch_staging(total)?;
+                    let mut staging = self.staging.take(total)?;
                     let outcome = self.write_batch_staged(lane, items, &mut staging);
-                    *self.batch.lock().unpoisoned() = Some(staging);
                     outcome
                 }
                 // Batched, or Direct: the backend's scattered write makes one call per item
@@ -137,13 +135,5 @@ impl TransferEngine {
             )?;
         }
         Ok(())
-    }
-
-    pub(super) fn take_batch_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        let kept = self.batch.lock().unpoisoned().take();
-        match kept {
-            Some(s) if s.len() >= bytes => Ok(s),
-            _ => self.backend.allocate_staging(bytes),
-        }
     }
 }

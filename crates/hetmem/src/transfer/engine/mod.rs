@@ -19,14 +19,14 @@ pub use plan::{plan, plan_batch, Plan, Strategy, TransferConfig};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::stats::{Direction, DirectionCounters, TransferStats};
 use crate::backend::{
-    check_block, Backend, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart, StagingBuffer,
-    WritePart,
+    check_block, Backend, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart, WritePart,
 };
 use crate::error::{Error, Result};
+use crate::pool::{PinnedConfig, PinnedPool};
 use lane::chunks;
 use verify::check_crc;
 
@@ -44,10 +44,9 @@ pub struct TransferEngine {
     /// The default queue first, then the extra queues chunks and batches spread over.
     queues: Vec<Queue>,
     config: TransferConfig,
-    /// Chunk-sized staging buffers, reused across transfers.
-    ring: Mutex<Vec<StagingBuffer>>,
-    /// The largest batch staging buffer so far, reused.
-    batch: Mutex<Option<StagingBuffer>>,
+    /// Page-locked staging memory for pipelined and batched transfers and verification,
+    /// reused across transfers (and by `HostPinned` buffers of a context).
+    staging: PinnedPool,
     counters: DirectionCounters,
     retries: AtomicU64,
     failures: AtomicU64,
@@ -76,10 +75,16 @@ impl TransferEngine {
         Ok(TransferEngine {
             caps,
             queues,
+            // Up to 256 MiB of page-locked memory kept for reuse.
+            staging: PinnedPool::with_config(
+                backend.clone(),
+                PinnedConfig {
+                    max_cached_bytes: 256 << 20,
+                    ..PinnedConfig::default()
+                },
+            ),
             backend,
             config,
-            ring: Mutex::new(Vec::new()),
-            batch: Mutex::new(None),
             counters: DirectionCounters::default(),
             retries: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -133,6 +138,12 @@ impl TransferEngine {
     fn plan_on(&self, lane: &Lane<'_>, len: usize) -> Plan {
         let strategy = lane.strategy.unwrap_or(self.config.strategy);
         plan::plan_with(&self.caps, &self.config, len, strategy)
+    }
+
+    /// The pool of page-locked memory staged transfers use (shared with the `HostPinned`
+    /// buffers of a context).
+    pub fn staging_pool(&self) -> &PinnedPool {
+        &self.staging
     }
 
     /// Statistics since the engine was made.

@@ -3,9 +3,9 @@
 
 use super::lane::{chunks, Lane, CHUNKS_PER_QUEUE_PER_WAVE};
 use super::TransferEngine;
-use crate::backend::{CopyRegion, DeviceBlock, Event, StagingBuffer};
+use crate::backend::{CopyRegion, DeviceBlock, Event};
 use crate::error::Result;
-use crate::sync::Unpoison;
+use crate::pool::PinnedBuffer;
 
 impl TransferEngine {
     /// Chunks per wave of a chunked transfer: enough to keep every queue busy, few enough
@@ -75,33 +75,30 @@ impl TransferEngine {
         let outcome = (|| {
             let parts = chunks(dst.len(), chunk);
             let mut pending: Vec<Option<(Event, usize)>> = (0..depth).map(|_| None).collect();
-            let mut finish = |slot: usize,
-                              event: Event,
-                              j: usize,
-                              ring: &mut Vec<StagingBuffer>|
-             -> Result<()> {
-                let p = parts[j].clone();
-                if let Err(e) = event.wait() {
-                    let staging = &mut ring[slot];
-                    self.retrying(Some(e), || {
-                        self.backend
-                            .read_staged(
-                                lane.queue,
-                                src,
-                                staging,
-                                CopyRegion {
-                                    src_offset: offset + p.start,
-                                    dst_offset: 0,
-                                    len: p.len(),
-                                },
-                            )?
-                            .wait()
-                    })?;
-                }
-                dst[p.clone()].copy_from_slice(&ring[slot].as_slice()?[..p.len()]);
-                lane.advance(p.len());
-                Ok(())
-            };
+            let mut finish =
+                |slot: usize, event: Event, j: usize, ring: &mut Vec<PinnedBuffer>| -> Result<()> {
+                    let p = parts[j].clone();
+                    if let Err(e) = event.wait() {
+                        let staging = &mut ring[slot];
+                        self.retrying(Some(e), || {
+                            self.backend
+                                .read_staged(
+                                    lane.queue,
+                                    src,
+                                    staging,
+                                    CopyRegion {
+                                        src_offset: offset + p.start,
+                                        dst_offset: 0,
+                                        len: p.len(),
+                                    },
+                                )?
+                                .wait()
+                        })?;
+                    }
+                    dst[p.clone()].copy_from_slice(&ring[slot].as_slice()?[..p.len()]);
+                    lane.advance(p.len());
+                    Ok(())
+                };
             for (i, r) in parts.iter().enumerate() {
                 let slot = i % depth;
                 if let Some((event, j)) = pending[slot].take() {
@@ -131,23 +128,15 @@ impl TransferEngine {
         outcome
     }
 
-    /// `depth` staging buffers of at least `chunk` bytes, from the ring or new.
-    pub(super) fn take_ring(&self, chunk: usize, depth: usize) -> Result<Vec<StagingBuffer>> {
-        let mut kept = self.ring.lock().unpoisoned();
-        kept.retain(|s| s.len() >= chunk);
-        let take = kept.len().min(depth);
-        let mut ring: Vec<StagingBuffer> = kept.drain(..take).collect();
-        drop(kept);
-        while ring.len() < depth {
-            ring.push(self.backend.allocate_staging(chunk)?);
-        }
-        Ok(ring)
+    /// `depth` staging buffers of at least `chunk` bytes, from the pinned pool.
+    pub(super) fn take_ring(&self, chunk: usize, depth: usize) -> Result<Vec<PinnedBuffer>> {
+        (0..depth).map(|_| self.staging.take(chunk)).collect()
     }
 
-    pub(super) fn give_ring(&self, ring: Vec<StagingBuffer>) {
-        let mut kept = self.ring.lock().unpoisoned();
-        kept.extend(ring);
-        kept.truncate(self.config.pipeline_depth);
+    /// Gives a ring back to the pinned pool (its buffers may still have device work pending:
+    /// their next user waits for it).
+    pub(super) fn give_ring(&self, ring: Vec<PinnedBuffer>) {
+        drop(ring);
     }
 }
 

@@ -17,7 +17,7 @@ impl TransferEngine {
         offset: usize,
         len: usize,
     ) -> Result<Vec<u8>> {
-        let mut staging = self.backend.allocate_staging(len)?;
+        let mut staging = self.staging.take(len)?;
         self.retrying(None, || {
             self.backend
                 .read_staged(
