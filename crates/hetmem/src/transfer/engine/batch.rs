@@ -58,8 +58,7 @@ impl TransferEngine {
             match self.plan_batch(items) {
                 Plan::BatchedStaged { .. } => {
                     let mut staging = self.staging.take(total)?;
-                    let outcome = self.write_batch_staged(lane, items, &mut staging);
-                    outcome
+                    self.write_batch_staged(lane, items, &mut staging)
                 }
                 // Batched, or Direct: the backend's scattered write makes one call per item
                 // where it cannot enqueue them together.
