@@ -25,6 +25,8 @@ const REQUIRED: &[&str] = &[
     "host.huge_pages.touch",
     "host.huge_pages.random_read",
     "pinned.pool_hit",
+    "host.shared_segment.open_read",
+    "host.mapped_file.upload",
 ];
 
 fn hetmem(args: &[&str]) -> std::process::Output {

@@ -2,9 +2,13 @@
 //! on first touch and on random access (fewer page faults, fewer TLB misses).
 
 use std::hint::black_box;
+use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Instant;
 
-use hetmem::host::{HostRegion, HostSource, Pages};
+use hetmem::backend::Backend;
+use hetmem::host::{FileAccess, HostRegion, HostSource, MappedFile, Pages, SharedSegment};
+use hetmem::MemoryManager;
 use hetmem::Result;
 
 use super::harness::{compare_timed, latency, Effort, Side};
@@ -16,6 +20,8 @@ const MIB: usize = 1 << 20;
 pub fn register(suite: &mut Suite) {
     suite.case("host.huge_pages.touch", |_, e| touch(e));
     suite.case("host.huge_pages.random_read", |_, e| random_read(e));
+    suite.case("host.shared_segment.open_read", |_, e| shared_open_read(e));
+    suite.case("host.mapped_file.upload", mapped_upload);
 }
 
 /// 256 MiB quick, 1 GiB otherwise.
@@ -91,5 +97,83 @@ fn random_read(effort: Effort) -> Result<Measurement> {
         &timings,
         "the same on base pages (4 KiB)",
         "ns",
+    ))
+}
+
+/// 64 MiB quick, 256 MiB otherwise.
+fn data_len(effort: Effort) -> usize {
+    64 * MIB * effort.scale
+}
+
+/// Opening a named segment as a buffer and reading all of it (what a second process does with
+/// data another made), against the same bytes sent through a pipe into a `Vec`.
+fn shared_open_read(effort: Effort) -> Result<Measurement> {
+    let len = data_len(effort);
+    let name = format!("hetmem-bench-{}", std::process::id());
+    let manager = MemoryManager::host();
+    let mut made = manager.create_shared::<u8>(&name, len)?;
+    made.host_mut()?.fill(3);
+    let source = vec![3u8; len];
+    let sum = |bytes: &[u8]| bytes.iter().step_by(64).map(|&b| u64::from(b)).sum::<u64>();
+    let timings = compare_timed(effort.samples.min(7), |side| {
+        let start = Instant::now();
+        let total = match side {
+            Side::Hetmem => sum(&manager.open_shared::<u8>(&name)?.host()?),
+            Side::Baseline => {
+                let (mut reader, mut writer) = std::io::pipe()?;
+                let source = &source;
+                let received = std::thread::scope(|s| {
+                    s.spawn(move || writer.write_all(source));
+                    let mut received = Vec::with_capacity(len);
+                    reader.read_to_end(&mut received).map(|_| received)
+                })?;
+                sum(&received)
+            }
+        };
+        black_box(total);
+        Ok(start.elapsed().as_secs_f64())
+    });
+    SharedSegment::unlink(&name)?;
+    let id = "host.shared_segment.open_read";
+    Ok(latency(
+        id,
+        &timings?,
+        "the bytes through a pipe into a Vec",
+        "ms",
+    ))
+}
+
+/// A file uploaded to the device through a buffer over its mapping, against reading it into a
+/// `Vec` and writing that (the page cache warm on both sides).
+fn mapped_upload(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let len = data_len(effort);
+    let path = std::env::temp_dir().join(format!("hetmem-bench-{}.bin", std::process::id()));
+    std::fs::write(&path, vec![5u8; len])?;
+    let manager = MemoryManager::new(backend.clone())?;
+    let q = backend.default_queue().clone();
+    let mut block = backend.allocate(len)?;
+    let timings = compare_timed(effort.samples.min(7), |side| {
+        let start = Instant::now();
+        match side {
+            Side::Hetmem => {
+                let mapped = MappedFile::open(&path, FileAccess::ReadOnly)?;
+                let buf = manager.adopt_host::<u8>(mapped)?;
+                buf.device()?;
+            }
+            Side::Baseline => {
+                let bytes = std::fs::read(&path)?;
+                backend.write(&q, &mut block, 0, &bytes)?;
+            }
+        }
+        Ok(start.elapsed().as_secs_f64())
+    });
+    backend.release(block)?;
+    std::fs::remove_file(&path)?;
+    let id = "host.mapped_file.upload";
+    Ok(latency(
+        id,
+        &timings?,
+        "read into a Vec, then one write",
+        "ms",
     ))
 }
