@@ -124,9 +124,10 @@ pub enum Error {
         found: BackendId,
     },
 
-    /// A block was released to a backend that did not allocate it. The block travels back in the
-    /// error, unreleased, so that it can still be given to its owner.
-    #[error("device block of backend {} released to backend {expected}", block.backend())]
+    /// A block was released to (or adopted into a buffer of) a backend that did not make it.
+    /// The block travels back in the error, unreleased, so that it can still be given to its
+    /// owner.
+    #[error("device block of backend {} given to backend {expected}", block.backend())]
     ReleasedToWrongBackend {
         /// The backend that was called.
         expected: BackendId,

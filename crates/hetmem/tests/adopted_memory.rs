@@ -208,3 +208,65 @@ fn regions_can_be_adopted_too() {
     let listed = manager.outstanding();
     assert_eq!(listed.len(), 1, "the adopted buffer is tracked");
 }
+
+/// A `cl_mem` the user made becomes a buffer's device copy without a copy; hetmem holds a
+/// reference of its own, so the user's buffer outlives the hetmem buffer and shows what it wrote.
+#[cfg(feature = "opencl")]
+#[test]
+fn a_users_cl_mem_becomes_a_buffer_and_stays_theirs() {
+    use hetmem::backend::OpenClBackend;
+    use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
+    use opencl3::types::CL_BLOCKING;
+
+    let (Some(b), Some(other)) = (common::opencl(0), common::opencl(1)) else {
+        return;
+    };
+    let cl = b.as_any().downcast_ref::<OpenClBackend>().unwrap();
+    // SAFETY: a plain read-write buffer without a host pointer.
+    let user = unsafe {
+        Buffer::<u32>::create(cl.context(), CL_MEM_READ_WRITE, 4096, std::ptr::null_mut())
+    }
+    .unwrap();
+    let queue = cl.command_queue(b.default_queue()).unwrap();
+    let data: Vec<u32> = (0..4096).map(|i| i * 5).collect();
+    let mut user = user;
+    // SAFETY: a blocking write of 4096 u32s into a 4096-element buffer.
+    unsafe { queue.enqueue_write_buffer(&mut user, CL_BLOCKING, 0, &data, &[]) }.unwrap();
+
+    let manager = MemoryManager::new(b.clone()).unwrap();
+    let live = b.usage().live_bytes;
+    let block = cl.adopt_mem(&user).unwrap();
+    assert_eq!(block.raw_handle(), user.get());
+    assert_eq!(b.usage().live_bytes, live + 16384);
+    let mut buf = manager.adopt_device::<u32>(block).unwrap();
+    assert_eq!(buf.to_vec().unwrap(), data);
+    buf.host_mut().unwrap()[..10].fill(1);
+    buf.device_mut().unwrap(); // uploads into the user's cl_mem
+    drop(buf);
+    assert_eq!(b.usage().live_bytes, live, "hetmem's reference is gone");
+    assert_eq!(user.reference_count().unwrap(), 1, "the user's is not");
+    let mut seen = vec![0u32; 4096];
+    // SAFETY: a blocking read of the whole buffer.
+    unsafe { queue.enqueue_read_buffer(&user, CL_BLOCKING, 0, &mut seen, &[]) }.unwrap();
+    assert!(seen[..10].iter().all(|&x| x == 1));
+    assert_eq!(seen[10..], data[10..]);
+
+    // A cl_mem of another device's context, and a block of another backend, are refused; the
+    // block comes back to be released by its owner.
+    let foreign = other.as_any().downcast_ref::<OpenClBackend>().unwrap();
+    assert!(matches!(
+        foreign.adopt_mem(&user),
+        Err(Error::InvalidArgument(_))
+    ));
+    let theirs = other.allocate(64).unwrap();
+    match manager.adopt_device::<u32>(theirs) {
+        Err(Error::ReleasedToWrongBackend { block, .. }) => other.release(block).unwrap(),
+        other => panic!("expected the block back, got {other:?}"),
+    }
+    let ragged = b.allocate(10).unwrap();
+    assert!(matches!(
+        manager.adopt_device::<u32>(ragged),
+        Err(Error::IncompatibleCast { .. })
+    ));
+    assert_eq!(b.usage().live_bytes, live, "the ragged block was released");
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::storage::BufferStorage;
 use super::UnifiedBuffer;
-use crate::backend::{check_allocation, Backend, HostBackend, Queue, HOST_ALIGNMENT};
+use crate::backend::{
+    check_allocation, check_release, Backend, DeviceBlock, HostBackend, Queue, HOST_ALIGNMENT,
+};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, PinnedHost};
@@ -289,6 +291,48 @@ impl BufferContext {
         let mut storage = self.storage_for::<T>(len, Residency::Mirrored, None, true)?;
         let block = self.shared.host_unpooled.adopt(backend.adopt(memory)?)?;
         storage.adopt_host(block);
+        Ok((storage, len))
+    }
+
+    /// A buffer whose device copy is `block` — device memory made outside hetmem and adopted
+    /// by this context's device backend (such as
+    /// [`OpenClBackend::adopt_mem`](crate::backend::OpenClBackend::adopt_mem)) — zero-copy: its
+    /// contents are the buffer's, valid on the device. Charged to the device stack (a limit may
+    /// refuse it, and then the block is released at once) and released when the buffer drops
+    /// it. Its size must be a whole number of `T`s; a block of another backend is a typed error.
+    pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
+        let (storage, len) = self.adopted_device_storage::<T>(block)?;
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// The storage of [`BufferContext::adopt_device`], and its length in elements.
+    pub(crate) fn adopted_device_storage<T: Element>(
+        &self,
+        block: DeviceBlock,
+    ) -> Result<(BufferStorage, usize)> {
+        let device = self.shared.device_unpooled.backend();
+        let block = check_release(device.id(), block)?;
+        let (bytes, size) = (block.size(), std::mem::size_of::<T>());
+        if bytes % size != 0 {
+            let _ = device.release(block);
+            return Err(Error::IncompatibleCast {
+                to: std::any::type_name::<T>(),
+                size,
+                align: std::mem::align_of::<T>(),
+                bytes,
+                offset: 0,
+                reason: "the block is not a whole number of elements long",
+            });
+        }
+        let len = bytes / size;
+        let mut storage = match self.storage_for::<T>(len, Residency::Mirrored, None, true) {
+            Ok(storage) => storage,
+            Err(e) => {
+                let _ = device.release(block);
+                return Err(e);
+            }
+        };
+        storage.adopt_device(self.shared.device_unpooled.adopt(block)?);
         Ok((storage, len))
     }
 

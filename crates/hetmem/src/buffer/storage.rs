@@ -163,6 +163,14 @@ impl BufferStorage {
         tracker.set_state(CoherenceState::HostOnly, valid);
     }
 
+    /// Makes `block` — device memory made outside hetmem, holding the buffer's contents — the
+    /// device copy: the buffer starts valid on the device only.
+    pub(crate) fn adopt_device(&mut self, block: PooledBlock) {
+        let (_, tracker, slots, valid) = self.parts_mut();
+        *slots.device.get_mut().unpoisoned() = Some(block);
+        tracker.set_state(CoherenceState::DeviceOnly, valid);
+    }
+
     /// Makes the host copy page-locked memory from the engine's pinned pool
     /// (`Placement::HostPinned`), from the next host allocation on.
     pub(crate) fn pin_host(&mut self) {

@@ -11,7 +11,7 @@ use super::recommend::{recommend, Recommendation};
 use super::registry::{Outstanding, Registry, Tracking, Usage};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
-use crate::backend::{Backend, Capabilities};
+use crate::backend::{Backend, Capabilities, DeviceBlock};
 use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
@@ -121,6 +121,16 @@ impl MemoryManager {
         let bytes = byte_len::<T>(len)?;
         let registry = &self.registry;
         storage.observe(|metrics| registry.register(bytes, None, Placement::Host, metrics));
+        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+    }
+
+    /// A buffer whose device copy is `block`, device memory made outside hetmem and adopted by
+    /// this manager's backend (see [`BufferContext::adopt_device`]).
+    pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
+        let (mut storage, len) = self.context.adopted_device_storage::<T>(block)?;
+        let bytes = byte_len::<T>(len)?;
+        let registry = &self.registry;
+        storage.observe(|metrics| registry.register(bytes, None, Placement::Device, metrics));
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 

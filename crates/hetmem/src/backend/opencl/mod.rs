@@ -6,6 +6,7 @@
 //! buffers mapped once for their whole life (page-locked on GPU drivers), used as the host side of
 //! non-blocking reads and writes.
 
+mod adopt;
 mod errors;
 mod event;
 mod mapping;
