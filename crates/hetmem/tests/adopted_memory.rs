@@ -164,10 +164,10 @@ fn raw_memory_is_released_exactly_once_even_when_refused() {
     let raw = |len: usize| {
         let memory = Box::leak(vec![3u8; len].into_boxed_slice());
         let (ptr, counter) = (memory.as_mut_ptr(), released.clone());
-        let address = ptr as usize; // a raw pointer is not Send; its address is
+        let address = ptr.expose_provenance(); // a raw pointer is not Send; its address is
         let give_back = move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            let ptr = address as *mut u8;
+            let ptr = std::ptr::with_exposed_provenance_mut::<u8>(address);
             // SAFETY: the slice leaked above, given back once.
             drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) });
         };

@@ -95,3 +95,40 @@ impl std::fmt::Debug for ExternalHost {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Runs under Miri: the vector stays in place, raw memory is given back exactly once.
+    #[test]
+    fn vectors_stay_in_place_and_raw_memory_goes_back_once() {
+        let v: Vec<u64> = (0..100).collect();
+        let address = v.as_ptr() as usize;
+        let held = ExternalHost::from_vec(v).unwrap();
+        assert_eq!((held.as_ptr() as usize, held.len()), (address, 800));
+        // SAFETY: 800 bytes of the vector, owned by `held`.
+        let seen = unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u64>(), 100) };
+        assert_eq!(seen[99], 99);
+        drop(held);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let memory = Box::leak(vec![1u8; 64].into_boxed_slice());
+        let (address, counter) = (memory.as_mut_ptr().expose_provenance(), calls.clone());
+        let release = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let ptr = std::ptr::with_exposed_provenance_mut::<u8>(address);
+            let slice = std::ptr::slice_from_raw_parts_mut(ptr, 64);
+            // SAFETY: the slice leaked above, given back once.
+            drop(unsafe { Box::from_raw(slice) });
+        };
+        let ptr = std::ptr::with_exposed_provenance_mut::<u8>(address);
+        // SAFETY: 64 leaked bytes, released by `release`.
+        let raw = unsafe { ExternalHost::from_raw_parts(ptr, 64, release) };
+        drop(raw.unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

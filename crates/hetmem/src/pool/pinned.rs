@@ -266,3 +266,27 @@ impl std::fmt::Debug for PinnedPool {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::HostBackend;
+
+    /// Over the host backend's staging (heap) memory, also under Miri: reuse and the books.
+    #[test]
+    fn reuse_keeps_the_books() {
+        let pool = PinnedPool::new(Arc::new(HostBackend::new()));
+        let first = pool.take(600).unwrap();
+        assert_eq!(first.len(), 1024);
+        drop(first);
+        let mut second = pool.take(1000).unwrap();
+        second.as_mut_slice().unwrap()[999] = 1;
+        let big = pool.take(3000).unwrap();
+        let stats = pool.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 2));
+        assert_eq!((stats.bytes_reserved, stats.bytes_cached), (1024 + 4096, 0));
+        drop((second, big));
+        assert_eq!(pool.trim().unwrap(), 5120);
+        assert_eq!(pool.stats().peak_reserved, 5120);
+    }
+}
