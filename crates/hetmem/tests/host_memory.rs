@@ -302,3 +302,32 @@ fn buffers_on_pocl_take_their_host_copies_from_the_source() {
     buffers_use_the_source(device, source(1 << 16, Pages::Transparent));
     buffers_use_the_source(common::opencl(0).unwrap(), source(1 << 21, Pages::Huge));
 }
+
+/// The manager's statistics report what the host source was granted, fallbacks included.
+#[test]
+fn manager_statistics_report_the_host_source() {
+    let manager = MemoryManager::builder()
+        .backend(common::opencl(0).unwrap_or_else(|| Arc::new(HostBackend::new())))
+        .host_source(source(64, Pages::Huge))
+        .build()
+        .unwrap();
+    let buf = manager.from_slice(&vec![1u32; 1 << 20]).unwrap();
+    let stats = manager.stats();
+    if manager.decide(&Default::default(), 4).unwrap().residency
+        == hetmem::buffer::Residency::Shared
+    {
+        return; // one allocation on the host device: no host copy to source
+    }
+    let h = &stats.host_source;
+    assert_eq!(
+        h.base_pages + h.transparent_huge_pages + h.huge_pages,
+        1,
+        "{h:?}"
+    );
+    if host_system().reserved_huge_pages == 0 {
+        let why = h.last_fallback.as_deref().unwrap();
+        assert!(why.contains("nr_hugepages = 0"), "{why}");
+        assert!(stats.summary().contains("fell back"), "{}", stats.summary());
+    }
+    drop(buf);
+}

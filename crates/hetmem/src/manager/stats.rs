@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use super::registry::Counters;
 use super::MemoryManager;
-use crate::pool::CachingStats;
+use crate::backend::HostBackend;
+use crate::host::SourceStats;
+use crate::pool::{CachingStats, PinnedStats};
 use crate::transfer::{DirectionStats, TransferStats};
 
 /// A manager's statistics at one moment. Exact whenever no allocation or release is in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MemoryStats {
     /// Buffers made.
@@ -32,6 +34,10 @@ pub struct MemoryStats {
     pub host: CachingStats,
     /// Every transfer the manager's buffers made.
     pub transfers: TransferStats,
+    /// The engine's page-locked memory: staging, and the host copies of `HostPinned` buffers.
+    pub pinned: PinnedStats,
+    /// What the host memory source was granted (huge pages, fallbacks, locked bytes).
+    pub host_source: SourceStats,
     /// The memory limit, if one is set.
     pub limit: Option<u64>,
 }
@@ -53,6 +59,11 @@ impl MemoryStats {
             device: ctx.device_pool().stats(),
             host: ctx.host_pool().stats(),
             transfers: ctx.engine().stats(),
+            pinned: ctx.engine().staging_pool().stats(),
+            host_source: (ctx.host_pool().backend().as_any())
+                .downcast_ref::<HostBackend>()
+                .map(HostBackend::source_stats)
+                .unwrap_or_default(),
             limit: manager.limit(),
         }
     }
@@ -180,9 +191,33 @@ impl MemoryStats {
         }
         let _ = writeln!(
             out,
-            "transfer retries {}   failures {}\n{rule}",
+            "transfer retries {}   failures {}",
             t.retries, t.failures
         );
+        let (p, h) = (&self.pinned, &self.host_source);
+        let _ = writeln!(
+            out,
+            "pinned           {} reserved, {} cached, {} hits / {} misses",
+            bytes(p.bytes_reserved),
+            bytes(p.bytes_cached),
+            p.hits,
+            p.misses
+        );
+        if h.transparent_huge_pages + h.huge_pages + h.locked_bytes > 0 || h.last_fallback.is_some()
+        {
+            let _ = writeln!(
+                out,
+                "host pages       {} base, {} transparent huge, {} huge; {} locked{}",
+                h.base_pages,
+                h.transparent_huge_pages,
+                h.huge_pages,
+                bytes(h.locked_bytes),
+                h.last_fallback
+                    .as_ref()
+                    .map_or_else(String::new, |why| format!("; fell back: {why}"))
+            );
+        }
+        let _ = writeln!(out, "{rule}");
         out
     }
 }
