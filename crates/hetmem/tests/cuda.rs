@@ -173,3 +173,49 @@ fn the_engine_copies_between_gpus_as_peers() {
     devices[0].release(src).unwrap();
     devices[1].release(dst).unwrap();
 }
+
+/// A device pointer of the caller's becomes a buffer's device copy and is handed back once
+/// through the caller's callback; a `Vec` page-locked in place becomes a pinned host copy.
+#[test]
+fn adopted_device_memory_and_registered_host_memory() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use cudarc::driver::result;
+    use hetmem::host::ExternalHost;
+    use hetmem::MemoryManager;
+
+    let Some(mut all) = all_or_skip() else {
+        return;
+    };
+    let cuda = all.swap_remove(0);
+    cuda.context().bind_to_thread().unwrap();
+    let len = 4096 * 4;
+    // SAFETY: a plain device allocation of `len` bytes, freed by the callback below.
+    let address = unsafe { result::malloc_sync(len) }.unwrap();
+    let handed_back = Arc::new(AtomicUsize::new(0));
+    let counter = handed_back.clone();
+    let give_back = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the allocation above, freed once, after hetmem's last use.
+        unsafe { result::free_sync(address) }.unwrap();
+    };
+    // SAFETY: `len` bytes of this device's memory, used by nothing else until `give_back`.
+    let block = unsafe { cuda.adopt_ptr(address, len, give_back) }.unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(cuda);
+    let manager = MemoryManager::new(backend.clone()).unwrap();
+    let mut buf = manager.adopt_device::<u32>(block).unwrap();
+    buf.host_mut().unwrap().fill(77);
+    buf.device_mut().unwrap();
+    assert!(buf.to_vec().unwrap().iter().all(|&x| x == 77));
+    drop(buf);
+    assert_eq!(handed_back.load(Ordering::SeqCst), 1);
+
+    let cuda = backend.as_any().downcast_ref::<CudaBackend>().unwrap();
+    let pinned = cuda
+        .register_host(ExternalHost::from_vec(pattern(MIB, 3)).unwrap())
+        .unwrap();
+    let buf = manager.adopt_host::<u8>(pinned).unwrap();
+    let _ = buf.device().unwrap();
+    assert_eq!(buf.to_vec().unwrap(), pattern(MIB, 3));
+}

@@ -72,7 +72,7 @@ pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 
 #[cfg(feature = "cuda")]
-pub use cuda::CudaBackend;
+pub use cuda::{CudaBackend, CudaRegistered};
 pub(crate) use event::ManualEvent;
 pub use event::{Event, EventStatus, UserEvent};
 pub use faulty::{FaultKind, FaultOp, FaultyBackend};

@@ -13,6 +13,8 @@
 //! stream is ordered before later work on every queue, and a release is ordered after work
 //! already enqueued on every queue.
 
+mod adopt;
+pub use adopt::CudaRegistered;
 mod driver;
 mod event;
 mod open;
@@ -56,6 +58,8 @@ pub struct CudaBackend {
     info: DeviceInfo,
     capabilities: Capabilities,
     usage: UsageCounters,
+    /// Device memory made outside hetmem, released by its owner's callback.
+    adopted: adopt::Adopted,
 }
 
 impl CudaBackend {
@@ -204,6 +208,12 @@ impl RawBackend for CudaBackend {
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         let address = block.into_raw() as CUdeviceptr;
+        if let Some(give_back) = self.adopted.take(address) {
+            // Memory of the caller's: handed back once every queue's work on it is done.
+            RawBackend::synchronize(self)?;
+            give_back();
+            return Ok(());
+        }
         let stream = self.bound(&self.queue)?;
         if self.async_allocation {
             // Freed in the default stream's order, after the work every queue has enqueued.

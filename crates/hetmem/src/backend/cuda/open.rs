@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::sys::{self, CUdevice_attribute};
 use cudarc::driver::{result, CudaContext};
 
+use super::adopt::Adopted;
 use super::driver::{self, check_driver, unavailable, DriverResult, Status};
 use super::event::Notifier;
 use super::{guarded, CudaBackend, ALIGNMENT};
@@ -107,6 +108,7 @@ impl CudaBackend {
             info,
             capabilities,
             usage: UsageCounters::default(),
+            adopted: Adopted::default(),
         })
     }
 }
