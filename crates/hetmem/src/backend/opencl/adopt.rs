@@ -14,7 +14,9 @@ impl OpenClBackend {
     /// backend: retained (the caller keeps and releases its own reference as before), counted
     /// in the usage, and released by hetmem when the block is. A buffer takes it through
     /// [`BufferContext::adopt_device`](crate::buffer::BufferContext::adopt_device). A buffer of
-    /// another context is a typed error.
+    /// another context is a typed error. hetmem orders its work after its own queues only:
+    /// finish what you enqueued on the buffer on queues of your own first (or make hetmem's
+    /// queue wait for it with [`Backend::enqueue_wait`](crate::backend::Backend::enqueue_wait)).
     pub fn adopt_mem(&self, mem: &impl ClMem) -> Result<DeviceBlock> {
         let context = mem
             .context()
