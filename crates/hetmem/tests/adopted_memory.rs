@@ -270,3 +270,52 @@ fn a_users_cl_mem_becomes_a_buffer_and_stays_theirs() {
     ));
     assert_eq!(b.usage().live_bytes, live, "the ragged block was released");
 }
+
+/// Host memory as the storage of a new `cl_mem` (`USE_HOST_PTR`): the buffer's device copy is
+/// those bytes, and they are let go exactly once, when OpenCL destroys the buffer.
+#[cfg(feature = "opencl")]
+#[test]
+fn host_memory_wrapped_as_a_cl_mem_is_let_go_once() {
+    use hetmem::backend::OpenClBackend;
+
+    let Some(b) = common::opencl(0) else {
+        return;
+    };
+    let cl = b.as_any().downcast_ref::<OpenClBackend>().unwrap();
+    let released = Arc::new(AtomicUsize::new(0));
+    let data: Vec<u32> = (0..8192).map(|i| i * 11).collect();
+    let owner = Box::leak(data.clone().into_boxed_slice());
+    let (address, len, counter) = (
+        owner.as_mut_ptr().expose_provenance(),
+        owner.len(),
+        released.clone(),
+    );
+    let give_back = move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let ptr = std::ptr::with_exposed_provenance_mut::<u32>(address);
+        // SAFETY: the slice leaked above, given back once.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len)) });
+    };
+    let ptr = std::ptr::with_exposed_provenance_mut::<u8>(address);
+    // SAFETY: `len` u32s leaked above, used by nothing else until `give_back`.
+    let memory = unsafe { ExternalHost::from_raw_parts(ptr, len * 4, give_back) }.unwrap();
+    let live = b.usage().live_bytes;
+    let block = cl.wrap_host(memory).unwrap();
+    assert_eq!(b.usage().live_bytes, live + 32768);
+    let manager = MemoryManager::new(b.clone()).unwrap();
+    let mut buf = manager.adopt_device::<u32>(block).unwrap();
+    assert_eq!(buf.to_vec().unwrap(), data);
+    device_write(&manager, &mut buf, 100, &[4; 50]);
+    let back = buf.to_vec().unwrap();
+    assert!(back[100..150].iter().all(|&x| x == 4));
+    assert_eq!(released.load(Ordering::SeqCst), 0, "in use");
+    drop(buf);
+    b.synchronize().unwrap();
+    // The destructor callback runs once OpenCL has destroyed the buffer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while released.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(released.load(Ordering::SeqCst), 1);
+    assert_eq!(b.usage().live_bytes, live);
+}
