@@ -319,3 +319,41 @@ fn host_memory_wrapped_as_a_cl_mem_is_let_go_once() {
     assert_eq!(released.load(Ordering::SeqCst), 1);
     assert_eq!(b.usage().live_bytes, live);
 }
+
+/// A sync that fails leaves an adopted host copy (a `Vec`) and a pinned one (`HostPinned`)
+/// valid and untouched; the next sync succeeds.
+#[test]
+fn failed_uploads_keep_adopted_and_pinned_host_copies_valid() {
+    use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
+    use hetmem::{AllocOptions, Placement};
+
+    let faulty = Arc::new(FaultyBackend::new(device()));
+    let manager = MemoryManager::new(faulty.clone()).unwrap();
+    let fail_next_uploads = || {
+        for op in [FaultOp::Write, FaultOp::WriteParts, FaultOp::WriteStaged] {
+            faulty.fail(op, faulty.calls(op), FaultKind::Permanent);
+        }
+    };
+    let data: Vec<u32> = (0..50_000).map(|i| i * 3).collect();
+    let adopted = manager
+        .adopt_host::<u32>(ExternalHost::from_vec(data.clone()).unwrap())
+        .unwrap();
+    let pinned = manager
+        .from_slice_with(&data, AllocOptions::new().placement(Placement::HostPinned))
+        .unwrap();
+    for mut buf in [adopted, pinned] {
+        fail_next_uploads();
+        let before = faulty.injected();
+        assert!(buf.device().is_err(), "the upload fails");
+        assert!(faulty.injected() > before);
+        assert!(buf.is_on_host());
+        assert_eq!(
+            &buf.host().unwrap()[..],
+            &data[..],
+            "the host copy is intact"
+        );
+        faulty.clear();
+        buf.device_mut().unwrap(); // the upload succeeds now; the device copy is newest
+        assert_eq!(buf.to_vec().unwrap(), data);
+    }
+}
