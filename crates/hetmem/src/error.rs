@@ -191,6 +191,17 @@ pub enum Error {
         limit: Option<u64>,
     },
 
+    /// The device cannot do what was asked: its [`Capabilities`](crate::backend::Capabilities)
+    /// do not include it (mapping a CUDA device block, `Placement::Shared` on a device without
+    /// shared allocations).
+    #[error("{backend:?} device cannot {what}")]
+    Unsupported {
+        /// The family of the device.
+        backend: BackendKind,
+        /// What was asked.
+        what: &'static str,
+    },
+
     /// A coherence rule refused the operation (invalidating the only valid copy).
     #[error(transparent)]
     Coherence(#[from] crate::buffer::CoherenceError),

@@ -5,7 +5,7 @@
 mod common;
 
 use hetmem::backend::raw::RawBackend;
-use hetmem::backend::{CopyRegion, DeviceBlock, ReadPart, WritePart};
+use hetmem::backend::{CopyRegion, DeviceBlock, MapMode, MigrateTo, ReadPart, WritePart};
 
 use common::pattern;
 
@@ -127,17 +127,26 @@ fn primitives_move_the_right_bytes<R: RawBackend>(b: &R) {
         } else {
             assert!(address.is_err());
         }
-        let mut mapped = false;
-        let mapped_write = b.write_mapped(&q, &mut y, 0, 8, &mut |bytes| {
-            bytes.copy_from_slice(&[6u8; 8]);
-            mapped = true;
-        });
+        let mapping = b.map(&q, &y, 0, 8, MapMode::WriteDiscard);
         if caps.mapped_access && !caps.host_addressable {
-            mapped_write.unwrap();
-            assert!(mapped);
+            let ptr = mapping.unwrap();
+            std::slice::from_raw_parts_mut(ptr, 8).copy_from_slice(&[6u8; 8]);
+            b.unmap(&q, &y, ptr).unwrap();
             assert_eq!(&contents(b, &y)[..8], &[6u8; 8]);
         } else {
-            assert!(mapped_write.is_err() && !mapped);
+            assert!(mapping.is_err());
+        }
+        let shared = RawBackend::allocate_shared(b, N);
+        if caps.shared_allocations {
+            let block = shared.unwrap();
+            let host = block.shared_address().unwrap();
+            assert_eq!(std::slice::from_raw_parts(host, N), &[0u8; N][..]);
+            host.write_bytes(3, N);
+            assert_eq!(contents(b, &block), vec![3u8; N]);
+            b.migrate(&q, &block, MigrateTo::Host).unwrap();
+            b.release(block).unwrap();
+        } else {
+            assert!(shared.is_err());
         }
 
         b.release(x).unwrap();

@@ -367,7 +367,7 @@ fn submissions_are_futures_woken_on_completion(b: &Arc<dyn Backend>) {
             thread::sleep(std::time::Duration::from_millis(20));
             s.resume();
         });
-        block_on(submission)
+        block_on(submission).map_err(|failed| failed.error)
     });
     let (block, _) = outcome.unwrap();
     assert_eq!(read_back(b, &block), vec![8u8; KIB]);

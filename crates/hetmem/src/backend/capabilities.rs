@@ -25,6 +25,11 @@ pub struct Capabilities {
     /// ([`Backend::write_mapped`](super::Backend::write_mapped)); host-addressable blocks always
     /// can.
     pub mapped_access: bool,
+    /// Besides its ordinary blocks, the device allocates blocks that the host addresses too
+    /// ([`Backend::allocate_shared`](super::Backend::allocate_shared)): OpenCL fine-grained
+    /// SVM, CUDA managed memory. `Placement::Shared` keeps such a buffer as one copy. (Where
+    /// every block is host memory, `host_addressable` says so instead.)
+    pub shared_allocations: bool,
 }
 
 impl Capabilities {

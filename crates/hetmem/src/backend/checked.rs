@@ -1,15 +1,17 @@
 //! The one checked implementation of [`Backend`] over every [`RawBackend`]: argument checks,
 //! usage counting (with the device's capacity), the recording of staged transfers on their
-//! staging buffers, host access to host-addressable blocks, mapped access on them, and peer
-//! copies between host-addressable backends live here once, for every device.
+//! staging buffers, host access to host-addressable blocks and shared allocations, and peer
+//! copies between host-addressable backends live here once, for every device; mapped access
+//! and shared allocations in `mapped.rs`.
 
 use std::any::Any;
 
+use super::mapped;
 use super::parts::{block_for, queue_for, Failures};
 use super::raw::RawBackend;
 use super::{
     Backend, BackendId, BackendUsage, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+    MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -107,6 +109,9 @@ impl<R: RawBackend> Backend for R {
 
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8> {
         check_owner("device block", RawBackend::id(self), block.backend()).ok()?;
+        if let Some(shared) = block.shared_address() {
+            return Some(shared);
+        }
         if !self.capabilities().host_addressable {
             return None;
         }
@@ -137,19 +142,7 @@ impl<R: RawBackend> Backend for R {
         len: usize,
         access: &mut dyn FnMut(&mut [u8]),
     ) -> Result<bool> {
-        let id = RawBackend::id(self);
-        check_owner("queue", id, queue.backend())?;
-        check_block(id, "mapped write destination", dst, offset, len)?;
-        if let Some(bytes) = self.host_bytes_mut(dst) {
-            access(&mut bytes[offset..offset + len]);
-            return Ok(true);
-        }
-        if !self.capabilities().mapped_access {
-            return Ok(false);
-        }
-        // SAFETY: queue and block are this backend's and the range lies inside (checked).
-        unsafe { RawBackend::write_mapped(self, queue, dst, offset, len, access) }?;
-        Ok(true)
+        mapped::write_mapped(self, queue, dst, offset, len, access)
     }
 
     fn read_mapped(
@@ -160,19 +153,30 @@ impl<R: RawBackend> Backend for R {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool> {
-        let id = RawBackend::id(self);
-        check_owner("queue", id, queue.backend())?;
-        check_block(id, "mapped read source", src, offset, len)?;
-        if let Some(bytes) = self.host_bytes(src) {
-            access(&bytes[offset..offset + len]);
-            return Ok(true);
-        }
-        if !self.capabilities().mapped_access {
-            return Ok(false);
-        }
-        // SAFETY: queue and block are this backend's and the range lies inside (checked).
-        unsafe { RawBackend::read_mapped(self, queue, src, offset, len, access) }?;
-        Ok(true)
+        mapped::read_mapped(self, queue, src, offset, len, access)
+    }
+
+    fn map(
+        &self,
+        queue: &Queue,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        mode: MapMode,
+    ) -> Result<*mut u8> {
+        mapped::map(self, queue, block, offset, len, mode)
+    }
+
+    fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()> {
+        mapped::unmap(self, queue, block, ptr)
+    }
+
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
+        mapped::allocate_shared(self, bytes)
+    }
+
+    fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()> {
+        mapped::migrate(self, queue, block, to)
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
@@ -337,10 +341,16 @@ impl<R: RawBackend> Backend for R {
         if !self.can_copy_to(dst_backend) {
             return Ok(None);
         }
-        // Blocks of two host-addressable backends are host memory: one memcpy.
-        if let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst)) {
-            to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
-            return Ok(Some(Event::complete()));
+        // Blocks of two host-addressable backends are host memory: one memcpy. (Shared
+        // allocations of device backends are not: device work on them may be pending.)
+        let host_memory = |caps: Capabilities| caps.host_addressable;
+        if host_memory(self.capabilities()) && host_memory(dst_backend.capabilities()) {
+            if let (Some(from), Some(to)) = (self.host_bytes(src), dst_backend.host_bytes_mut(dst))
+            {
+                let (from, to) = (&from[src_offset..], &mut to[dst_offset..]);
+                to[..len].copy_from_slice(&from[..len]);
+                return Ok(Some(Event::complete()));
+            }
         }
         // SAFETY: queue and source are this backend's, the destination is `dst_backend`'s, both
         // ranges lie inside (checked), and the two backends share a peer domain.

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use super::raw::{unsupported, RawBackend};
 use super::{
     Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
-    Failures, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent, WritePart,
+    Failures, MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters,
+    UserEvent, WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
 /// The calls a fault can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultOp {
-    /// [`Backend::allocate`].
+    /// [`Backend::allocate`] and [`Backend::allocate_shared`].
     Allocate,
     /// [`Backend::write`] (fails after writing the first half of the bytes, as a real
     /// interrupted transfer may).
@@ -32,7 +33,8 @@ pub enum FaultOp {
     ReadStaged,
     /// [`Backend::copy`].
     Copy,
-    /// [`Backend::write_mapped`] and [`Backend::read_mapped`] (fail before mapping).
+    /// [`Backend::map`], and so [`Backend::write_mapped`] and [`Backend::read_mapped`] (fail
+    /// before mapping).
     Mapped,
     /// [`Backend::fill`] (fails after filling the first half, rounded to the pattern).
     Fill,
@@ -224,33 +226,26 @@ impl RawBackend for FaultyBackend {
     unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8> {
         (self.inner.host_ptr(block)).ok_or_else(|| unsupported(self.kind(), "host_address"))
     }
-    unsafe fn write_mapped(
+    unsafe fn map(
         &self,
         queue: &Queue,
-        dst: &mut DeviceBlock,
+        block: &DeviceBlock,
         offset: usize,
         len: usize,
-        access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
+        mode: MapMode,
+    ) -> Result<*mut u8> {
         self.check(FaultOp::Mapped, len)?;
-        mapped(
-            self.kind(),
-            self.inner.write_mapped(queue, dst, offset, len, access),
-        )
+        self.inner.map(queue, block, offset, len, mode)
     }
-    unsafe fn read_mapped(
-        &self,
-        queue: &Queue,
-        src: &DeviceBlock,
-        offset: usize,
-        len: usize,
-        access: &mut dyn FnMut(&[u8]),
-    ) -> Result<()> {
-        self.check(FaultOp::Mapped, len)?;
-        mapped(
-            self.kind(),
-            self.inner.read_mapped(queue, src, offset, len, access),
-        )
+    unsafe fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()> {
+        self.inner.unmap(queue, block, ptr)
+    }
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
+        self.check(FaultOp::Allocate, bytes)?;
+        self.inner.allocate_shared(bytes)
+    }
+    unsafe fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()> {
+        self.inner.migrate(queue, block, to)
     }
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
         self.inner.allocate_staging(bytes)
@@ -412,13 +407,6 @@ impl RawBackend for FaultyBackend {
 
 /// A wrapped backend's answer to a mapped access the wrapper declares (it forwards the
 /// capabilities), as a primitive gives it.
-fn mapped(kind: BackendKind, mapped: Result<bool>) -> Result<()> {
-    match mapped? {
-        true => Ok(()),
-        false => Err(unsupported(kind, "mapped access")),
-    }
-}
-
 /// The backend a [`FaultyBackend`] wraps, or `backend` itself: a peer backend sees its real
 /// partner, so its own peer path (which downcasts) is chosen as without the wrapper.
 fn unwrapped(backend: &dyn Backend) -> &dyn Backend {

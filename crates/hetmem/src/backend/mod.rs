@@ -52,6 +52,7 @@ mod cuda;
 mod event;
 mod faulty;
 mod host;
+mod mapped;
 #[cfg(feature = "opencl")]
 mod opencl;
 mod parts;
@@ -63,6 +64,7 @@ mod staging;
 use std::any::Any;
 use std::ffi::c_void;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -70,6 +72,7 @@ pub use capabilities::{Capabilities, PeerDomain};
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
+pub(crate) use mapped::{Mapping, MappingMut};
 
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaRegistered};
@@ -184,6 +187,8 @@ pub struct DeviceBlock {
     backend: BackendId,
     handle: *mut c_void,
     size: usize,
+    /// Where the host reaches a shared allocation ([`Backend::allocate_shared`]).
+    shared: Option<NonNull<u8>>,
 }
 
 // SAFETY: a DeviceBlock is an inert handle. Only the backend that created it interprets the
@@ -203,6 +208,25 @@ impl DeviceBlock {
             backend,
             handle,
             size,
+            shared: None,
+        }
+    }
+
+    /// Wraps a backend's shared allocation ([`raw::shared_block`]).
+    ///
+    /// # Safety
+    /// As [`raw::shared_block`].
+    pub(crate) unsafe fn shared(
+        backend: BackendId,
+        handle: *mut c_void,
+        size: usize,
+        host: NonNull<u8>,
+    ) -> Self {
+        DeviceBlock {
+            backend,
+            handle,
+            size,
+            shared: Some(host),
         }
     }
 
@@ -222,10 +246,38 @@ impl DeviceBlock {
         self.handle
     }
 
+    /// For a shared allocation ([`Backend::allocate_shared`]), its address in the memory host
+    /// and device share: the pointer an OpenCL kernel takes through
+    /// `clSetKernelArgSVMPointer`, the block's own address on CUDA. `None` for other blocks.
+    pub fn shared_address(&self) -> Option<*mut u8> {
+        self.shared.map(NonNull::as_ptr)
+    }
+
     /// Consumes the block, returning its raw handle to the backend that releases it.
     pub(crate) fn into_raw(self) -> *mut c_void {
         self.handle
     }
+}
+
+/// What a mapping ([`Backend::map`]) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapMode {
+    /// Reading the device's bytes.
+    Read,
+    /// Reading and writing them.
+    Write,
+    /// Overwriting every byte: the device's bytes are not fetched (OpenCL's
+    /// `CL_MAP_WRITE_INVALIDATE_REGION`).
+    WriteDiscard,
+}
+
+/// Where a shared allocation's pages should go ([`Backend::migrate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateTo {
+    /// The device's memory, ahead of kernels.
+    Device,
+    /// Host memory, ahead of host access.
+    Host,
 }
 
 /// An in-order stream of device work. Cloning a queue gives another handle to the same stream.
@@ -286,12 +338,15 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     /// [`Error::ReleasedToWrongBackend`](crate::Error::ReleasedToWrongBackend).
     fn release(&self, block: DeviceBlock) -> Result<()>;
     /// The block's memory as host bytes, where the device's memory *is* host memory that the
-    /// host can read directly (the host backend); `None` elsewhere, and for a block of another
-    /// backend. A buffer uses this to keep one shared allocation instead of two copies.
+    /// host can read directly (the host backend) or the block is a shared allocation
+    /// ([`Backend::allocate_shared`]); `None` elsewhere, and for a block of another backend. A
+    /// buffer uses this to keep one shared allocation instead of two copies. Device work on a
+    /// shared allocation must be finished before the host reads it (the caller orders it).
     fn host_bytes<'a>(&self, block: &'a DeviceBlock) -> Option<&'a [u8]>;
-    /// Where a host-addressable block's bytes are (the host backend), to hand to code outside
-    /// hetmem; `None` elsewhere and for a block of another backend. Valid for `block.size()`
-    /// bytes while the block lives; reads and writes through it must not race hetmem's.
+    /// Where a host-addressable block's bytes are (the host backend, shared allocations), to
+    /// hand to code outside hetmem; `None` elsewhere and for a block of another backend. Valid
+    /// for `block.size()` bytes while the block lives; reads and writes through it must not
+    /// race hetmem's.
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8>;
     /// [`Backend::host_bytes`], for writing.
     fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]>;
@@ -317,6 +372,39 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
         len: usize,
         access: &mut dyn FnMut(&[u8]),
     ) -> Result<bool>;
+    /// Maps bytes `offset..offset + len` of `block` into host memory once the work enqueued on
+    /// `queue` before this call is done (blocking), and returns where they are: zero-copy where
+    /// the device shares memory with the host (PoCL, integrated GPUs), a driver copy elsewhere.
+    /// With [`MapMode::Read`] the bytes must not be written; with [`MapMode::WriteDiscard`] they
+    /// start unspecified. End it with [`Backend::unmap`] before the device uses the block again
+    /// (reading, for a read mapping, is allowed). Host-memory and shared blocks map to their own
+    /// address, no driver call. A device without mapped access answers
+    /// [`Error::Unsupported`](crate::Error::Unsupported); zero bytes is
+    /// [`Error::ZeroLength`](crate::Error::ZeroLength). On OpenCL a second mapping of one block
+    /// waits until the first is unmapped (PoCL mis-serves two at once), so never hold two of one
+    /// block in one thread; buffers' map guards take the buffer exclusively for that reason.
+    fn map(
+        &self,
+        queue: &Queue,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        mode: MapMode,
+    ) -> Result<*mut u8>;
+    /// Ends the mapping at `ptr` (what [`Backend::map`] returned for `block`), enqueued on
+    /// `queue` and waited for: the device sees what was written, and work enqueued on `queue`
+    /// afterwards comes after it.
+    fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()>;
+    /// A block of `bytes` bytes that host and device both address
+    /// ([`DeviceBlock::shared_address`]): OpenCL fine-grained SVM (the block is a `cl_mem`
+    /// over it), CUDA managed memory. Where `capabilities().shared_allocations`; elsewhere
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock>;
+    /// Starts moving a shared allocation's pages to where they are used next, ordered on
+    /// `queue` (CUDA's `cuMemPrefetchAsync`); a hint that does nothing where shared memory
+    /// stays put (PoCL). A block that is not a shared allocation is
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()>;
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 

@@ -28,7 +28,7 @@ pub use super::parts::{read_parts_in_turn, write_parts_in_turn};
 pub use super::staging::StagingMemory;
 use super::{
     Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock, DeviceInfo, Event,
-    PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
+    MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer, UserEvent, WritePart,
 };
 use crate::error::{BackendError, Error, Result};
 
@@ -128,32 +128,41 @@ pub trait RawBackend: Send + Sync + 'static {
         blocks: &[&DeviceBlock],
         parts: &mut [ReadPart<'_>],
     ) -> std::result::Result<(), PartFailures>;
-    /// Lets `access` write `len` bytes at `offset` in place through a host mapping. Called
-    /// only where `capabilities().mapped_access` and not `host_addressable` (the checked layer
-    /// writes host memory directly); elsewhere, return [`unsupported`].
+    /// Maps `len` bytes (never zero) at `offset` of `block` into host memory, once the work
+    /// enqueued on `queue` before it is done, and returns where they are; the device sees what
+    /// the host wrote there once [`RawBackend::unmap`] returns. Called only where
+    /// `capabilities().mapped_access`, for blocks that are not host memory (the checked layer
+    /// reaches those directly); elsewhere, return [`unsupported`]. A backend whose driver
+    /// cannot map one object twice at once makes a second map of a block wait for the first
+    /// unmap.
     ///
     /// # Safety
     /// See the trait docs.
-    unsafe fn write_mapped(
+    unsafe fn map(
         &self,
         queue: &Queue,
-        dst: &mut DeviceBlock,
+        block: &DeviceBlock,
         offset: usize,
         len: usize,
-        access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()>;
-    /// [`RawBackend::write_mapped`], for reading.
+        mode: MapMode,
+    ) -> Result<*mut u8>;
+    /// Ends the mapping at `ptr` that [`RawBackend::map`] made of `block`, on `queue`; blocking.
+    ///
+    /// # Safety
+    /// See the trait docs; `ptr` is a live mapping of `block` made by this backend.
+    unsafe fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()>;
+    /// A block of `bytes` bytes (checked as for `allocate`) that the host addresses too, its
+    /// host address given to [`shared_block`]: OpenCL fine-grained SVM, CUDA managed memory.
+    /// Released by [`RawBackend::release`]. Called only where
+    /// `capabilities().shared_allocations`; elsewhere, return [`unsupported`].
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock>;
+    /// Starts moving a shared block's pages to where they will be used next, ordered on
+    /// `queue` (CUDA's `cuMemPrefetchAsync`); a hint, so devices whose shared memory does not
+    /// move do nothing. Called only for blocks from [`RawBackend::allocate_shared`].
     ///
     /// # Safety
     /// See the trait docs.
-    unsafe fn read_mapped(
-        &self,
-        queue: &Queue,
-        src: &DeviceBlock,
-        offset: usize,
-        len: usize,
-        access: &mut dyn FnMut(&[u8]),
-    ) -> Result<()>;
+    unsafe fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()>;
     /// Asynchronous copy of `region.len` staging bytes into a block. The caller records the returned
     /// event on the staging buffer; the memory stays valid and unchanged until it completes.
     ///
@@ -237,6 +246,22 @@ pub trait RawBackend: Send + Sync + 'static {
 pub unsafe fn device_block(backend: BackendId, handle: *mut c_void, size: usize) -> DeviceBlock {
     // SAFETY: the caller upholds the same contract.
     unsafe { DeviceBlock::from_raw(backend, handle, size) }
+}
+
+/// Wraps a backend's shared allocation ([`RawBackend::allocate_shared`]): device memory that
+/// the host reaches at `host`.
+///
+/// # Safety
+/// As [`device_block`]; besides, `host` addresses the block's `size` bytes from the host for
+/// as long as the block lives.
+pub unsafe fn shared_block(
+    backend: BackendId,
+    handle: *mut c_void,
+    size: usize,
+    host: std::ptr::NonNull<u8>,
+) -> DeviceBlock {
+    // SAFETY: the caller upholds the same contract.
+    unsafe { DeviceBlock::shared(backend, handle, size, host) }
 }
 
 /// Wraps a backend's queue object; users get queues from

@@ -65,6 +65,8 @@ pub fn recommend(usage: &[Usage], caps: &Capabilities) -> Vec<Recommendation> {
         if trips >= ROUND_TRIPS && u.placement != Placement::Shared {
             let better = if caps.host_addressable {
                 "use Placement::Shared: this device's memory is host memory, so nothing needs to move"
+            } else if caps.shared_allocations {
+                "use Placement::Shared: this device shares memory with the host (SVM, managed memory), so nothing needs to move"
             } else if caps.pinned_staging && u.placement != Placement::HostPinned {
                 "use Placement::HostPinned so the transfers run at DMA speed, or keep the data on one side longer"
             } else {
@@ -135,6 +137,7 @@ mod tests {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            shared_allocations: false,
         }
     }
 

@@ -17,6 +17,7 @@ mod adopt;
 pub use adopt::CudaRegistered;
 mod driver;
 mod event;
+mod managed;
 mod open;
 mod pinned;
 
@@ -35,8 +36,8 @@ use self::event::{gate, stream_wait, CuEvent, Notifier};
 use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
     check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
-    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
-    WritePart,
+    DeviceInfo, Event, MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer,
+    UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -207,6 +208,7 @@ impl RawBackend for CudaBackend {
     }
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
+        let managed = block.shared_address().is_some();
         let address = block.into_raw() as CUdeviceptr;
         if let Some(give_back) = self.adopted.take(address) {
             // Memory of the caller's: handed back once every queue's work on it is done.
@@ -215,7 +217,7 @@ impl RawBackend for CudaBackend {
             return Ok(());
         }
         let stream = self.bound(&self.queue)?;
-        if self.async_allocation {
+        if self.async_allocation && !managed {
             // Freed in the default stream's order, after the work every queue has enqueued.
             self.order_after_others(stream)?;
             // SAFETY: the block was ours (the caller's guarantee) and is consumed, so it is freed
@@ -304,28 +306,30 @@ impl RawBackend for CudaBackend {
         unsafe { read_parts_in_turn(self, queues, blocks, parts) }
     }
 
-    /// Never reached: device memory is not mapped here (transfers go through staging).
-    unsafe fn write_mapped(
+    /// Never reached: device memory is not mapped here (transfers go through staging; shared
+    /// allocations are managed memory, which the host reaches in place).
+    unsafe fn map(
         &self,
         _queue: &Queue,
-        _dst: &mut DeviceBlock,
+        _block: &DeviceBlock,
         _offset: usize,
         _len: usize,
-        _access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
-        Err(unsupported(BackendKind::Cuda, "write_mapped"))
+        _mode: MapMode,
+    ) -> Result<*mut u8> {
+        Err(unsupported(BackendKind::Cuda, "map"))
     }
 
-    /// As `write_mapped`.
-    unsafe fn read_mapped(
-        &self,
-        _queue: &Queue,
-        _src: &DeviceBlock,
-        _offset: usize,
-        _len: usize,
-        _access: &mut dyn FnMut(&[u8]),
-    ) -> Result<()> {
-        Err(unsupported(BackendKind::Cuda, "read_mapped"))
+    /// As `map`.
+    unsafe fn unmap(&self, _queue: &Queue, _block: &DeviceBlock, _ptr: *mut u8) -> Result<()> {
+        Err(unsupported(BackendKind::Cuda, "unmap"))
+    }
+
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
+        self.allocate_managed(bytes)
+    }
+
+    unsafe fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()> {
+        self.prefetch(queue, block, to)
     }
 
     unsafe fn write_staged(

@@ -9,6 +9,7 @@ use cudarc::driver::{result, CudaContext};
 use super::adopt::Adopted;
 use super::driver::{self, check_driver, unavailable, DriverResult, Status};
 use super::event::Notifier;
+use super::managed::managed_memory;
 use super::{guarded, CudaBackend, ALIGNMENT};
 use crate::backend::{
     BackendId, BackendKind, Capabilities, DeviceInfo, PeerDomain, Queue, UsageCounters,
@@ -94,6 +95,7 @@ impl CudaBackend {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            shared_allocations: managed_memory(&ctx)?,
         };
         let default_stream = ctx.new_stream().cu("cuStreamCreate")?;
         let id = BackendId::unique();

@@ -19,8 +19,8 @@ use self::queue::{Held, HostQueue};
 use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
     check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
-    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
-    WritePart,
+    DeviceInfo, Event, MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer,
+    UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, HostRegion, HostSource, SourceStats};
@@ -230,6 +230,8 @@ impl RawBackend for HostBackend {
             pinned_staging: false,
             host_addressable: true,
             mapped_access: true,
+            // Every block is host memory already.
+            shared_allocations: false,
         }
     }
 
@@ -369,28 +371,31 @@ impl RawBackend for HostBackend {
         unsafe { read_parts_in_turn(self, queues, blocks, parts) }
     }
 
-    /// Never reached: host blocks are host-addressable, accessed in place by the checked layer.
-    unsafe fn write_mapped(
+    /// Never reached: host blocks are host-addressable, mapped in place by the checked layer.
+    unsafe fn map(
         &self,
         _queue: &Queue,
-        _dst: &mut DeviceBlock,
+        _block: &DeviceBlock,
         _offset: usize,
         _len: usize,
-        _access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
-        Err(unsupported(BackendKind::Host, "write_mapped"))
+        _mode: MapMode,
+    ) -> Result<*mut u8> {
+        Err(unsupported(BackendKind::Host, "map"))
     }
 
-    /// Never reached, as `write_mapped`.
-    unsafe fn read_mapped(
-        &self,
-        _queue: &Queue,
-        _src: &DeviceBlock,
-        _offset: usize,
-        _len: usize,
-        _access: &mut dyn FnMut(&[u8]),
-    ) -> Result<()> {
-        Err(unsupported(BackendKind::Host, "read_mapped"))
+    /// Never reached, as `map`.
+    unsafe fn unmap(&self, _queue: &Queue, _block: &DeviceBlock, _ptr: *mut u8) -> Result<()> {
+        Err(unsupported(BackendKind::Host, "unmap"))
+    }
+
+    /// Never reached: every block is host memory (`host_addressable`), none needs sharing.
+    fn allocate_shared(&self, _bytes: usize) -> Result<DeviceBlock> {
+        Err(unsupported(BackendKind::Host, "allocate_shared"))
+    }
+
+    /// Never reached, as `allocate_shared`.
+    unsafe fn migrate(&self, _queue: &Queue, _block: &DeviceBlock, _to: MigrateTo) -> Result<()> {
+        Err(unsupported(BackendKind::Host, "migrate"))
     }
 
     unsafe fn write_staged(

@@ -12,11 +12,12 @@ mod event;
 mod mapping;
 mod open;
 mod parts;
+mod shared;
 mod staging;
 
 use errors::allocation_error;
 pub(crate) use errors::cl_error;
-use mapping::{MapFor, Mapping};
+use mapping::Mapped;
 use staging::ClStaging;
 
 use crate::sync::Unpoison;
@@ -30,18 +31,15 @@ use opencl3::device::Device;
 use opencl3::event::{
     create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
 };
-use opencl3::memory::{
-    create_buffer, release_mem_object, CL_MAP_READ, CL_MAP_WRITE_INVALIDATE_REGION,
-    CL_MEM_READ_WRITE,
-};
+use opencl3::memory::{create_buffer, release_mem_object, CL_MEM_READ_WRITE};
 use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use self::event::{ClEvent, Unfinished};
 use super::raw::{unsupported, RawBackend};
 use super::{
     check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
-    DeviceInfo, Event, PartFailures, Queue, ReadPart, StagingBuffer, UsageCounters, UserEvent,
-    WritePart,
+    DeviceInfo, Event, MapMode, MigrateTo, PartFailures, Queue, ReadPart, StagingBuffer,
+    UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
 
@@ -57,11 +55,8 @@ pub struct OpenClBackend {
     queue: Queue,
     /// Every queue created, so `synchronize` can finish them all.
     queues: Mutex<Vec<Arc<CommandQueue>>>,
-    /// Held while a block is mapped: PoCL 3.1 crashes (SIGSEGV inside the copy out of the
-    /// mapping) when two threads map one buffer at once, even both for reading — seen here
-    /// within 20,000 concurrent 64 KiB read maps. Maps are rare (no plan picks them unasked
-    /// where they lose), so one at a time per device costs nothing that matters.
-    maps: Mutex<()>,
+    /// The buffers mapped now: one mapping per buffer at a time (see `mapping.rs`).
+    mapped: Mapped,
     /// Barriers and scattered parts, held until they finish (see [`Unfinished`]).
     unfinished: Arc<Unfinished>,
     info: DeviceInfo,
@@ -108,30 +103,6 @@ impl OpenClBackend {
         Ok(Event::from_source(Arc::new(ClEvent::from_handle(
             event, self,
         ))))
-    }
-
-    /// Maps `offset..offset + len` of `block`, lets `access` at the bytes, unmaps.
-    ///
-    /// # Safety
-    /// `block` is this backend's and the range lies inside it.
-    unsafe fn mapped(
-        &self,
-        queue: &Queue,
-        purpose: MapFor,
-        block: &DeviceBlock,
-        offset: usize,
-        len: usize,
-        access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
-        let q = self.command_queue(queue)?;
-        let flags = match purpose {
-            MapFor::Write => CL_MAP_WRITE_INVALIDATE_REGION,
-            MapFor::Read => CL_MAP_READ,
-        };
-        let _one_at_a_time = self.maps.lock().unpoisoned();
-        let mut mapping = Mapping::new(q, mem(block), flags, offset, len)?;
-        access(mapping.bytes_mut());
-        mapping.unmap()
     }
 
     /// Wraps an enqueue's event and flushes the queue so the work starts (and callbacks fire)
@@ -285,28 +256,32 @@ impl RawBackend for OpenClBackend {
         Ok(())
     }
 
-    unsafe fn write_mapped(
+    unsafe fn map(
         &self,
         queue: &Queue,
-        dst: &mut DeviceBlock,
+        block: &DeviceBlock,
         offset: usize,
         len: usize,
-        access: &mut dyn FnMut(&mut [u8]),
-    ) -> Result<()> {
-        // SAFETY: the caller's guarantees, passed on.
-        unsafe { self.mapped(queue, MapFor::Write, dst, offset, len, access) }
+        mode: MapMode,
+    ) -> Result<*mut u8> {
+        let q = self.command_queue(queue)?;
+        // SAFETY: the caller's guarantees: the block is this backend's and the range inside.
+        unsafe { self.mapped.map(q, mem(block), offset, len, mode) }
     }
 
-    unsafe fn read_mapped(
-        &self,
-        queue: &Queue,
-        src: &DeviceBlock,
-        offset: usize,
-        len: usize,
-        access: &mut dyn FnMut(&[u8]),
-    ) -> Result<()> {
-        // SAFETY: the caller's guarantees, passed on.
-        unsafe { self.mapped(queue, MapFor::Read, src, offset, len, &mut |b| access(b)) }
+    unsafe fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()> {
+        let q = self.command_queue(queue)?;
+        // SAFETY: the caller's guarantee: `ptr` is a live mapping of this block.
+        unsafe { self.mapped.unmap(q, mem(block), ptr) }
+    }
+
+    fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
+        self.allocate_svm(bytes)
+    }
+
+    /// Fine-grained SVM does not move between host and device memory here (a hint to skip).
+    unsafe fn migrate(&self, _queue: &Queue, _block: &DeviceBlock, _to: MigrateTo) -> Result<()> {
+        Ok(())
     }
 
     unsafe fn write_parts(

@@ -4,11 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use opencl3::context::Context;
-use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
+use opencl3::device::{Device, CL_DEVICE_SVM_FINE_GRAIN_BUFFER, CL_DEVICE_TYPE_ALL};
 use opencl3::error_codes::CL_DEVICE_NOT_FOUND;
 use opencl3::platform::{get_platforms, Platform};
 
 use super::errors::{cl_error, unavailable};
+use super::mapping::Mapped;
 use super::{OpenClBackend, CL_PLATFORM_NOT_FOUND_KHR};
 use crate::backend::raw::RawBackend;
 use crate::backend::{BackendId, BackendKind, Capabilities, DeviceInfo, Queue, UsageCounters};
@@ -101,6 +102,8 @@ impl OpenClBackend {
             // A cl_mem is reachable from the host only while mapped.
             host_addressable: false,
             mapped_access: true,
+            // Fine-grained buffer SVM: host and device share the pointer, no map needed.
+            shared_allocations: device.svm_mem_capability() & CL_DEVICE_SVM_FINE_GRAIN_BUFFER != 0,
         };
         let mut backend = OpenClBackend {
             id,
@@ -108,7 +111,7 @@ impl OpenClBackend {
             context,
             queue: Queue::new(id, Arc::new(())),
             queues: Mutex::new(Vec::new()),
-            maps: Mutex::new(()),
+            mapped: Mapped::default(),
             unfinished: Arc::default(),
             info,
             capabilities,

@@ -263,6 +263,8 @@ mod tests {
             pinned_staging: bits & 8 != 0,
             host_addressable: bits & 16 != 0,
             mapped_access: bits & 32 != 0,
+            // Shared allocations are never transferred: no plan reads it.
+            shared_allocations: false,
         })
     }
 
