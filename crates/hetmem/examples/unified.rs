@@ -32,6 +32,24 @@ fn main() -> Result<()> {
         }
         assert_eq!(buf.host()?[100..105], [3.0, 3.0, 3.0, 3.0, 1.0]); // 16 bytes come back
 
+        // The device copy mapped into host memory: zero-copy where the device shares memory
+        // with the host (PoCL, integrated GPUs); unmapped when the guard drops.
+        let caps = backend.capabilities();
+        if caps.mapped_access || caps.host_addressable {
+            assert_eq!(buf.map_read()?[100], 3.0); // the device copy, read in place
+            buf.map_write()?[0] = 4.0; // written in place: the host copy goes stale there
+            assert_eq!(buf.host()?[0], 4.0);
+        }
+        // One allocation both sides address (OpenCL fine-grained SVM, CUDA managed memory):
+        // never a transfer.
+        if caps.shared_allocations || caps.host_addressable {
+            let shared = AllocOptions::new().placement(Placement::Shared);
+            let mut one = manager.alloc_with::<f32>(1 << 20, shared)?;
+            one.host_discard()?.fill(5.0);
+            drop(one.device()?); // nothing moves
+            assert_eq!(one.metrics().host_to_device.bytes, 0);
+        }
+
         let m = buf.metrics();
         println!(
             "{label}: host→device {} transfers, {} bytes; device→host {} transfers, {} bytes",

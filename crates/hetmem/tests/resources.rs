@@ -336,7 +336,8 @@ fn manager_allocation_modes(b: &Arc<dyn Backend>) {
         Err(Error::InvalidArgument(_))
     ));
     let unified = AllocOptions::new().mode(AllocMode::Unified);
-    match b.capabilities().host_addressable {
+    let caps = b.capabilities();
+    match caps.host_addressable || caps.shared_allocations {
         true => {
             let buffer = manager.from_slice_with(&[1u32, 2, 3], unified).unwrap();
             assert_eq!(buffer.to_vec().unwrap(), [1, 2, 3]);

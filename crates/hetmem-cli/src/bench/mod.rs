@@ -5,6 +5,7 @@ mod alloc;
 mod buffer;
 mod harness;
 mod host;
+mod mapped;
 mod pattern;
 mod pinned;
 mod plot;
@@ -91,6 +92,7 @@ impl Suite {
         buffer::register(&mut suite);
         host::register(&mut suite);
         pinned::register(&mut suite);
+        mapped::register(&mut suite);
         suite
     }
 

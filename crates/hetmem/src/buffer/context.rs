@@ -26,8 +26,11 @@ pub enum Residency {
     Auto,
     /// A host copy and a device copy, kept coherent by transfers.
     Mirrored,
-    /// One allocation both sides use: never a transfer. Only where the device's blocks are host
-    /// memory (`Capabilities::host_addressable`).
+    /// One allocation both sides use: never a transfer. Where the device's blocks are host
+    /// memory (`Capabilities::host_addressable`), or it allocates memory host and device share
+    /// (`Capabilities::shared_allocations`: OpenCL fine-grained SVM, CUDA managed memory). The
+    /// latter are a driver allocation each, not cached, and host access to them first waits
+    /// for the work enqueued on the buffer's queue once a device guard was handed out.
     Shared,
 }
 
@@ -60,7 +63,9 @@ pub(crate) struct ContextShared {
     /// The device's largest allocation and whether its blocks are host memory, read once:
     /// `info()` may query the driver or the OS, which allocation must not do each time.
     max_allocation: u64,
-    host_addressable: bool,
+    pub(crate) host_addressable: bool,
+    /// The device allocates memory it shares with the host (`Capabilities::shared_allocations`).
+    shared_allocations: bool,
     closed: AtomicBool,
 }
 
@@ -88,6 +93,14 @@ impl ContextShared {
         };
         let pinned = PinnedHost::new(self.engine.staging_pool().take(len)?)?;
         self.host_unpooled.adopt(backend.adopt(pinned)?)
+    }
+
+    /// `len` bytes that host and device both address (SVM, managed memory), for a shared
+    /// buffer on a device whose ordinary blocks are not host memory: a driver allocation each,
+    /// charged to the device stack's limit and statistics like any block.
+    pub(crate) fn shared_allocation(&self, len: usize) -> Result<PooledBlock> {
+        let block = self.device_backend().allocate_shared(len)?;
+        self.device_unpooled.adopt(block)
     }
 
     pub(crate) fn check_size(&self, bytes: usize) -> Result<()> {
@@ -144,6 +157,7 @@ impl BufferContext {
         let max_allocation = device.backend().info().max_allocation;
         let caps = device.backend().capabilities();
         let host_addressable = caps.host_addressable;
+        let shared_allocations = caps.shared_allocations;
         let asynchronous = caps.async_copies && !host_addressable;
         let unpooled = |pool: &CachingAllocator| {
             CachingAllocator::over(pool.upstream().clone(), CachingConfig::unpooled())
@@ -160,6 +174,7 @@ impl BufferContext {
                 asynchronous,
                 max_allocation,
                 host_addressable,
+                shared_allocations,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -226,12 +241,13 @@ impl BufferContext {
         let shared = match residency {
             Residency::Auto => addressable,
             Residency::Mirrored => false,
-            Residency::Shared if addressable => true,
+            Residency::Shared if addressable || self.shared.shared_allocations => true,
             Residency::Shared => {
-                return Err(Error::invalid(format!(
-                    "{:?} cannot share one allocation with the host: its memory is not host-addressable",
-                    self.backend()
-                )))
+                return Err(Error::Unsupported {
+                    backend: self.backend().info().kind,
+                    what: "share one allocation with the host: its memory is not host memory \
+                           and it has no shared allocations (SVM, managed memory)",
+                })
             }
         };
         Ok(BufferStorage::new(

@@ -23,6 +23,7 @@ impl BufferStorage {
             self.tracker.lock().unpoisoned().settle(&self.valid);
         }
         if self.is_valid(Side::Host) {
+            self.await_device_work()?;
             let (slot, backend) = self.host_slot();
             let bytes = host_bytes(backend, allocated(&slot))?;
             dst.copy_from_slice(&bytes[offset..offset + dst.len()]);

@@ -56,11 +56,15 @@ impl Core {
         }
     }
 
-    /// A block of `len` bytes for `side`: from its pool, or for a pinned host copy page-locked
-    /// memory from the pinned pool, adopted by the host backend.
+    /// A block of `len` bytes for `side`: from its pool; for a pinned host copy page-locked
+    /// memory from the pinned pool, adopted by the host backend; for a shared buffer on a
+    /// device whose blocks are not host memory, a shared allocation (SVM, managed memory).
     pub(super) fn allocate(&self, side: Side, len: usize) -> Result<PooledBlock> {
         if side == Side::Host && self.pinned {
             return self.ctx.pinned_host(len);
+        }
+        if self.shared && !self.ctx.host_addressable {
+            return self.ctx.shared_allocation(len);
         }
         self.pool(side).allocate(len)
     }

@@ -194,7 +194,7 @@ impl BufferStorage {
 
     /// Marks the device block as reachable by the user's device work (a device guard exists).
     pub(crate) fn expose(&self) {
-        self.exposed.store(true, Ordering::Relaxed);
+        self.exposed.store(true, Ordering::Release);
     }
 
     pub(crate) fn is_valid(&self, side: Side) -> bool {
@@ -218,9 +218,25 @@ impl BufferStorage {
         }
     }
 
+    /// Before the host touches a shared allocation of a device whose blocks are not host memory
+    /// (SVM, managed memory), waits for the work enqueued on the buffer's queue — the user's
+    /// kernels, once a device guard was handed out (hetmem's own device work there is waited
+    /// for when it is enqueued).
+    pub(super) fn await_device_work(&self) -> Result<()> {
+        let shared_device_memory = self.core.shared && !self.core.ctx.host_addressable;
+        if shared_device_memory && self.exposed.load(Ordering::Acquire) {
+            let backend = self.core.ctx.device_backend();
+            backend.enqueue_marker(&self.core.ctx.queue)?.wait()?;
+        }
+        Ok(())
+    }
+
     /// Makes `side` valid for reading, transferring its stale ranges if needed.
     pub(crate) fn acquire(&self, side: Side) -> Result<()> {
         self.core.metrics.touch();
+        if side == Side::Host {
+            self.await_device_work()?;
+        }
         if self.is_valid(side) {
             return Ok(());
         }
@@ -264,6 +280,9 @@ impl BufferStorage {
         self.core.metrics.touch();
         if range.is_empty() {
             return Ok(());
+        }
+        if side == Side::Host {
+            self.await_device_work()?;
         }
         let (core, tracker, slots, valid) = self.parts_mut();
         let exclude = if discard { range.clone() } else { 0..0 };

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::ops::{Bound, Deref, DerefMut, Range, RangeBounds};
 
 use super::guards::{DeviceMut, DeviceRef, HostMut, HostRef};
+use super::map_guards::{MapMut, MapRef};
 use super::metrics::BufferMetrics;
 use super::storage::BufferStorage;
 use super::{CoherenceState, Residency, Side};
@@ -371,6 +372,29 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
         self.storage.expose();
         let lent = self.storage.lend_device();
         Ok(DeviceMut { lent, range })
+    }
+
+    /// The device copy mapped into host memory for reading ([map guards](super::MapRef)):
+    /// zero-copy where the device shares memory with the host; uploads stale ranges first.
+    /// Exclusive like the mutable guards, and unmapped when the guard drops.
+    pub fn map_read(&mut self) -> Result<MapRef<'_, T>> {
+        let range = self.bytes();
+        self.storage.map_read(range)
+    }
+
+    /// The device copy mapped for reading and writing; uploads stale ranges first and marks
+    /// the host copy stale over this view. The device holds what was written once the guard
+    /// drops (or [`MapMut::unmap`] returns).
+    pub fn map_write(&mut self) -> Result<MapMut<'_, T>> {
+        let range = self.bytes();
+        self.storage.map_write(range, false)
+    }
+
+    /// The device copy mapped for overwriting every element: nothing is uploaded or fetched
+    /// (OpenCL's `CL_MAP_WRITE_INVALIDATE_REGION`), so the contents start unspecified.
+    pub fn map_discard(&mut self) -> Result<MapMut<'_, T>> {
+        let range = self.bytes();
+        self.storage.map_write(range, true)
     }
 
     /// Writes `src` at element `offset` into the newest copy (never forcing a download); the

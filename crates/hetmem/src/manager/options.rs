@@ -19,7 +19,9 @@ pub enum Placement {
     HostPinned,
     /// Lives on the device; a host copy is made when the host first uses it.
     Device,
-    /// One allocation both sides use, never a transfer; only where device memory is host memory.
+    /// One allocation both sides use, never a transfer: where device memory is host memory,
+    /// or the device allocates memory it shares with the host (OpenCL fine-grained SVM, CUDA
+    /// managed memory; not cached: a driver allocation each).
     Shared,
 }
 
@@ -64,8 +66,9 @@ pub enum AllocMode {
     /// Pooled, living on the host with every transfer through page-locked staging memory:
     /// [`Placement::HostPinned`].
     Pinned,
-    /// Pooled, one allocation both sides use, never a transfer: [`Placement::Shared`] (only
-    /// where the device's memory is host memory).
+    /// One allocation both sides use, never a transfer: [`Placement::Shared`] (where the
+    /// device's memory is host memory, pooled; where it allocates shared memory, SVM or
+    /// managed memory).
     Unified,
 }
 

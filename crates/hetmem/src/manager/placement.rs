@@ -32,7 +32,8 @@ pub struct Decision {
 /// |---|---|---|
 /// | any but `Shared` | host-addressable memory | `Shared`: one allocation, no transfers |
 /// | `Shared` | host-addressable memory | `Shared` |
-/// | `Shared` | separate memory | error: nothing to share |
+/// | `Shared` | separate memory with shared allocations (SVM, managed) | `Shared`: one shared allocation |
+/// | `Shared` | separate memory, no shared allocations | error: nothing to share |
 /// | `Host` | separate memory | two copies, home on the host |
 /// | `HostPinned` | separate, pinned staging | two copies, home on the host in the device's page-locked memory (the engine's pinned pool): syncs move by DMA straight from it, one call each on a discrete GPU |
 /// | `HostPinned` | separate, no pinned staging | as `Host` |
@@ -52,25 +53,26 @@ pub fn decide(
         return Ok(shared());
     }
     let staged = caps.pinned_staging;
-    let resolved = match placement {
-        Placement::Shared => {
-            return Err(Error::invalid(
-                "Placement::Shared needs a device whose memory is host memory; \
-                 this device's is not (use Host, HostPinned or Device)",
-            ))
-        }
-        Placement::Auto => match access {
-            AccessPattern::Streaming if staged && !caps.unified_memory => Placement::HostPinned,
-            AccessPattern::Streaming => Placement::Host,
-            AccessPattern::ReadMostly | AccessPattern::WriteOnce => Placement::Device,
-            AccessPattern::Sequential if bytes >= LARGE_SEQUENTIAL => Placement::Device,
-            AccessPattern::Sequential | AccessPattern::Random | AccessPattern::Unknown => {
-                Placement::Host
-            }
-        },
-        Placement::HostPinned if !staged => Placement::Host,
-        other => other,
-    };
+    let resolved =
+        match placement {
+            Placement::Shared if caps.shared_allocations => return Ok(shared()),
+            Placement::Shared => return Err(Error::invalid(
+                "Placement::Shared needs a device whose memory is host memory or that allocates \
+                 memory shared with the host (SVM, managed memory); this device does neither \
+                 (use Host, HostPinned or Device)",
+            )),
+            Placement::Auto => match access {
+                AccessPattern::Streaming if staged && !caps.unified_memory => Placement::HostPinned,
+                AccessPattern::Streaming => Placement::Host,
+                AccessPattern::ReadMostly | AccessPattern::WriteOnce => Placement::Device,
+                AccessPattern::Sequential if bytes >= LARGE_SEQUENTIAL => Placement::Device,
+                AccessPattern::Sequential | AccessPattern::Random | AccessPattern::Unknown => {
+                    Placement::Host
+                }
+            },
+            Placement::HostPinned if !staged => Placement::Host,
+            other => other,
+        };
     Ok(match resolved {
         Placement::Device => mirrored(Placement::Device, Side::Device, None),
         Placement::HostPinned => {
@@ -114,6 +116,7 @@ mod tests {
             pinned_staging: false,
             host_addressable: true,
             mapped_access: true,
+            shared_allocations: false,
         }
     }
 
@@ -126,6 +129,7 @@ mod tests {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            shared_allocations: false,
         }
     }
 
@@ -164,6 +168,20 @@ mod tests {
         let err = decide(Placement::Shared, AccessPattern::Unknown, &discrete(), 64).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)));
         assert!(err.to_string().contains("HostPinned"), "{err}");
+    }
+
+    #[test]
+    fn row_shared_on_a_device_with_shared_allocations_is_one_shared_allocation() {
+        let svm = Capabilities {
+            shared_allocations: true,
+            ..unified_opaque()
+        };
+        for a in AccessPattern::ALL {
+            assert_eq!(decide(Placement::Shared, a, &svm, 64).unwrap(), shared());
+            // Only when asked: other placements keep two copies.
+            let host = decide(Placement::Host, a, &svm, 64).unwrap();
+            assert_eq!(host.residency, Residency::Mirrored, "{a:?}");
+        }
     }
 
     #[test]
