@@ -150,6 +150,7 @@ fn capabilities(c: &Capabilities) -> String {
         (c.pinned_staging, "pinned-staging"),
         (c.host_addressable, "host-addressable"),
         (c.mapped_access, "mapped-access"),
+        (c.shared_allocations, "shared-allocations"),
     ];
     let on: Vec<&str> = flags.iter().filter(|(f, _)| *f).map(|(_, n)| *n).collect();
     if on.is_empty() {

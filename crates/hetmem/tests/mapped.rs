@@ -324,6 +324,20 @@ fn shared_placement_keeps_one_copy(b: &Arc<dyn Backend>) {
         "new elements read as zeros"
     );
     drop(buf);
+    if caps.shared_allocations {
+        // Shared allocations are cached apart from device blocks: the next buffer of that
+        // size reuses the block, and trimming gives it back.
+        let pooled = m.stats().shared;
+        // The block from before the resize and the one after.
+        assert_eq!(pooled.bytes_cached, (3 * N * 4) as u64);
+        let again: UnifiedBuffer<u32> = m.alloc_with(2 * N, shared).unwrap();
+        assert_eq!(again.to_vec().unwrap(), vec![0; 2 * N], "zeroed again");
+        let reused = m.stats().shared;
+        assert_eq!(reused.hits, pooled.hits + 1);
+        assert_eq!(reused.backend_allocations, pooled.backend_allocations);
+        assert!(m.summary().contains("shared pool"));
+        drop(again);
+    }
     m.trim().unwrap();
     assert_eq!(b.usage().live_bytes, before, "the shared memory went back");
 }

@@ -13,7 +13,7 @@ use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, PinnedHost};
 use crate::pool::{CachingAllocator, CachingConfig, PooledBlock};
-use crate::resource::MemoryResource;
+use crate::resource::{MemoryResource, SharedResource};
 use crate::transfer::{Background, Strategy, TransferConfig, TransferEngine};
 
 /// How a buffer keeps its data.
@@ -28,8 +28,8 @@ pub enum Residency {
     Mirrored,
     /// One allocation both sides use: never a transfer. Where the device's blocks are host
     /// memory (`Capabilities::host_addressable`), or it allocates memory host and device share
-    /// (`Capabilities::shared_allocations`: OpenCL fine-grained SVM, CUDA managed memory). The
-    /// latter are a driver allocation each, not cached, and host access to them first waits
+    /// (`Capabilities::shared_allocations`: OpenCL fine-grained SVM, CUDA managed memory, from
+    /// their own cache, [`BufferContext::shared_pool`]); host access to the latter first waits
     /// for the work enqueued on the buffer's queue once a device guard was handed out.
     Shared,
 }
@@ -64,9 +64,27 @@ pub(crate) struct ContextShared {
     /// `info()` may query the driver or the OS, which allocation must not do each time.
     max_allocation: u64,
     pub(crate) host_addressable: bool,
-    /// The device allocates memory it shares with the host (`Capabilities::shared_allocations`).
-    shared_allocations: bool,
+    /// Shared allocations (SVM, managed memory), where the device has them.
+    shared: Option<SharedPools>,
     closed: AtomicBool,
+}
+
+/// The caches of shared allocations: one pooled, one caching nothing (for unpooled buffers),
+/// both over a [`SharedResource`] on the device stack, so its limit and statistics count them.
+pub(crate) struct SharedPools {
+    pooled: CachingAllocator,
+    unpooled: CachingAllocator,
+}
+
+impl SharedPools {
+    fn over(device: &CachingAllocator) -> Self {
+        let shared: Arc<dyn MemoryResource> =
+            Arc::new(SharedResource::over(device.upstream().clone()));
+        SharedPools {
+            pooled: CachingAllocator::over(shared.clone(), CachingConfig::default()),
+            unpooled: CachingAllocator::over(shared, CachingConfig::unpooled()),
+        }
+    }
 }
 
 impl ContextShared {
@@ -96,11 +114,17 @@ impl ContextShared {
     }
 
     /// `len` bytes that host and device both address (SVM, managed memory), for a shared
-    /// buffer on a device whose ordinary blocks are not host memory: a driver allocation each,
-    /// charged to the device stack's limit and statistics like any block.
-    pub(crate) fn shared_allocation(&self, len: usize) -> Result<PooledBlock> {
-        let block = self.device_backend().allocate_shared(len)?;
-        self.device_unpooled.adopt(block)
+    /// buffer on a device whose ordinary blocks are not host memory: from the shared cache, or
+    /// with `pooled` off a driver allocation of its own.
+    pub(crate) fn shared_allocation(&self, len: usize, pooled: bool) -> Result<PooledBlock> {
+        let pools = self.shared.as_ref().ok_or(Error::Unsupported {
+            backend: self.device_backend().info().kind,
+            what: "allocate memory shared with the host",
+        })?;
+        match pooled {
+            true => pools.pooled.allocate(len),
+            false => pools.unpooled.allocate(len),
+        }
     }
 
     pub(crate) fn check_size(&self, bytes: usize) -> Result<()> {
@@ -157,7 +181,7 @@ impl BufferContext {
         let max_allocation = device.backend().info().max_allocation;
         let caps = device.backend().capabilities();
         let host_addressable = caps.host_addressable;
-        let shared_allocations = caps.shared_allocations;
+        let shared = caps.shared_allocations.then(|| SharedPools::over(&device));
         let asynchronous = caps.async_copies && !host_addressable;
         let unpooled = |pool: &CachingAllocator| {
             CachingAllocator::over(pool.upstream().clone(), CachingConfig::unpooled())
@@ -174,7 +198,7 @@ impl BufferContext {
                 asynchronous,
                 max_allocation,
                 host_addressable,
-                shared_allocations,
+                shared,
                 closed: AtomicBool::new(false),
             }),
         }
@@ -198,6 +222,12 @@ impl BufferContext {
     /// The pool host copies come from.
     pub fn host_pool(&self) -> &CachingAllocator {
         &self.shared.host
+    }
+
+    /// The pool of shared allocations (SVM, managed memory) that shared buffers take on a
+    /// device whose ordinary blocks are not host memory; `None` where it has none.
+    pub fn shared_pool(&self) -> Option<&CachingAllocator> {
+        self.shared.shared.as_ref().map(|p| &p.pooled)
     }
 
     /// A buffer of `len` elements that reads as zeros. Nothing is allocated until a side is
@@ -241,7 +271,7 @@ impl BufferContext {
         let shared = match residency {
             Residency::Auto => addressable,
             Residency::Mirrored => false,
-            Residency::Shared if addressable || self.shared.shared_allocations => true,
+            Residency::Shared if addressable || self.shared.shared.is_some() => true,
             Residency::Shared => {
                 return Err(Error::Unsupported {
                     backend: self.backend().info().kind,

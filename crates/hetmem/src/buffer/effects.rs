@@ -64,7 +64,7 @@ impl Core {
             return self.ctx.pinned_host(len);
         }
         if self.shared && !self.ctx.host_addressable {
-            return self.ctx.shared_allocation(len);
+            return self.ctx.shared_allocation(len, self.pooled);
         }
         self.pool(side).allocate(len)
     }

@@ -21,7 +21,7 @@ pub enum Placement {
     Device,
     /// One allocation both sides use, never a transfer: where device memory is host memory,
     /// or the device allocates memory it shares with the host (OpenCL fine-grained SVM, CUDA
-    /// managed memory; not cached: a driver allocation each).
+    /// managed memory, cached in a pool of their own).
     Shared,
 }
 

@@ -32,6 +32,9 @@ pub struct MemoryStats {
     pub device: CachingStats,
     /// The pool host copies come from.
     pub host: CachingStats,
+    /// The pool of shared allocations (SVM, managed memory) of `Placement::Shared` buffers, on
+    /// devices that have them (zero elsewhere).
+    pub shared: CachingStats,
     /// Every transfer the manager's buffers made.
     pub transfers: TransferStats,
     /// The engine's page-locked memory: staging, and the host copies of `HostPinned` buffers.
@@ -58,6 +61,7 @@ impl MemoryStats {
             bytes_released: c.bytes_released.load(Ordering::Relaxed),
             device: ctx.device_pool().stats(),
             host: ctx.host_pool().stats(),
+            shared: ctx.shared_pool().map(|p| p.stats()).unwrap_or_default(),
             transfers: ctx.engine().stats(),
             pinned: ctx.engine().staging_pool().stats(),
             host_source: (ctx.host_pool().backend().as_any())
@@ -75,25 +79,35 @@ impl MemoryStats {
         self.allocations.saturating_sub(self.releases)
     }
 
-    /// Bytes both pools hold from their backends: in use plus cached.
+    /// The caching pools: device, host, shared.
+    fn pools(&self) -> [&CachingStats; 3] {
+        [&self.device, &self.host, &self.shared]
+    }
+
+    /// `field` summed over the pools.
+    fn summed(&self, field: impl Fn(&CachingStats) -> u64) -> u64 {
+        self.pools().into_iter().map(field).sum()
+    }
+
+    /// Bytes the pools hold from their backends: in use plus cached.
     pub fn reserved_bytes(&self) -> u64 {
-        self.device.bytes_reserved + self.host.bytes_reserved
+        self.summed(|p| p.bytes_reserved)
     }
 
-    /// Bytes in blocks handed out by both pools.
+    /// Bytes in blocks handed out by the pools.
     pub fn in_use_bytes(&self) -> u64 {
-        self.device.bytes_in_use + self.host.bytes_in_use
+        self.summed(|p| p.bytes_in_use)
     }
 
-    /// Bytes in cached blocks of both pools.
+    /// Bytes in cached blocks of the pools.
     pub fn cached_bytes(&self) -> u64 {
-        self.device.bytes_cached + self.host.bytes_cached
+        self.summed(|p| p.bytes_cached)
     }
 
-    /// Pool hits over pool requests, both pools (0 before any request).
+    /// Pool hits over pool requests, all pools (0 before any request).
     pub fn hit_rate(&self) -> f64 {
-        let hits = self.device.hits + self.host.hits;
-        let requests = hits + self.device.misses + self.host.misses;
+        let hits = self.summed(|p| p.hits);
+        let requests = hits + self.summed(|p| p.misses);
         if requests == 0 {
             0.0
         } else {
@@ -103,7 +117,7 @@ impl MemoryStats {
 
     /// Bytes lost to rounding up to size classes in blocks in use.
     pub fn waste_bytes(&self) -> u64 {
-        self.device.waste_bytes + self.host.waste_bytes
+        self.summed(|p| p.waste_bytes)
     }
 
     /// External fragmentation of the caches: the share of cached bytes outside the largest cached
@@ -111,10 +125,10 @@ impl MemoryStats {
     /// that cannot serve a large request).
     pub fn fragmentation(&self) -> f64 {
         let cached = self.cached_bytes();
-        let largest = self
-            .device
-            .largest_cached_block
-            .max(self.host.largest_cached_block);
+        let largest = (self.pools().into_iter())
+            .map(|p| p.largest_cached_block)
+            .max()
+            .unwrap_or(0);
         if cached == 0 {
             0.0
         } else {
@@ -149,7 +163,16 @@ impl MemoryStats {
             bytes(self.bytes_peak),
             bytes(self.bytes_allocated),
         );
-        for (name, pool) in [("device pool", &self.device), ("host pool", &self.host)] {
+        let pools = [
+            ("device pool", &self.device),
+            ("host pool", &self.host),
+            ("shared pool", &self.shared),
+        ];
+        // The shared pool only once a device's shared allocations were used.
+        let used = |(name, pool): &(&str, &CachingStats)| {
+            *name != "shared pool" || pool.backend_allocations > 0
+        };
+        for (name, pool) in pools.into_iter().filter(used) {
             row(
                 &mut out,
                 &format!("{name} in use"),
@@ -270,9 +293,9 @@ pub struct StatsDelta {
     pub bytes_released: u64,
     /// Highest live bytes reached, over the live bytes when the scope opened.
     pub peak_increase: u64,
-    /// Pool hits, both pools.
+    /// Pool hits, all pools.
     pub pool_hits: u64,
-    /// Pool misses (backend allocations), both pools.
+    /// Pool misses (backend allocations), all pools.
     pub pool_misses: u64,
     /// Host → device transfers.
     pub host_to_device: DirectionStats,
@@ -323,9 +346,9 @@ impl<'a> StatsScope<'a> {
             bytes_allocated: now.bytes_allocated - s.bytes_allocated,
             bytes_released: now.bytes_released - s.bytes_released,
             peak_increase: peak.saturating_sub(s.bytes_current),
-            pool_hits: (now.device.hits + now.host.hits) - (s.device.hits + s.host.hits),
-            pool_misses: (now.device.backend_allocations + now.host.backend_allocations)
-                - (s.device.backend_allocations + s.host.backend_allocations),
+            pool_hits: now.summed(|p| p.hits) - s.summed(|p| p.hits),
+            pool_misses: now.summed(|p| p.backend_allocations)
+                - s.summed(|p| p.backend_allocations),
             host_to_device: d(now.transfers.host_to_device, s.transfers.host_to_device),
             device_to_host: d(now.transfers.device_to_host, s.transfers.device_to_host),
         }

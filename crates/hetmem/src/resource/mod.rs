@@ -5,7 +5,8 @@
 //! wraps any resource and adds one thing — [`LimitingResource`] a byte limit,
 //! [`StatisticsResource`] exact counters, [`FailureCallbackResource`] a user hook that can free
 //! memory and ask for a retry when memory runs out, [`TrackingResource`] a hook that sees every
-//! call (for logs and traces). The caching allocator
+//! call (for logs and traces), [`SharedResource`] memory host and device both address (SVM,
+//! managed memory) charged to the stack it wraps. The caching allocator
 //! ([`CachingAllocator`](crate::pool::CachingAllocator)) is a resource too, over any stack: it is
 //! what buffers and the manager allocate from. This is RMM's design (`device_memory_resource`
 //! and its adaptors), and the default stack a manager builds is
@@ -30,6 +31,7 @@ mod limit;
 mod limiting;
 mod plain;
 mod pressure;
+mod shared;
 mod statistics;
 mod tracking;
 
@@ -40,6 +42,7 @@ pub use limit::MemoryLimit;
 pub use limiting::LimitingResource;
 pub use plain::PlainResource;
 pub(crate) use pressure::Pressure;
+pub use shared::SharedResource;
 pub use statistics::{ResourceStats, StatisticsResource};
 pub use tracking::{ResourceCall, ResourceEvent, TrackingResource};
 
