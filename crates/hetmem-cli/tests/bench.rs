@@ -27,6 +27,10 @@ const REQUIRED: &[&str] = &[
     "pinned.pool_hit",
     "host.shared_segment.open_read",
     "host.mapped_file.upload",
+    // Host memory and PoCL both map and share (a device that cannot produces none of these).
+    "map.read.16MiB",
+    "map.write_discard.16MiB",
+    "shared.host_then_device.16MiB",
 ];
 
 fn hetmem(args: &[&str]) -> std::process::Output {

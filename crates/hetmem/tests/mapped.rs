@@ -327,6 +327,9 @@ fn shared_placement_keeps_one_copy(b: &Arc<dyn Backend>) {
     if caps.shared_allocations {
         // Shared allocations are cached apart from device blocks: the next buffer of that
         // size reuses the block, and trimming gives it back.
+        // A block is reused once the work recorded on it (a marker of the buffer's queue,
+        // from the device guards above) is done.
+        b.synchronize().unwrap();
         let pooled = m.stats().shared;
         // The block from before the resize and the one after.
         assert_eq!(pooled.bytes_cached, (3 * N * 4) as u64);

@@ -42,8 +42,10 @@ pub struct HostBackend {
     max_allocation: u64,
     /// Most bytes live at once (`u64::MAX` unless it stands in for a device of that size).
     capacity: u64,
-    /// How blocks are made; the default (heap, 64-byte aligned) takes the fast path.
+    /// How blocks are made.
     source: HostSource,
+    /// `source` is the default (heap, 64-byte aligned): the fast path, read with one load.
+    plain: bool,
     /// Blocks of any other source and adopted ones, by address.
     regions: Mutex<Regions>,
     /// Whether any block was adopted: `release` looks in `regions` first (the default source's
@@ -78,6 +80,7 @@ impl HostBackend {
             max_allocation: host_memory().total.min(isize::MAX as u64),
             capacity: u64::MAX,
             source: HostSource::default(),
+            plain: true,
             regions: Mutex::default(),
             adopted: AtomicBool::new(false),
         }
@@ -89,6 +92,7 @@ impl HostBackend {
         source.check()?;
         let mut backend = Self::new();
         backend.source = source;
+        backend.plain = source == HostSource::default();
         Ok(backend)
     }
 
@@ -252,7 +256,7 @@ impl RawBackend for HostBackend {
     }
 
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
-        let ptr = if self.source == HostSource::default() {
+        let ptr = if self.plain {
             alloc_zeroed(bytes)?.0.as_ptr()
         } else {
             let region = HostRegion::allocate(&self.source, bytes)?;
@@ -275,7 +279,7 @@ impl RawBackend for HostBackend {
 
     unsafe fn release(&self, block: DeviceBlock) -> Result<()> {
         self.settle(&[&block]);
-        if self.source != HostSource::default() || self.adopted.load(Ordering::Acquire) {
+        if !self.plain || self.adopted.load(Ordering::Acquire) {
             let mut regions = self.regions.lock().unpoisoned();
             if let Some(Live { memory, locked }) = regions.live.remove(&address(&block)) {
                 regions.stats.locked_bytes -= locked;
