@@ -135,6 +135,17 @@ pub enum Error {
         block: crate::backend::DeviceBlock,
     },
 
+    /// A view ([`Backend::view`](crate::backend::Backend::view)) was given to `release`, or an
+    /// allocation to `release_view`. The block travels back in the error, unreleased.
+    #[error("{} given to {called}: views go to release_view, allocations to release",
+        if block.is_view() { "a view" } else { "an allocation" })]
+    ReleasedAsWrongKind {
+        /// The call that refused it.
+        called: &'static str,
+        /// The block, still owned by its backend.
+        block: crate::backend::DeviceBlock,
+    },
+
     /// A buffer view cannot be reinterpreted as the requested element type.
     #[error("cannot view {bytes} bytes at byte offset {offset} as {to} (size {size}, alignment {align}): {reason}")]
     IncompatibleCast {

@@ -100,6 +100,13 @@ impl<R: RawBackend> Backend for R {
 
     fn release(&self, block: DeviceBlock) -> Result<()> {
         let block = check_release(RawBackend::id(self), block)?;
+        if block.is_view() {
+            // Its memory is its segment's: releasing it as an allocation would free that.
+            return Err(Error::ReleasedAsWrongKind {
+                called: "release",
+                block,
+            });
+        }
         let bytes = block.size();
         // SAFETY: the block is this backend's (checked).
         unsafe { RawBackend::release(self, block) }?;
@@ -177,6 +184,37 @@ impl<R: RawBackend> Backend for R {
 
     fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()> {
         mapped::migrate(self, queue, block, to)
+    }
+
+    fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<DeviceBlock> {
+        let id = RawBackend::id(self);
+        check_block(id, "view segment", segment, offset, len)?;
+        if len == 0 {
+            return Err(Error::ZeroLength { what: "view" });
+        }
+        let alignment = RawBackend::alignment(self);
+        if offset % alignment != 0 {
+            return Err(Error::invalid(format!(
+                "a view's offset must be a multiple of the device's alignment ({alignment} \
+                 bytes), got {offset}"
+            )));
+        }
+        // SAFETY: the segment is this backend's; range and alignment are checked.
+        let handle = unsafe { RawBackend::view(self, segment, offset, len) }?;
+        // SAFETY: `handle` is the device's view of exactly that range.
+        Ok(unsafe { segment.view(handle, offset, len) })
+    }
+
+    fn release_view(&self, view: DeviceBlock) -> Result<()> {
+        let view = check_release(RawBackend::id(self), view)?;
+        if !view.is_view() {
+            return Err(Error::ReleasedAsWrongKind {
+                called: "release_view",
+                block: view,
+            });
+        }
+        // SAFETY: the block is a view this backend made.
+        unsafe { RawBackend::release_view(self, view) }
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

@@ -84,6 +84,7 @@ pub struct FaultyBackend {
     inner: Arc<dyn Backend>,
     /// `inner`'s, read once: `info()` may query the driver or the OS.
     max_allocation: u64,
+    alignment: usize,
     kind: BackendKind,
     usage: UsageCounters,
     calls: [AtomicU64; FaultOp::ALL.len()],
@@ -96,6 +97,7 @@ impl FaultyBackend {
     pub fn new(inner: Arc<dyn Backend>) -> Self {
         FaultyBackend {
             max_allocation: inner.info().max_allocation,
+            alignment: inner.info().alignment,
             kind: inner.info().kind,
             usage: UsageCounters::default(),
             inner,
@@ -206,6 +208,9 @@ impl RawBackend for FaultyBackend {
     fn max_allocation(&self) -> u64 {
         self.max_allocation
     }
+    fn alignment(&self) -> usize {
+        self.alignment
+    }
     fn kind(&self) -> BackendKind {
         self.kind
     }
@@ -239,6 +244,19 @@ impl RawBackend for FaultyBackend {
     }
     unsafe fn unmap(&self, queue: &Queue, block: &DeviceBlock, ptr: *mut u8) -> Result<()> {
         self.inner.unmap(queue, block, ptr)
+    }
+    unsafe fn view(
+        &self,
+        segment: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<*mut std::ffi::c_void> {
+        self.inner
+            .view(segment, offset, len)
+            .map(DeviceBlock::into_raw)
+    }
+    unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
+        self.inner.release_view(view)
     }
     fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
         self.check(FaultOp::Allocate, bytes)?;

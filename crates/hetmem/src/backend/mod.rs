@@ -189,6 +189,8 @@ pub struct DeviceBlock {
     size: usize,
     /// Where the host reaches a shared allocation ([`Backend::allocate_shared`]).
     shared: Option<NonNull<u8>>,
+    /// A view of a segment ([`Backend::view`]): released with `release_view`.
+    view: bool,
 }
 
 // SAFETY: a DeviceBlock is an inert handle. Only the backend that created it interprets the
@@ -209,6 +211,7 @@ impl DeviceBlock {
             handle,
             size,
             shared: None,
+            view: false,
         }
     }
 
@@ -227,6 +230,7 @@ impl DeviceBlock {
             handle,
             size,
             shared: Some(host),
+            view: false,
         }
     }
 
@@ -246,11 +250,34 @@ impl DeviceBlock {
         self.handle
     }
 
+    /// A view of bytes `offset..offset + len` of `self` with the handle `handle` (shared when
+    /// `self` is).
+    ///
+    /// # Safety
+    /// `handle` is a view of that range made by this block's backend.
+    pub(crate) unsafe fn view(&self, handle: *mut c_void, offset: usize, len: usize) -> Self {
+        DeviceBlock {
+            backend: self.backend,
+            handle,
+            size: len,
+            shared: self.shared.map(|p| {
+                // SAFETY: `offset` lies inside the block (the caller's guarantee).
+                unsafe { p.add(offset) }
+            }),
+            view: true,
+        }
+    }
+
     /// For a shared allocation ([`Backend::allocate_shared`]), its address in the memory host
     /// and device share: the pointer an OpenCL kernel takes through
     /// `clSetKernelArgSVMPointer`, the block's own address on CUDA. `None` for other blocks.
     pub fn shared_address(&self) -> Option<*mut u8> {
         self.shared.map(NonNull::as_ptr)
+    }
+
+    /// Whether this block is a view of another ([`Backend::view`]).
+    pub fn is_view(&self) -> bool {
+        self.view
     }
 
     /// Consumes the block, returning its raw handle to the backend that releases it.
@@ -405,6 +432,15 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     /// stays put (PoCL). A block that is not a shared allocation is
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     fn migrate(&self, queue: &Queue, block: &DeviceBlock, to: MigrateTo) -> Result<()>;
+    /// Bytes `offset..offset + len` of `segment` as a block of their own — a pointer into it on
+    /// host memory and CUDA, a sub-buffer on OpenCL (kernels take it like any `cl_mem`) — for
+    /// allocators that carve segments (a shared allocation's view is shared too). `offset` must
+    /// be a multiple of `info().alignment`. A view owns no memory and is not counted as an
+    /// allocation: give it back with [`Backend::release_view`], not `release`, before the
+    /// segment; work on a view is work on the segment's memory.
+    fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<DeviceBlock>;
+    /// Gives back a view made by [`Backend::view`].
+    fn release_view(&self, view: DeviceBlock) -> Result<()>;
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 

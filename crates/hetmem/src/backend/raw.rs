@@ -51,6 +51,8 @@ pub trait RawBackend: Send + Sync + 'static {
     /// The largest single allocation, read without querying the driver (allocation checks
     /// against it every time).
     fn max_allocation(&self) -> u64;
+    /// `info().alignment`, read without querying the driver (views check against it).
+    fn alignment(&self) -> usize;
     /// The family of the device, for errors raised on its behalf.
     fn kind(&self) -> BackendKind;
     /// The counters the checked layer keeps for this backend (allocations beyond their capacity
@@ -75,6 +77,21 @@ pub trait RawBackend: Send + Sync + 'static {
     /// # Safety
     /// `block` was allocated by this backend.
     unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8>;
+    /// A handle to `len` bytes at `offset` inside `segment`, usable wherever a block's is: a
+    /// pointer into it on host memory and CUDA, a sub-buffer on OpenCL. It owns no memory. The
+    /// caller has checked that the range lies inside and `offset` is a multiple of
+    /// `info().alignment`, and releases the view ([`RawBackend::release_view`]) before the
+    /// segment.
+    ///
+    /// # Safety
+    /// `segment` was allocated by this backend.
+    unsafe fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<*mut c_void>;
+    /// Lets go of a view's handle (its memory is the segment's), once work enqueued on it is
+    /// done.
+    ///
+    /// # Safety
+    /// `view` was made by [`RawBackend::view`] of this backend.
+    unsafe fn release_view(&self, view: DeviceBlock) -> Result<()>;
     /// Staging memory of `bytes` bytes (checked by the caller), page-locked where the device
     /// can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;

@@ -171,6 +171,10 @@ impl RawBackend for CudaBackend {
         self.info.max_allocation
     }
 
+    fn alignment(&self) -> usize {
+        ALIGNMENT
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
     }
@@ -234,6 +238,21 @@ impl RawBackend for CudaBackend {
     /// Never reached: device memory is not host-addressable.
     unsafe fn host_address(&self, _block: &DeviceBlock) -> Result<*mut u8> {
         Err(unsupported(BackendKind::Cuda, "host_address"))
+    }
+
+    unsafe fn view(
+        &self,
+        segment: &DeviceBlock,
+        offset: usize,
+        _len: usize,
+    ) -> Result<*mut c_void> {
+        Ok((segment.raw_handle() as CUdeviceptr + offset as CUdeviceptr) as *mut c_void)
+    }
+
+    /// A device pointer into a segment: nothing to let go.
+    unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
+        let _ = view.into_raw();
+        Ok(())
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

@@ -243,6 +243,10 @@ impl RawBackend for HostBackend {
         self.max_allocation
     }
 
+    fn alignment(&self) -> usize {
+        self.source.alignment
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Host
     }
@@ -302,6 +306,22 @@ impl RawBackend for HostBackend {
     unsafe fn host_address(&self, block: &DeviceBlock) -> Result<*mut u8> {
         self.settle(&[block]);
         Ok(block_ptr(block, 0))
+    }
+
+    unsafe fn view(
+        &self,
+        segment: &DeviceBlock,
+        offset: usize,
+        _len: usize,
+    ) -> Result<*mut c_void> {
+        Ok(block_ptr(segment, offset).cast())
+    }
+
+    unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
+        // The memory is the segment's: only held work on the view is waited for.
+        self.settle(&[&view]);
+        let _ = view.into_raw();
+        Ok(())
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

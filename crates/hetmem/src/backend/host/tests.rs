@@ -176,3 +176,32 @@ fn foreign_and_out_of_range_leave_memory_alone() {
     a.release(block).unwrap();
     assert_eq!(a.usage().live_blocks, 0);
 }
+
+#[test]
+fn views_alias_their_segment_and_go_back_as_views() {
+    let b: &dyn Backend = &HostBackend::new();
+    let q = b.default_queue().clone();
+    let mut segment = b.allocate(1024).unwrap();
+    let mut view = b.view(&segment, 512, 256).unwrap();
+    assert!(view.is_view() && view.size() == 256);
+    b.host_bytes_mut(&mut view).unwrap().fill(5);
+    b.write(&q, &mut view, 250, &[6, 7]).unwrap();
+    let seen = b.host_bytes(&segment).unwrap();
+    assert!(seen[512..762].iter().all(|&x| x == 5));
+    assert_eq!(&seen[762..764], &[6, 7]);
+    assert!(
+        seen[..512].iter().all(|&x| x == 0),
+        "outside the view untouched"
+    );
+    b.fill(&q, &mut segment, 0, 1024, &[1])
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(b.host_bytes(&view).unwrap().iter().all(|&x| x == 1));
+    let Err(Error::ReleasedAsWrongKind { block: view, .. }) = b.release(view) else {
+        panic!("a view released as an allocation");
+    };
+    b.release_view(view).unwrap();
+    assert_eq!(b.usage().live_blocks, 1, "views are not allocations");
+    b.release(segment).unwrap();
+}

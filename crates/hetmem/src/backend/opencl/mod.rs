@@ -31,8 +31,11 @@ use opencl3::device::Device;
 use opencl3::event::{
     create_user_event, set_user_event_status, Event as ClEventHandle, CL_COMPLETE,
 };
-use opencl3::memory::{create_buffer, release_mem_object, CL_MEM_READ_WRITE};
-use opencl3::types::{cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+use opencl3::memory::{
+    create_buffer, release_mem_object, CL_BUFFER_CREATE_TYPE_REGION, CL_MEM_READ_WRITE,
+};
+use opencl3::types::{cl_buffer_region, cl_event, cl_int, cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+use std::ffi::c_void;
 
 use self::event::{ClEvent, Unfinished};
 use super::raw::{unsupported, RawBackend};
@@ -140,6 +143,10 @@ impl RawBackend for OpenClBackend {
         self.info.max_allocation
     }
 
+    fn alignment(&self) -> usize {
+        self.info.alignment
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::OpenCl
     }
@@ -176,6 +183,31 @@ impl RawBackend for OpenClBackend {
         unsafe { release_mem_object(block.into_raw()) }
             .map_err(|code| cl_error("clReleaseMemObject", code))?;
         Ok(())
+    }
+
+    unsafe fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<*mut c_void> {
+        let region = cl_buffer_region {
+            origin: offset,
+            size: len,
+        };
+        // SAFETY: a region inside the segment whose origin is a multiple of the device's base
+        // address alignment (checked by the caller); `region` outlives the call.
+        unsafe {
+            cl3::memory::create_sub_buffer(
+                mem(segment),
+                CL_MEM_READ_WRITE,
+                CL_BUFFER_CREATE_TYPE_REGION,
+                (&raw const region).cast(),
+            )
+        }
+        .map_err(|code| cl_error("clCreateSubBuffer", code))
+    }
+
+    unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
+        // SAFETY: the view is a sub-buffer we created and hold one reference to (the caller's
+        // guarantee), dropped once; OpenCL keeps it until the commands using it complete.
+        unsafe { release_mem_object(view.into_raw()) }
+            .map_err(|code| cl_error("clReleaseMemObject", code))
     }
 
     /// Never reached: a cl_mem is reachable from the host only while mapped.
