@@ -9,6 +9,7 @@ const REQUIRED: &[&str] = &[
     "transfer.batch.h2d.4KiBx1000",
     "alloc.pool_hit",
     "alloc.unpooled",
+    "alloc.splitting.4MiB",
     "alloc.first_use.16MiB",
     "alloc.bulk",
     "alloc.array_pool.1MiB",

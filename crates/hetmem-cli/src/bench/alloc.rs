@@ -4,8 +4,11 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
 use hetmem::backend::Backend;
-use hetmem::pool::{ArrayPool, CachingAllocator, CachingConfig, ObjectPool};
-use hetmem::resource::MemoryLimit;
+use hetmem::pool::{
+    ArrayPool, CachingAllocator, CachingConfig, ObjectPool, SizeClasses, SplittingConfig,
+    SplittingResource,
+};
+use hetmem::resource::{MemoryLimit, PlainResource};
 use hetmem::transfer::TransferEngine;
 use hetmem::MemoryManager;
 use hetmem::Result;
@@ -19,6 +22,7 @@ const MIB: usize = 1 << 20;
 pub fn register(suite: &mut Suite) {
     suite.case("alloc.pool_hit", pool_hit);
     suite.case("alloc.unpooled", unpooled);
+    suite.case("alloc.splitting.4MiB", splitting);
     suite.case("alloc.first_use.16MiB", first_use);
     suite.case("alloc.bulk", bulk);
     suite.case("alloc.array_pool.1MiB", |_, e| array_pool(e));
@@ -41,6 +45,31 @@ fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
         "alloc.pool_hit",
         &timings,
         "raw backend allocate + release",
+        "ns",
+    ))
+}
+
+/// A 4 MiB block carved from a segment and merged back (the manager's stack above 1 MiB)
+/// against a size-class pool hit of the same size: what splitting costs per call.
+fn splitting(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let split = SplittingConfig::default();
+    let plain = Arc::new(PlainResource::new(backend.clone()));
+    let carving = CachingAllocator::over(
+        SplittingResource::over(plain, split)?,
+        CachingConfig {
+            classes: SizeClasses::default().up_to(split.split_above),
+            ..CachingConfig::default()
+        },
+    );
+    let classes = CachingAllocator::new(backend.clone());
+    let timings = compare_auto(effort, |side| match side {
+        Side::Hetmem => carving.allocate(4 * MIB).map(drop),
+        Side::Baseline => classes.allocate(4 * MIB).map(drop),
+    })?;
+    Ok(latency(
+        "alloc.splitting.4MiB",
+        &timings,
+        "size-class pool hit, 4 MiB",
         "ns",
     ))
 }

@@ -1,12 +1,16 @@
 //! `pattern.*`: usage patterns — allocation from several threads, and a replayed random
-//! allocation trace of the shape RMM's benchmarks use.
+//! allocation trace of the shape RMM's benchmarks use, through the manager's default stack
+//! (classes in front of the splitting allocator) against power-of-two classes.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hetmem::backend::Backend;
-use hetmem::pool::{CachingAllocator, CachingConfig, PooledBlock, SizeClasses};
+use hetmem::pool::{
+    CachingAllocator, CachingConfig, PooledBlock, SizeClasses, SplittingConfig, SplittingResource,
+};
+use hetmem::resource::{MemoryResource, PlainResource, StatisticsResource};
 use hetmem::Result;
 
 use super::harness::{median, Effort};
@@ -85,49 +89,76 @@ struct Replayed {
     peak_reserved_ratio: f64,
 }
 
+/// The allocator stacks a trace is replayed against.
+#[derive(Clone, Copy)]
+enum Stack {
+    /// The manager's default: size classes up to 1 MiB in front of a splitting allocator.
+    Default,
+    /// A caching allocator with these classes at every size (no splitting).
+    Classes(SizeClasses),
+}
+
 /// Replays a seeded trace: each step allocates (probability 0.73, log-uniform 256 B to 64 MiB,
-/// while the live bytes stay under a cap) or frees a random live block.
-fn replay_with(backend: &Arc<dyn Backend>, classes: SizeClasses, steps: usize) -> Result<Replayed> {
+/// while the live bytes stay under a cap) or frees a random live block. What the stack takes
+/// from the backend is counted under it: a hit is a request served without a backend
+/// allocation, and peak reserved is the most bytes held from the backend at once.
+fn replay_with(backend: &Arc<dyn Backend>, stack: Stack, steps: usize) -> Result<Replayed> {
     const CAP: usize = 512 << 20;
-    let pool = CachingAllocator::with_config(
+    let driver = Arc::new(StatisticsResource::new(Arc::new(PlainResource::new(
         backend.clone(),
-        CachingConfig {
-            classes,
-            ..CachingConfig::default()
-        },
-    );
+    ))));
+    let below: Arc<dyn MemoryResource> = driver.clone();
+    let pool = match stack {
+        Stack::Default => {
+            let split = SplittingConfig::default();
+            let classes = SizeClasses::default().up_to(split.split_above);
+            let config = CachingConfig {
+                classes,
+                ..CachingConfig::default()
+            };
+            CachingAllocator::over(SplittingResource::over(below, split)?, config)
+        }
+        Stack::Classes(classes) => CachingAllocator::over(
+            below,
+            CachingConfig {
+                classes,
+                ..CachingConfig::default()
+            },
+        ),
+    };
     let mut rng = fastrand::Rng::with_seed(42);
     let mut live: Vec<PooledBlock> = Vec::new();
-    let (mut requested, mut peak_requested) = (0usize, 0usize);
+    let (mut requested, mut peak_requested, mut requests) = (0usize, 0usize, 0u64);
     let (mut waste_sum, mut samples) = (0.0, 0usize);
     for _ in 0..steps {
         let size = (256.0 * 262_144f64.powf(rng.f64())) as usize;
         if rng.f64() < 0.73 && requested + size <= CAP {
             live.push(pool.allocate(size)?);
+            requests += 1;
             requested += size;
             peak_requested = peak_requested.max(requested);
         } else if !live.is_empty() {
             let gone = live.swap_remove(rng.usize(..live.len()));
             requested -= gone.len();
         }
-        let stats = pool.stats();
-        if stats.bytes_in_use > 0 {
-            waste_sum += stats.waste_bytes as f64 / stats.bytes_in_use as f64;
+        if requested > 0 {
+            let held: usize = live.iter().map(PooledBlock::capacity).sum();
+            waste_sum += (held - requested) as f64 / held as f64;
             samples += 1;
         }
     }
-    let stats = pool.stats();
+    let stats = driver.stats();
     Ok(Replayed {
         waste_pct: 100.0 * waste_sum / samples.max(1) as f64,
-        hit_rate_pct: 100.0 * stats.hit_rate(),
-        peak_reserved_ratio: stats.peak_reserved as f64 / peak_requested.max(1) as f64,
+        hit_rate_pct: 100.0 * (1.0 - stats.allocations as f64 / requests.max(1) as f64),
+        peak_reserved_ratio: stats.peak_bytes as f64 / peak_requested.max(1) as f64,
     })
 }
 
 fn replay(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Vec<Measurement>> {
     let steps = 3000 * effort.scale;
-    let ours = replay_with(backend, SizeClasses::default(), steps)?;
-    let theirs = replay_with(backend, SizeClasses::power_of_two(), steps)?;
+    let ours = replay_with(backend, Stack::Default, steps)?;
+    let theirs = replay_with(backend, Stack::Classes(SizeClasses::power_of_two()), steps)?;
     let baseline = "the same trace, power-of-two classes";
     Ok(vec![
         Measurement::new(

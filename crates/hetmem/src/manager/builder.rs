@@ -10,7 +10,10 @@ use crate::backend::{Backend, HostBackend};
 use crate::buffer::BufferContext;
 use crate::error::{Error, Result};
 use crate::host::HostSource;
-use crate::pool::{CachingAllocator, CachingConfig, Headroom, MaintenancePolicy};
+use crate::pool::{
+    CachingAllocator, CachingConfig, Headroom, MaintenancePolicy, SplittingConfig,
+    SplittingResource,
+};
 use crate::resource::{
     AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
     PlainResource,
@@ -52,12 +55,15 @@ impl fmt::Debug for Adaptors {
 /// Each pool sits on a stack of [memory resources](crate::resource):
 ///
 /// ```text
-/// CachingAllocator → (your adaptors, last added on top) → LimitingResource → PlainResource
+/// CachingAllocator → (your adaptors, last added on top) → SplittingResource
+///                  → LimitingResource → PlainResource
 /// ```
 ///
-/// The limit is shared by the device and the host stack; adaptors added with
-/// [`device_adaptor`](Self::device_adaptor) see what the device cache could not serve, limit
-/// refusals included.
+/// The cache serves requests up to 1 MiB from size classes; larger ones are carved from
+/// segments by the [`SplittingResource`] (PyTorch's large-block design), which
+/// [`splitting`](Self::splitting) configures or turns off. The limit is shared by the device and
+/// the host stack; adaptors added with [`device_adaptor`](Self::device_adaptor) see what the
+/// device cache could not serve, as asked (not the segments), limit refusals included.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryManagerBuilder {
     backend: Option<Arc<dyn Backend>>,
@@ -65,6 +71,9 @@ pub struct MemoryManagerBuilder {
     host_adaptors: Adaptors,
     device_pool: CachingConfig,
     host_pool: CachingConfig,
+    splitting: SplittingConfig,
+    /// Large requests are class-rounded and cached like small ones (no splitting).
+    splitting_off: bool,
     limit: Option<LimitSpec>,
     host_source: HostSource,
     maintenance: Option<MaintenancePolicy>,
@@ -119,6 +128,21 @@ impl MemoryManagerBuilder {
     /// [`crate::host`]). Checked when the manager is built.
     pub fn host_source(mut self, source: HostSource) -> Self {
         self.host_source = source;
+        self
+    }
+
+    /// The rules of the splitting allocator under both pools (default:
+    /// [`SplittingConfig::default`]); the pools' size classes stop at its `split_above`.
+    pub fn splitting(mut self, config: SplittingConfig) -> Self {
+        self.splitting = config;
+        self.splitting_off = false;
+        self
+    }
+
+    /// No splitting allocator: large requests are rounded to size classes and cached like
+    /// small ones, each a backend allocation of its own (the stack before splitting existed).
+    pub fn without_splitting(mut self) -> Self {
+        self.splitting_off = true;
         self
     }
 
@@ -177,7 +201,7 @@ impl MemoryManagerBuilder {
 
     /// The manager. Fails on an invalid limit or an unknown `HETMEM_TRACK` value.
     pub fn build(self) -> Result<MemoryManager> {
-        let backend = self.backend.unwrap_or_else(|| Arc::new(HostBackend::new()));
+        let backend = (self.backend.clone()).unwrap_or_else(|| Arc::new(HostBackend::new()));
         let limit_bytes = match self.limit {
             None => u64::MAX,
             Some(LimitSpec::Bytes(bytes)) => bytes,
@@ -198,10 +222,16 @@ impl MemoryManagerBuilder {
         // room.
         let limit = MemoryLimit::new(limit_bytes)?;
         let host: Arc<dyn Backend> = Arc::new(HostBackend::with_source(self.host_source)?);
-        let device = stack(backend, &limit, &self.device_adaptors)?;
-        let host = stack(host, &limit, &self.host_adaptors)?;
-        let device = CachingAllocator::over(device, self.device_pool);
-        let host = CachingAllocator::over(host, self.host_pool);
+        let splitting = (!self.splitting_off).then_some(self.splitting);
+        let (device, device_split) = pool(
+            backend,
+            &limit,
+            &self.device_adaptors,
+            splitting,
+            self.device_pool,
+        )?;
+        let (host, host_split) =
+            pool(host, &limit, &self.host_adaptors, splitting, self.host_pool)?;
         let mut policy = self.maintenance.unwrap_or_default();
         if let Some(min_fraction) = self.headroom {
             if !(min_fraction > 0.0 && min_fraction <= 1.0) {
@@ -223,24 +253,45 @@ impl MemoryManagerBuilder {
             registry: Arc::new(Registry::new(tracking)),
             limit,
             caps,
+            splitting: [device_split, host_split],
         })
     }
 }
 
-/// `adaptors` over a limited plain resource of `backend`.
-fn stack(
+/// One pool's stack: `adaptors` over the splitting allocator (where `splitting` is on) over a
+/// limited plain resource of `backend`, and the cache on top (its classes stopping where the
+/// splitting allocator takes over). The splitting resource is returned for statistics.
+fn pool(
     backend: Arc<dyn Backend>,
     limit: &MemoryLimit,
     adaptors: &Adaptors,
-) -> Result<Arc<dyn MemoryResource>> {
+    splitting: Option<SplittingConfig>,
+    config: CachingConfig,
+) -> Result<(CachingAllocator, Option<Arc<SplittingResource>>)> {
     let id = backend.id();
     let plain = Arc::new(PlainResource::new(backend));
-    let top = adaptors.apply(Arc::new(LimitingResource::new(plain, limit.clone())));
+    let limited: Arc<dyn MemoryResource> = Arc::new(LimitingResource::new(plain, limit.clone()));
+    let (below, split, config) = match splitting {
+        Some(rules) => {
+            let split = SplittingResource::over(limited, rules)?;
+            let config = CachingConfig {
+                classes: config.classes.up_to(rules.split_above),
+                ..config
+            };
+            (
+                split.clone() as Arc<dyn MemoryResource>,
+                Some(split),
+                config,
+            )
+        }
+        None => (limited, None, config),
+    };
+    let top = adaptors.apply(below);
     if top.backend().id() != id {
         return Err(Error::invalid(format!(
             "an adaptor replaced the stack over {id} by one over {:?}",
             top.backend()
         )));
     }
-    Ok(top)
+    Ok((CachingAllocator::over(top, config), split))
 }

@@ -16,7 +16,7 @@ use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, SharedSegment};
-use crate::pool::MaintenanceReport;
+use crate::pool::{MaintenanceReport, SplittingResource};
 use crate::resource::MemoryLimit;
 use crate::Placement;
 
@@ -37,6 +37,8 @@ pub struct MemoryManager {
     pub(crate) registry: Arc<Registry>,
     pub(crate) limit: MemoryLimit,
     pub(crate) caps: Capabilities,
+    /// The splitting allocators under the device and the host pool, where splitting is on.
+    pub(crate) splitting: [Option<Arc<SplittingResource>>; 2],
 }
 
 impl MemoryManager {

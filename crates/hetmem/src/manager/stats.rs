@@ -9,7 +9,7 @@ use super::registry::Counters;
 use super::MemoryManager;
 use crate::backend::HostBackend;
 use crate::host::SourceStats;
-use crate::pool::{CachingStats, PinnedStats};
+use crate::pool::{CachingStats, PinnedStats, SplittingResource, SplittingStats};
 use crate::transfer::{DirectionStats, TransferStats};
 
 /// A manager's statistics at one moment. Exact whenever no allocation or release is in flight.
@@ -32,6 +32,11 @@ pub struct MemoryStats {
     pub device: CachingStats,
     /// The pool host copies come from.
     pub host: CachingStats,
+    /// The segments the splitting allocator under the device pool holds (zero where
+    /// splitting is off): blocks above 1 MiB are carved from them.
+    pub device_segments: SplittingStats,
+    /// The same under the host pool.
+    pub host_segments: SplittingStats,
     /// The pool of shared allocations (SVM, managed memory) of `Placement::Shared` buffers, on
     /// devices that have them (zero elsewhere).
     pub shared: CachingStats,
@@ -62,6 +67,8 @@ impl MemoryStats {
             device: ctx.device_pool().stats(),
             host: ctx.host_pool().stats(),
             shared: ctx.shared_pool().map(|p| p.stats()).unwrap_or_default(),
+            device_segments: segments(&manager.splitting[0]),
+            host_segments: segments(&manager.splitting[1]),
             transfers: ctx.engine().stats(),
             pinned: ctx.engine().staging_pool().stats(),
             host_source: (ctx.host_pool().backend().as_any())
@@ -89,9 +96,16 @@ impl MemoryStats {
         self.pools().into_iter().map(field).sum()
     }
 
-    /// Bytes the pools hold from their backends: in use plus cached.
+    /// Free bytes in the splitting allocators' segments: held from the backends, in no block.
+    fn free_in_segments(&self) -> u64 {
+        (self.device_segments.reserved_bytes - self.device_segments.used_bytes)
+            + (self.host_segments.reserved_bytes - self.host_segments.used_bytes)
+    }
+
+    /// Bytes the pools hold from their backends: in use plus cached (free segment space
+    /// included).
     pub fn reserved_bytes(&self) -> u64 {
-        self.summed(|p| p.bytes_reserved)
+        self.summed(|p| p.bytes_reserved) + self.free_in_segments()
     }
 
     /// Bytes in blocks handed out by the pools.
@@ -99,9 +113,9 @@ impl MemoryStats {
         self.summed(|p| p.bytes_in_use)
     }
 
-    /// Bytes in cached blocks of the pools.
+    /// Bytes held and not in use: cached blocks of the pools and free segment space.
     pub fn cached_bytes(&self) -> u64 {
-        self.summed(|p| p.bytes_cached)
+        self.summed(|p| p.bytes_cached) + self.free_in_segments()
     }
 
     /// Pool hits over pool requests, all pools (0 before any request).
@@ -127,6 +141,10 @@ impl MemoryStats {
         let cached = self.cached_bytes();
         let largest = (self.pools().into_iter())
             .map(|p| p.largest_cached_block)
+            .chain([
+                self.device_segments.largest_free,
+                self.host_segments.largest_free,
+            ])
             .max()
             .unwrap_or(0);
         if cached == 0 {
@@ -195,6 +213,20 @@ impl MemoryStats {
                 format!("{} blocks", pool.cached_blocks),
             );
         }
+        for (name, s) in [
+            ("device segments", &self.device_segments),
+            ("host segments", &self.host_segments),
+        ] {
+            if s.segment_allocations > 0 {
+                row(
+                    &mut out,
+                    name,
+                    bytes(s.reserved_bytes),
+                    format!("{} used", bytes(s.used_bytes)),
+                    format!("{} segments", s.segments),
+                );
+            }
+        }
         let _ = writeln!(out, "{rule}");
         let _ = writeln!(
             out,
@@ -249,6 +281,11 @@ impl fmt::Display for MemoryStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.summary())
     }
+}
+
+/// What a splitting allocator holds, zero where there is none.
+fn segments(split: &Option<Arc<SplittingResource>>) -> SplittingStats {
+    split.as_ref().map(|s| s.stats()).unwrap_or_default()
 }
 
 fn transfers(d: &DirectionStats) -> String {

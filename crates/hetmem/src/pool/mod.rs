@@ -1,5 +1,5 @@
-//! Pooled allocation above a backend: size classes, a caching device allocator, a host array
-//! pool and an object pool.
+//! Pooled allocation above a backend: size classes, a caching device allocator, a splitting
+//! allocator for large blocks, a host array pool and an object pool.
 
 mod array_pool;
 mod caching;
@@ -7,6 +7,7 @@ mod object_pool;
 mod per_thread;
 mod pinned;
 mod size_classes;
+mod splitting;
 
 pub use array_pool::{ArrayPool, ArrayPoolConfig, ArrayPoolStats, Rented};
 pub use caching::{
@@ -16,3 +17,6 @@ pub use caching::{
 pub use object_pool::{ObjectPool, ObjectPoolBuilder, ObjectPoolStats, Pooled};
 pub use pinned::{PinnedBuffer, PinnedConfig, PinnedPool, PinnedStats};
 pub use size_classes::SizeClasses;
+pub use splitting::{
+    RangeSnapshot, SegmentSnapshot, SplittingConfig, SplittingResource, SplittingStats,
+};

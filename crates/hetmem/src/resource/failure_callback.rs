@@ -105,4 +105,8 @@ impl MemoryResource for FailureCallbackResource {
     fn relieve(&self) -> Result<u64> {
         self.upstream.relieve()
     }
+
+    fn headroom(&self) -> Option<u64> {
+        self.upstream.headroom()
+    }
 }

@@ -79,4 +79,14 @@ impl MemoryResource for LimitingResource {
     fn relieve(&self) -> Result<u64> {
         self.limit.trim()
     }
+
+    /// What the limit leaves, or less where something below leaves less.
+    fn headroom(&self) -> Option<u64> {
+        let left = self.limit.bytes().saturating_sub(self.limit.reserved());
+        Some(
+            self.upstream
+                .headroom()
+                .map_or(left, |below| below.min(left)),
+        )
+    }
 }

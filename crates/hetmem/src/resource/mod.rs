@@ -84,6 +84,10 @@ pub trait MemoryResource: Trim + 'static {
     /// Asks the caches registered here to trim, as this resource does itself before reporting
     /// that memory ran out; returns the bytes they gave back.
     fn relieve(&self) -> Result<u64>;
+    /// Bytes this resource can still hand out before a limit below refuses, without trimming
+    /// anything; `None` where nothing below limits it. A resource that allocates ahead (a
+    /// splitting allocator's segments) asks no more than this.
+    fn headroom(&self) -> Option<u64>;
 }
 
 impl std::fmt::Debug for dyn MemoryResource {

@@ -67,4 +67,9 @@ impl MemoryResource for PlainResource {
     fn relieve(&self) -> Result<u64> {
         self.pressure.relieve()
     }
+
+    /// Nothing below limits it (the device's own size is not a limit it can know in advance).
+    fn headroom(&self) -> Option<u64> {
+        None
+    }
 }

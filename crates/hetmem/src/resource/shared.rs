@@ -63,4 +63,8 @@ impl MemoryResource for SharedResource {
     fn relieve(&self) -> Result<u64> {
         self.upstream.relieve()
     }
+
+    fn headroom(&self) -> Option<u64> {
+        self.upstream.headroom()
+    }
 }

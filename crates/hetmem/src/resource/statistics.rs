@@ -124,4 +124,8 @@ impl MemoryResource for StatisticsResource {
     fn relieve(&self) -> Result<u64> {
         self.upstream.relieve()
     }
+
+    fn headroom(&self) -> Option<u64> {
+        self.upstream.headroom()
+    }
 }

@@ -132,4 +132,8 @@ impl MemoryResource for TrackingResource {
     fn relieve(&self) -> Result<u64> {
         self.upstream.relieve()
     }
+
+    fn headroom(&self) -> Option<u64> {
+        self.upstream.headroom()
+    }
 }

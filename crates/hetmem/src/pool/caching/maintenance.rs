@@ -190,7 +190,9 @@ impl Inner {
             (self.schedule.idle_released).fetch_add(report.idle_released, Ordering::Relaxed);
         }
         if policy.under_pressure(self) {
-            report.pressure_released = self.trim_to(0)?;
+            // What the cache gives back and, below it, what that lets go (a splitting
+            // allocator's segments left unused).
+            report.pressure_released = self.trim_to(0)? + self.upstream.trim()?;
             self.schedule.pressure_trims.fetch_add(1, Ordering::Relaxed);
         }
         Ok(report)

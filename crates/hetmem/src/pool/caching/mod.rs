@@ -247,9 +247,11 @@ impl CachingAllocator {
             return Err(Error::ZeroLength { what: "allocation" });
         }
         let Some((class, size)) = inner.config.classes.class(bytes) else {
+            // Exactly what was asked, or more where the resource below rounds (a splitting
+            // resource): the books hold the block's own size, which is what comes back.
             let block = inner.allocate_from_backend(bytes, bytes)?;
             inner.oversize.fetch_add(1, Ordering::Relaxed);
-            inner.held.add(bytes as u64);
+            inner.held.add(block.size() as u64);
             let home = inner.threads.with(|t| t.home);
             return Ok(self.pooled(block, bytes, None, home));
         };
@@ -380,7 +382,7 @@ impl Inner {
         crate::trace::span!("hetmem.pool_miss", requested, size);
         let block = self.allocate_or_relieve(requested, size)?;
         self.backend_allocations.fetch_add(1, Ordering::Relaxed);
-        self.reserved.add(size as u64);
+        self.reserved.add(block.size() as u64);
         Ok(block)
     }
 

@@ -66,4 +66,8 @@ impl MemoryResource for CachingAllocator {
     fn relieve(&self) -> Result<u64> {
         self.inner.upstream.relieve()
     }
+
+    fn headroom(&self) -> Option<u64> {
+        self.inner.upstream.headroom()
+    }
 }
