@@ -2,6 +2,8 @@
 
 mod bench;
 mod info;
+mod output;
+mod replay;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +22,9 @@ enum Command {
     /// Measure hetmem against same-run baselines: transfers, allocation, usage patterns,
     /// unified buffers.
     Bench(bench::BenchArgs),
+    /// Replay a recorded allocation trace (`HETMEM_TRACE`, or RMM's CSV log) against several
+    /// allocator configurations: hit rate, backend allocations, peak reserved, fragmentation.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -27,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Replay(args) => replay::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -213,6 +213,15 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A trace file could not be read: the line, and what is wrong with it.
+    #[error("trace line {line}: {reason}")]
+    BadTrace {
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A coherence rule refused the operation (invalidating the only valid copy).
     #[error(transparent)]
     Coherence(#[from] crate::buffer::CoherenceError),

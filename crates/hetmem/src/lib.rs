@@ -44,6 +44,7 @@ mod gauge;
 pub mod host;
 pub mod manager;
 pub mod pool;
+pub mod record;
 pub mod resource;
 mod sync;
 mod trace;

@@ -8,7 +8,7 @@ mod host;
 mod mapped;
 mod pattern;
 mod pinned;
-mod plot;
+pub(crate) mod plot;
 mod report;
 mod transfer;
 
@@ -19,6 +19,7 @@ use clap::Args;
 use hetmem::backend::{Backend, BackendKind, HostBackend};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::output;
 use harness::Effort;
 use report::{BackendReport, Machine, Measurement, Report};
 
@@ -33,7 +34,8 @@ pub struct BenchArgs {
     /// Only results whose id contains PATTERN (e.g. `transfer.h2d` or `alloc`).
     #[arg(long, value_name = "PATTERN")]
     filter: Option<String>,
-    /// Also write the results as JSON to FILE.
+    /// Also write the results as JSON to FILE (`-`: standard output, the table then going to
+    /// standard error).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Also write the results as a Markdown table to FILE.
@@ -103,7 +105,7 @@ impl Suite {
 }
 
 /// Finds the backend named by `--backend`.
-fn select(spec: &str) -> Result<Arc<dyn Backend>, String> {
+pub(crate) fn select(spec: &str) -> Result<Arc<dyn Backend>, String> {
     let (kind, index) = match spec.split_once(':') {
         Some((k, i)) => (
             k,
@@ -196,12 +198,17 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         machine: machine(),
         results,
     };
-    println!("{}\n{}", report.title(), report.table());
+    let table = format!("{}\n{}", report.title(), report.table());
+    // With JSON on standard output, the table goes to standard error.
+    match output::is_stdout(args.json.as_deref()) {
+        true => eprintln!("{table}"),
+        false => println!("{table}"),
+    }
     if let Some(path) = &args.json {
-        write_file(path, serde_json::to_string_pretty(&report)?)?;
+        output::write(path, &serde_json::to_string_pretty(&report)?)?;
     }
     if let Some(path) = &args.markdown {
-        write_file(path, report.markdown())?;
+        output::write(path, &report.markdown())?;
     }
     if let Some(dir) = &args.plot {
         for file in plot::write(&report, dir)? {
@@ -209,9 +216,4 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-/// Writes an output file; a failure names the file.
-fn write_file(path: &std::path::Path, contents: String) -> Result<(), String> {
-    std::fs::write(path, contents).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

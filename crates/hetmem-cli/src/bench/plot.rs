@@ -13,9 +13,9 @@ use super::transfer::{SIZES, WAYS};
 
 const HETMEM: RGBColor = RGBColor(31, 119, 180);
 const BASELINE: RGBColor = RGBColor(255, 127, 14);
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
-type Drawn = Result<(), Box<dyn Error>>;
+pub(crate) type Drawn = Result<(), Box<dyn Error>>;
 
 /// Writes every plot the results allow into `dir` and returns the files written.
 pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>> {
@@ -42,7 +42,7 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, Box<dyn Error>
 
 /// Text in the PNGs needs font data of its own (the SVGs name the family only); an embedded
 /// font keeps plots working on machines without any fonts installed.
-fn register_font() -> Drawn {
+pub(crate) fn register_font() -> Drawn {
     plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
         .map_err(|_| "the embedded plot font does not parse")?;
     Ok(())

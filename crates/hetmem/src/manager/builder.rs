@@ -14,6 +14,7 @@ use crate::pool::{
     CachingAllocator, CachingConfig, Headroom, MaintenancePolicy, SplittingConfig,
     SplittingResource,
 };
+use crate::record::Recorder;
 use crate::resource::{
     AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
     PlainResource,
@@ -79,6 +80,7 @@ pub struct MemoryManagerBuilder {
     maintenance: Option<MaintenancePolicy>,
     headroom: Option<f64>,
     tracking: Option<Tracking>,
+    recorder: Option<Arc<Recorder>>,
     transfers: TransferConfig,
 }
 
@@ -143,6 +145,13 @@ impl MemoryManagerBuilder {
     /// small ones, each a backend allocation of its own (the stack before splitting existed).
     pub fn without_splitting(mut self) -> Self {
         self.splitting_off = true;
+        self
+    }
+
+    /// Records every allocation, free, resize, refusal and trim of the manager's buffers
+    /// ([`crate::record`]); without one, `HETMEM_TRACE=path` streams them to `path`.
+    pub fn recorder(mut self, recorder: Arc<Recorder>) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -214,6 +223,10 @@ impl MemoryManagerBuilder {
                 )))
             }
         };
+        let recorder = match self.recorder {
+            Some(recorder) => Some(recorder),
+            None => Recorder::from_env()?,
+        };
         let tracking = match self.tracking {
             Some(t) => t,
             None => Tracking::from_env()?.unwrap_or_default(),
@@ -250,7 +263,7 @@ impl MemoryManagerBuilder {
         let caps = device.backend().capabilities();
         Ok(MemoryManager {
             context: BufferContext::with_transfers(device, host, self.transfers)?,
-            registry: Arc::new(Registry::new(tracking)),
+            registry: Arc::new(Registry::new(tracking, recorder)),
             limit,
             caps,
             splitting: [device_split, host_split],

@@ -9,6 +9,7 @@ use super::maintainer::{self, Maintainer};
 use super::placement::{decide, Decision};
 use super::recommend::{recommend, Recommendation};
 use super::registry::{Outstanding, Registry, Tracking, Usage};
+use super::snapshot::{self, MemorySnapshot};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
 use crate::backend::{Backend, Capabilities, DeviceBlock};
@@ -17,6 +18,7 @@ use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, SharedSegment};
 use crate::pool::{MaintenanceReport, SplittingResource};
+use crate::record::{Action, Recorder};
 use crate::resource::MemoryLimit;
 use crate::Placement;
 
@@ -81,6 +83,27 @@ impl MemoryManager {
         len: usize,
         options: AllocOptions,
     ) -> Result<UnifiedBuffer<T>> {
+        let label = options.label.clone();
+        self.allocate::<T>(len, options)
+            .inspect_err(|e| self.refused(e, len, label))
+    }
+
+    /// Records a refused allocation and, where memory ran out and a trace is streamed, dumps
+    /// the last events and a snapshot beside it.
+    fn refused(&self, error: &Error, len: usize, label: Option<Arc<str>>) {
+        let Some(recorder) = &self.registry.recorder else {
+            return;
+        };
+        if matches!(
+            error,
+            Error::OutOfMemory { .. } | Error::LimitExceeded { .. }
+        ) {
+            recorder.record(Action::AllocFailed, 0, len as u64, label.as_deref(), None);
+            snapshot::dump_on_oom(self, error);
+        }
+    }
+
+    fn allocate<T: Element>(&self, len: usize, options: AllocOptions) -> Result<UnifiedBuffer<T>> {
         let bytes = byte_len::<T>(len)?;
         let decision = self.decide(&options, bytes)?;
         let pooled = options.mode != AllocMode::Unpooled;
@@ -156,7 +179,22 @@ impl MemoryManager {
 
     /// Releases every cached block of both pools to the backends; returns the bytes released.
     pub fn trim(&self) -> Result<u64> {
-        self.limit.trim()
+        let given = self.limit.trim()?;
+        if let Some(recorder) = &self.registry.recorder {
+            recorder.record(Action::Trim, 0, given, None, None);
+        }
+        Ok(given)
+    }
+
+    /// Where the memory is now: the segments range by range, the live buffers with labels and
+    /// ages (serialisable).
+    pub fn snapshot(&self) -> MemorySnapshot {
+        MemorySnapshot::take(self)
+    }
+
+    /// The recorder of this manager's allocations, if one records them.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.registry.recorder.as_ref()
     }
 
     /// Runs both pools' maintenance now (idle release and pressure trims, as the policy set on

@@ -28,6 +28,7 @@ mod options;
 mod placement;
 mod recommend;
 mod registry;
+mod snapshot;
 mod stats;
 
 pub use builder::MemoryManagerBuilder;
@@ -39,4 +40,5 @@ pub use recommend::{
     recommend, Advice, Recommendation, MANY_TRANSFERS, ROUND_TRIPS, SMALL_TRANSFER,
 };
 pub use registry::{Outstanding, Tracking, Usage};
+pub use snapshot::{BufferSnapshot, MemorySnapshot};
 pub use stats::{bytes, MemoryStats, StatsDelta, StatsScope};

@@ -12,6 +12,7 @@ use super::Placement;
 use crate::buffer::{MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
+use crate::record::{Action, Recorder};
 use crate::sync::{lock, Mutex};
 use crate::transfer::{Direction, DirectionStats};
 
@@ -206,11 +207,14 @@ pub(crate) struct Registry {
     /// Peaks of live bytes within each open statistics scope.
     scopes: Mutex<Vec<Arc<AtomicU64>>>,
     open_scopes: AtomicUsize,
+    /// Where allocations, frees and resizes are recorded, if anywhere.
+    pub(crate) recorder: Option<Arc<Recorder>>,
 }
 
 impl Registry {
-    pub(crate) fn new(tracking: Tracking) -> Self {
+    pub(crate) fn new(tracking: Tracking, recorder: Option<Arc<Recorder>>) -> Self {
         Registry {
+            recorder,
             tracking,
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
@@ -242,6 +246,16 @@ impl Registry {
                 .then(|| Arc::new(Backtrace::force_capture())),
             metrics,
         });
+        if let Some(recorder) = &self.recorder {
+            let label = record.label.as_deref();
+            recorder.record(
+                Action::Alloc,
+                record.id,
+                bytes as u64,
+                label,
+                Some(placement),
+            );
+        }
         let c = &self.counters;
         c.allocations.fetch_add(1, Ordering::Release);
         self.grow(bytes);
@@ -273,6 +287,10 @@ impl Registry {
     }
 
     fn release(&self, record: &Record, slot: Option<usize>) {
+        if let Some(recorder) = &self.recorder {
+            let bytes = record.bytes.load(Ordering::Relaxed) as u64;
+            recorder.record(Action::Free, record.id, bytes, None, None);
+        }
         // Release: a snapshot that sees this release sees the allocation before it.
         self.counters.releases.fetch_add(1, Ordering::Release);
         self.shrink(record.bytes.load(Ordering::Relaxed));
@@ -365,6 +383,9 @@ struct Token {
 impl Observer for Token {
     fn resized(&self, old: usize, new: usize) {
         self.record.bytes.store(new, Ordering::Relaxed);
+        if let Some(recorder) = &self.registry.recorder {
+            recorder.record(Action::Resize, self.record.id, new as u64, None, None);
+        }
         if new > old {
             self.registry.grow(new - old);
         } else {

@@ -99,8 +99,7 @@ impl SplittingStats {
 
 /// One segment as it is at a [`SplittingResource::snapshot`]: its size and its ranges in
 /// address order, so that fragmentation can be seen and not only counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SegmentSnapshot {
     /// Bytes in the segment.
     pub size: u64,
@@ -109,8 +108,7 @@ pub struct SegmentSnapshot {
 }
 
 /// One range of a [`SegmentSnapshot`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RangeSnapshot {
     /// Where it starts in the segment.
     pub offset: u64,

@@ -1,0 +1,96 @@
+//! [`MemorySnapshot`]: where a manager's memory is at one moment — the splitting allocators'
+//! segments range by range and the live buffers with their labels and ages — serialisable,
+//! and written beside a streamed trace when memory runs out.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::MemoryManager;
+use crate::error::{Error, Result};
+use crate::pool::SegmentSnapshot;
+use crate::record::TraceEvent;
+
+/// A manager's memory at one moment. Made by [`MemoryManager::snapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct MemorySnapshot {
+    /// The device pool's segments (blocks above 1 MiB are carved from them), in order.
+    pub device_segments: Vec<SegmentSnapshot>,
+    /// The host pool's segments.
+    pub host_segments: Vec<SegmentSnapshot>,
+    /// The live buffers, oldest first (listed where the manager tracks outstanding buffers).
+    pub buffers: Vec<BufferSnapshot>,
+}
+
+/// One live buffer of a [`MemorySnapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BufferSnapshot {
+    /// Its number in the manager, in allocation order.
+    pub id: u64,
+    /// Its length in bytes.
+    pub bytes: usize,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// The placement it resolved to.
+    pub placement: String,
+    /// Milliseconds since it was made.
+    pub age_ms: f64,
+    /// Bytes it moved host → device and device → host.
+    pub moved: [u64; 2],
+}
+
+impl MemorySnapshot {
+    pub(crate) fn take(manager: &MemoryManager) -> Self {
+        let segments = |i: usize| {
+            manager.splitting[i]
+                .as_ref()
+                .map(|s| s.snapshot())
+                .unwrap_or_default()
+        };
+        let buffers = (manager.registry.outstanding().into_iter())
+            .map(|o| BufferSnapshot {
+                id: o.id,
+                bytes: o.bytes,
+                label: o.label.as_deref().map(str::to_owned),
+                placement: o.placement.name().to_owned(),
+                age_ms: o.age.as_secs_f64() * 1e3,
+                moved: [o.host_to_device.bytes, o.device_to_host.bytes],
+            })
+            .collect();
+        MemorySnapshot {
+            device_segments: segments(0),
+            host_segments: segments(1),
+            buffers,
+        }
+    }
+}
+
+/// What goes into an out-of-memory dump.
+#[derive(Serialize)]
+struct OomDump<'a> {
+    error: String,
+    events: Vec<TraceEvent>,
+    snapshot: &'a MemorySnapshot,
+}
+
+/// Writes `error`, the recorder's last events and a snapshot to `<trace>.oom.json` beside the
+/// streamed trace; the file's path, or `None` where nothing is streamed.
+pub(crate) fn dump_on_oom(manager: &MemoryManager, error: &Error) -> Option<PathBuf> {
+    let recorder = manager.registry.recorder.as_ref()?;
+    let mut path = recorder.path()?.as_os_str().to_owned();
+    path.push(".oom.json");
+    let path = PathBuf::from(path);
+    let snapshot = MemorySnapshot::take(manager);
+    let dump = OomDump {
+        error: error.to_string(),
+        events: recorder.events().events,
+        snapshot: &snapshot,
+    };
+    let written: Result<()> = (|| {
+        let _ = recorder.flush();
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        serde_json::to_writer_pretty(file, &dump).map_err(std::io::Error::from)?;
+        Ok(())
+    })();
+    written.ok().map(|()| path)
+}
