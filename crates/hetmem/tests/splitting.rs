@@ -22,6 +22,17 @@ fn splitting(b: &Arc<dyn Backend>) -> Arc<SplittingResource> {
     .unwrap()
 }
 
+/// Segments of 20 MiB whatever is held (PyTorch's size for requests under 10 MiB), so that the
+/// tests below can say where each block lands.
+fn fixed_segments(b: &Arc<dyn Backend>) -> Arc<SplittingResource> {
+    let config = SplittingConfig {
+        small_segment: 20 * MIB,
+        segment_rounding: 20 * MIB,
+        ..SplittingConfig::default()
+    };
+    SplittingResource::over(Arc::new(PlainResource::new(b.clone())), config).unwrap()
+}
+
 /// Fills a block with one byte value, through the device.
 fn paint(b: &Arc<dyn Backend>, block: &mut DeviceBlock, value: u8) {
     let q = b.default_queue();
@@ -87,7 +98,7 @@ fn random_sequences_keep_every_block_apart(b: &Arc<dyn Backend>) {
 
 /// Small requests pass through as plain blocks; large ones share segments, best fit first.
 fn small_requests_pass_through_and_large_ones_share_segments(b: &Arc<dyn Backend>) {
-    let s = splitting(b);
+    let s = fixed_segments(b);
     let small = s.allocate(4096).unwrap();
     assert!(!small.is_view());
     assert_eq!(s.stats().segments, 0);
@@ -97,9 +108,9 @@ fn small_requests_pass_through_and_large_ones_share_segments(b: &Arc<dyn Backend
     assert_eq!((stats.segments, stats.reserved_bytes), (1, 20 << 20));
     assert_eq!(stats.largest_free, (12 << 20) as u64);
     // A request of 10 MiB or more that nothing free fits gets a segment of its own, rounded
-    // to 2 MiB.
+    // up to the segment rounding.
     let big = s.allocate(13 * MIB + 1).unwrap();
-    assert_eq!(s.stats().reserved_bytes, ((20 + 14) << 20) as u64);
+    assert_eq!(s.stats().reserved_bytes, (40 << 20) as u64);
     s.deallocate(a, Vec::new()).unwrap();
     // The freed 3 MiB at the segment's start is the best fit for 2 MiB.
     let d = s.allocate(2 * MIB).unwrap();
@@ -120,7 +131,7 @@ fn small_requests_pass_through_and_large_ones_share_segments(b: &Arc<dyn Backend
 /// A block freed while device work may still use it is not carved again until that work is
 /// done.
 fn freed_blocks_wait_for_their_device_work(b: &Arc<dyn Backend>) {
-    let s = splitting(b);
+    let s = fixed_segments(b);
     let a = s.allocate(4 * MIB).unwrap();
     let gate = b.create_user_event().unwrap();
     s.deallocate(a, vec![gate.event().clone()]).unwrap();
@@ -148,7 +159,12 @@ fn a_limit_is_kept(b: &Arc<dyn Backend>) {
     let limit = MemoryLimit::new(15 * MIB as u64).unwrap();
     let plain = Arc::new(PlainResource::new(b.clone()));
     let limited = Arc::new(LimitingResource::new(plain, limit.clone()));
-    let s = SplittingResource::over(limited, SplittingConfig::default()).unwrap();
+    let config = SplittingConfig {
+        small_segment: 20 * MIB,
+        segment_rounding: 20 * MIB,
+        ..SplittingConfig::default()
+    };
+    let s = SplittingResource::over(limited, config).unwrap();
     // 5 MiB would take a 20 MiB segment; under the limit, growing ahead takes at most half of
     // the 15 MiB left: 7.5 MiB.
     let mut a = s.allocate(5 * MIB).unwrap();

@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use hetmem::backend::Backend;
 use hetmem::pool::{
-    ArrayPool, CachingAllocator, CachingConfig, ObjectPool, SizeClasses, SplittingConfig,
-    SplittingResource,
+    ArrayPool, CachingAllocator, CachingConfig, ObjectPool, SplittingConfig, SplittingResource,
 };
 use hetmem::resource::{MemoryLimit, PlainResource};
 use hetmem::transfer::TransferEngine;
@@ -49,17 +48,14 @@ fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     ))
 }
 
-/// A 4 MiB block carved from a segment and merged back (the manager's stack above 1 MiB)
+/// A 4 MiB block carved from a segment and merged back (the manager's stack above 64 KiB)
 /// against a size-class pool hit of the same size: what splitting costs per call.
 fn splitting(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     let split = SplittingConfig::default();
     let plain = Arc::new(PlainResource::new(backend.clone()));
     let carving = CachingAllocator::over(
         SplittingResource::over(plain, split)?,
-        CachingConfig {
-            classes: SizeClasses::default().up_to(split.split_above),
-            ..CachingConfig::default()
-        },
+        split.cache_in_front(CachingConfig::default()),
     );
     let classes = CachingAllocator::new(backend.clone());
     let timings = compare_auto(effort, |side| match side {

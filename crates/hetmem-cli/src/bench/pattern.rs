@@ -10,6 +10,7 @@ use hetmem::backend::Backend;
 use hetmem::pool::{
     CachingAllocator, CachingConfig, PooledBlock, SizeClasses, SplittingConfig, SplittingResource,
 };
+use hetmem::record::{self, AllocatorConfig, ReplayOptions, Trace};
 use hetmem::resource::{MemoryResource, PlainResource, StatisticsResource};
 use hetmem::Result;
 
@@ -30,6 +31,64 @@ pub fn register(suite: &mut Suite) {
         ],
         replay,
     );
+    for (name, _) in TRACES {
+        let ids = [
+            format!("pattern.replay.{name}.hit_rate_pct"),
+            format!("pattern.replay.{name}.peak_reserved_ratio"),
+        ];
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        suite.case_of_several(&refs, move |b, _| recorded(b, name));
+    }
+}
+
+/// Allocation traces recorded from candle workloads (`data/traces/README.md`), built in.
+const TRACES: [(&str, &str); 3] = [
+    (
+        "mlp_training",
+        include_str!("../../../../data/traces/candle-mlp-training.jsonl"),
+    ),
+    (
+        "kv_cache",
+        include_str!("../../../../data/traces/candle-kv-cache-decoding.jsonl"),
+    ),
+    (
+        "batched_inference",
+        include_str!("../../../../data/traces/candle-batched-inference.jsonl"),
+    ),
+];
+
+/// A recorded trace through the manager's default stack against the stack without splitting
+/// (size classes at every size, as before): hit rate and peak reserved over peak live.
+fn recorded(backend: &Arc<dyn Backend>, name: &str) -> Result<Vec<Measurement>> {
+    let text = (TRACES.iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .unwrap_or_default();
+    let trace = Trace::read_jsonl(text.as_bytes())?;
+    let run = |config| record::replay(&trace, backend.clone(), config, ReplayOptions::default());
+    let (ours, theirs) = (
+        run(AllocatorConfig::Default)?,
+        run(AllocatorConfig::Classes)?,
+    );
+    let baseline = "the same trace, size classes without splitting";
+    Ok(vec![
+        Measurement::new(
+            &format!("pattern.replay.{name}.hit_rate_pct"),
+            100.0 * ours.hit_rate,
+            "%",
+            Better::Higher,
+            baseline,
+            100.0 * theirs.hit_rate,
+        ),
+        Measurement::new(
+            &format!("pattern.replay.{name}.peak_reserved_ratio"),
+            ours.reserved_ratio(),
+            "x",
+            Better::Lower,
+            baseline,
+            theirs.reserved_ratio(),
+        ),
+    ])
 }
 
 /// Allocate/release operations per second of 64 KiB blocks on `threads` threads at once.
@@ -92,7 +151,7 @@ struct Replayed {
 /// The allocator stacks a trace is replayed against.
 #[derive(Clone, Copy)]
 enum Stack {
-    /// The manager's default: size classes up to 1 MiB in front of a splitting allocator.
+    /// The manager's default: the splitting allocator, a small cache of size classes in front.
     Default,
     /// A caching allocator with these classes at every size (no splitting).
     Classes(SizeClasses),
@@ -111,11 +170,7 @@ fn replay_with(backend: &Arc<dyn Backend>, stack: Stack, steps: usize) -> Result
     let pool = match stack {
         Stack::Default => {
             let split = SplittingConfig::default();
-            let classes = SizeClasses::default().up_to(split.split_above);
-            let config = CachingConfig {
-                classes,
-                ..CachingConfig::default()
-            };
+            let config = split.cache_in_front(CachingConfig::default());
             CachingAllocator::over(SplittingResource::over(below, split)?, config)
         }
         Stack::Classes(classes) => CachingAllocator::over(

@@ -215,6 +215,9 @@ fn markdown(title: &str, results: &[ReplayOutcome]) -> String {
 /// `#` if any of it is used).
 fn picture(segments: &[SegmentSnapshot]) -> String {
     const CELLS: u64 = 64;
+    if segments.is_empty() {
+        return "  (no segments: nothing above the splitting threshold is live or cached)\n".into();
+    }
     let mut out = String::new();
     for (i, segment) in segments.iter().enumerate() {
         let cell = segment.size.div_ceil(CELLS).max(1);

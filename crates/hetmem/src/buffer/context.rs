@@ -77,9 +77,8 @@ pub(crate) struct SharedPools {
 }
 
 impl SharedPools {
-    fn over(device: &CachingAllocator) -> Self {
-        let shared: Arc<dyn MemoryResource> =
-            Arc::new(SharedResource::over(device.upstream().clone()));
+    fn over(device: Arc<dyn MemoryResource>) -> Self {
+        let shared: Arc<dyn MemoryResource> = Arc::new(SharedResource::over(device));
         SharedPools {
             pooled: CachingAllocator::over(shared.clone(), CachingConfig::default()),
             unpooled: CachingAllocator::over(shared, CachingConfig::unpooled()),
@@ -137,11 +136,9 @@ impl BufferContext {
     pub fn new(device: Arc<dyn Backend>) -> Self {
         let host: Arc<dyn Backend> = Arc::new(HostBackend::new());
         let engine = TransferEngine::new(device.clone());
-        Self::build(
-            CachingAllocator::new(device),
-            CachingAllocator::new(host),
-            engine,
-        )
+        let (device, host) = (CachingAllocator::new(device), CachingAllocator::new(host));
+        let below = [device.upstream().clone(), host.upstream().clone()];
+        Self::build(device, host, engine, below)
     }
 
     /// A context whose pools cache over the given resource stacks (default caching limits).
@@ -166,6 +163,20 @@ impl BufferContext {
         host: CachingAllocator,
         transfers: TransferConfig,
     ) -> Result<Self> {
+        let below = [device.upstream().clone(), host.upstream().clone()];
+        Self::with_unpooled_over(device, host, transfers, below)
+    }
+
+    /// [`BufferContext::with_transfers`] whose unpooled buffers (and shared allocations) take
+    /// their memory from `below` — device, host — rather than from what the pools sit on: the
+    /// stacks under the pools' splitting allocators, so that an unpooled buffer is a backend
+    /// allocation of its own, given back when it drops.
+    pub(crate) fn with_unpooled_over(
+        device: CachingAllocator,
+        host: CachingAllocator,
+        transfers: TransferConfig,
+        below: [Arc<dyn MemoryResource>; 2],
+    ) -> Result<Self> {
         if !host.backend().capabilities().host_addressable {
             return Err(Error::invalid(format!(
                 "the host pool's backend ({:?}) does not hand out host-addressable memory",
@@ -173,23 +184,27 @@ impl BufferContext {
             )));
         }
         let engine = TransferEngine::with_config(device.backend().clone(), transfers)?;
-        Ok(Self::build(device, host, engine))
+        Ok(Self::build(device, host, engine, below))
     }
 
-    fn build(device: CachingAllocator, host: CachingAllocator, engine: TransferEngine) -> Self {
+    fn build(
+        device: CachingAllocator,
+        host: CachingAllocator,
+        engine: TransferEngine,
+        below: [Arc<dyn MemoryResource>; 2],
+    ) -> Self {
         let queue = device.backend().default_queue().clone();
         let max_allocation = device.backend().info().max_allocation;
         let caps = device.backend().capabilities();
         let host_addressable = caps.host_addressable;
-        let shared = caps.shared_allocations.then(|| SharedPools::over(&device));
+        let [device_below, host_below] = below;
+        let shared = (caps.shared_allocations).then(|| SharedPools::over(device_below.clone()));
         let asynchronous = caps.async_copies && !host_addressable;
-        let unpooled = |pool: &CachingAllocator| {
-            CachingAllocator::over(pool.upstream().clone(), CachingConfig::unpooled())
-        };
+        let unpooled = |below| CachingAllocator::over(below, CachingConfig::unpooled());
         BufferContext {
             shared: Arc::new(ContextShared {
-                device_unpooled: unpooled(&device),
-                host_unpooled: unpooled(&host),
+                device_unpooled: unpooled(device_below),
+                host_unpooled: unpooled(host_below),
                 device,
                 host,
                 queue,

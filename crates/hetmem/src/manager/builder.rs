@@ -56,15 +56,17 @@ impl fmt::Debug for Adaptors {
 /// Each pool sits on a stack of [memory resources](crate::resource):
 ///
 /// ```text
-/// CachingAllocator → (your adaptors, last added on top) → SplittingResource
+/// CachingAllocator → SplittingResource → (your adaptors, last added on top)
 ///                  → LimitingResource → PlainResource
 /// ```
 ///
-/// The cache serves requests up to 1 MiB from size classes; larger ones are carved from
-/// segments by the [`SplittingResource`] (PyTorch's large-block design), which
+/// Requests above 4 KiB are carved from segments by the [`SplittingResource`] (PyTorch's
+/// design), with a small cache of size classes up to 64 KiB in front for loops that reuse a
+/// size ([`SplittingConfig::cache_in_front`]); the
 /// [`splitting`](Self::splitting) configures or turns off. The limit is shared by the device and
-/// the host stack; adaptors added with [`device_adaptor`](Self::device_adaptor) see what the
-/// device cache could not serve, as asked (not the segments), limit refusals included.
+/// the host stack; adaptors added with [`device_adaptor`](Self::device_adaptor) see what reaches
+/// the device — the segments, blocks of 4 KiB or less, unpooled buffers — limit refusals
+/// included.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryManagerBuilder {
     backend: Option<Arc<dyn Backend>>,
@@ -236,14 +238,14 @@ impl MemoryManagerBuilder {
         let limit = MemoryLimit::new(limit_bytes)?;
         let host: Arc<dyn Backend> = Arc::new(HostBackend::with_source(self.host_source)?);
         let splitting = (!self.splitting_off).then_some(self.splitting);
-        let (device, device_split) = pool(
+        let (device, device_split, device_below) = pool(
             backend,
             &limit,
             &self.device_adaptors,
             splitting,
             self.device_pool,
         )?;
-        let (host, host_split) =
+        let (host, host_split, host_below) =
             pool(host, &limit, &self.host_adaptors, splitting, self.host_pool)?;
         let mut policy = self.maintenance.unwrap_or_default();
         if let Some(min_fraction) = self.headroom {
@@ -262,7 +264,12 @@ impl MemoryManagerBuilder {
         host.set_maintenance(policy);
         let caps = device.backend().capabilities();
         Ok(MemoryManager {
-            context: BufferContext::with_transfers(device, host, self.transfers)?,
+            context: BufferContext::with_unpooled_over(
+                device,
+                host,
+                self.transfers,
+                [device_below, host_below],
+            )?,
             registry: Arc::new(Registry::new(tracking, recorder)),
             limit,
             caps,
@@ -271,40 +278,40 @@ impl MemoryManagerBuilder {
     }
 }
 
-/// One pool's stack: `adaptors` over the splitting allocator (where `splitting` is on) over a
-/// limited plain resource of `backend`, and the cache on top (its classes stopping where the
-/// splitting allocator takes over). The splitting resource is returned for statistics.
+/// One pool's stack: the splitting allocator (where `splitting` is on) over `adaptors` over a
+/// limited plain resource of `backend`, and the cache on top (fit to sit in front of the
+/// splitting allocator). Also returns the splitting resource, for statistics, and the stack
+/// under it, for unpooled buffers.
 fn pool(
     backend: Arc<dyn Backend>,
     limit: &MemoryLimit,
     adaptors: &Adaptors,
     splitting: Option<SplittingConfig>,
     config: CachingConfig,
-) -> Result<(CachingAllocator, Option<Arc<SplittingResource>>)> {
+) -> Result<Pool> {
     let id = backend.id();
     let plain = Arc::new(PlainResource::new(backend));
     let limited: Arc<dyn MemoryResource> = Arc::new(LimitingResource::new(plain, limit.clone()));
-    let (below, split, config) = match splitting {
-        Some(rules) => {
-            let split = SplittingResource::over(limited, rules)?;
-            let config = CachingConfig {
-                classes: config.classes.up_to(rules.split_above),
-                ..config
-            };
-            (
-                split.clone() as Arc<dyn MemoryResource>,
-                Some(split),
-                config,
-            )
-        }
-        None => (limited, None, config),
-    };
-    let top = adaptors.apply(below);
-    if top.backend().id() != id {
+    let below = adaptors.apply(limited);
+    if below.backend().id() != id {
         return Err(Error::invalid(format!(
             "an adaptor replaced the stack over {id} by one over {:?}",
-            top.backend()
+            below.backend()
         )));
     }
-    Ok((CachingAllocator::over(top, config), split))
+    Ok(match splitting {
+        Some(rules) => {
+            let split = SplittingResource::over(below.clone(), rules)?;
+            let cache = CachingAllocator::over(split.clone(), rules.cache_in_front(config));
+            (cache, Some(split), below)
+        }
+        None => (CachingAllocator::over(below.clone(), config), None, below),
+    })
 }
+
+/// A pool, the splitting allocator under it, and the stack under that.
+type Pool = (
+    CachingAllocator,
+    Option<Arc<SplittingResource>>,
+    Arc<dyn MemoryResource>,
+);

@@ -14,7 +14,7 @@ use crate::record::TraceEvent;
 /// A manager's memory at one moment. Made by [`MemoryManager::snapshot`].
 #[derive(Debug, Clone, Serialize)]
 pub struct MemorySnapshot {
-    /// The device pool's segments (blocks above 1 MiB are carved from them), in order.
+    /// The device pool's segments (blocks above 4 KiB are carved from them), in order.
     pub device_segments: Vec<SegmentSnapshot>,
     /// The host pool's segments.
     pub host_segments: Vec<SegmentSnapshot>,

@@ -33,7 +33,7 @@ pub struct MemoryStats {
     /// The pool host copies come from.
     pub host: CachingStats,
     /// The segments the splitting allocator under the device pool holds (zero where
-    /// splitting is off): blocks above 1 MiB are carved from them.
+    /// splitting is off): blocks above 4 KiB are carved from them.
     pub device_segments: SplittingStats,
     /// The same under the host pool.
     pub host_segments: SplittingStats,

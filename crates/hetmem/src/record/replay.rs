@@ -23,7 +23,7 @@ use crate::resource::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllocatorConfig {
-    /// The manager's default: size classes up to 1 MiB in front of the splitting allocator.
+    /// The manager's default: the splitting allocator, a small cache of size classes in front.
     Default,
     /// Size classes (4 per doubling) at every size, each block a backend allocation: the stack
     /// without splitting.
@@ -243,11 +243,8 @@ fn stack(
         AllocatorConfig::Default => {
             let rules = SplittingConfig::default();
             let split = SplittingResource::over(below, rules)?;
-            let classes = SizeClasses::default().up_to(rules.split_above);
-            (
-                CachingAllocator::over(split.clone(), cache(classes)),
-                Some(split),
-            )
+            let front = rules.cache_in_front(CachingConfig::default());
+            (CachingAllocator::over(split.clone(), front), Some(split))
         }
         AllocatorConfig::Classes => (
             CachingAllocator::over(below, CachingConfig::default()),

@@ -76,9 +76,13 @@ impl MemoryLimit {
         Ok(())
     }
 
-    /// Asks every cache under this limit to trim; returns the bytes given back.
+    /// Asks every cache under this limit to trim; returns the bytes given back under the limit
+    /// (a cache giving blocks to another cache below it gives back nothing until that one
+    /// does, so nothing is counted twice).
     pub fn trim(&self) -> Result<u64> {
-        self.inner.caches.relieve()
+        let before = self.reserved();
+        self.inner.caches.relieve()?;
+        Ok(before.saturating_sub(self.reserved()))
     }
 
     pub(crate) fn attach(&self, cache: Weak<dyn Trim>) {

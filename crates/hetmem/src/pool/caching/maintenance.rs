@@ -186,7 +186,9 @@ impl Inner {
         let mut report = MaintenanceReport::default();
         if let Some(idle) = policy.idle_release {
             self.flush_threads();
-            report.idle_released = self.evict_idle(idle)?;
+            // Idle blocks, and below them what that lets go (a splitting allocator's segments
+            // left unused).
+            report.idle_released = self.evict_idle(idle)? + self.upstream.trim()?;
             (self.schedule.idle_released).fetch_add(report.idle_released, Ordering::Relaxed);
         }
         if policy.under_pressure(self) {

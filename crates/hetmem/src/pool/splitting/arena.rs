@@ -136,6 +136,26 @@ impl Arena {
         Some(size)
     }
 
+    /// The length of the used range at `offset` of `segment`.
+    pub(super) fn used_at(&self, segment: SegmentId, offset: usize) -> Option<usize> {
+        let ranges = &self.segments.get(segment)?.as_ref()?.ranges;
+        ranges
+            .get(&offset)
+            .filter(|r| r.1 == State::Used)
+            .map(|r| r.0)
+    }
+
+    /// Bytes in the used ranges of `segment`.
+    pub(super) fn used_in(&self, segment: SegmentId) -> usize {
+        (self.segments.get(segment).and_then(Option::as_ref)).map_or(0, |s| {
+            s.ranges
+                .values()
+                .filter(|r| r.1 == State::Used)
+                .map(|r| r.0)
+                .sum()
+        })
+    }
+
     /// Bytes in segments.
     pub(super) fn reserved(&self) -> usize {
         self.reserved
