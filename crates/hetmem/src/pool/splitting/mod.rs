@@ -1,28 +1,4 @@
-//! [`SplittingResource`]: blocks carved from segments and merged back when freed — the design
-//! of PyTorch's caching allocator and of RMM's arena — so that a request holds what it asks,
-//! rounded to 512 bytes, instead of a size class, and freed space serves any later request that
-//! fits. It is why a growing workload (a key/value cache, say) does not hold one cached block
-//! of every size it went through.
-//!
-//! **Rules.** Requests up to `split_above` (4 KiB) pass through to the resource below. Larger
-//! ones are rounded up to the granularity (512 bytes, or the device's alignment if larger) and
-//! carved from the free range that fits best (the smallest; then the oldest segment; then the
-//! lowest address), the rest split off as a free range. A freed block is kept whole for a next
-//! request of exactly its length (a loop allocating one size takes it back at once); any other
-//! request merges it first. With nothing free that fits, a segment is allocated: for requests
-//! under `small_request` (10 MiB) an eighth of what is held already, between `segment_rounding`
-//! (2 MiB) and `small_segment` (20 MiB), so that several share it and a small program's
-//! footprint stays near its need; otherwise the request rounded up to `segment_rounding` —
-//! under a limit, no more ahead of the request than half of what the limit leaves
-//! ([`MemoryResource::headroom`]). A freed block merges with its free neighbours; a block freed
-//! while device work may still use it (events given to `deallocate`) becomes free only once
-//! that work is done. Segments with nothing carved go back below on [`Trim::trim`], when a
-//! limit or the device runs short (the resource registers for pressure), or to make room for a
-//! segment that does not fit. A cache in front ([`SplittingConfig::cache_in_front`]) keeps a
-//! few blocks of each small size class for loops that reuse one.
-//!
-//! Blocks are views of their segment ([`Backend::view`]): pointers into it on host memory and
-//! CUDA, sub-buffers on OpenCL — kernels take them as any block.
+//! [`SplittingResource`]: blocks carved from segments and merged back when freed.
 
 mod arena;
 
@@ -37,7 +13,7 @@ use crate::pool::CachingConfig;
 use crate::resource::{MemoryResource, Pressure, Trim};
 use crate::sync::{lock, Mutex};
 
-/// The rules of a [`SplittingResource`] (see the [module docs](self)).
+/// The rules of a [`SplittingResource`] (see its documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplittingConfig {
     /// Requests up to this size go straight to the resource below (a cache's size classes
@@ -149,7 +125,31 @@ pub struct RangeSnapshot {
     pub used: bool,
 }
 
-/// Carves large blocks from segments of the resource below (see the [module docs](self)).
+/// Carves blocks from segments of the resource below and merges them back when freed — the
+/// design of PyTorch's caching allocator and of RMM's arena — so that a request holds what it asks,
+/// rounded to 512 bytes, instead of a size class, and freed space serves any later request that
+/// fits. It is why a growing workload (a key/value cache, say) does not hold one cached block
+/// of every size it went through.
+///
+/// **Rules.** Requests up to `split_above` (4 KiB) pass through to the resource below. Larger
+/// ones are rounded up to the granularity (512 bytes, or the device's alignment if larger) and
+/// carved from the free range that fits best (the smallest; then the oldest segment; then the
+/// lowest address), the rest split off as a free range. A freed block is kept whole for a next
+/// request of exactly its length (a loop allocating one size takes it back at once); any other
+/// request merges it first. With nothing free that fits, a segment is allocated: for requests
+/// under `small_request` (10 MiB) an eighth of what is held already, between `segment_rounding`
+/// (2 MiB) and `small_segment` (20 MiB), so that several share it and a small program's
+/// footprint stays near its need; otherwise the request rounded up to `segment_rounding` —
+/// under a limit, no more ahead of the request than half of what the limit leaves
+/// ([`MemoryResource::headroom`]). A freed block merges with its free neighbours; a block freed
+/// while device work may still use it (events given to `deallocate`) becomes free only once
+/// that work is done. Segments with nothing carved go back below on [`Trim::trim`], when a
+/// limit or the device runs short (the resource registers for pressure), or to make room for a
+/// segment that does not fit. A cache in front ([`SplittingConfig::cache_in_front`]) keeps a
+/// few blocks of each small size class for loops that reuse one.
+///
+/// Blocks are views of their segment ([`Backend::view`]): pointers into it on host memory and
+/// CUDA, sub-buffers on OpenCL — kernels take them as any block.
 pub struct SplittingResource {
     upstream: Arc<dyn MemoryResource>,
     config: SplittingConfig,
