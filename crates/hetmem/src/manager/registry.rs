@@ -209,12 +209,17 @@ pub(crate) struct Registry {
     open_scopes: AtomicUsize,
     /// Where allocations, frees and resizes are recorded, if anywhere.
     pub(crate) recorder: Option<Arc<Recorder>>,
+    /// Set in the ids this manager records (a number of its own in the top bits), so that
+    /// managers sharing a recorder never reuse one another's ids.
+    trace_tag: u64,
 }
 
 impl Registry {
     pub(crate) fn new(tracking: Tracking, recorder: Option<Arc<Recorder>>) -> Self {
+        static MANAGERS: AtomicU64 = AtomicU64::new(0);
         Registry {
             recorder,
+            trace_tag: MANAGERS.fetch_add(1, Ordering::Relaxed) << 40,
             tracking,
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
@@ -250,7 +255,7 @@ impl Registry {
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,
-                record.id,
+                self.trace_tag | record.id,
                 bytes as u64,
                 label,
                 Some(placement),
@@ -289,7 +294,7 @@ impl Registry {
     fn release(&self, record: &Record, slot: Option<usize>) {
         if let Some(recorder) = &self.recorder {
             let bytes = record.bytes.load(Ordering::Relaxed) as u64;
-            recorder.record(Action::Free, record.id, bytes, None, None);
+            recorder.record(Action::Free, self.trace_tag | record.id, bytes, None, None);
         }
         // Release: a snapshot that sees this release sees the allocation before it.
         self.counters.releases.fetch_add(1, Ordering::Release);
@@ -380,11 +385,22 @@ struct Token {
     slot: Option<usize>,
 }
 
+impl Drop for Registry {
+    /// A trace streamed to a file is complete once its managers are gone (the process's own
+    /// recorder, `HETMEM_TRACE`, is never dropped).
+    fn drop(&mut self) {
+        if let Some(recorder) = &self.recorder {
+            let _ = recorder.flush();
+        }
+    }
+}
+
 impl Observer for Token {
     fn resized(&self, old: usize, new: usize) {
         self.record.bytes.store(new, Ordering::Relaxed);
         if let Some(recorder) = &self.registry.recorder {
-            recorder.record(Action::Resize, self.record.id, new as u64, None, None);
+            let id = self.registry.trace_tag | self.record.id;
+            recorder.record(Action::Resize, id, new as u64, None, None);
         }
         if new > old {
             self.registry.grow(new - old);

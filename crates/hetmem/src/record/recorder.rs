@@ -5,12 +5,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::ThreadId;
 use std::time::Instant;
 
 use super::{Action, Trace, TraceEvent};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manager::Placement;
 use crate::sync::{lock, Mutex};
 
@@ -61,13 +61,17 @@ impl Recorder {
         Ok(recorder)
     }
 
-    /// A streaming recorder if `HETMEM_TRACE` names a file (the last 4096 events kept in
-    /// memory too).
+    /// The process's streaming recorder if `HETMEM_TRACE` names a file (the last 4096 events
+    /// kept in memory too): one for every manager, so that their events share one trace.
     pub fn from_env() -> Result<Option<Arc<Recorder>>> {
-        match std::env::var_os("HETMEM_TRACE") {
-            Some(path) if !path.is_empty() => Ok(Some(Arc::new(Self::streaming_to(path, 4096)?))),
+        static ENV: OnceLock<std::result::Result<Option<Arc<Recorder>>, String>> = OnceLock::new();
+        let recorder = ENV.get_or_init(|| match std::env::var_os("HETMEM_TRACE") {
+            Some(path) if !path.is_empty() => Self::streaming_to(path, 4096)
+                .map(|r| Some(Arc::new(r)))
+                .map_err(|e| e.to_string()),
             _ => Ok(None),
-        }
+        });
+        (recorder.clone()).map_err(|reason| Error::invalid(format!("HETMEM_TRACE: {reason}")))
     }
 
     /// The events still in memory, oldest first.
