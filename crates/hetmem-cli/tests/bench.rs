@@ -286,7 +286,8 @@ fn cuda_is_measured_or_its_absence_explained() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cuda is unavailable") && stderr.contains(cuda["reason"].as_str().unwrap()),
+        stderr.contains("cuda backend unavailable")
+            && stderr.contains(cuda["reason"].as_str().unwrap()),
         "{stderr}"
     );
 }

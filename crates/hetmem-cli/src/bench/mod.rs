@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use hetmem::backend::{Backend, BackendKind, HostBackend};
+use hetmem::backend::{Backend, DeviceName, HostBackend};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output;
@@ -104,38 +104,9 @@ impl Suite {
     }
 }
 
-/// Finds the backend named by `--backend`.
-pub(crate) fn select(spec: &str) -> Result<Arc<dyn Backend>, String> {
-    let (kind, index) = match spec.split_once(':') {
-        Some((k, i)) => (
-            k,
-            i.parse::<usize>()
-                .map_err(|_| format!("bad device index in --backend {spec}"))?,
-        ),
-        None => (spec, 0),
-    };
-    let kind = match kind {
-        "host" => BackendKind::Host,
-        "opencl" => BackendKind::OpenCl,
-        "cuda" => BackendKind::Cuda,
-        other => {
-            return Err(format!(
-                "unknown backend {other:?}: expected host, opencl[:N] or cuda[:N]"
-            ))
-        }
-    };
-    let probe = hetmem::backend::probe()
-        .into_iter()
-        .find(|p| p.kind == kind)
-        .ok_or_else(|| format!("{} support is not built in", kind.name()))?;
-    let devices = probe
-        .outcome
-        .map_err(|e| format!("{} is unavailable: {e}", kind.name()))?;
-    let count = devices.len();
-    devices
-        .into_iter()
-        .nth(index)
-        .ok_or_else(|| format!("{} has {count} device(s); no index {index}", kind.name()))
+/// Finds the backend named by `--backend` (`host`, `opencl:1`, …).
+pub(crate) fn select(spec: &str) -> hetmem::Result<Arc<dyn Backend>> {
+    spec.parse::<DeviceName>()?.open()
 }
 
 fn machine() -> Machine {

@@ -86,7 +86,7 @@ pub use opencl::OpenClBackend;
 pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
 pub use region::CopyRegion;
-pub use registry::{backends, probe, BackendProbe};
+pub use registry::{backends, probe, BackendProbe, DeviceName};
 pub use staging::StagingBuffer;
 pub(crate) use staging::StagingMemory;
 
