@@ -34,13 +34,8 @@ pub struct BenchArgs {
     /// Only results whose id contains PATTERN (e.g. `transfer.h2d` or `alloc`).
     #[arg(long, value_name = "PATTERN")]
     filter: Option<String>,
-    /// Also write the results as JSON to FILE (`-`: standard output, the table then going to
-    /// standard error).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Also write the results as a Markdown table to FILE.
-    #[arg(long, value_name = "FILE")]
-    markdown: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: output::Outputs,
     /// Also draw bandwidth against size and the allocation latency distributions into DIR
     /// (bandwidth.svg/.png, alloc-latency.svg/.png).
     #[arg(long, value_name = "DIR")]
@@ -170,17 +165,7 @@ pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         results,
     };
     let table = format!("{}\n{}", report.title(), report.table());
-    // With JSON on standard output, the table goes to standard error.
-    match output::is_stdout(args.json.as_deref()) {
-        true => eprintln!("{table}"),
-        false => println!("{table}"),
-    }
-    if let Some(path) = &args.json {
-        output::write(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(path) = &args.markdown {
-        output::write(path, &report.markdown())?;
-    }
+    args.outputs.emit(&table, &report, || report.markdown())?;
     if let Some(dir) = &args.plot {
         for file in plot::write(&report, dir)? {
             eprintln!("wrote {}", file.display());

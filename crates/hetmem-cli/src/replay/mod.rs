@@ -31,12 +31,8 @@ pub struct ReplayArgs {
     /// Only these configurations (comma-separated): default, classes, power-of-two, unpooled.
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
-    /// Also write the results as JSON to FILE (`-`: standard output).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Also write the results as a Markdown table to FILE.
-    #[arg(long, value_name = "FILE")]
-    markdown: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: output::Outputs,
     /// Also draw reserved against live bytes over the trace for each configuration into DIR
     /// (replay.svg, replay.png).
     #[arg(long, value_name = "DIR")]
@@ -112,10 +108,6 @@ pub fn run(args: &ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
             ));
         }
     }
-    match output::is_stdout(args.json.as_deref()) {
-        true => eprintln!("{text}"),
-        false => println!("{text}"),
-    }
     let report = Report {
         version: 1,
         trace: TraceSummary {
@@ -127,12 +119,8 @@ pub fn run(args: &ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
         limit: args.limit,
         results: &results,
     };
-    if let Some(path) = &args.json {
-        output::write(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(path) = &args.markdown {
-        output::write(path, &markdown(&title, &results))?;
-    }
+    args.outputs
+        .emit(&text, &report, || markdown(&title, &results))?;
     if let Some(dir) = &args.plot {
         for file in plot::write(&results, dir, &title)? {
             eprintln!("wrote {}", file.display());
