@@ -91,6 +91,40 @@ fn record_then_replay_reproduces_the_live_curve(b: &Arc<dyn Backend>) {
     }
 }
 
+/// A buffer's transfers are in the trace, with the buffer's id and the bytes that moved, and
+/// the trace still replays (transfers are not about memory and are left out there).
+fn transfers_are_recorded(b: &Arc<dyn Backend>) {
+    let (m, recorder) = recorded(b);
+    let mut buf = m
+        .alloc_with::<u32>(1 << 16, AllocOptions::new().placement(Placement::Host))
+        .unwrap();
+    buf.host_mut().unwrap()[7] = 7;
+    drop(buf.device().unwrap());
+    buf.write(10, &[1, 2]).unwrap();
+    buf.sync().unwrap().wait().unwrap();
+    drop(buf);
+    let trace = recorder.events();
+    let id = trace.events[0].id;
+    let moved: Vec<(Action, u64)> = (trace.events.iter())
+        .filter(|e| e.id == id && !matches!(e.action, Action::Alloc | Action::Free))
+        .map(|e| (e.action, e.bytes))
+        .collect();
+    if b.capabilities().host_addressable {
+        assert!(moved.is_empty(), "one allocation: nothing moves");
+    } else {
+        // The whole buffer once, then only the 8 bytes written.
+        assert_eq!(moved, [(Action::Upload, 1 << 18), (Action::Upload, 8)]);
+    }
+    let outcome = replay(
+        &trace,
+        b.clone(),
+        AllocatorConfig::Default,
+        Default::default(),
+    )
+    .unwrap();
+    assert_eq!(outcome.requests, 1);
+}
+
 /// A trace written as JSON lines or RMM CSV reads back as it was (RMM has no trims, and
 /// spells a resize as a free and an allocation).
 fn traces_round_trip_through_both_formats(b: &Arc<dyn Backend>) {
@@ -180,6 +214,11 @@ fn bad_trace_files_name_their_line() {
             "not live",
         ),
         (jsonl(&format!("{alloc}\n{alloc}")), 2, "already live"),
+        (
+            jsonl(r#"{"time_ns":0,"thread":0,"action":"upload","id":5,"bytes":8}"#),
+            1,
+            "transfer of 0x5, which is not live",
+        ),
     ];
     let header = "Thread,Time,Action,Pointer,Size,Stream\n";
     let csv = |rows: &str| Trace::read_rmm_csv(format!("{header}{rows}").as_bytes()).unwrap_err();
@@ -287,6 +326,7 @@ common::backend_suite!(
         record_then_replay_reproduces_the_live_curve,
         traces_round_trip_through_both_formats,
         an_rmm_log_imports_and_replays_under_a_limit,
+        transfers_are_recorded,
         snapshots_show_segments_and_buffers,
     ]
 );

@@ -1,9 +1,11 @@
 //! Per-buffer metrics: what moved each way, how long it took, and when the buffer was last used.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{CoherenceState, Residency};
+use crate::record::{Action, Recorder};
 use crate::transfer::{Direction, DirectionCounters, DirectionStats};
 
 /// A snapshot of one buffer's metrics (shared by the buffer and all its views). A transfer is
@@ -32,6 +34,9 @@ pub(crate) struct MetricCells {
     /// Nanoseconds after `created` of the last access, plus one (0: never accessed).
     last_access: AtomicU64,
     pub(crate) transfers: DirectionCounters,
+    /// Where each transfer is also recorded, with the buffer's id there: set once, by a
+    /// manager that records ([`crate::record`]).
+    trace: OnceLock<(Arc<Recorder>, u64)>,
 }
 
 impl MetricCells {
@@ -40,6 +45,7 @@ impl MetricCells {
             created: Instant::now(),
             last_access: AtomicU64::new(0),
             transfers: DirectionCounters::default(),
+            trace: OnceLock::new(),
         }
     }
 
@@ -51,6 +57,19 @@ impl MetricCells {
     /// Records one transfer of `bytes` that started at `start`.
     pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
         self.transfers.record(direction, bytes, start);
+        if let Some((recorder, id)) = self.trace.get() {
+            let action = match direction {
+                Direction::HostToDevice => Action::Upload,
+                Direction::DeviceToHost => Action::Download,
+                Direction::DeviceToDevice => Action::DeviceCopy,
+            };
+            recorder.record(action, *id, bytes as u64, None, None);
+        }
+    }
+
+    /// Records this buffer's transfers in `recorder` too, as `id`.
+    pub(crate) fn trace_to(&self, recorder: Arc<Recorder>, id: u64) {
+        let _ = self.trace.set((recorder, id));
     }
 
     pub(crate) fn last_access(&self) -> Option<Instant> {

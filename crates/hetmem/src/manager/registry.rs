@@ -252,6 +252,9 @@ impl Registry {
             metrics,
         });
         if let Some(recorder) = &self.recorder {
+            record
+                .metrics
+                .trace_to(recorder.clone(), self.trace_tag | record.id);
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,

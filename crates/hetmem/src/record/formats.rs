@@ -146,7 +146,8 @@ impl Trace {
                     csv.write_record(row("free", old)).map_err(io)?;
                     csv.write_record(row("allocate", e.bytes)).map_err(io)?;
                 }
-                Action::Trim => {}
+                // RMM's log has no rows for these.
+                Action::Trim | Action::Upload | Action::Download | Action::DeviceCopy => {}
             }
         }
         csv.flush()?;

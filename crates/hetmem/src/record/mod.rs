@@ -3,7 +3,9 @@
 //! ([`replay`], `hetmem replay`) — RMM's logging adaptor and replay benchmark, Umpire's replay
 //! tool.
 //!
-//! The native format is JSON lines, one [`TraceEvent`] per line; RMM's CSV log
+//! Transfers are recorded too (`upload`, `download`, `device_copy` of a live allocation: syncs
+//! and prefetches appear as the transfers they make); replay leaves them out, being about
+//! memory. The native format is JSON lines, one [`TraceEvent`] per line; RMM's CSV log
 //! (`Thread,Time,Action,Pointer,Size,Stream`) is read and written too, so that logs from RMM
 //! users replay here. Reading checks the trace as it goes — every free names a live
 //! allocation, sizes are whole numbers — and a bad line is [`Error::BadTrace`] naming it.
@@ -38,6 +40,14 @@ pub enum Action {
     Resize,
     /// Cached memory was given back (`bytes` of it).
     Trim,
+    /// The allocation `id` moved `bytes` from the host copy to the device copy (a sync, a
+    /// prefetch, a guard's upload).
+    Upload,
+    /// The allocation `id` moved `bytes` from the device copy to the host copy.
+    Download,
+    /// The allocation `id` received `bytes` by a copy on the device (from another buffer, or
+    /// its own old block when resized).
+    DeviceCopy,
 }
 
 /// One event of a trace.
@@ -108,7 +118,7 @@ impl Trace {
                         let old = sizes.insert(e.id, e.bytes).unwrap_or(0);
                         live = live - old + e.bytes;
                     }
-                    Action::AllocFailed | Action::Trim => {}
+                    _ => {}
                 }
                 live
             })
@@ -146,6 +156,11 @@ impl Checker {
                 if self.live.insert(event.id, event.bytes).is_none() {
                     self.live.remove(&event.id);
                     return bad(format!("resize of {:#x}, which is not live", event.id));
+                }
+            }
+            Action::Upload | Action::Download | Action::DeviceCopy => {
+                if !self.live.contains_key(&event.id) {
+                    return bad(format!("transfer of {:#x}, which is not live", event.id));
                 }
             }
             Action::AllocFailed | Action::Trim => {}

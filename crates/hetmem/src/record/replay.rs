@@ -202,7 +202,7 @@ pub fn replay(
                     crate::resource::Trim::trim(split.as_ref())?;
                 }
             }
-            Action::AllocFailed => {}
+            Action::AllocFailed | Action::Upload | Action::Download | Action::DeviceCopy => {}
         }
         outcome.events = index + 1;
         outcome.peak_live = outcome.peak_live.max(live);
