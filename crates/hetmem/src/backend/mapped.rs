@@ -55,73 +55,6 @@ pub(super) fn unmap<R: RawBackend>(
     unsafe { RawBackend::unmap(raw, queue, block, ptr) }
 }
 
-/// A live mapping of a block that is not host memory, unmapped when dropped (so a panicking
-/// access still unmaps).
-struct Mapped<'a, R: RawBackend> {
-    raw: &'a R,
-    queue: &'a Queue,
-    block: &'a DeviceBlock,
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl<R: RawBackend> Mapped<'_, R> {
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `map` returned `len` host-accessible bytes that stay mapped until this value
-        // unmaps them; for a write-discard map they are unspecified but initialised host memory.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-
-    /// Unmaps and reports how it went.
-    fn unmap(self) -> Result<()> {
-        let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `ptr` is the live mapping of `block` made by `map`, unmapped once (Drop is
-        // skipped).
-        unsafe { RawBackend::unmap(this.raw, this.queue, this.block, this.ptr.as_ptr()) }
-    }
-}
-
-impl<R: RawBackend> Drop for Mapped<'_, R> {
-    /// Only reached when the access panicked: unmap anyway, nothing to report to.
-    fn drop(&mut self) {
-        // SAFETY: as in `unmap`.
-        let _ = unsafe { RawBackend::unmap(self.raw, self.queue, self.block, self.ptr.as_ptr()) };
-    }
-}
-
-/// Maps a block that is not host memory for a closure's access, or answers `Ok(None)` where
-/// the device cannot map (and `Ok(Some(..))` once unmapped).
-fn with_mapping<R: RawBackend>(
-    raw: &R,
-    queue: &Queue,
-    block: &DeviceBlock,
-    offset: usize,
-    len: usize,
-    mode: MapMode,
-    access: impl FnOnce(&mut [u8]),
-) -> Result<bool> {
-    if !RawBackend::capabilities(raw).mapped_access {
-        return Ok(false);
-    }
-    if len == 0 {
-        access(&mut []);
-        return Ok(true);
-    }
-    // SAFETY: queue and block are this backend's and the range lies inside (checked by the
-    // callers).
-    let ptr = unsafe { RawBackend::map(raw, queue, block, offset, len, mode) }?;
-    let mut mapped = Mapped {
-        raw,
-        queue,
-        block,
-        ptr: NonNull::new(ptr).ok_or_else(|| Error::invalid("the device mapped a null pointer"))?,
-        len,
-    };
-    access(mapped.bytes_mut());
-    mapped.unmap()?;
-    Ok(true)
-}
-
 /// [`Backend::write_mapped`].
 pub(super) fn write_mapped<R: RawBackend>(
     raw: &R,
@@ -143,7 +76,13 @@ pub(super) fn write_mapped<R: RawBackend>(
         access(&mut bytes[offset..offset + len]);
         return Ok(true);
     }
-    with_mapping(raw, queue, dst, offset, len, MapMode::WriteDiscard, access)
+    if !RawBackend::capabilities(raw).mapped_access {
+        return Ok(false);
+    }
+    // The buffers' map guards' mapping: unmapped on drop, so a panicking access still unmaps.
+    let mut mapping = MappingMut::write(raw, queue, dst, offset, len, true)?;
+    access(mapping.bytes_mut());
+    mapping.unmap().map(|()| true)
 }
 
 /// [`Backend::read_mapped`].
@@ -161,7 +100,12 @@ pub(super) fn read_mapped<R: RawBackend>(
         access(&bytes[offset..offset + len]);
         return Ok(true);
     }
-    with_mapping(raw, queue, src, offset, len, MapMode::Read, |b| access(b))
+    if !RawBackend::capabilities(raw).mapped_access {
+        return Ok(false);
+    }
+    let mapping = Mapping::read(raw, queue, src, offset, len)?;
+    access(mapping.bytes());
+    mapping.unmap().map(|()| true)
 }
 
 /// [`Backend::allocate_shared`].
