@@ -54,22 +54,18 @@ fn an_rmm_log_replays_against_every_configuration() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for config in ["default", "classes", "power-of-two", "unpooled"] {
+    for config in ["default", "compact", "classes", "power-of-two", "unpooled"] {
         assert!(stdout.contains(config), "{stdout}");
     }
     assert!(stdout.contains("7 events, peak live 12.0 MiB"), "{stdout}");
-    // After event 4 the default configuration holds 4 MiB and 8 MiB, each in a segment of its
-    // size (a small program's segments stay near its need).
+    // After event 4 the default configuration holds 4 MiB and 8 MiB side by side in its one
+    // expandable segment, the freed 1 MiB before them still committed.
     assert!(
         stdout.contains("segments of `default` after event 4"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("4.0 MiB of 4.0 MiB in use, 1 blocks"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("8.0 MiB of 8.0 MiB in use, 1 blocks"),
+        stdout.contains("12.0 MiB of 13.0 MiB in use, 2 blocks (expandable, 13.0 MiB committed)"),
         "{stdout}"
     );
     for file in ["replay.svg", "replay.png"] {

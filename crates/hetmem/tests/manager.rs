@@ -144,11 +144,13 @@ fn a_limit_trims_caches_first_then_fails_with_the_figures(backend: &Arc<dyn Back
     // 2 MiB more only fits once the cache gives its block back; a different size class so the
     // cached block cannot simply be reused.
     let b = m.alloc_with::<u8>((2 << 20) + 4096, opts()).unwrap();
-    assert_eq!(
-        m.stats().cached_bytes(),
-        0,
-        "the cache was trimmed to make room"
-    );
+    let cached = m.stats().cached_bytes();
+    match backend.commit_granularity() {
+        // An expandable segment grew in place over the freed block: what is left free is the
+        // rest of the granule it grew by.
+        Some(granule) => assert!(cached < granule as u64, "{cached} bytes cached"),
+        None => assert_eq!(cached, 0, "the cache was trimmed to make room"),
+    }
     let err = m.alloc_with::<u8>(2 << 20, opts()).unwrap_err();
     match &err {
         Error::LimitExceeded {

@@ -22,12 +22,13 @@ fn splitting(b: &Arc<dyn Backend>) -> Arc<SplittingResource> {
     .unwrap()
 }
 
-/// Segments of 20 MiB whatever is held (PyTorch's size for requests under 10 MiB), so that the
-/// tests below can say where each block lands.
+/// Segments of 20 MiB whatever is held (PyTorch's size for requests under 10 MiB) and no
+/// expandable segment, so that the tests below can say where each block lands.
 fn fixed_segments(b: &Arc<dyn Backend>) -> Arc<SplittingResource> {
     let config = SplittingConfig {
         small_segment: 20 * MIB,
         segment_rounding: 20 * MIB,
+        expandable: false,
         ..SplittingConfig::default()
     };
     SplittingResource::over(Arc::new(PlainResource::new(b.clone())), config).unwrap()
@@ -162,6 +163,7 @@ fn a_limit_is_kept(b: &Arc<dyn Backend>) {
     let config = SplittingConfig {
         small_segment: 20 * MIB,
         segment_rounding: 20 * MIB,
+        expandable: false,
         ..SplittingConfig::default()
     };
     let s = SplittingResource::over(limited, config).unwrap();

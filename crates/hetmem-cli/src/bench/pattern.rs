@@ -66,8 +66,9 @@ fn recorded(backend: &Arc<dyn Backend>, name: &str) -> Result<Vec<Measurement>> 
         .unwrap_or_default();
     let trace = Trace::read_jsonl(text.as_bytes())?;
     let run = |config| record::replay(&trace, backend.clone(), config, ReplayOptions::default());
-    let (ours, theirs) = (
+    let (ours, compact, theirs) = (
         run(AllocatorConfig::Default)?,
+        run(AllocatorConfig::Compact)?,
         run(AllocatorConfig::Classes)?,
     );
     let baseline = "the same trace, size classes without splitting";
@@ -83,6 +84,14 @@ fn recorded(backend: &Arc<dyn Backend>, name: &str) -> Result<Vec<Measurement>> 
         Measurement::new(
             &format!("pattern.replay.{name}.peak_reserved_ratio"),
             ours.reserved_ratio(),
+            "x",
+            Better::Lower,
+            baseline,
+            theirs.reserved_ratio(),
+        ),
+        Measurement::new(
+            &format!("pattern.replay.{name}.compact.peak_reserved_ratio"),
+            compact.reserved_ratio(),
             "x",
             Better::Lower,
             baseline,

@@ -28,7 +28,8 @@ pub struct ReplayArgs {
     /// the command exits non-zero.
     #[arg(long)]
     limit: Option<u64>,
-    /// Only these configurations (comma-separated): default, classes, power-of-two, unpooled.
+    /// Only these configurations (comma-separated): default, compact, classes, power-of-two,
+    /// unpooled.
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     #[command(flatten)]
@@ -69,7 +70,7 @@ fn configs(names: &[String]) -> Result<Vec<AllocatorConfig>, String> {
             (AllocatorConfig::ALL.into_iter())
                 .find(|c| c.name() == name)
                 .ok_or_else(|| {
-                    format!("unknown configuration {name:?}: use default, classes, power-of-two or unpooled")
+                    format!("unknown configuration {name:?}: use default, compact, classes, power-of-two or unpooled")
                 })
         })
         .collect()
@@ -144,7 +145,7 @@ fn rows(results: &[ReplayOutcome]) -> Vec<[String; 9]> {
             [
                 r.config.name().to_owned(),
                 format!("{:.1} %", 100.0 * r.hit_rate),
-                r.backend_allocations.to_string(),
+                format!("{} + {}", r.backend_allocations, r.commits),
                 bytes(r.peak_live),
                 bytes(r.peak_reserved),
                 format!("{:.2}×", r.reserved_ratio()),
@@ -169,7 +170,7 @@ fn rows(results: &[ReplayOutcome]) -> Vec<[String; 9]> {
 const HEADER: [&str; 9] = [
     "configuration",
     "hit rate",
-    "backend allocs",
+    "allocs + commits",
     "peak live",
     "peak reserved",
     "reserved/live",
@@ -231,8 +232,12 @@ fn picture(segments: &[SegmentSnapshot]) -> String {
             .filter(|r| r.used)
             .map(|r| r.len)
             .sum();
+        let expandable = match segment.expandable {
+            true => format!(" (expandable, {} committed)", bytes(segment.committed)),
+            false => String::new(),
+        };
         out.push_str(&format!(
-            "{i:>3} [{bar}] {} of {} in use, {} blocks\n",
+            "{i:>3} [{bar}] {} of {} in use, {} blocks{expandable}\n",
             bytes(in_use),
             bytes(segment.size),
             segment.ranges.iter().filter(|r| r.used).count()

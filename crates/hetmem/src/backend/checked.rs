@@ -107,6 +107,9 @@ impl<R: RawBackend> Backend for R {
                 block,
             });
         }
+        if block.is_reservation() {
+            return super::reservation::release(self, block);
+        }
         let bytes = block.size();
         // SAFETY: the block is this backend's (checked).
         unsafe { RawBackend::release(self, block) }?;
@@ -215,6 +218,22 @@ impl<R: RawBackend> Backend for R {
         }
         // SAFETY: the block is a view this backend made.
         unsafe { RawBackend::release_view(self, view) }
+    }
+
+    fn commit_granularity(&self) -> Option<usize> {
+        RawBackend::commit_granularity(self)
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<DeviceBlock> {
+        super::reservation::reserve(self, bytes)
+    }
+
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        super::reservation::commit(self, reservation, offset, len)
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        super::reservation::decommit(self, reservation, offset, len)
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

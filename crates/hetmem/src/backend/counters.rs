@@ -66,6 +66,20 @@ impl UsageCounters {
         self.live_bytes.sub(bytes as u64);
     }
 
+    /// Counts committed bytes of a reservation only if live bytes stay within the capacity.
+    pub(crate) fn try_commit(&self, bytes: usize) -> bool {
+        let Some(live) = self.live_bytes.admit(bytes as u64) else {
+            return false;
+        };
+        self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+        true
+    }
+
+    /// Takes back bytes of a reservation that are no longer committed.
+    pub(crate) fn decommitted(&self, bytes: usize) {
+        self.live_bytes.sub(bytes as u64);
+    }
+
     pub(crate) fn released(&self, bytes: usize) {
         self.releases.fetch_add(1, Ordering::Relaxed);
         self.live_bytes.sub(bytes as u64);

@@ -258,6 +258,29 @@ impl RawBackend for FaultyBackend {
     unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
         self.inner.release_view(view)
     }
+    fn commit_granularity(&self) -> Option<usize> {
+        self.inner.commit_granularity()
+    }
+    fn reserve(&self, bytes: usize) -> Result<*mut std::ffi::c_void> {
+        self.inner.reserve(bytes).map(DeviceBlock::into_raw)
+    }
+    /// A commit can fail as an allocation does. The wrapper's counters take every commit as
+    /// new bytes (the wrapped backend's know better).
+    unsafe fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<usize> {
+        self.check(FaultOp::Allocate, len)?;
+        self.inner.commit(reservation, offset, len).map(|()| len)
+    }
+    unsafe fn decommit(
+        &self,
+        reservation: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize> {
+        self.inner.decommit(reservation, offset, len).map(|()| len)
+    }
+    unsafe fn release_reservation(&self, reservation: DeviceBlock) -> Result<usize> {
+        self.inner.release(reservation).map(|()| 0)
+    }
     fn allocate_shared(&self, bytes: usize) -> Result<DeviceBlock> {
         self.check(FaultOp::Allocate, bytes)?;
         self.inner.allocate_shared(bytes)

@@ -59,6 +59,7 @@ mod parts;
 pub mod raw;
 mod region;
 mod registry;
+mod reservation;
 mod staging;
 
 use std::any::Any;
@@ -189,8 +190,19 @@ pub struct DeviceBlock {
     size: usize,
     /// Where the host reaches a shared allocation ([`Backend::allocate_shared`]).
     shared: Option<NonNull<u8>>,
-    /// A view of a segment ([`Backend::view`]): released with `release_view`.
-    view: bool,
+    /// What kind of block: each is released its own way.
+    kind: BlockKind,
+}
+
+/// What a [`DeviceBlock`] is, which decides how it is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockKind {
+    /// Memory of its own ([`Backend::allocate`], [`Backend::allocate_shared`]).
+    Allocation,
+    /// A range of another block ([`Backend::view`]).
+    View,
+    /// Address space committed piece by piece ([`Backend::reserve`]).
+    Reservation,
 }
 
 // SAFETY: a DeviceBlock is an inert handle. Only the backend that created it interprets the
@@ -211,7 +223,19 @@ impl DeviceBlock {
             handle,
             size,
             shared: None,
-            view: false,
+            kind: BlockKind::Allocation,
+        }
+    }
+
+    /// Wraps a backend's address reservation ([`raw::reservation_block`]).
+    ///
+    /// # Safety
+    /// As [`raw::reservation_block`].
+    pub(crate) unsafe fn reservation(backend: BackendId, handle: *mut c_void, size: usize) -> Self {
+        DeviceBlock {
+            kind: BlockKind::Reservation,
+            // SAFETY: the caller's guarantee.
+            ..unsafe { DeviceBlock::from_raw(backend, handle, size) }
         }
     }
 
@@ -230,7 +254,7 @@ impl DeviceBlock {
             handle,
             size,
             shared: Some(host),
-            view: false,
+            kind: BlockKind::Allocation,
         }
     }
 
@@ -264,7 +288,7 @@ impl DeviceBlock {
                 // SAFETY: `offset` lies inside the block (the caller's guarantee).
                 unsafe { p.add(offset) }
             }),
-            view: true,
+            kind: BlockKind::View,
         }
     }
 
@@ -277,7 +301,12 @@ impl DeviceBlock {
 
     /// Whether this block is a view of another ([`Backend::view`]).
     pub fn is_view(&self) -> bool {
-        self.view
+        self.kind == BlockKind::View
+    }
+
+    /// Whether this block is an address reservation ([`Backend::reserve`]).
+    pub fn is_reservation(&self) -> bool {
+        self.kind == BlockKind::Reservation
     }
 
     /// Consumes the block, returning its raw handle to the backend that releases it.
@@ -441,6 +470,25 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<DeviceBlock>;
     /// Gives back a view made by [`Backend::view`].
     fn release_view(&self, view: DeviceBlock) -> Result<()>;
+    /// The unit [`Backend::commit`] works in, where the device has virtual memory: the host
+    /// (address space reserved with `mmap`, 64 KiB units) and CUDA (`cuMemAddressReserve`,
+    /// the allocation granularity, 2 MiB). `None` elsewhere (OpenCL).
+    fn commit_granularity(&self) -> Option<usize>;
+    /// Address space for `bytes` (a multiple of the granularity) with no memory behind it yet:
+    /// a segment that grows in place as it is committed ([`Backend::commit`]), so that an
+    /// allocator can grow a segment instead of adding one (PyTorch's expandable segments).
+    /// Views of committed ranges are blocks like any other; [`Backend::release`] frees the
+    /// reservation and everything committed in it. Costs no memory; counted as a live block of
+    /// its committed bytes. [`Error::Unsupported`](crate::Error::Unsupported) without
+    /// virtual memory.
+    fn reserve(&self, bytes: usize) -> Result<DeviceBlock>;
+    /// Backs bytes `offset..offset + len` of a reservation with memory (zeroed on the host;
+    /// multiples of the granularity). Committing committed bytes again changes nothing.
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()>;
+    /// Gives the memory behind bytes `offset..offset + len` of a reservation back to the
+    /// device (after work enqueued on it); their contents are lost, and no view of them may be
+    /// used until they are committed again.
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()>;
     /// Allocates host memory for asynchronous transfers: page-locked where the backend can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
 

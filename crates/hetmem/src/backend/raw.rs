@@ -92,6 +92,38 @@ pub trait RawBackend: Send + Sync + 'static {
     /// # Safety
     /// `view` was made by [`RawBackend::view`] of this backend.
     unsafe fn release_view(&self, view: DeviceBlock) -> Result<()>;
+    /// The unit reservations commit in ([`RawBackend::reserve`]), a power of two; `None`
+    /// where the device has no virtual memory to reserve (the other reservation calls are then
+    /// never made).
+    fn commit_granularity(&self) -> Option<usize>;
+    /// Reserves `bytes` of address space (a multiple of the commit granularity, checked by the
+    /// caller) with nothing committed; the caller wraps it with [`reservation_block`].
+    fn reserve(&self, bytes: usize) -> Result<*mut c_void>;
+    /// Backs bytes `offset..offset + len` of a reservation with memory (multiples of the
+    /// granularity inside it, checked by the caller); returns how many of them were not
+    /// committed before (committing twice is no error and no second charge).
+    ///
+    /// # Safety
+    /// `reservation` was made by [`RawBackend::reserve`] of this backend.
+    unsafe fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<usize>;
+    /// Gives the memory behind bytes `offset..offset + len` of a reservation back, once work
+    /// already enqueued on the reservation is done; returns how many were committed. What was
+    /// there is lost (zeros on the host, an unmapped range on CUDA).
+    ///
+    /// # Safety
+    /// As [`RawBackend::commit`].
+    unsafe fn decommit(
+        &self,
+        reservation: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize>;
+    /// Frees a reservation and what is committed in it (after work enqueued on it); returns
+    /// the bytes that were committed.
+    ///
+    /// # Safety
+    /// As [`RawBackend::commit`].
+    unsafe fn release_reservation(&self, reservation: DeviceBlock) -> Result<usize>;
     /// Staging memory of `bytes` bytes (checked by the caller), page-locked where the device
     /// can.
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer>;
@@ -263,6 +295,20 @@ pub trait RawBackend: Send + Sync + 'static {
 pub unsafe fn device_block(backend: BackendId, handle: *mut c_void, size: usize) -> DeviceBlock {
     // SAFETY: the caller upholds the same contract.
     unsafe { DeviceBlock::from_raw(backend, handle, size) }
+}
+
+/// Wraps a backend's address reservation ([`RawBackend::reserve`]) as a block.
+///
+/// # Safety
+/// As [`device_block`], for address space the backend reserved: the block may be used only
+/// where the backend has committed memory ([`RawBackend::commit`]).
+pub unsafe fn reservation_block(
+    backend: BackendId,
+    handle: *mut c_void,
+    size: usize,
+) -> DeviceBlock {
+    // SAFETY: the caller upholds the same contract.
+    unsafe { DeviceBlock::reservation(backend, handle, size) }
 }
 
 /// Wraps a backend's shared allocation ([`RawBackend::allocate_shared`]): device memory that

@@ -23,8 +23,13 @@ use crate::resource::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllocatorConfig {
-    /// The manager's default: the splitting allocator, a small cache of size classes in front.
+    /// The manager's default: the splitting allocator (an expandable segment where the
+    /// backend has virtual memory), a small cache of size classes in front.
     Default,
+    /// The default, giving back free memory of its expandable segment past 12% of what is
+    /// carved whenever it grows ([`SplittingConfig::free_committed_percent`]): the smallest
+    /// footprint, for more commits.
+    Compact,
     /// Size classes (4 per doubling) at every size, each block a backend allocation: the stack
     /// without splitting.
     Classes,
@@ -36,8 +41,9 @@ pub enum AllocatorConfig {
 
 impl AllocatorConfig {
     /// Every configuration, in the order `hetmem replay` reports them.
-    pub const ALL: [AllocatorConfig; 4] = [
+    pub const ALL: [AllocatorConfig; 5] = [
         AllocatorConfig::Default,
+        AllocatorConfig::Compact,
         AllocatorConfig::Classes,
         AllocatorConfig::PowerOfTwo,
         AllocatorConfig::Unpooled,
@@ -47,6 +53,7 @@ impl AllocatorConfig {
     pub fn name(self) -> &'static str {
         match self {
             AllocatorConfig::Default => "default",
+            AllocatorConfig::Compact => "compact",
             AllocatorConfig::Classes => "classes",
             AllocatorConfig::PowerOfTwo => "power-of-two",
             AllocatorConfig::Unpooled => "unpooled",
@@ -100,7 +107,9 @@ pub struct ReplayOutcome {
     pub requests: u64,
     /// Allocations the stack made from the backend (segments included).
     pub backend_allocations: u64,
-    /// Requests served without a backend allocation, as a share of all.
+    /// Ranges of an expandable segment committed: backend calls, though not allocations.
+    pub commits: u64,
+    /// Requests served without a backend call (an allocation or a commit), as a share of all.
     pub hit_rate: f64,
     /// The most bytes the trace held live at once.
     pub peak_live: u64,
@@ -154,6 +163,7 @@ pub fn replay(
         events: 0,
         requests: 0,
         backend_allocations: 0,
+        commits: 0,
         hit_rate: 0.0,
         peak_live: 0,
         peak_reserved: 0,
@@ -224,9 +234,12 @@ pub fn replay(
     }
     outcome.ns_per_event = start.elapsed().as_nanos() as f64 / outcome.events.max(1) as f64;
     drop(blocks);
-    outcome.backend_allocations = driver.stats().allocations;
+    let driven = driver.stats();
+    outcome.backend_allocations = driven.allocations;
+    outcome.commits = driven.commits;
     let requests = outcome.requests.max(1) as f64;
-    outcome.hit_rate = (1.0 - outcome.backend_allocations as f64 / requests).max(0.0);
+    let calls = (driven.allocations + driven.commits) as f64;
+    outcome.hit_rate = (1.0 - calls / requests).max(0.0);
     Ok(outcome)
 }
 
@@ -240,8 +253,11 @@ fn stack(
         ..CachingConfig::default()
     };
     Ok(match config {
-        AllocatorConfig::Default => {
-            let rules = SplittingConfig::default();
+        AllocatorConfig::Default | AllocatorConfig::Compact => {
+            let rules = SplittingConfig {
+                free_committed_percent: (config == AllocatorConfig::Compact).then_some(12),
+                ..SplittingConfig::default()
+            };
             let split = SplittingResource::over(below, rules)?;
             let front = rules.cache_in_front(CachingConfig::default());
             (CachingAllocator::over(split.clone(), front), Some(split))

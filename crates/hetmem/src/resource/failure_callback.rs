@@ -54,21 +54,13 @@ impl FailureCallbackResource {
     }
 }
 
-impl Trim for FailureCallbackResource {
-    fn trim(&self) -> Result<u64> {
-        self.upstream.trim()
-    }
-}
-
-impl MemoryResource for FailureCallbackResource {
-    fn backend(&self) -> &Arc<dyn Backend> {
-        self.upstream.backend()
-    }
-
-    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+impl FailureCallbackResource {
+    /// Runs `attempt` (asking for `bytes`) until it succeeds, fails otherwise than for want of
+    /// memory, or the callback declines to retry.
+    fn retrying<T>(&self, bytes: usize, attempt: impl Fn() -> Result<T>) -> Result<T> {
         let mut retries = 0;
         loop {
-            match self.upstream.allocate(bytes) {
+            match attempt() {
                 Err(error @ (Error::OutOfMemory { .. } | Error::LimitExceeded { .. })) => {
                     let failure = AllocationFailure {
                         bytes,
@@ -84,6 +76,22 @@ impl MemoryResource for FailureCallbackResource {
             }
         }
     }
+}
+
+impl Trim for FailureCallbackResource {
+    fn trim(&self) -> Result<u64> {
+        self.upstream.trim()
+    }
+}
+
+impl MemoryResource for FailureCallbackResource {
+    fn backend(&self) -> &Arc<dyn Backend> {
+        self.upstream.backend()
+    }
+
+    fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
+        self.retrying(bytes, || self.upstream.allocate(bytes))
+    }
 
     fn deallocate(&self, block: DeviceBlock, after: Vec<Event>) -> Result<()> {
         self.upstream.deallocate(block, after)
@@ -96,6 +104,15 @@ impl MemoryResource for FailureCallbackResource {
     /// Passed down: adopted memory exists already, so there is nothing to retry.
     fn adopt(&self, block: &DeviceBlock) -> Result<()> {
         self.upstream.adopt(block)
+    }
+
+    /// A segment growing is memory asked for, as an allocation is: the callback sees it fail.
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.retrying(len, || self.upstream.commit(reservation, offset, len))
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)
     }
 
     fn on_pressure(&self, cache: Weak<dyn Trim>) {

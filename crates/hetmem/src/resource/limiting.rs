@@ -70,6 +70,19 @@ impl MemoryResource for LimitingResource {
             .inspect_err(|_| self.limit.credit(size))
     }
 
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.limit.charge(len as u64)?;
+        self.upstream
+            .commit(reservation, offset, len)
+            .inspect_err(|_| self.limit.credit(len as u64))
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)?;
+        self.limit.credit(len as u64);
+        Ok(())
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.limit.attach(cache.clone());
         self.upstream.on_pressure(cache);

@@ -78,6 +78,15 @@ pub trait MemoryResource: Trim + 'static {
     /// which comes back through [`deallocate`](MemoryResource::deallocate) like any other.
     /// Adaptors charge it as an allocation (a limit may refuse it) and pass it down.
     fn adopt(&self, block: &DeviceBlock) -> Result<()>;
+    /// Backs bytes `offset..offset + len` of a reservation of this stack's backend
+    /// ([`Backend::reserve`]) with memory — an expandable segment growing — charged as an
+    /// allocation of `len` bytes (a limit may refuse it; statistics count it). The reservation
+    /// itself, address space only, is made and released with the backend directly, its
+    /// committed bytes decommitted first.
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()>;
+    /// Gives back the memory behind bytes `offset..offset + len` of a reservation, committed
+    /// through this resource ([`MemoryResource::commit`]) and no longer in use.
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()>;
     /// Registers a cache above this resource, asked to trim when memory runs short here.
     /// Adaptors pass it down; the resources that can run short keep it.
     fn on_pressure(&self, cache: Weak<dyn Trim>);

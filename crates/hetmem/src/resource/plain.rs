@@ -60,6 +60,14 @@ impl MemoryResource for PlainResource {
         crate::backend::check_owner("adopted block", self.backend.id(), block.backend())
     }
 
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.backend.commit(reservation, offset, len)
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.backend.decommit(reservation, offset, len)
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.pressure.attach(cache);
     }

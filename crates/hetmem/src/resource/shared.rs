@@ -56,6 +56,14 @@ impl MemoryResource for SharedResource {
         self.upstream.adopt(block)
     }
 
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.commit(reservation, offset, len)
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.upstream.on_pressure(cache);
     }

@@ -25,6 +25,11 @@ pub struct ResourceStats {
     pub peak_bytes: u64,
     /// Blocks allocated and not yet deallocated.
     pub blocks: u64,
+    /// Ranges of reservations committed ([`MemoryResource::commit`]): expandable segments
+    /// growing, each a backend call.
+    pub commits: u64,
+    /// Ranges of reservations given back.
+    pub decommits: u64,
 }
 
 /// Counts allocations, deallocations, failures and outstanding bytes (with their peak) of the
@@ -35,6 +40,8 @@ pub struct StatisticsResource {
     allocations: AtomicU64,
     deallocations: AtomicU64,
     failed: AtomicU64,
+    commits: AtomicU64,
+    decommits: AtomicU64,
     bytes: PeakGauge,
 }
 
@@ -46,6 +53,8 @@ impl StatisticsResource {
             allocations: AtomicU64::new(0),
             deallocations: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            decommits: AtomicU64::new(0),
             bytes: PeakGauge::default(),
         }
     }
@@ -62,6 +71,8 @@ impl StatisticsResource {
             bytes: self.bytes.get(),
             peak_bytes: self.bytes.peak(),
             blocks: allocations.saturating_sub(deallocations),
+            commits: self.commits.load(Ordering::Relaxed),
+            decommits: self.decommits.load(Ordering::Relaxed),
         }
     }
 
@@ -114,6 +125,21 @@ impl MemoryResource for StatisticsResource {
         self.upstream.adopt(block)?;
         self.bytes.add(block.size() as u64);
         self.allocations.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Counted in `bytes` and `commits`, not as allocations.
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.commit(reservation, offset, len)?;
+        self.bytes.add(len as u64);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)?;
+        self.bytes.sub(len as u64);
+        self.decommits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -30,6 +30,11 @@ pub enum ResourceCall {
     /// A block adopted from outside hetmem ([`MemoryResource::adopt`]); `address` is its raw
     /// handle.
     Adopt,
+    /// A range of a reservation committed ([`MemoryResource::commit`]); `address` is the
+    /// reservation's raw handle plus the offset.
+    Commit,
+    /// A range of a reservation given back ([`MemoryResource::decommit`]).
+    Decommit,
 }
 
 /// One call seen by a [`TrackingResource`].
@@ -122,6 +127,20 @@ impl MemoryResource for TrackingResource {
         self.upstream.adopt(block)?;
         let address = block.raw_handle() as usize;
         self.tell(ResourceCall::Adopt, block.size() as u64, address);
+        Ok(())
+    }
+
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.commit(reservation, offset, len)?;
+        let address = reservation.raw_handle() as usize + offset;
+        self.tell(ResourceCall::Commit, len as u64, address);
+        Ok(())
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)?;
+        let address = reservation.raw_handle() as usize + offset;
+        self.tell(ResourceCall::Decommit, len as u64, address);
         Ok(())
     }
 

@@ -20,6 +20,7 @@ mod event;
 mod managed;
 mod open;
 mod pinned;
+mod reserve;
 
 use pinned::PinnedHost;
 
@@ -61,6 +62,9 @@ pub struct CudaBackend {
     usage: UsageCounters,
     /// Device memory made outside hetmem, released by its owner's callback.
     adopted: adopt::Adopted,
+    /// Physical allocation granularity, where the device has virtual memory management.
+    commit_granularity: Option<usize>,
+    reservations: reserve::Reservations,
 }
 
 impl CudaBackend {
@@ -253,6 +257,31 @@ impl RawBackend for CudaBackend {
     unsafe fn release_view(&self, view: DeviceBlock) -> Result<()> {
         let _ = view.into_raw();
         Ok(())
+    }
+
+    fn commit_granularity(&self) -> Option<usize> {
+        self.commit_granularity
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<*mut c_void> {
+        self.reserve_addresses(bytes)
+    }
+
+    unsafe fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<usize> {
+        self.commit_range(reservation, offset, len)
+    }
+
+    unsafe fn decommit(
+        &self,
+        reservation: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize> {
+        self.decommit_range(reservation, offset, len)
+    }
+
+    unsafe fn release_reservation(&self, reservation: DeviceBlock) -> Result<usize> {
+        self.release_addresses(reservation)
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

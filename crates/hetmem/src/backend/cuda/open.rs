@@ -97,6 +97,7 @@ impl CudaBackend {
             mapped_access: false,
             shared_allocations: managed_memory(&ctx)?,
         };
+        let commit_granularity = super::reserve::commit_granularity(&ctx)?;
         let default_stream = ctx.new_stream().cu("cuStreamCreate")?;
         let id = BackendId::unique();
         Ok(CudaBackend {
@@ -111,6 +112,8 @@ impl CudaBackend {
             capabilities,
             usage: UsageCounters::default(),
             adopted: Adopted::default(),
+            commit_granularity,
+            reservations: super::reserve::Reservations::default(),
         })
     }
 }

@@ -23,7 +23,9 @@ use super::{
     UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
-use crate::host::{HostMemory, HostRegion, HostSource, SourceStats};
+use crate::host::{
+    AddressReservation, HostMemory, HostRegion, HostSource, SourceStats, COMMIT_GRANULE,
+};
 use crate::sync::Unpoison;
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
@@ -59,6 +61,8 @@ pub struct HostBackend {
 struct Regions {
     live: HashMap<usize, Live>,
     stats: SourceStats,
+    /// Address reservations ([`Backend::reserve`]), by address.
+    reserved: HashMap<usize, AddressReservation>,
 }
 
 /// One block of [`Regions`]: its memory, and the bytes of it locked in RAM.
@@ -173,6 +177,12 @@ impl HostBackend {
 /// A block's address: how held work names the blocks it touches.
 fn address(block: &DeviceBlock) -> usize {
     block.raw_handle() as usize
+}
+
+/// The reservation behind a block.
+fn reserved<'a>(regions: &'a Regions, block: &DeviceBlock) -> Result<&'a AddressReservation> {
+    (regions.reserved.get(&address(block)))
+        .ok_or_else(|| Error::invalid("the block is not a live reservation of this backend"))
 }
 
 /// A pointer into block or staging memory that held work carries to the thread that runs it.
@@ -322,6 +332,45 @@ impl RawBackend for HostBackend {
         self.settle(&[&view]);
         let _ = view.into_raw();
         Ok(())
+    }
+
+    /// 64 KiB, for blocks of the default source: reservations do not (yet) take a source's
+    /// alignment, pages, NUMA binding or locking. None under Miri, which cannot run `mmap`.
+    fn commit_granularity(&self) -> Option<usize> {
+        (self.plain && !cfg!(miri)).then_some(COMMIT_GRANULE)
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<*mut c_void> {
+        let reservation = AddressReservation::new(bytes)?;
+        let ptr = reservation.as_ptr();
+        let mut regions = self.regions.lock().unpoisoned();
+        regions.reserved.insert(ptr as usize, reservation);
+        Ok(ptr.cast())
+    }
+
+    unsafe fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<usize> {
+        let regions = self.regions.lock().unpoisoned();
+        Ok(reserved(&regions, reservation)?.commit(offset, len))
+    }
+
+    unsafe fn decommit(
+        &self,
+        reservation: &DeviceBlock,
+        offset: usize,
+        len: usize,
+    ) -> Result<usize> {
+        self.settle(&[reservation]);
+        let regions = self.regions.lock().unpoisoned();
+        reserved(&regions, reservation)?.decommit(offset, len)
+    }
+
+    unsafe fn release_reservation(&self, reservation: DeviceBlock) -> Result<usize> {
+        self.settle(&[&reservation]);
+        let mut regions = self.regions.lock().unpoisoned();
+        let released = regions.reserved.remove(&address(&reservation));
+        let _ = reservation.into_raw();
+        // Unmapped here, with everything committed in it.
+        Ok(released.map_or(0, |r| r.committed()))
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

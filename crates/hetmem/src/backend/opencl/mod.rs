@@ -215,6 +215,27 @@ impl RawBackend for OpenClBackend {
         Err(unsupported(BackendKind::OpenCl, "host_address"))
     }
 
+    /// OpenCL has no virtual memory: no reservations (the other calls are never made).
+    fn commit_granularity(&self) -> Option<usize> {
+        None
+    }
+
+    fn reserve(&self, _bytes: usize) -> Result<*mut c_void> {
+        Err(unsupported(BackendKind::OpenCl, "reserve"))
+    }
+
+    unsafe fn commit(&self, _: &DeviceBlock, _offset: usize, _len: usize) -> Result<usize> {
+        Err(unsupported(BackendKind::OpenCl, "commit"))
+    }
+
+    unsafe fn decommit(&self, _: &DeviceBlock, _offset: usize, _len: usize) -> Result<usize> {
+        Err(unsupported(BackendKind::OpenCl, "decommit"))
+    }
+
+    unsafe fn release_reservation(&self, _: DeviceBlock) -> Result<usize> {
+        Err(unsupported(BackendKind::OpenCl, "release_reservation"))
+    }
+
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
         let queue = self.command_queue(&self.queue)?;
         let memory = ClStaging::new(&self.context, queue, bytes)?;

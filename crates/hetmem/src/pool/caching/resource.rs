@@ -59,6 +59,15 @@ impl MemoryResource for CachingAllocator {
         Ok(())
     }
 
+    /// Passed down, not counted as cached or held: the caller's segment grows.
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.inner.upstream.commit(reservation, offset, len)
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.inner.upstream.decommit(reservation, offset, len)
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.inner.upstream.on_pressure(cache);
     }

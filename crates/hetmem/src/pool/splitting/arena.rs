@@ -171,6 +171,24 @@ impl Arena {
         self.free.last().map_or(0, |&(len, _, _)| len)
     }
 
+    /// The longest free range outside segment `except`.
+    pub(super) fn largest_free_except(&self, except: SegmentId) -> usize {
+        (self.free.iter().rev())
+            .find(|&&(_, segment, _)| segment != except)
+            .map_or(0, |&(len, _, _)| len)
+    }
+
+    /// The free ranges of `segment` as `(offset, len)`, in address order.
+    pub(super) fn free_ranges(&self, segment: SegmentId) -> Vec<(usize, usize)> {
+        let Some(Some(s)) = self.segments.get(segment) else {
+            return Vec::new();
+        };
+        (s.ranges.iter())
+            .filter(|(_, r)| r.1 == State::Free)
+            .map(|(&offset, &(len, _))| (offset, len))
+            .collect()
+    }
+
     /// Live segments.
     pub(super) fn segment_count(&self) -> usize {
         self.segments.iter().flatten().count()

@@ -1,129 +1,23 @@
 //! [`SplittingResource`]: blocks carved from segments and merged back when freed.
 
 mod arena;
+mod committed;
+mod config;
+mod expandable;
+mod stats;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-use arena::{Arena, SegmentId};
+use arena::{Arena, Carved, SegmentId};
+pub use config::SplittingConfig;
+use expandable::Expandable;
+pub use stats::{RangeSnapshot, SegmentSnapshot, SplittingStats};
 
 use crate::backend::{Backend, DeviceBlock, Event};
 use crate::error::{Error, Result};
-use crate::pool::CachingConfig;
 use crate::resource::{MemoryResource, Pressure, Trim};
-use crate::sync::{lock, Mutex};
-
-/// The rules of a [`SplittingResource`] (see its documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SplittingConfig {
-    /// Requests up to this size go straight to the resource below (a cache's size classes
-    /// serve them); larger ones are carved.
-    pub split_above: usize,
-    /// Blocks are multiples of this (at least the device's alignment).
-    pub granularity: usize,
-    /// Requests below this share segments of `small_segment` bytes.
-    pub small_request: usize,
-    /// The segment size for requests below `small_request`.
-    pub small_segment: usize,
-    /// Larger requests get a segment of their size rounded up to this.
-    pub segment_rounding: usize,
-}
-
-impl SplittingConfig {
-    /// `config` made fit to sit in front of this allocator: size classes up to 64 KiB only,
-    /// two blocks deep, at most 512 KiB per thread and 1 MiB in all, so that a loop reusing a
-    /// small size is served from the cache's thread-local fast path while freed blocks past
-    /// that come down here and merge (a cache holding every class's blocks is what made growing
-    /// workloads hold several times their need: 6.1× on a recorded key/value-cache trace).
-    pub fn cache_in_front(&self, config: CachingConfig) -> CachingConfig {
-        CachingConfig {
-            classes: config.classes.up_to(FRONT_CLASSES_UP_TO),
-            max_blocks_per_class: config.max_blocks_per_class.min(FRONT_BLOCKS_PER_CLASS),
-            thread_cache_bytes: config.thread_cache_bytes.min(FRONT_THREAD_BYTES),
-            max_cached_bytes: config.max_cached_bytes.min(FRONT_CACHED_BYTES),
-            ..config
-        }
-    }
-}
-
-/// Largest size class of the cache in front.
-const FRONT_CLASSES_UP_TO: usize = 64 << 10;
-/// Blocks per class in the front cache's shared bins.
-const FRONT_BLOCKS_PER_CLASS: usize = 2;
-/// Bytes each thread keeps in the front cache.
-const FRONT_THREAD_BYTES: u64 = 512 << 10;
-/// Bytes the front cache keeps in all.
-const FRONT_CACHED_BYTES: u64 = 1 << 20;
-
-impl Default for SplittingConfig {
-    /// Split above 4 KiB, 512-byte granularity, segments for requests under 10 MiB of an eighth
-    /// of what is held (2 to 20 MiB, PyTorch's 20 MiB at most), 2 MiB rounding above.
-    fn default() -> Self {
-        SplittingConfig {
-            split_above: 4096,
-            granularity: 512,
-            small_request: 10 << 20,
-            small_segment: 20 << 20,
-            segment_rounding: 2 << 20,
-        }
-    }
-}
-
-/// What a [`SplittingResource`] holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct SplittingStats {
-    /// Segments held.
-    pub segments: u64,
-    /// Bytes in segments.
-    pub reserved_bytes: u64,
-    /// Bytes in blocks handed out (freed blocks waiting for device work included).
-    pub used_bytes: u64,
-    /// The longest free range merged into its neighbours (freed blocks kept whole for reuse
-    /// are free but not merged until a request needs the room).
-    pub largest_free: u64,
-    /// Segments allocated from the resource below, ever.
-    pub segment_allocations: u64,
-    /// Segments given back, ever.
-    pub segment_releases: u64,
-    /// Blocks carved, ever.
-    pub carves: u64,
-    /// Blocks handed out again whole, of the same length, right after being freed, ever.
-    pub reuses: u64,
-}
-
-impl SplittingStats {
-    /// The share of free segment bytes outside the longest free range: 0 when the free space
-    /// is one piece, near 1 when it is many small pieces.
-    pub fn fragmentation(&self) -> f64 {
-        let free = self.reserved_bytes - self.used_bytes;
-        match free {
-            0 => 0.0,
-            _ => 1.0 - self.largest_free as f64 / free as f64,
-        }
-    }
-}
-
-/// One segment as it is at a [`SplittingResource::snapshot`]: its size and its ranges in
-/// address order, so that fragmentation can be seen and not only counted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SegmentSnapshot {
-    /// Bytes in the segment.
-    pub size: u64,
-    /// Its ranges, tiling it.
-    pub ranges: Vec<RangeSnapshot>,
-}
-
-/// One range of a [`SegmentSnapshot`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct RangeSnapshot {
-    /// Where it starts in the segment.
-    pub offset: u64,
-    /// Its length.
-    pub len: u64,
-    /// Handed out (or freed with device work still pending), rather than free.
-    pub used: bool,
-}
+use crate::sync::Unpoison;
 
 /// Carves blocks from segments of the resource below and merges them back when freed — the
 /// design of PyTorch's caching allocator and of RMM's arena — so that a request holds what it asks,
@@ -156,6 +50,8 @@ pub struct SplittingResource {
     /// `config.granularity`, raised to the device's alignment.
     granularity: usize,
     state: Mutex<State>,
+    /// Commits in flight finished ([`State::growing`]).
+    grown: Condvar,
     /// The caches above, asked to trim when a segment does not fit.
     pressure: Pressure,
 }
@@ -173,6 +69,12 @@ struct State {
     /// OpenCL, no sub-buffer). Merged into the arena by any other request (so that best fit
     /// sees all the free space), and on trim.
     recent: Vec<Recent>,
+    /// The expandable segment, once reserved.
+    expandable: Option<Expandable>,
+    /// The backend could not reserve one: carve from segments.
+    no_expandable: bool,
+    /// Commits in flight, made without the lock: a carve over granules they claimed waits.
+    growing: usize,
     segment_allocations: u64,
     segment_releases: u64,
     carves: u64,
@@ -190,6 +92,27 @@ struct Recent {
 const RECENT: usize = 16;
 
 impl State {
+    /// Bytes with memory behind them: every segment's, the expandable one's committed part.
+    fn reserved(&self) -> usize {
+        let all = self.arena.reserved();
+        self.expandable
+            .as_ref()
+            .map_or(all, |e| all - e.size + e.committed())
+    }
+
+    /// The longest free range with memory behind it (of an expandable segment's, the bytes
+    /// committed).
+    fn largest_free(&self) -> usize {
+        let Some(e) = &self.expandable else {
+            return self.arena.largest_free();
+        };
+        let own = (self.arena.free_ranges(e.segment).into_iter())
+            .map(|(offset, len)| e.committed_within(offset, len))
+            .max()
+            .unwrap_or(0);
+        own.max(self.arena.largest_free_except(e.segment))
+    }
+
     /// Frees the pending blocks whose work is done.
     fn collect(&mut self) {
         let arena = &mut self.arena;
@@ -252,16 +175,17 @@ impl State {
             entry.1.extend(events.iter().cloned());
         }
         let arena = &mut self.arena;
+        let expandable = self.expandable.as_ref().map(|e| e.segment);
         self.pending.retain(|(segment, offset, _)| {
-            let only_pending = after
-                .get(segment)
-                .is_some_and(|(len, _)| *len == arena.used_in(*segment));
+            let only_pending = Some(*segment) != expandable
+                && (after.get(segment)).is_some_and(|(len, _)| *len == arena.used_in(*segment));
             if only_pending {
                 arena.free(*segment, *offset);
             }
             !only_pending
         });
-        let unused = self.arena.unused_segments();
+        let mut unused = self.arena.unused_segments();
+        unused.retain(|&id| Some(id) != expandable);
         let blocks: Vec<_> = (unused.into_iter())
             .filter_map(|id| {
                 self.arena.remove_segment(id)?;
@@ -292,6 +216,7 @@ impl SplittingResource {
             upstream,
             config,
             state: Mutex::new(State::default()),
+            grown: Condvar::new(),
             pressure: Pressure::default(),
         });
         let cache: Arc<dyn Trim> = resource.clone();
@@ -306,12 +231,12 @@ impl SplittingResource {
 
     /// What it holds now.
     pub fn stats(&self) -> SplittingStats {
-        let state = lock(&self.state);
+        let state = self.state.lock().unpoisoned();
         SplittingStats {
             segments: state.arena.segment_count() as u64,
-            reserved_bytes: state.arena.reserved() as u64,
+            reserved_bytes: state.reserved() as u64,
             used_bytes: (state.arena.used() - state.kept()) as u64,
-            largest_free: state.arena.largest_free() as u64,
+            largest_free: state.largest_free() as u64,
             segment_allocations: state.segment_allocations,
             segment_releases: state.segment_releases,
             carves: state.carves,
@@ -323,18 +248,34 @@ impl SplittingResource {
     /// Blocks kept whole for reuse are merged first, so that the picture shows free space as
     /// it can be used.
     pub fn snapshot(&self) -> Vec<SegmentSnapshot> {
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock().unpoisoned();
         state.flush(self.backend().as_ref());
+        let expandable =
+            (state.expandable.as_ref()).map(|e| (e.segment, e.extent(), e.committed()));
         (state.arena.layout().into_iter())
-            .map(|(_, size, ranges)| SegmentSnapshot {
-                size: size as u64,
-                ranges: (ranges.into_iter())
-                    .map(|r| RangeSnapshot {
-                        offset: r.offset as u64,
-                        len: r.len as u64,
-                        used: r.used,
-                    })
-                    .collect(),
+            .map(|(id, size, ranges)| {
+                let (extent, committed) = match expandable {
+                    Some((segment, extent, committed)) if segment == id => {
+                        let used_end = (ranges.iter().filter(|r| r.used))
+                            .map(|r| r.offset + r.len)
+                            .max();
+                        (extent.max(used_end.unwrap_or(0)), committed)
+                    }
+                    _ => (size, size),
+                };
+                SegmentSnapshot {
+                    size: extent as u64,
+                    expandable: extent != size || committed != size,
+                    committed: committed as u64,
+                    ranges: (ranges.into_iter())
+                        .filter(|r| r.offset < extent)
+                        .map(|r| RangeSnapshot {
+                            offset: r.offset as u64,
+                            len: (r.len.min(extent - r.offset)) as u64,
+                            used: r.used,
+                        })
+                        .collect(),
+                }
             })
             .collect()
     }
@@ -349,7 +290,7 @@ impl SplittingResource {
         // Ahead of small requests, an eighth of what is held already (rounded down), between
         // one rounding and `small_segment`: a small program's footprint stays near its need,
         // a large one's segments are few.
-        let reserved = lock(&self.state).arena.reserved();
+        let reserved = self.state.lock().unpoisoned().reserved();
         let ahead = (reserved / 8 - reserved / 8 % rounding).clamp(rounding, c.small_segment);
         let size = match len < c.small_request {
             true => exact.max(ahead),
@@ -362,59 +303,146 @@ impl SplittingResource {
         Ok(size.min(room).max(len))
     }
 
-    /// Carves `len` bytes, growing by a segment if nothing free fits: the usual size first;
-    /// if the resource below runs short of a segment bigger than `len`, after the caches above
-    /// have trimmed (their blocks may free room here) and the unused segments have gone back, a
-    /// fitting range or a segment of exactly `len`.
+    /// Carves `len` bytes, growing the expandable segment or by a segment if nothing free
+    /// fits: the usual size first; if the resource below runs short of a segment, after the
+    /// caches above have trimmed (their blocks may free room here) and what is unused here has
+    /// gone back, a fitting range, or a segment of exactly `len`.
     fn carve(&self, len: usize) -> Result<DeviceBlock> {
         let mut size = self.segment_size(len)?;
         for last in [false, true] {
-            let mut state = lock(&self.state);
+            let mut state = self.state.lock().unpoisoned();
             if let Some(block) = state.reuse(len) {
                 return Ok(block);
             }
             // Best fit over all the free space: what was kept whole merges first.
             state.flush(self.backend().as_ref());
             state.collect();
-            if let Some(block) = self.view(&mut state, len)? {
-                return Ok(block);
-            }
-            // The lock is not held across the resource below, which may ask this one to trim.
-            drop(state);
-            match self.upstream.allocate(size) {
-                Ok(segment) => {
-                    let mut state = lock(&self.state);
-                    let id = state.arena.add_segment(segment.size());
-                    state.segments.insert(id, segment);
-                    state.segment_allocations += 1;
-                    return (self.view(&mut state, len)?)
-                        .ok_or_else(|| Error::invalid("splitting: a new segment did not fit"));
+            self.reserve_expandable(&mut state);
+            let retry = match state.arena.carve(len, self.granularity) {
+                // Growing the expandable segment asked the limit below, which had every cache
+                // trim first: nothing is left to try.
+                Some(carved) => return self.grow(state, carved),
+                None => {
+                    // The lock is not held across the resource below, which may ask this one
+                    // to trim.
+                    drop(state);
+                    match self.upstream.allocate(size) {
+                        Ok(segment) => Some(segment),
+                        // Only a segment bigger than the request is worth a second try: for
+                        // one of its size, the limit and the caches above have done what they
+                        // can.
+                        Err(e) if !last && size > len && is_shortage(&e) => None,
+                        Err(e) => return Err(e),
+                    }
                 }
-                // Only a segment bigger than the request is worth a second try: for one of its
-                // size, the limit and the caches above have already done what they can.
-                Err(e) if !last && size > len && is_shortage(&e) => {
-                    self.pressure.relieve()?;
-                    self.trim()?;
-                    size = len;
-                }
-                Err(e) => return Err(e),
+            };
+            if let Some(segment) = retry {
+                let mut state = self.state.lock().unpoisoned();
+                let id = state.arena.add_segment(segment.size());
+                state.segments.insert(id, segment);
+                state.segment_allocations += 1;
+                let carved = (state.arena.carve(len, self.granularity))
+                    .ok_or_else(|| Error::invalid("splitting: a new segment did not fit"))?;
+                return self.view(&mut state, carved);
             }
+            self.pressure.relieve()?;
+            self.trim()?;
+            size = len;
         }
         unreachable!("the last attempt returns")
     }
 
-    /// A view of the best-fitting free range for `len` bytes, if one is free.
-    fn view(&self, state: &mut State, len: usize) -> Result<Option<DeviceBlock>> {
-        let Some(carved) = state.arena.carve(len, self.granularity) else {
-            return Ok(None);
+    /// Reserves the expandable segment the first time one is wanted, if the backend can.
+    fn reserve_expandable(&self, state: &mut State) {
+        if state.expandable.is_some() || state.no_expandable || !self.config.expandable {
+            return;
+        }
+        let backend = self.backend();
+        let Some(granule) = backend.commit_granularity() else {
+            state.no_expandable = true;
+            return;
         };
-        let segment = &state.segments[&carved.segment];
+        // As much address space as the device has memory: a limit, not the reservation,
+        // bounds what is committed.
+        let total = usize::try_from(backend.info().total_memory).unwrap_or(usize::MAX);
+        let bytes = (total - total % granule).max(granule);
+        let id = state.arena.add_segment(bytes);
+        match Expandable::reserve(backend.as_ref(), bytes, granule, id) {
+            Ok(expandable) => state.expandable = Some(expandable),
+            Err(_) => {
+                state.arena.remove_segment(id);
+                state.no_expandable = true;
+            }
+        }
+    }
+
+    /// A view of `carved`; in the expandable segment, after committing the granules under it
+    /// that have no memory yet — first giving back free ones past
+    /// [`SplittingConfig::free_committed_percent`], then committing
+    /// without the lock (a limit below may ask the caches above to trim, which comes back
+    /// here). A failed commit frees the range again.
+    fn grow(&self, mut state: MutexGuard<'_, State>, carved: Carved) -> Result<DeviceBlock> {
+        let used = state.arena.used();
+        let State {
+            arena, expandable, ..
+        } = &mut *state;
+        let Some(e) = expandable.as_mut().filter(|e| e.segment == carved.segment) else {
+            return self.view(&mut state, carved);
+        };
+        let claims = e.claim(carved.offset, carved.len);
+        if claims.is_empty() {
+            // Granules another carve claimed may still be being committed.
+            while state.growing > 0 {
+                state = self.grown.wait(state).unpoisoned();
+            }
+            return self.view(&mut state, carved);
+        }
+        if let Some(percent) = self.config.free_committed_percent {
+            let keep = used.saturating_add(used / 100 * percent as usize);
+            let free = arena.free_ranges(e.segment);
+            if let Err(err) = e.shrink(self.upstream.as_ref(), &free, keep) {
+                e.unclaim(&claims);
+                arena.free(carved.segment, carved.offset);
+                return Err(err);
+            }
+        }
+        let reservation = e.reservation.clone();
+        state.growing += 1;
+        drop(state);
+        let mut committed = 0;
+        let mut result = Ok(());
+        for run in &claims {
+            result = self.upstream.commit(&reservation, run.start, run.len());
+            if result.is_err() {
+                break;
+            }
+            committed += 1;
+        }
+        let mut state = self.state.lock().unpoisoned();
+        state.growing -= 1;
+        self.grown.notify_all();
+        if let Err(err) = result {
+            if let Some(e) = state.expandable.as_mut() {
+                e.unclaim(&claims[committed..]);
+            }
+            state.arena.free(carved.segment, carved.offset);
+            return Err(err);
+        }
+        self.view(&mut state, carved)
+    }
+
+    /// A view of a carved range.
+    fn view(&self, state: &mut State, carved: Carved) -> Result<DeviceBlock> {
+        let segment = match &state.expandable {
+            Some(e) if e.segment == carved.segment => e.reservation.as_ref(),
+            _ => &state.segments[&carved.segment],
+        };
         match self.backend().view(segment, carved.offset, carved.len) {
             Ok(view) => {
                 let at = (carved.segment, carved.offset);
                 state.views.insert(view.raw_handle() as usize, at);
                 state.carves += 1;
-                Ok(Some(view))
+                Ok(view)
             }
             Err(e) => {
                 state.arena.free(carved.segment, carved.offset);
@@ -438,13 +466,38 @@ fn round_up(bytes: usize, to: usize) -> Result<usize> {
 }
 
 impl Trim for SplittingResource {
-    /// Gives back every segment with nothing carved from it.
+    /// Gives back every segment with nothing carved from it, and the memory of the
+    /// expandable segment's free granules.
     fn trim(&self) -> Result<u64> {
-        let unused = lock(&self.state).unused(self.backend().as_ref());
+        let unused = self
+            .state
+            .lock()
+            .unpoisoned()
+            .unused(self.backend().as_ref());
         let mut given = 0;
         for (segment, after) in unused {
             given += segment.size() as u64;
             self.upstream.deallocate(segment, after)?;
+        }
+        let mut state = self.state.lock().unpoisoned();
+        let State {
+            arena,
+            expandable,
+            growing,
+            ..
+        } = &mut *state;
+        let Some(e) = expandable.as_mut() else {
+            return Ok(given);
+        };
+        if arena.unused_segments().contains(&e.segment) && *growing == 0 {
+            // Nothing carved: the address space goes too (reserved again when wanted).
+            let e = expandable.take().expect("present");
+            given += e.committed() as u64;
+            arena.remove_segment(e.segment);
+            e.release(self.upstream.as_ref())?;
+        } else {
+            let free = arena.free_ranges(e.segment);
+            given += e.shrink(self.upstream.as_ref(), &free, 0)?;
         }
         Ok(given)
     }
@@ -466,7 +519,7 @@ impl MemoryResource for SplittingResource {
         if !block.is_view() {
             return self.upstream.deallocate(block, after);
         }
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock().unpoisoned();
         let handle = block.raw_handle() as usize;
         let carved = state.views.get(&handle).copied();
         // A view this resource did not carve (swapped in from elsewhere) frees nothing here.
@@ -499,6 +552,14 @@ impl MemoryResource for SplittingResource {
         self.upstream.adopt(block)
     }
 
+    fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.commit(reservation, offset, len)
+    }
+
+    fn decommit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<()> {
+        self.upstream.decommit(reservation, offset, len)
+    }
+
     fn on_pressure(&self, cache: Weak<dyn Trim>) {
         self.pressure.attach(cache.clone());
         self.upstream.on_pressure(cache);
@@ -518,7 +579,7 @@ impl Drop for SplittingResource {
     /// above, which holds this), and device work still pending on freed ones goes with them.
     fn drop(&mut self) {
         let backend = self.upstream.backend().clone();
-        let mut state = lock(&self.state);
+        let mut state = self.state.lock().unpoisoned();
         state.flush(backend.as_ref());
         let mut after: HashMap<SegmentId, Vec<Event>> = HashMap::new();
         for (segment, _, events) in state.pending.drain(..) {
@@ -528,6 +589,13 @@ impl Drop for SplittingResource {
             let events = after.remove(&id).unwrap_or_default();
             // Nobody to report a failed release to from a drop.
             let _ = self.upstream.deallocate(segment, events);
+        }
+        if let Some(e) = state.expandable.take() {
+            // Its memory goes at once: the work still using it finishes first.
+            for event in after.remove(&e.segment).unwrap_or_default() {
+                let _ = event.wait();
+            }
+            let _ = e.release(self.upstream.as_ref());
         }
     }
 }

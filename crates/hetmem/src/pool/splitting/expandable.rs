@@ -1,0 +1,125 @@
+//! The expandable segment of a [`SplittingResource`](super::SplittingResource): one reservation
+//! of address space ([`Backend::reserve`]) that grows in place as requests are carved from its
+//! end and gives back the memory of free ranges — PyTorch's expandable segments, which the
+//! default stack uses wherever the backend has virtual memory.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use super::arena::SegmentId;
+use super::committed::Committed;
+use crate::backend::{Backend, DeviceBlock};
+use crate::error::{Error, Result};
+use crate::resource::MemoryResource;
+
+/// The reservation, its segment in the arena, and which of its granules have memory behind
+/// them.
+pub(super) struct Expandable {
+    pub(super) segment: SegmentId,
+    /// Shared with commits in flight, which run without the allocator's lock.
+    pub(super) reservation: Arc<DeviceBlock>,
+    /// The reservation's size.
+    pub(super) size: usize,
+    granule: usize,
+    committed: Committed,
+}
+
+impl Expandable {
+    /// Reserves `bytes` of `backend`'s address space in units of `granule`, for `segment`.
+    pub(super) fn reserve(
+        backend: &dyn Backend,
+        bytes: usize,
+        granule: usize,
+        segment: SegmentId,
+    ) -> Result<Self> {
+        Ok(Expandable {
+            segment,
+            reservation: Arc::new(backend.reserve(bytes)?),
+            size: bytes,
+            granule,
+            committed: Committed::default(),
+        })
+    }
+
+    /// Bytes with memory behind them.
+    pub(super) fn committed(&self) -> usize {
+        self.committed.granules() * self.granule
+    }
+
+    /// Bytes up to the end of the last committed granule: the part of the segment worth
+    /// showing.
+    pub(super) fn extent(&self) -> usize {
+        self.committed.end() * self.granule
+    }
+
+    /// Bytes of `offset..offset + len` with memory behind them.
+    pub(super) fn committed_within(&self, offset: usize, len: usize) -> usize {
+        let g = self.granule;
+        let covering = offset / g..(offset + len).div_ceil(g);
+        (self.committed.present(covering).into_iter())
+            .map(|r| (r.end * g).min(offset + len) - (r.start * g).max(offset))
+            .sum()
+    }
+
+    /// The runs of granules under `offset..offset + len` without memory, marked committed now
+    /// (before the calls, made by [`Expandable::commit`] without the allocator's lock held);
+    /// in bytes.
+    pub(super) fn claim(&mut self, offset: usize, len: usize) -> Vec<Range<usize>> {
+        let g = self.granule;
+        let covering = offset / g..(offset + len).div_ceil(g);
+        let missing = self.committed.missing(covering);
+        for run in &missing {
+            self.committed.insert(run.clone());
+        }
+        missing
+            .into_iter()
+            .map(|r| r.start * g..r.end * g)
+            .collect()
+    }
+
+    /// Takes back the claims `runs` whose commit failed (they were not committed).
+    pub(super) fn unclaim(&mut self, runs: &[Range<usize>]) {
+        for run in runs {
+            self.committed
+                .remove(run.start / self.granule..run.end / self.granule);
+        }
+    }
+
+    /// Gives back the memory of the granules wholly inside `free` (free ranges of the segment,
+    /// by offset and length), from the highest address down, until no more than `keep` bytes
+    /// are committed; the bytes given back. A failed call leaves its granules committed.
+    pub(super) fn shrink(
+        &mut self,
+        upstream: &dyn MemoryResource,
+        free: &[(usize, usize)],
+        keep: usize,
+    ) -> Result<u64> {
+        let g = self.granule;
+        let mut given = 0;
+        for &(offset, len) in free.iter().rev() {
+            let inside = offset.div_ceil(g)..(offset + len) / g;
+            for run in self.committed.present(inside).into_iter().rev() {
+                let excess = self.committed().saturating_sub(keep).div_ceil(g);
+                if excess == 0 {
+                    return Ok(given);
+                }
+                let run = run.end.saturating_sub(excess).max(run.start)..run.end;
+                upstream.decommit(&self.reservation, run.start * g, run.len() * g)?;
+                self.committed.remove(run.clone());
+                given += (run.len() * g) as u64;
+            }
+        }
+        Ok(given)
+    }
+
+    /// Gives back every committed byte, then the address space (once no commit holds it).
+    pub(super) fn release(mut self, upstream: &dyn MemoryResource) -> Result<()> {
+        self.shrink(upstream, &[(0, self.size)], 0)?;
+        match Arc::try_unwrap(self.reservation) {
+            Ok(reservation) => upstream.backend().release(reservation),
+            Err(_) => Err(Error::invalid(
+                "splitting: a commit still holds the reservation",
+            )),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Expandable segments on every backend present: reservations at the seam (commit, decommit,
+//! what usage counts, bad input) and the splitting allocator growing one segment in place,
+//! giving free memory back, under a limit. A backend without virtual memory (OpenCL) refuses
+//! reservations with a typed error and the allocator carves from segments instead.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::block_contents;
+use hetmem::backend::{Backend, DeviceBlock};
+use hetmem::pool::{SplittingConfig, SplittingResource};
+use hetmem::resource::{LimitingResource, MemoryLimit, MemoryResource, PlainResource, Trim};
+use hetmem::Error;
+
+const MIB: usize = 1 << 20;
+
+fn paint(b: &Arc<dyn Backend>, block: &mut DeviceBlock, value: u8) {
+    let len = block.size();
+    b.fill(b.default_queue(), block, 0, len, &[value])
+        .unwrap()
+        .wait()
+        .unwrap();
+}
+
+fn holds(b: &Arc<dyn Backend>, block: &DeviceBlock, value: u8) -> bool {
+    block_contents(b, block).iter().all(|&x| x == value)
+}
+
+/// Committing backs a range (counted once however often it is committed), views of it hold
+/// bytes, decommitting gives it back and loses them, releasing frees the rest; bad ranges are
+/// typed errors.
+fn reservations_commit_and_decommit(b: &Arc<dyn Backend>) {
+    let Some(g) = b.commit_granularity() else {
+        assert!(matches!(b.reserve(MIB), Err(Error::Unsupported { .. })));
+        return;
+    };
+    let before = b.usage();
+    let r = b.reserve(16 * g).unwrap();
+    assert!(r.is_reservation() && !r.is_view());
+    assert_eq!(b.usage().live_blocks, before.live_blocks + 1);
+    assert_eq!(
+        b.usage().live_bytes,
+        before.live_bytes,
+        "address space costs nothing"
+    );
+    b.commit(&r, 0, 4 * g).unwrap();
+    b.commit(&r, 2 * g, 4 * g).unwrap();
+    assert_eq!(
+        b.usage().live_bytes,
+        before.live_bytes + 6 * g as u64,
+        "counted once"
+    );
+    let mut view = b.view(&r, g, 4 * g).unwrap();
+    paint(b, &mut view, 7);
+    assert!(holds(b, &view, 7));
+    b.release_view(view).unwrap();
+    b.decommit(&r, 2 * g, 4 * g).unwrap();
+    assert_eq!(b.usage().live_bytes, before.live_bytes + 2 * g as u64);
+    b.commit(&r, 2 * g, 2 * g).unwrap();
+    let view = b.view(&r, g, 2 * g).unwrap();
+    let seen = block_contents(b, &view);
+    assert!(
+        seen[..g].iter().all(|&x| x == 7),
+        "the granule kept is intact"
+    );
+    b.release_view(view).unwrap();
+    for (offset, len) in [(1, g), (0, g + 1)] {
+        let err = b.commit(&r, offset, len).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+    assert!(matches!(
+        b.commit(&r, 15 * g, 2 * g),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(b.commit(&r, 0, 0), Err(Error::ZeroLength { .. })));
+    assert!(matches!(b.reserve(g + 1), Err(Error::InvalidArgument(_))));
+    let plain = b.allocate(g).unwrap();
+    assert!(matches!(
+        b.commit(&plain, 0, g),
+        Err(Error::InvalidArgument(_))
+    ));
+    b.release(plain).unwrap();
+    b.release(r).unwrap();
+    let after = b.usage();
+    assert_eq!(
+        (after.live_blocks, after.live_bytes),
+        (before.live_blocks, before.live_bytes),
+        "the reservation went with what was committed in it"
+    );
+}
+
+/// Blocks carved one after another sit side by side in one segment that grows by what they
+/// need; a trim gives back the memory of free ranges and keeps every live block's bytes; a hole
+/// is reused and committed again; freeing everything and trimming gives back the address space.
+fn one_segment_grows_in_place_and_gives_back_free_memory(b: &Arc<dyn Backend>) {
+    let before = b.usage();
+    let s = SplittingResource::over(
+        Arc::new(PlainResource::new(b.clone())),
+        SplittingConfig::default(),
+    )
+    .unwrap();
+    let mut a = s.allocate(3 * MIB).unwrap();
+    let mut c = s.allocate(5 * MIB).unwrap();
+    paint(b, &mut a, 1);
+    paint(b, &mut c, 2);
+    let Some(g) = b.commit_granularity() else {
+        assert!(s.stats().segments >= 1 && !s.snapshot()[0].expandable);
+        for block in [a, c] {
+            s.deallocate(block, Vec::new()).unwrap();
+        }
+        return;
+    };
+    let round = |n: usize| n.next_multiple_of(g) as u64;
+    let stats = s.stats();
+    assert_eq!(stats.segments, 1);
+    assert_eq!(
+        stats.reserved_bytes,
+        round(8 * MIB),
+        "grown by what was carved"
+    );
+    let mut d = s.allocate(7 * MIB).unwrap();
+    paint(b, &mut d, 3);
+    assert_eq!(s.stats().reserved_bytes, round(15 * MIB));
+    let picture = &s.snapshot()[0];
+    assert!(picture.expandable);
+    assert_eq!(picture.committed, round(15 * MIB));
+    s.deallocate(c, Vec::new()).unwrap();
+    let given = s.trim().unwrap();
+    assert!(
+        given >= (5 * MIB - 2 * g) as u64,
+        "{given} bytes given back"
+    );
+    assert_eq!(
+        s.stats().reserved_bytes,
+        round(15 * MIB) - given,
+        "reserved is what is committed"
+    );
+    assert!(
+        holds(b, &a, 1) && holds(b, &d, 3),
+        "live blocks keep their bytes"
+    );
+    // The hole is the best fit for 4 MiB: committed again, beside its neighbours.
+    let mut e = s.allocate(4 * MIB).unwrap();
+    paint(b, &mut e, 4);
+    assert_eq!(s.stats().segments, 1);
+    assert!(holds(b, &a, 1) && holds(b, &d, 3) && holds(b, &e, 4));
+    for block in [a, d, e] {
+        s.deallocate(block, Vec::new()).unwrap();
+    }
+    s.trim().unwrap();
+    let stats = s.stats();
+    assert_eq!((stats.segments, stats.reserved_bytes), (0, 0));
+    let after = b.usage();
+    assert_eq!(
+        (after.live_blocks, after.live_bytes),
+        (before.live_blocks, before.live_bytes),
+        "the address space went back too"
+    );
+}
+
+/// Growing is charged to a limit: past it the error is typed and nothing is lost; memory freed
+/// in the segment makes room again without any new segment.
+fn growing_is_charged_to_a_limit(b: &Arc<dyn Backend>) {
+    if b.commit_granularity().is_none() {
+        return; // The limit over segments is tested in `splitting.rs`.
+    }
+    let limit = MemoryLimit::new(10 * MIB as u64).unwrap();
+    let plain = Arc::new(PlainResource::new(b.clone()));
+    let limited = Arc::new(LimitingResource::new(plain, limit.clone()));
+    let s = SplittingResource::over(limited, SplittingConfig::default()).unwrap();
+    let mut a = s.allocate(6 * MIB).unwrap();
+    paint(b, &mut a, 5);
+    let err = s.allocate(5 * MIB).unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err}");
+    assert!(holds(b, &a, 5), "nothing lost");
+    assert_eq!(
+        limit.reserved(),
+        6 * MIB as u64,
+        "the failed growth took nothing"
+    );
+    s.deallocate(a, Vec::new()).unwrap();
+    let mut big = s.allocate(9 * MIB).unwrap();
+    paint(b, &mut big, 6);
+    assert_eq!(
+        limit.reserved(),
+        9 * MIB as u64,
+        "grown over the freed block"
+    );
+    assert_eq!(
+        s.stats().segment_allocations,
+        0,
+        "no segment but the reservation"
+    );
+    s.deallocate(big, Vec::new()).unwrap();
+    s.trim().unwrap();
+    assert_eq!(limit.reserved(), 0);
+}
+
+common::backend_suite!(
+    [
+        host => crate::common::host(),
+        opencl_dev0 => crate::common::opencl(0),
+        opencl_dev1 => crate::common::opencl(1),
+        cuda_dev0 => crate::common::cuda(0),
+    ],
+    [
+        reservations_commit_and_decommit,
+        one_segment_grows_in_place_and_gives_back_free_memory,
+        growing_is_charged_to_a_limit,
+    ]
+);
