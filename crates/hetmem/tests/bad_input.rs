@@ -505,8 +505,15 @@ fn a_block_swapped_into_a_buffer_is_let_go(backend: &Arc<dyn Backend>) {
     let pool = manager.context().device_pool();
     assert_eq!(pool.stats().foreign_returns, 1);
     assert_eq!(pool.stats().bytes_in_use, 0);
-    backend.release(small).unwrap();
+    // The swapped-out block is a view of a segment where the pool carves every block: the
+    // swapper gives it back as one, and its range stays carved until the pool goes.
+    match small.is_view() {
+        true => backend.release_view(small),
+        false => backend.release(small),
+    }
+    .unwrap();
     manager.trim().unwrap();
+    drop(manager);
     backend.synchronize().unwrap();
     assert_eq!(backend.usage().live_blocks, 0, "nothing leaked");
 }

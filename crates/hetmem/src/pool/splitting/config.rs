@@ -5,8 +5,9 @@ use crate::pool::CachingConfig;
 /// The rules of a [`SplittingResource`] (see its documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplittingConfig {
-    /// Requests up to this size go straight to the resource below (a cache's size classes
-    /// serve them); larger ones are carved.
+    /// Requests up to this size go straight to the resource below; larger ones are carved.
+    /// 0 by default: small blocks share the segments too (passing them through made each a
+    /// backend allocation whenever the small cache in front missed).
     pub split_above: usize,
     /// Blocks are multiples of this (at least the device's alignment).
     pub granularity: usize,
@@ -59,12 +60,12 @@ const FRONT_THREAD_BYTES: u64 = 64 << 10;
 const FRONT_CACHED_BYTES: u64 = 128 << 10;
 
 impl Default for SplittingConfig {
-    /// Split above 4 KiB, 512-byte granularity, an expandable segment where the backend has
+    /// Carve every request, 512-byte granularity, an expandable segment where the backend has
     /// virtual memory; otherwise segments for requests under 10 MiB of an eighth of what is
     /// held (2 to 20 MiB, PyTorch's 20 MiB at most), 2 MiB rounding above.
     fn default() -> Self {
         SplittingConfig {
-            split_above: 4096,
+            split_above: 0,
             granularity: 512,
             small_request: 10 << 20,
             small_segment: 20 << 20,

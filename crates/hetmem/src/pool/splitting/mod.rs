@@ -25,22 +25,37 @@ use crate::sync::Unpoison;
 /// fits. It is why a growing workload (a key/value cache, say) does not hold one cached block
 /// of every size it went through.
 ///
-/// **Rules.** Requests up to `split_above` (4 KiB) pass through to the resource below. Larger
-/// ones are rounded up to the granularity (512 bytes, or the device's alignment if larger) and
-/// carved from the free range that fits best (the smallest; then the oldest segment; then the
-/// lowest address), the rest split off as a free range. A freed block is kept whole for a next
-/// request of exactly its length (a loop allocating one size takes it back at once); any other
-/// request merges it first. With nothing free that fits, a segment is allocated: for requests
-/// under `small_request` (10 MiB) an eighth of what is held already, between `segment_rounding`
-/// (2 MiB) and `small_segment` (20 MiB), so that several share it and a small program's
-/// footprint stays near its need; otherwise the request rounded up to `segment_rounding` —
-/// under a limit, no more ahead of the request than half of what the limit leaves
-/// ([`MemoryResource::headroom`]). A freed block merges with its free neighbours; a block freed
-/// while device work may still use it (events given to `deallocate`) becomes free only once
-/// that work is done. Segments with nothing carved go back below on [`Trim::trim`], when a
-/// limit or the device runs short (the resource registers for pressure), or to make room for a
-/// segment that does not fit. A cache in front ([`SplittingConfig::cache_in_front`]) keeps a
+/// **Rules.** Requests up to `split_above` (0: none) pass through to the resource below.
+/// The others are rounded up to the granularity (512 bytes, or the device's alignment if
+/// larger) and carved from the free range that fits best (the smallest; then the oldest
+/// segment; then the lowest address), the rest split off as a free range. A freed block is kept
+/// whole for a next request of exactly its length (a loop allocating one size takes it back at
+/// once); any other request merges it first. A freed block merges with its free neighbours; a
+/// block freed while device work may still use it (events given to `deallocate`) becomes free
+/// only once that work is done. A cache in front ([`SplittingConfig::cache_in_front`]) keeps a
 /// few blocks of each small size class for loops that reuse one.
+///
+/// **Growing.** Where the backend has virtual memory ([`Backend::commit_granularity`]: the
+/// host, CUDA), there is one *expandable segment*: address space as large as the device's
+/// memory, reserved once, of which only what blocks are carved from has memory behind it —
+/// committed through the resource below ([`MemoryResource::commit`], so a limit charges it) in
+/// the backend's granules (64 KiB on the host, 2 MiB on CUDA) as the segment grows. A request
+/// that nothing free fits is carved where free space meets the uncommitted rest, so the
+/// segment grows by what is missing rather than by a new segment, and a workload whose
+/// buffers grow step by step keeps near its need (PyTorch's expandable segments). Free ranges
+/// keep their memory until a trim gives it back (a limit or the device running short, the
+/// manager trimming idle pools), or, with [`SplittingConfig::free_committed_percent`], as soon
+/// as free memory passes that share of what is carved. A trim with nothing carved gives back
+/// the address space too.
+///
+/// Elsewhere (OpenCL) a request that nothing free fits gets a segment from the resource
+/// below: under `small_request` (10 MiB) an eighth of what is held already, between
+/// `segment_rounding` (2 MiB) and `small_segment` (20 MiB), so that several share it and a
+/// small program's footprint stays near its need; otherwise the request rounded up to
+/// `segment_rounding` — under a limit, no more ahead of the request than half of what the
+/// limit leaves ([`MemoryResource::headroom`]). Segments with nothing carved go back below on
+/// [`Trim::trim`], when a limit or the device runs short (the resource registers for
+/// pressure), or to make room for a segment that does not fit.
 ///
 /// Blocks are views of their segment ([`Backend::view`]): pointers into it on host memory and
 /// CUDA, sub-buffers on OpenCL — kernels take them as any block.
@@ -86,6 +101,8 @@ struct Recent {
     view: DeviceBlock,
     segment: SegmentId,
     offset: usize,
+    /// The length of its range (the view's size rounded to the granularity).
+    len: usize,
 }
 
 /// Most freed blocks kept whole.
@@ -127,8 +144,8 @@ impl State {
     }
 
     /// A recently freed block of exactly `len` bytes, the newest first.
-    fn reuse(&mut self, len: usize) -> Option<DeviceBlock> {
-        let at = self.recent.iter().rposition(|r| r.view.size() == len)?;
+    fn reuse(&mut self, bytes: usize) -> Option<DeviceBlock> {
+        let at = self.recent.iter().rposition(|r| r.view.size() == bytes)?;
         self.reuses += 1;
         Some(self.recent.remove(at).view)
     }
@@ -158,7 +175,7 @@ impl State {
 
     /// Bytes in blocks kept whole.
     fn kept(&self) -> usize {
-        self.recent.iter().map(|r| r.view.size()).sum()
+        self.recent.iter().map(|r| r.len).sum()
     }
 
     /// Takes out every segment with nothing carved from it but blocks whose device work is
@@ -307,11 +324,12 @@ impl SplittingResource {
     /// fits: the usual size first; if the resource below runs short of a segment, after the
     /// caches above have trimmed (their blocks may free room here) and what is unused here has
     /// gone back, a fitting range, or a segment of exactly `len`.
-    fn carve(&self, len: usize) -> Result<DeviceBlock> {
+    fn carve(&self, bytes: usize) -> Result<DeviceBlock> {
+        let len = round_up(bytes, self.granularity)?;
         let mut size = self.segment_size(len)?;
         for last in [false, true] {
             let mut state = self.state.lock().unpoisoned();
-            if let Some(block) = state.reuse(len) {
+            if let Some(block) = state.reuse(bytes) {
                 return Ok(block);
             }
             // Best fit over all the free space: what was kept whole merges first.
@@ -321,7 +339,7 @@ impl SplittingResource {
             let retry = match state.arena.carve(len, self.granularity) {
                 // Growing the expandable segment asked the limit below, which had every cache
                 // trim first: nothing is left to try.
-                Some(carved) => return self.grow(state, carved),
+                Some(carved) => return self.grow(state, carved, bytes),
                 None => {
                     // The lock is not held across the resource below, which may ask this one
                     // to trim.
@@ -343,7 +361,7 @@ impl SplittingResource {
                 state.segment_allocations += 1;
                 let carved = (state.arena.carve(len, self.granularity))
                     .ok_or_else(|| Error::invalid("splitting: a new segment did not fit"))?;
-                return self.view(&mut state, carved);
+                return self.view(&mut state, carved, bytes);
             }
             self.pressure.relieve()?;
             self.trim()?;
@@ -381,13 +399,18 @@ impl SplittingResource {
     /// [`SplittingConfig::free_committed_percent`], then committing
     /// without the lock (a limit below may ask the caches above to trim, which comes back
     /// here). A failed commit frees the range again.
-    fn grow(&self, mut state: MutexGuard<'_, State>, carved: Carved) -> Result<DeviceBlock> {
+    fn grow(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        carved: Carved,
+        bytes: usize,
+    ) -> Result<DeviceBlock> {
         let used = state.arena.used();
         let State {
             arena, expandable, ..
         } = &mut *state;
         let Some(e) = expandable.as_mut().filter(|e| e.segment == carved.segment) else {
-            return self.view(&mut state, carved);
+            return self.view(&mut state, carved, bytes);
         };
         let claims = e.claim(carved.offset, carved.len);
         if claims.is_empty() {
@@ -395,7 +418,7 @@ impl SplittingResource {
             while state.growing > 0 {
                 state = self.grown.wait(state).unpoisoned();
             }
-            return self.view(&mut state, carved);
+            return self.view(&mut state, carved, bytes);
         }
         if let Some(percent) = self.config.free_committed_percent {
             let keep = used.saturating_add(used / 100 * percent as usize);
@@ -428,16 +451,17 @@ impl SplittingResource {
             state.arena.free(carved.segment, carved.offset);
             return Err(err);
         }
-        self.view(&mut state, carved)
+        self.view(&mut state, carved, bytes)
     }
 
-    /// A view of a carved range.
-    fn view(&self, state: &mut State, carved: Carved) -> Result<DeviceBlock> {
+    /// A view of the first `bytes` of a carved range: exactly the size asked, as every
+    /// resource's blocks are (the range itself is rounded to the granularity).
+    fn view(&self, state: &mut State, carved: Carved, bytes: usize) -> Result<DeviceBlock> {
         let segment = match &state.expandable {
             Some(e) if e.segment == carved.segment => e.reservation.as_ref(),
             _ => &state.segments[&carved.segment],
         };
-        match self.backend().view(segment, carved.offset, carved.len) {
+        match self.backend().view(segment, carved.offset, bytes) {
             Ok(view) => {
                 let at = (carved.segment, carved.offset);
                 state.views.insert(view.raw_handle() as usize, at);
@@ -512,7 +536,7 @@ impl MemoryResource for SplittingResource {
         if bytes <= self.config.split_above {
             return self.upstream.allocate(bytes);
         }
-        self.carve(round_up(bytes, self.granularity)?)
+        self.carve(bytes)
     }
 
     fn deallocate(&self, block: DeviceBlock, after: Vec<Event>) -> Result<()> {
@@ -527,10 +551,12 @@ impl MemoryResource for SplittingResource {
             return self.backend().release_view(block);
         };
         if after.iter().all(Event::is_finished) {
+            let len = state.arena.used_at(segment, offset).unwrap_or(0);
             let recent = Recent {
                 view: block,
                 segment,
                 offset,
+                len,
             };
             state.keep(self.backend().as_ref(), recent);
             return Ok(());
