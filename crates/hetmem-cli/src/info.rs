@@ -6,6 +6,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hetmem::backend::{BackendKind, Capabilities, DeviceInfo};
 use hetmem::host::{host_system, HostSystem};
 use hetmem::manager::bytes;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 #[derive(Args)]
@@ -16,7 +17,7 @@ pub struct InfoArgs {
 }
 
 /// One backend kind as `info` reports it.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct KindReport {
     kind: BackendKind,
     available: bool,
@@ -26,7 +27,7 @@ struct KindReport {
     devices: Vec<DeviceReport>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct DeviceReport {
     label: String,
     info: DeviceInfo,
@@ -34,7 +35,7 @@ struct DeviceReport {
 }
 
 /// Everything `info` reports.
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Report {
     backends: Vec<KindReport>,
     host_memory: HostSystem,
@@ -68,6 +69,11 @@ fn report() -> Vec<KindReport> {
             },
         })
         .collect()
+}
+
+/// The schema of `info --json`.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Report)
 }
 
 pub fn run(args: &InfoArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -4,6 +4,7 @@ mod bench;
 mod info;
 mod output;
 mod replay;
+mod schema;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     /// Replay a recorded allocation trace (`HETMEM_TRACE`, or RMM's CSV log) against several
     /// allocator configurations: hit rate, backend allocations, peak reserved, fragmentation.
     Replay(replay::ReplayArgs),
+    /// Print the JSON schema of what `info --json`, `bench --json` or `replay --json` writes.
+    Schema(schema::SchemaArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Schema(args) => schema::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,8 +1,10 @@
-//! `hetmem bench --quick --json` on the host backend: the document follows schema version 1 and
+//! `hetmem bench --quick --json` on the host backend: the document follows its published schema and
 //! holds every required result with a finite value and a same-run baseline. (No timing
 //! thresholds: CI machines are noisy; the figures belong in benchmark reports.)
 
-use std::process::Command;
+mod common;
+
+use common::{hetmem, schema_errors};
 
 const REQUIRED: &[&str] = &[
     "transfer.h2d_fresh.256MiB",
@@ -20,6 +22,7 @@ const REQUIRED: &[&str] = &[
     "pattern.replay.waste_pct",
     "pattern.replay.hit_rate_pct",
     "pattern.replay.peak_reserved_ratio",
+    "pattern.replay.long.allocator_ns_per_event",
     "pattern.replay.mlp_training.hit_rate_pct",
     "pattern.replay.mlp_training.peak_reserved_ratio",
     "pattern.replay.mlp_training.compact.peak_reserved_ratio",
@@ -42,13 +45,6 @@ const REQUIRED: &[&str] = &[
     "map.write_discard.16MiB",
     "shared.host_then_device.16MiB",
 ];
-
-fn hetmem(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hetmem"))
-        .args(args)
-        .output()
-        .expect("hetmem runs")
-}
 
 #[test]
 fn quick_json_has_every_required_result_on_the_host() {
@@ -104,6 +100,7 @@ fn check_quick_run(backend: &str) {
     );
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).expect("valid JSON");
+    assert_eq!(schema_errors("bench", &doc), Vec::<String>::new());
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["hetmem"], env!("CARGO_PKG_VERSION"));
     assert_eq!(doc["backend"]["kind"], backend);

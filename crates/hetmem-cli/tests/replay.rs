@@ -2,15 +2,11 @@
 //! limit that one run exceeds (non-zero exit, the event named), JSON on standard output, the
 //! plot and the segment picture, and bad files refused with their line.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn hetmem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hetmem"))
-        .args(args)
-        .output()
-        .expect("hetmem runs")
-}
+use std::path::{Path, PathBuf};
+
+use common::hetmem;
 
 /// A scratch directory of this test's own.
 fn scratch(name: &str) -> PathBuf {

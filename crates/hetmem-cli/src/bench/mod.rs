@@ -120,6 +120,11 @@ fn machine() -> Machine {
     }
 }
 
+/// The schema of `bench --json`.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(report::Report)
+}
+
 pub fn run(args: &BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let backend = select(&args.backend)?;
     let effort = Effort::new(args.quick);

@@ -10,7 +10,7 @@ use hetmem::backend::Backend;
 use hetmem::pool::{
     CachingAllocator, CachingConfig, PooledBlock, SizeClasses, SplittingConfig, SplittingResource,
 };
-use hetmem::record::{self, AllocatorConfig, ReplayOptions, Trace};
+use hetmem::record::{self, Action, AllocatorConfig, ReplayOptions, Trace, TraceEvent};
 use hetmem::resource::{MemoryResource, PlainResource, StatisticsResource};
 use hetmem::Result;
 
@@ -31,10 +31,12 @@ pub fn register(suite: &mut Suite) {
         ],
         replay,
     );
+    suite.case("pattern.replay.long.allocator_ns_per_event", long_replay);
     for (name, _) in TRACES {
         let ids = [
             format!("pattern.replay.{name}.hit_rate_pct"),
             format!("pattern.replay.{name}.peak_reserved_ratio"),
+            format!("pattern.replay.{name}.compact.peak_reserved_ratio"),
         ];
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         suite.case_of_several(&refs, move |b, _| recorded(b, name));
@@ -214,9 +216,63 @@ fn replay_with(backend: &Arc<dyn Backend>, stack: Stack, steps: usize) -> Result
     let stats = driver.stats();
     Ok(Replayed {
         waste_pct: 100.0 * waste_sum / samples.max(1) as f64,
-        hit_rate_pct: 100.0 * (1.0 - stats.allocations as f64 / requests.max(1) as f64),
+        hit_rate_pct: 100.0
+            * (1.0 - (stats.allocations + stats.commits) as f64 / requests.max(1) as f64),
         peak_reserved_ratio: stats.peak_bytes as f64 / peak_requested.max(1) as f64,
     })
+}
+
+/// A random trace of `events` events of the shape of the synthetic replay (256 B to 64 MiB,
+/// log-uniform, at most 512 MiB live), as a [`Trace`] for [`record::replay`].
+fn long_trace(events: usize) -> Trace {
+    const CAP: u64 = 512 << 20;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut live, mut bytes, mut next) = (Vec::<(u64, u64)>::new(), 0u64, 1u64);
+    let mut trace = Trace::default();
+    for time_ns in 0..events as u64 {
+        let size = (256.0 * 262_144f64.powf(rng.f64())) as u64;
+        let (action, id, size) = if rng.f64() < 0.55 && bytes + size <= CAP || live.is_empty() {
+            live.push((next, size));
+            bytes += size;
+            next += 1;
+            (Action::Alloc, next - 1, size)
+        } else {
+            let (id, size) = live.swap_remove(rng.usize(..live.len()));
+            bytes -= size;
+            (Action::Free, id, size)
+        };
+        trace.events.push(TraceEvent {
+            time_ns,
+            thread: 0,
+            action,
+            id,
+            bytes: size,
+            stream: None,
+            label: None,
+            placement: None,
+        });
+    }
+    trace
+}
+
+/// A long random trace (250 000 events quick, 1 000 000 in full) replayed through the default
+/// stack: the allocator's own time per event, backend calls excluded, against the classic
+/// caching allocator's (power-of-two classes, backend calls excluded too).
+fn long_replay(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    let trace = long_trace(250_000 * effort.scale);
+    let run = |config| record::replay(&trace, backend.clone(), config, ReplayOptions::default());
+    let (ours, classic) = (
+        run(AllocatorConfig::Default)?,
+        run(AllocatorConfig::PowerOfTwo)?,
+    );
+    Ok(Measurement::new(
+        "pattern.replay.long.allocator_ns_per_event",
+        ours.allocator_ns_per_event(),
+        "ns",
+        Better::Lower,
+        "the same replay through power-of-two classes, backend calls excluded from both",
+        classic.allocator_ns_per_event(),
+    ))
 }
 
 fn replay(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Vec<Measurement>> {

@@ -1,10 +1,11 @@
 //! What `hetmem bench` reports: the JSON document (schema version 1), its table and Markdown.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 /// Which way is better for a figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
     Higher,
@@ -12,14 +13,14 @@ pub enum Better {
 }
 
 /// The baseline a figure is compared with, measured in the same run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Baseline {
     pub name: String,
     pub value: f64,
 }
 
 /// One result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Measurement {
     pub id: String,
     pub category: String,
@@ -36,7 +37,7 @@ pub struct Measurement {
 }
 
 /// The samples of a latency figure, each the mean time per operation over one timed loop.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Samples {
     pub hetmem: Vec<f64>,
     pub baseline: Vec<f64>,
@@ -80,7 +81,7 @@ impl Measurement {
 }
 
 /// The backend measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct BackendReport {
     pub kind: hetmem::backend::BackendKind,
     pub name: String,
@@ -90,7 +91,7 @@ pub struct BackendReport {
 }
 
 /// The machine it ran on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Machine {
     pub cpus: usize,
     pub memory_bytes: u64,
@@ -98,7 +99,7 @@ pub struct Machine {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Report {
     pub version: u32,
     pub hetmem: &'static str,

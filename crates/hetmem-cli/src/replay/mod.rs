@@ -11,6 +11,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hetmem::manager::bytes;
 use hetmem::pool::SegmentSnapshot;
 use hetmem::record::{replay, AllocatorConfig, ReplayOptions, ReplayOutcome, Trace};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::bench::select;
@@ -44,7 +45,7 @@ pub struct ReplayArgs {
 }
 
 /// The JSON document (schema version 1).
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct Report<'a> {
     version: u32,
     trace: TraceSummary,
@@ -53,7 +54,7 @@ struct Report<'a> {
     results: &'a [ReplayOutcome],
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct TraceSummary {
     file: String,
     events: usize,
@@ -74,6 +75,11 @@ fn configs(names: &[String]) -> Result<Vec<AllocatorConfig>, String> {
                 })
         })
         .collect()
+}
+
+/// The schema of `replay --json`.
+pub fn schema() -> schemars::Schema {
+    schemars::schema_for!(Report<'static>)
 }
 
 pub fn run(args: &ReplayArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -150,7 +156,7 @@ fn rows(results: &[ReplayOutcome]) -> Vec<[String; 9]> {
                 bytes(r.peak_reserved),
                 format!("{:.2}×", r.reserved_ratio()),
                 format!("{:.1} %", 100.0 * r.fragmentation),
-                format!("{:.0}", r.ns_per_event),
+                format!("{:.0} ({:.0})", r.ns_per_event, r.backend_ns_per_event),
                 r.failure.as_ref().map_or_else(
                     || "-".to_owned(),
                     |f| {
@@ -175,7 +181,7 @@ const HEADER: [&str; 9] = [
     "peak reserved",
     "reserved/live",
     "fragmentation",
-    "ns/event",
+    "ns/event (backend)",
     "first failure",
 ];
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What a backend can do beyond the required minimum: the one description of a device. The
 /// checked layer serves host access, mapped access and peer copies from it alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 pub struct Capabilities {
     /// Device memory is host memory: a buffer can use one shared allocation and never transfer.
     pub unified_memory: bool,
@@ -44,7 +44,7 @@ impl Capabilities {
 /// A set of devices whose driver copies between them directly (all CUDA devices of the process:
 /// `cuMemcpyPeerAsync` works between any two contexts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 pub struct PeerDomain(u64);
 
 impl PeerDomain {

@@ -96,7 +96,7 @@ use crate::error::Result;
 /// Identifies one backend instance for the life of the process; handles carry it so that a
 /// backend can reject what another backend created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 pub struct BackendId(u64);
 
 impl BackendId {
@@ -120,7 +120,7 @@ impl fmt::Display for BackendId {
 
 /// The family of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 #[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum BackendKind {
@@ -151,7 +151,7 @@ impl fmt::Display for BackendKind {
 
 /// What a device is and how much memory it has.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 pub struct DeviceInfo {
     /// The backend family.
     pub kind: BackendKind,

@@ -7,7 +7,7 @@ use rustix::process::{getrlimit, Resource};
 
 /// The host-memory facilities of this machine, as `hetmem info` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, schemars::JsonSchema))]
 pub struct HostSystem {
     /// The base page size in bytes.
     pub page_size: usize,

@@ -13,6 +13,7 @@
 mod formats;
 mod recorder;
 mod replay;
+mod timed;
 
 use std::collections::HashMap;
 use std::path::Path;

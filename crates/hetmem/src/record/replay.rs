@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::timed::Timed;
 use super::{Action, Trace};
 use crate::backend::Backend;
 use crate::error::Result;
@@ -21,6 +22,7 @@ use crate::resource::{
 
 /// An allocator stack a trace can be replayed against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum AllocatorConfig {
     /// The manager's default: the splitting allocator (an expandable segment where the
@@ -74,6 +76,7 @@ pub struct ReplayOptions {
 
 /// Live and reserved bytes after one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct CurvePoint {
     /// The event's index.
     pub event: usize,
@@ -85,6 +88,7 @@ pub struct CurvePoint {
 
 /// The first allocation the configuration refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct ReplayFailure {
     /// The event's index in the trace.
     pub event: usize,
@@ -98,6 +102,7 @@ pub struct ReplayFailure {
 
 /// What replaying a trace against one configuration measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct ReplayOutcome {
     /// The configuration.
     pub config: AllocatorConfig,
@@ -120,6 +125,8 @@ pub struct ReplayOutcome {
     pub fragmentation: f64,
     /// Wall time per event, backend calls included.
     pub ns_per_event: f64,
+    /// Of that, the time spent in the backend's calls (allocating, releasing, committing).
+    pub backend_ns_per_event: f64,
     /// The first refused allocation, if any.
     pub failure: Option<ReplayFailure>,
     /// Live and reserved bytes through the trace.
@@ -133,6 +140,11 @@ impl ReplayOutcome {
     pub fn reserved_ratio(&self) -> f64 {
         self.peak_reserved as f64 / self.peak_live.max(1) as f64
     }
+
+    /// Time per event spent outside the backend: the allocator's own (and the replay loop's).
+    pub fn allocator_ns_per_event(&self) -> f64 {
+        (self.ns_per_event - self.backend_ns_per_event).max(0.0)
+    }
 }
 
 /// Replays `trace` against `config` on `backend`: every allocation of the trace is made (and
@@ -143,9 +155,8 @@ pub fn replay(
     config: AllocatorConfig,
     options: ReplayOptions,
 ) -> Result<ReplayOutcome> {
-    let driver = Arc::new(StatisticsResource::new(Arc::new(PlainResource::new(
-        backend,
-    ))));
+    let timed = Arc::new(Timed::new(Arc::new(PlainResource::new(backend))));
+    let driver = Arc::new(StatisticsResource::new(timed.clone()));
     let below: Arc<dyn MemoryResource> = match options.limit {
         Some(bytes) => Arc::new(LimitingResource::new(
             driver.clone(),
@@ -169,6 +180,7 @@ pub fn replay(
         peak_reserved: 0,
         fragmentation: 0.0,
         ns_per_event: 0.0,
+        backend_ns_per_event: 0.0,
         failure: None,
         curve: Vec::new(),
         snapshot: None,
@@ -232,7 +244,9 @@ pub fn replay(
             outcome.snapshot = split.as_ref().map(|s| s.snapshot());
         }
     }
-    outcome.ns_per_event = start.elapsed().as_nanos() as f64 / outcome.events.max(1) as f64;
+    let events = outcome.events.max(1) as f64;
+    outcome.ns_per_event = start.elapsed().as_nanos() as f64 / events;
+    outcome.backend_ns_per_event = timed.nanos() as f64 / events;
     drop(blocks);
     let driven = driver.stats();
     outcome.backend_allocations = driven.allocations;

@@ -38,6 +38,7 @@ impl SplittingStats {
 /// One segment as it is at a [`SplittingResource::snapshot`]: its size and its ranges in
 /// address order, so that fragmentation can be seen and not only counted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct SegmentSnapshot {
     /// Bytes in the segment (for an expandable segment, up to the end of what is committed or
     /// carved: the rest is address space only).
@@ -53,6 +54,7 @@ pub struct SegmentSnapshot {
 
 /// One range of a [`SegmentSnapshot`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct RangeSnapshot {
     /// Where it starts in the segment.
     pub offset: u64,
