@@ -7,6 +7,8 @@ mod expandable;
 mod stats;
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use arena::{Arena, Carved, SegmentId};
@@ -75,8 +77,8 @@ pub struct SplittingResource {
 struct State {
     arena: Arena,
     segments: HashMap<SegmentId, DeviceBlock>,
-    /// Live views, by handle: where each was carved.
-    views: HashMap<usize, (SegmentId, usize)>,
+    /// Live views, by handle: the range each was carved from.
+    views: FxHashMap<usize, Carved>,
     /// Freed blocks whose device work may still run.
     pending: Vec<(SegmentId, usize, Vec<Event>)>,
     /// Freed blocks kept whole, newest last, for a request of the same length: handed out again
@@ -300,14 +302,13 @@ impl SplittingResource {
     /// The size of a new segment for a block of `len` bytes: at least `len`, and ahead of it no
     /// more than half of what a limit below leaves (so that growing ahead neither makes caches
     /// trim nor takes all the room the limit's other pools share).
-    fn segment_size(&self, len: usize) -> Result<usize> {
+    fn segment_size(&self, len: usize, reserved: usize) -> Result<usize> {
         let c = &self.config;
         let rounding = c.segment_rounding.max(self.granularity);
         let exact = round_up(len, rounding)?;
         // Ahead of small requests, an eighth of what is held already (rounded down), between
         // one rounding and `small_segment`: a small program's footprint stays near its need,
         // a large one's segments are few.
-        let reserved = self.state.lock().unpoisoned().reserved();
         let ahead = (reserved / 8 - reserved / 8 % rounding).clamp(rounding, c.small_segment);
         let size = match len < c.small_request {
             true => exact.max(ahead),
@@ -326,7 +327,6 @@ impl SplittingResource {
     /// gone back, a fitting range, or a segment of exactly `len`.
     fn carve(&self, bytes: usize) -> Result<DeviceBlock> {
         let len = round_up(bytes, self.granularity)?;
-        let mut size = self.segment_size(len)?;
         for last in [false, true] {
             let mut state = self.state.lock().unpoisoned();
             if let Some(block) = state.reuse(bytes) {
@@ -341,6 +341,10 @@ impl SplittingResource {
                 // trim first: nothing is left to try.
                 Some(carved) => return self.grow(state, carved, bytes),
                 None => {
+                    let size = match last {
+                        false => self.segment_size(len, state.reserved())?,
+                        true => len,
+                    };
                     // The lock is not held across the resource below, which may ask this one
                     // to trim.
                     drop(state);
@@ -365,7 +369,6 @@ impl SplittingResource {
             }
             self.pressure.relieve()?;
             self.trim()?;
-            size = len;
         }
         unreachable!("the last attempt returns")
     }
@@ -463,8 +466,7 @@ impl SplittingResource {
         };
         match self.backend().view(segment, carved.offset, bytes) {
             Ok(view) => {
-                let at = (carved.segment, carved.offset);
-                state.views.insert(view.raw_handle() as usize, at);
+                state.views.insert(view.raw_handle() as usize, carved);
                 state.carves += 1;
                 Ok(view)
             }
@@ -547,11 +549,15 @@ impl MemoryResource for SplittingResource {
         let handle = block.raw_handle() as usize;
         let carved = state.views.get(&handle).copied();
         // A view this resource did not carve (swapped in from elsewhere) frees nothing here.
-        let Some((segment, offset)) = carved else {
+        let Some(Carved {
+            segment,
+            offset,
+            len,
+        }) = carved
+        else {
             return self.backend().release_view(block);
         };
         if after.iter().all(Event::is_finished) {
-            let len = state.arena.used_at(segment, offset).unwrap_or(0);
             let recent = Recent {
                 view: block,
                 segment,
