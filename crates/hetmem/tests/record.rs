@@ -125,6 +125,56 @@ fn transfers_are_recorded(b: &Arc<dyn Backend>) {
     assert_eq!(outcome.requests, 1);
 }
 
+/// Every event names the stream its buffer's work is ordered on (numbered in order of
+/// appearance): managers over one device share its queue, another device's is another stream;
+/// a buffer's transfers are on its stream too, which RMM's `Stream` column carries.
+fn events_name_their_stream(b: &Arc<dyn Backend>) {
+    let recorder = Arc::new(Recorder::new(10_000));
+    let manager = |backend: Arc<dyn Backend>| {
+        (MemoryManager::builder())
+            .backend(backend)
+            .recorder(recorder.clone())
+            .build()
+            .unwrap()
+    };
+    let other: Arc<dyn Backend> = Arc::new(hetmem::backend::HostBackend::new());
+    let (first, second, third) = (manager(b.clone()), manager(other), manager(b.clone()));
+    let z = third.alloc_with::<u32>(16, device()).unwrap();
+    drop(z);
+    let mut x = first.alloc_with::<u32>(1024, device()).unwrap();
+    let y = second.alloc_with::<u32>(1024, device()).unwrap();
+    x.write(0, &[1, 2, 3]).unwrap();
+    drop((x, y));
+    let trace = recorder.events();
+    let streams: Vec<(Action, Option<u64>)> = (trace.events.iter())
+        .map(|e| (e.action, e.stream))
+        .filter(|(a, _)| matches!(a, Action::Alloc | Action::Free))
+        .collect();
+    use Action::*;
+    assert_eq!(
+        streams,
+        [
+            (Alloc, Some(0)),
+            (Free, Some(0)),
+            (Alloc, Some(0)),
+            (Alloc, Some(1)),
+            (Free, Some(0)),
+            (Free, Some(1))
+        ]
+    );
+    assert!(
+        (trace.events.iter())
+            .filter(|e| e.action == Upload)
+            .all(|e| e.stream == Some(0)),
+        "a transfer is on its buffer's stream"
+    );
+    let mut csv = Vec::new();
+    trace.write_rmm_csv(&mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let columns: Vec<&str> = csv.lines().nth(4).unwrap().split(',').collect();
+    assert_eq!(columns[5], "0x1", "the other device's stream: {csv}");
+}
+
 /// A trace written as JSON lines or RMM CSV reads back as it was (RMM has no trims, and
 /// spells a resize as a free and an allocation).
 fn traces_round_trip_through_both_formats(b: &Arc<dyn Backend>) {
@@ -327,6 +377,7 @@ common::backend_suite!(
         traces_round_trip_through_both_formats,
         an_rmm_log_imports_and_replays_under_a_limit,
         transfers_are_recorded,
+        events_name_their_stream,
         snapshots_show_segments_and_buffers,
     ]
 );

@@ -349,6 +349,12 @@ impl Queue {
         Queue { backend, inner }
     }
 
+    /// The stream's identity while it lives (clones share it): how a trace tells streams
+    /// apart.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner).cast::<()>() as usize
+    }
+
     /// The backend that owns this queue.
     pub fn backend(&self) -> BackendId {
         self.backend

@@ -224,6 +224,12 @@ impl BufferContext {
         self.shared.device.backend()
     }
 
+    /// The queue every buffer of this context is ordered on (a device guard's
+    /// [`queue`](crate::buffer::DeviceRef::queue)).
+    pub fn queue(&self) -> &Queue {
+        &self.shared.queue
+    }
+
     /// The pool device copies come from.
     pub fn device_pool(&self) -> &CachingAllocator {
         &self.shared.device

@@ -36,7 +36,7 @@ pub(crate) struct MetricCells {
     pub(crate) transfers: DirectionCounters,
     /// Where each transfer is also recorded, with the buffer's id there: set once, by a
     /// manager that records ([`crate::record`]).
-    trace: OnceLock<(Arc<Recorder>, u64)>,
+    trace: OnceLock<(Arc<Recorder>, u64, usize)>,
 }
 
 impl MetricCells {
@@ -57,19 +57,20 @@ impl MetricCells {
     /// Records one transfer of `bytes` that started at `start`.
     pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
         self.transfers.record(direction, bytes, start);
-        if let Some((recorder, id)) = self.trace.get() {
+        if let Some((recorder, id, queue)) = self.trace.get() {
             let action = match direction {
                 Direction::HostToDevice => Action::Upload,
                 Direction::DeviceToHost => Action::Download,
                 Direction::DeviceToDevice => Action::DeviceCopy,
             };
-            recorder.record(action, *id, bytes as u64, None, None);
+            recorder.record(action, *id, bytes as u64, None, None, *queue);
         }
     }
 
-    /// Records this buffer's transfers in `recorder` too, as `id`.
-    pub(crate) fn trace_to(&self, recorder: Arc<Recorder>, id: u64) {
-        let _ = self.trace.set((recorder, id));
+    /// Records this buffer's transfers in `recorder` too, as `id`, on the stream of the queue
+    /// whose key is `queue`.
+    pub(crate) fn trace_to(&self, recorder: Arc<Recorder>, id: u64, queue: usize) {
+        let _ = self.trace.set((recorder, id, queue));
     }
 
     pub(crate) fn last_access(&self) -> Option<Instant> {

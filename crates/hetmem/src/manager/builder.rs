@@ -263,14 +263,16 @@ impl MemoryManagerBuilder {
         device.set_maintenance(policy.clone());
         host.set_maintenance(policy);
         let caps = device.backend().capabilities();
+        let context = BufferContext::with_unpooled_over(
+            device,
+            host,
+            self.transfers,
+            [device_below, host_below],
+        )?;
+        let queue = context.queue().key();
         Ok(MemoryManager {
-            context: BufferContext::with_unpooled_over(
-                device,
-                host,
-                self.transfers,
-                [device_below, host_below],
-            )?,
-            registry: Arc::new(Registry::new(tracking, recorder)),
+            context,
+            registry: Arc::new(Registry::new(tracking, recorder, queue)),
             limit,
             caps,
             splitting: [device_split, host_split],

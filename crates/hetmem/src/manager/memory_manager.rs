@@ -98,7 +98,8 @@ impl MemoryManager {
             error,
             Error::OutOfMemory { .. } | Error::LimitExceeded { .. }
         ) {
-            recorder.record(Action::AllocFailed, 0, len as u64, label.as_deref(), None);
+            let (label, queue) = (label.as_deref(), self.registry.queue);
+            recorder.record(Action::AllocFailed, 0, len as u64, label, None, queue);
             snapshot::dump_on_oom(self, error);
         }
     }
@@ -181,7 +182,7 @@ impl MemoryManager {
     pub fn trim(&self) -> Result<u64> {
         let given = self.limit.trim()?;
         if let Some(recorder) = &self.registry.recorder {
-            recorder.record(Action::Trim, 0, given, None, None);
+            recorder.record(Action::Trim, 0, given, None, None, self.registry.queue);
         }
         Ok(given)
     }

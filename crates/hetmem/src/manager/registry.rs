@@ -212,13 +212,17 @@ pub(crate) struct Registry {
     /// Set in the ids this manager records (a number of its own in the top bits), so that
     /// managers sharing a recorder never reuse one another's ids.
     trace_tag: u64,
+    /// The queue its buffers' work is ordered on (its key), the stream of every event it
+    /// records.
+    pub(crate) queue: usize,
 }
 
 impl Registry {
-    pub(crate) fn new(tracking: Tracking, recorder: Option<Arc<Recorder>>) -> Self {
+    pub(crate) fn new(tracking: Tracking, recorder: Option<Arc<Recorder>>, queue: usize) -> Self {
         static MANAGERS: AtomicU64 = AtomicU64::new(0);
         Registry {
             recorder,
+            queue,
             trace_tag: MANAGERS.fetch_add(1, Ordering::Relaxed) << 40,
             tracking,
             next_id: AtomicU64::new(1),
@@ -254,7 +258,7 @@ impl Registry {
         if let Some(recorder) = &self.recorder {
             record
                 .metrics
-                .trace_to(recorder.clone(), self.trace_tag | record.id);
+                .trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,
@@ -262,6 +266,7 @@ impl Registry {
                 bytes as u64,
                 label,
                 Some(placement),
+                self.queue,
             );
         }
         let c = &self.counters;
@@ -297,7 +302,8 @@ impl Registry {
     fn release(&self, record: &Record, slot: Option<usize>) {
         if let Some(recorder) = &self.recorder {
             let bytes = record.bytes.load(Ordering::Relaxed) as u64;
-            recorder.record(Action::Free, self.trace_tag | record.id, bytes, None, None);
+            let id = self.trace_tag | record.id;
+            recorder.record(Action::Free, id, bytes, None, None, self.queue);
         }
         // Release: a snapshot that sees this release sees the allocation before it.
         self.counters.releases.fetch_add(1, Ordering::Release);
@@ -403,7 +409,8 @@ impl Observer for Token {
         self.record.bytes.store(new, Ordering::Relaxed);
         if let Some(recorder) = &self.registry.recorder {
             let id = self.registry.trace_tag | self.record.id;
-            recorder.record(Action::Resize, id, new as u64, None, None);
+            let queue = self.registry.queue;
+            recorder.record(Action::Resize, id, new as u64, None, None, queue);
         }
         if new > old {
             self.registry.grow(new - old);

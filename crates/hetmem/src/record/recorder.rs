@@ -30,6 +30,8 @@ struct Inner {
     capacity: usize,
     out: Option<BufWriter<File>>,
     threads: HashMap<ThreadId, u32>,
+    /// Queues by identity, numbered in order of first appearance.
+    streams: HashMap<usize, u64>,
     /// The first write error, reported by [`Recorder::flush`] (a recording call has nobody to
     /// report to).
     failed: Option<std::io::Error>,
@@ -45,6 +47,7 @@ impl Recorder {
                 capacity,
                 out: None,
                 threads: HashMap::new(),
+                streams: HashMap::new(),
                 failed: None,
             }),
             path: None,
@@ -105,6 +108,7 @@ impl Recorder {
         bytes: u64,
         label: Option<&str>,
         placement: Option<Placement>,
+        queue: usize,
     ) {
         let time_ns = self.start.elapsed().as_nanos() as u64;
         let mut inner = lock(&self.inner);
@@ -113,13 +117,15 @@ impl Recorder {
             .threads
             .entry(std::thread::current().id())
             .or_insert(next);
+        let next = inner.streams.len() as u64;
+        let stream = *inner.streams.entry(queue).or_insert(next);
         let event = TraceEvent {
             time_ns,
             thread,
             action,
             id,
             bytes,
-            stream: None,
+            stream: Some(stream),
             label: label.map(str::to_owned),
             placement: placement.map(|p| p.name().to_owned()),
         };
