@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::block_contents;
-use hetmem::backend::{Backend, DeviceBlock};
+use hetmem::backend::{Backend, DeviceBlock, FaultKind, FaultOp, FaultyBackend};
 use hetmem::pool::{SplittingConfig, SplittingResource};
 use hetmem::resource::{LimitingResource, MemoryLimit, MemoryResource, PlainResource, Trim};
 use hetmem::Error;
@@ -197,6 +197,94 @@ fn growing_is_charged_to_a_limit(b: &Arc<dyn Backend>) {
     assert_eq!(limit.reserved(), 0);
 }
 
+/// A commit the device refuses fails the request with the device's error and leaves the
+/// segment as it was: what was carved keeps its bytes and its memory, the books add up, and the
+/// next request grows the segment as if nothing had happened.
+fn a_refused_commit_changes_nothing(b: &Arc<dyn Backend>) {
+    if b.commit_granularity().is_none() {
+        return;
+    }
+    let faulty = Arc::new(FaultyBackend::new(b.clone()));
+    let device: Arc<dyn Backend> = faulty.clone();
+    let s = SplittingResource::over(
+        Arc::new(PlainResource::new(device.clone())),
+        SplittingConfig::default(),
+    )
+    .unwrap();
+    let mut a = s.allocate(2 * MIB).unwrap();
+    paint(&device, &mut a, 8);
+    let before = s.stats();
+    let next = faulty.calls(FaultOp::Allocate);
+    faulty.fail(FaultOp::Allocate, next, FaultKind::OutOfMemory);
+    let err = s.allocate(3 * MIB).unwrap_err();
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    assert_eq!(s.stats(), before, "nothing carved, nothing committed");
+    assert!(holds(&device, &a, 8));
+    let mut c = s.allocate(3 * MIB).unwrap();
+    paint(&device, &mut c, 9);
+    assert!(holds(&device, &a, 8) && holds(&device, &c, 9));
+    for block in [a, c] {
+        s.deallocate(block, Vec::new()).unwrap();
+    }
+    s.trim().unwrap();
+    assert_eq!(s.stats().reserved_bytes, 0);
+}
+
+/// Threads carving, checking and freeing at once while another trims: every block keeps its
+/// bytes (commits made without the lock never expose a granule before it is committed, a trim
+/// never takes one from under a block), and everything goes back at the end.
+fn threads_grow_and_trim_at_once(b: &Arc<dyn Backend>) {
+    let s = SplittingResource::over(
+        Arc::new(PlainResource::new(b.clone())),
+        SplittingConfig::default(),
+    )
+    .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4u8)
+            .map(|t| {
+                let s = &s;
+                scope.spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(u64::from(t));
+                    let mut live: Vec<(DeviceBlock, u8)> = Vec::new();
+                    for step in 0..150u32 {
+                        if live.len() < 6 && rng.bool() {
+                            let mut block = s.allocate(rng.usize(4096..2 * MIB)).unwrap();
+                            let value = t * 50 + (step % 50) as u8 + 1;
+                            paint(b, &mut block, value);
+                            live.push((block, value));
+                        } else if !live.is_empty() {
+                            let (block, value) = live.swap_remove(rng.usize(..live.len()));
+                            assert!(holds(b, &block, value), "thread {t}, step {step}");
+                            s.deallocate(block, Vec::new()).unwrap();
+                        }
+                    }
+                    for (block, value) in live {
+                        assert!(holds(b, &block, value), "thread {t} at the end");
+                        s.deallocate(block, Vec::new()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                s.trim().unwrap();
+                std::thread::yield_now();
+            }
+        });
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    s.trim().unwrap();
+    let stats = s.stats();
+    assert_eq!(
+        (stats.segments, stats.reserved_bytes, stats.used_bytes),
+        (0, 0, 0)
+    );
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -208,5 +296,7 @@ common::backend_suite!(
         reservations_commit_and_decommit,
         one_segment_grows_in_place_and_gives_back_free_memory,
         growing_is_charged_to_a_limit,
+        a_refused_commit_changes_nothing,
+        threads_grow_and_trim_at_once,
     ]
 );

@@ -20,7 +20,7 @@ use crate::error::{BackendError, Error, Result};
 /// The calls a fault can be injected into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultOp {
-    /// [`Backend::allocate`] and [`Backend::allocate_shared`].
+    /// [`Backend::allocate`], [`Backend::allocate_shared`] and [`Backend::commit`].
     Allocate,
     /// [`Backend::write`] (fails after writing the first half of the bytes, as a real
     /// interrupted transfer may).

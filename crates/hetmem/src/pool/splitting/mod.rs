@@ -408,21 +408,33 @@ impl SplittingResource {
         carved: Carved,
         bytes: usize,
     ) -> Result<DeviceBlock> {
+        let claims = loop {
+            let State {
+                expandable,
+                growing,
+                ..
+            } = &mut *state;
+            let Some(e) = expandable.as_mut().filter(|e| e.segment == carved.segment) else {
+                return self.view(&mut state, carved, bytes);
+            };
+            let claims = e.claim(carved.offset, carved.len);
+            match (claims.is_empty(), *growing) {
+                (false, _) => break claims,
+                (true, 0) => return self.view(&mut state, carved, bytes),
+                // Granules another carve claimed may still be being committed, or fail to be
+                // (and be claimed here next time round).
+                (true, _) => state = self.grown.wait(state).unpoisoned(),
+            }
+        };
         let used = state.arena.used();
         let State {
             arena, expandable, ..
         } = &mut *state;
-        let Some(e) = expandable.as_mut().filter(|e| e.segment == carved.segment) else {
-            return self.view(&mut state, carved, bytes);
+        let Some(e) = expandable.as_mut() else {
+            return Err(Error::invalid(
+                "splitting: the expandable segment went while carving",
+            ));
         };
-        let claims = e.claim(carved.offset, carved.len);
-        if claims.is_empty() {
-            // Granules another carve claimed may still be being committed.
-            while state.growing > 0 {
-                state = self.grown.wait(state).unpoisoned();
-            }
-            return self.view(&mut state, carved, bytes);
-        }
         if let Some(percent) = self.config.free_committed_percent {
             let keep = used.saturating_add(used / 100 * percent as usize);
             let free = arena.free_ranges(e.segment);
