@@ -2,7 +2,7 @@
 
 use crate::pool::CachingConfig;
 
-/// The rules of a [`SplittingResource`] (see its documentation).
+/// The rules of a [`SplittingResource`](super::SplittingResource) (see its documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplittingConfig {
     /// Requests up to this size go straight to the resource below; larger ones are carved.

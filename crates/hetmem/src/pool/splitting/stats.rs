@@ -1,6 +1,6 @@
 //! What a [`SplittingResource`](super::SplittingResource) holds, counted and pictured.
 
-/// What a [`SplittingResource`] holds.
+/// What a [`SplittingResource`](super::SplittingResource) holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SplittingStats {
@@ -35,8 +35,8 @@ impl SplittingStats {
     }
 }
 
-/// One segment as it is at a [`SplittingResource::snapshot`]: its size and its ranges in
-/// address order, so that fragmentation can be seen and not only counted.
+/// One segment as it is at a [`snapshot`](super::SplittingResource::snapshot): its size and
+/// its ranges in address order, so that fragmentation can be seen and not only counted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
 pub struct SegmentSnapshot {
