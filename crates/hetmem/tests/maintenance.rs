@@ -100,12 +100,16 @@ fn low_limit_headroom_trims_the_managers_pools() {
         0,
         "3 MiB headroom"
     );
-    // 3 MiB does not fit the 2 MiB segment the first took: the limit has it given back, and
-    // the 3 MiB stay held once dropped, leaving 1 MiB of headroom.
+    // 3 MiB grow the expandable segment over the freed first block (and a sixteenth of the
+    // 1 MiB it held, ahead) and stay held once dropped, leaving under 1 MiB of headroom.
     drop(manager.alloc_with::<u8>(3 * MIB, device).unwrap());
-    assert_eq!(manager.stats().cached_bytes(), 3 * MIB as u64);
+    let cached = manager.stats().cached_bytes();
+    assert!(
+        (3 * MIB as u64..=(3 * MIB + MIB / 16) as u64).contains(&cached),
+        "{cached}"
+    );
     let report = manager.maintain().unwrap();
-    assert_eq!(report.pressure_released, 3 * MIB as u64);
+    assert_eq!(report.pressure_released, cached);
     assert_eq!(manager.stats().cached_bytes(), 0);
     assert!(matches!(
         MemoryManager::builder().trim_below_headroom(1.5).build(),

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 /// What the callback of a [`FailureCallbackResource`] is told.
 #[derive(Debug)]
 pub struct AllocationFailure<'a> {
-    /// Bytes requested.
+    /// Bytes asked of the resource below: an allocation, or the growth of an expandable
+    /// segment ([`MemoryResource::commit`]) — what a splitting allocator above asks, which can
+    /// be more than the buffer that needed it.
     pub bytes: usize,
     /// Retries already made for this request (0 on the first failure).
     pub retries: u32,

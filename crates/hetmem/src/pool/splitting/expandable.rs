@@ -12,6 +12,9 @@ use crate::backend::{Backend, DeviceBlock};
 use crate::error::{Error, Result};
 use crate::resource::MemoryResource;
 
+/// Growing the top commits this fraction of what is committed beyond what the carve needs.
+const AHEAD: usize = 16;
+
 /// The reservation, its segment in the arena, and which of its granules have memory behind
 /// them.
 pub(super) struct Expandable {
@@ -21,7 +24,10 @@ pub(super) struct Expandable {
     /// The reservation's size.
     pub(super) size: usize,
     granule: usize,
+    /// Granules with memory behind them, and those claimed for commits still in flight.
     committed: Committed,
+    /// Of those, the ones claimed for commits still in flight (a trim must not give them back).
+    claimed: Committed,
 }
 
 impl Expandable {
@@ -38,6 +44,7 @@ impl Expandable {
             size: bytes,
             granule,
             committed: Committed::default(),
+            claimed: Committed::default(),
         })
     }
 
@@ -61,15 +68,22 @@ impl Expandable {
             .sum()
     }
 
-    /// The runs of granules under `offset..offset + len` without memory, marked committed now
-    /// (before the calls, made by [`Expandable::commit`] without the allocator's lock held);
-    /// in bytes.
-    pub(super) fn claim(&mut self, offset: usize, len: usize) -> Vec<Range<usize>> {
+    /// The runs of granules under `offset..offset + len` without memory — and, where that
+    /// grows the segment's top and `ahead` is set, a sixteenth of what is committed beyond, so
+    /// that a segment growing step by step makes fewer commits — marked committed and claimed
+    /// now (the commits are made without the allocator's lock; [`Expandable::settle`] ends the
+    /// claims); in bytes.
+    pub(super) fn claim(&mut self, offset: usize, len: usize, ahead: bool) -> Vec<Range<usize>> {
         let g = self.granule;
-        let covering = offset / g..(offset + len).div_ceil(g);
+        let mut covering = offset / g..(offset + len).div_ceil(g);
+        if ahead && covering.end > self.committed.end() {
+            let ahead = self.committed.granules() / AHEAD;
+            covering.end = (covering.end + ahead).min(self.size / g);
+        }
         let missing = self.committed.missing(covering);
         for run in &missing {
             self.committed.insert(run.clone());
+            self.claimed.insert(run.clone());
         }
         missing
             .into_iter()
@@ -77,11 +91,16 @@ impl Expandable {
             .collect()
     }
 
-    /// Takes back the claims `runs` whose commit failed (they were not committed).
-    pub(super) fn unclaim(&mut self, runs: &[Range<usize>]) {
-        for run in runs {
-            self.committed
-                .remove(run.start / self.granule..run.end / self.granule);
+    /// Ends the claims `runs` (what [`Expandable::claim`] returned): the first `committed`
+    /// have memory now, the rest failed and are taken back.
+    pub(super) fn settle(&mut self, runs: &[Range<usize>], committed: usize) {
+        let g = self.granule;
+        for (i, run) in runs.iter().enumerate() {
+            let granules = run.start / g..run.end / g;
+            self.claimed.remove(granules.clone());
+            if i >= committed {
+                self.committed.remove(granules);
+            }
         }
     }
 
@@ -98,7 +117,10 @@ impl Expandable {
         let mut given = 0;
         for &(offset, len) in free.iter().rev() {
             let inside = offset.div_ceil(g)..(offset + len) / g;
-            for run in self.committed.present(inside).into_iter().rev() {
+            let present = self.committed.present(inside).into_iter();
+            // Granules claimed for a commit in flight are not there to give back yet.
+            let free_runs: Vec<_> = present.flat_map(|r| self.claimed.missing(r)).collect();
+            for run in free_runs.into_iter().rev() {
                 let excess = self.committed().saturating_sub(keep).div_ceil(g);
                 if excess == 0 {
                     return Ok(given);

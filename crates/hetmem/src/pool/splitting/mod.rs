@@ -43,8 +43,9 @@ use crate::sync::Unpoison;
 /// committed through the resource below ([`MemoryResource::commit`], so a limit charges it) in
 /// the backend's granules (64 KiB on the host, 2 MiB on CUDA) as the segment grows. A request
 /// that nothing free fits is carved where free space meets the uncommitted rest, so the
-/// segment grows by what is missing rather than by a new segment, and a workload whose
-/// buffers grow step by step keeps near its need (PyTorch's expandable segments). Free ranges
+/// segment grows by what is missing (and a sixteenth of what it holds ahead, so that growing
+/// step by step makes few commits) rather than by a new segment, and a workload whose buffers
+/// grow step by step keeps near its need (PyTorch's expandable segments). Free ranges
 /// keep their memory until a trim gives it back (a limit or the device running short, the
 /// manager trimming idle pools), or, with [`SplittingConfig::free_committed_percent`], as soon
 /// as free memory passes that share of what is carved. A trim with nothing carved gives back
@@ -417,7 +418,9 @@ impl SplittingResource {
             let Some(e) = expandable.as_mut().filter(|e| e.segment == carved.segment) else {
                 return self.view(&mut state, carved, bytes);
             };
-            let claims = e.claim(carved.offset, carved.len);
+            // Growing ahead only where free memory is kept until a trim.
+            let ahead = self.config.free_committed_percent.is_none();
+            let claims = e.claim(carved.offset, carved.len, ahead);
             match (claims.is_empty(), *growing) {
                 (false, _) => break claims,
                 (true, 0) => return self.view(&mut state, carved, bytes),
@@ -439,7 +442,7 @@ impl SplittingResource {
             let keep = used.saturating_add(used / 100 * percent as usize);
             let free = arena.free_ranges(e.segment);
             if let Err(err) = e.shrink(self.upstream.as_ref(), &free, keep) {
-                e.unclaim(&claims);
+                e.settle(&claims, 0);
                 arena.free(carved.segment, carved.offset);
                 return Err(err);
             }
@@ -459,10 +462,10 @@ impl SplittingResource {
         let mut state = self.state.lock().unpoisoned();
         state.growing -= 1;
         self.grown.notify_all();
+        if let Some(e) = state.expandable.as_mut() {
+            e.settle(&claims, committed);
+        }
         if let Err(err) = result {
-            if let Some(e) = state.expandable.as_mut() {
-                e.unclaim(&claims[committed..]);
-            }
             state.arena.free(carved.segment, carved.offset);
             return Err(err);
         }
