@@ -6,16 +6,17 @@
 
 mod memory;
 mod queue;
+mod regions;
 
 use std::alloc;
 use std::any::Any;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use self::memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
 use self::queue::{Held, HostQueue};
+use self::regions::{Live, Regions};
 use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
     check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
@@ -23,9 +24,7 @@ use super::{
     UsageCounters, UserEvent, WritePart,
 };
 use crate::error::{Error, Result};
-use crate::host::{
-    AddressReservation, HostMemory, HostRegion, HostSource, SourceStats, COMMIT_GRANULE,
-};
+use crate::host::{HostRegion, HostSource, COMMIT_GRANULE};
 use crate::sync::Unpoison;
 
 /// Alignment of host blocks and staging memory: a cache line, enough for every SIMD type.
@@ -53,22 +52,6 @@ pub struct HostBackend {
     /// Whether any block was adopted: `release` looks in `regions` first (the default source's
     /// fast path otherwise skips the lock).
     adopted: AtomicBool,
-}
-
-/// The live blocks that are not plain heap memory — regions of the backend's own
-/// [`HostSource`] and adopted memory — by address, and what the source was granted.
-#[derive(Default)]
-struct Regions {
-    live: HashMap<usize, Live>,
-    stats: SourceStats,
-    /// Address reservations ([`Backend::reserve`]), by address.
-    reserved: HashMap<usize, AddressReservation>,
-}
-
-/// One block of [`Regions`]: its memory, and the bytes of it locked in RAM.
-struct Live {
-    memory: Box<dyn HostMemory>,
-    locked: u64,
 }
 
 impl HostBackend {
@@ -103,41 +86,6 @@ impl HostBackend {
     /// How this backend's blocks are made.
     pub fn source(&self) -> &HostSource {
         &self.source
-    }
-
-    /// Makes `memory` a block of this backend, counted in its usage like an allocation and
-    /// given back — `memory` dropped: unmapped, closed, handed back — when the block is
-    /// released. A buffer takes it through
-    /// [`BufferContext::adopt_host`](crate::buffer::BufferContext::adopt_host).
-    pub fn adopt(&self, memory: impl HostMemory) -> Result<DeviceBlock> {
-        let (ptr, len) = (memory.as_ptr(), memory.len());
-        if len == 0 {
-            return Err(Error::ZeroLength {
-                what: "adopted host memory",
-            });
-        }
-        if !self.usage.try_allocate(len) {
-            return Err(Error::OutOfMemory {
-                backend: BackendKind::Host,
-                requested: len as u64,
-                diagnosis: None,
-            });
-        }
-        self.adopted.store(true, Ordering::Release);
-        let mut regions = self.regions.lock().unpoisoned();
-        let memory = Box::new(memory);
-        regions
-            .live
-            .insert(ptr as usize, Live { memory, locked: 0 });
-        // SAFETY: `memory` keeps `len` bytes at `ptr` valid until `release` drops it (the
-        // `HostMemory` contract); the block is handed out once.
-        Ok(unsafe { DeviceBlock::from_raw(self.id, ptr.cast::<c_void>(), len) })
-    }
-
-    /// What the system granted this backend's blocks so far (all zero for the default source,
-    /// whose blocks are plain heap memory).
-    pub fn source_stats(&self) -> SourceStats {
-        self.regions.lock().unpoisoned().stats.clone()
     }
 
     /// A host backend that behaves like a device with `capacity` bytes of memory: allocations
@@ -177,12 +125,6 @@ impl HostBackend {
 /// A block's address: how held work names the blocks it touches.
 fn address(block: &DeviceBlock) -> usize {
     block.raw_handle() as usize
-}
-
-/// The reservation behind a block.
-fn reserved<'a>(regions: &'a Regions, block: &DeviceBlock) -> Result<&'a AddressReservation> {
-    (regions.reserved.get(&address(block)))
-        .ok_or_else(|| Error::invalid("the block is not a live reservation of this backend"))
 }
 
 /// A pointer into block or staging memory that held work carries to the thread that runs it.
@@ -336,21 +278,18 @@ impl RawBackend for HostBackend {
 
     /// 64 KiB, for blocks of the default source: reservations do not (yet) take a source's
     /// alignment, pages, NUMA binding or locking. None under Miri, which cannot run `mmap`.
+    /// 64 KiB, for blocks of the default source: reservations do not (yet) take a source's
+    /// alignment, pages, NUMA binding or locking. None under Miri, which cannot run `mmap`.
     fn commit_granularity(&self) -> Option<usize> {
         (self.plain && !cfg!(miri)).then_some(COMMIT_GRANULE)
     }
 
     fn reserve(&self, bytes: usize) -> Result<*mut c_void> {
-        let reservation = AddressReservation::new(bytes)?;
-        let ptr = reservation.as_ptr();
-        let mut regions = self.regions.lock().unpoisoned();
-        regions.reserved.insert(ptr as usize, reservation);
-        Ok(ptr.cast())
+        self.reserve_addresses(bytes)
     }
 
     unsafe fn commit(&self, reservation: &DeviceBlock, offset: usize, len: usize) -> Result<usize> {
-        let regions = self.regions.lock().unpoisoned();
-        Ok(reserved(&regions, reservation)?.commit(offset, len))
+        self.commit_range(reservation, offset, len)
     }
 
     unsafe fn decommit(
@@ -359,18 +298,11 @@ impl RawBackend for HostBackend {
         offset: usize,
         len: usize,
     ) -> Result<usize> {
-        self.settle(&[reservation]);
-        let regions = self.regions.lock().unpoisoned();
-        reserved(&regions, reservation)?.decommit(offset, len)
+        self.decommit_range(reservation, offset, len)
     }
 
     unsafe fn release_reservation(&self, reservation: DeviceBlock) -> Result<usize> {
-        self.settle(&[&reservation]);
-        let mut regions = self.regions.lock().unpoisoned();
-        let released = regions.reserved.remove(&address(&reservation));
-        let _ = reservation.into_raw();
-        // Unmapped here, with everything committed in it.
-        Ok(released.map_or(0, |r| r.committed()))
+        self.release_addresses(reservation)
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {

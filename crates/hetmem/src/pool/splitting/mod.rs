@@ -4,16 +4,16 @@ mod arena;
 mod committed;
 mod config;
 mod expandable;
+mod state;
 mod stats;
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
-use arena::{Arena, Carved, SegmentId};
+use arena::{Carved, SegmentId};
 pub use config::SplittingConfig;
 use expandable::Expandable;
+use state::{Recent, State};
 pub use stats::{RangeSnapshot, SegmentSnapshot, SplittingStats};
 
 use crate::backend::{Backend, DeviceBlock, Event};
@@ -72,150 +72,6 @@ pub struct SplittingResource {
     grown: Condvar,
     /// The caches above, asked to trim when a segment does not fit.
     pressure: Pressure,
-}
-
-#[derive(Default)]
-struct State {
-    arena: Arena,
-    segments: HashMap<SegmentId, DeviceBlock>,
-    /// Live views, by handle: the range each was carved from.
-    views: FxHashMap<usize, Carved>,
-    /// Freed blocks whose device work may still run.
-    pending: Vec<(SegmentId, usize, Vec<Event>)>,
-    /// Freed blocks kept whole, newest last, for a request of the same length: handed out again
-    /// without carving or making a view (a loop allocating one size pays no tree walk and, on
-    /// OpenCL, no sub-buffer). Merged into the arena by any other request (so that best fit
-    /// sees all the free space), and on trim.
-    recent: Vec<Recent>,
-    /// The expandable segment, once reserved.
-    expandable: Option<Expandable>,
-    /// The backend could not reserve one: carve from segments.
-    no_expandable: bool,
-    /// Commits in flight, made without the lock: a carve over granules they claimed waits.
-    growing: usize,
-    segment_allocations: u64,
-    segment_releases: u64,
-    carves: u64,
-    reuses: u64,
-}
-
-/// A freed block kept whole: its view, still registered in `views`, and where it was carved.
-struct Recent {
-    view: DeviceBlock,
-    segment: SegmentId,
-    offset: usize,
-    /// The length of its range (the view's size rounded to the granularity).
-    len: usize,
-}
-
-/// Most freed blocks kept whole.
-const RECENT: usize = 16;
-
-impl State {
-    /// Bytes with memory behind them: every segment's, the expandable one's committed part.
-    fn reserved(&self) -> usize {
-        let all = self.arena.reserved();
-        self.expandable
-            .as_ref()
-            .map_or(all, |e| all - e.size + e.committed())
-    }
-
-    /// The longest free range with memory behind it (of an expandable segment's, the bytes
-    /// committed).
-    fn largest_free(&self) -> usize {
-        let Some(e) = &self.expandable else {
-            return self.arena.largest_free();
-        };
-        let own = (self.arena.free_ranges(e.segment).into_iter())
-            .map(|(offset, len)| e.committed_within(offset, len))
-            .max()
-            .unwrap_or(0);
-        own.max(self.arena.largest_free_except(e.segment))
-    }
-
-    /// Frees the pending blocks whose work is done.
-    fn collect(&mut self) {
-        let arena = &mut self.arena;
-        self.pending.retain_mut(|(segment, offset, after)| {
-            after.retain(|e| !e.is_finished());
-            let done = after.is_empty();
-            if done {
-                arena.free(*segment, *offset);
-            }
-            !done
-        });
-    }
-
-    /// A recently freed block of exactly `len` bytes, the newest first.
-    fn reuse(&mut self, bytes: usize) -> Option<DeviceBlock> {
-        let at = self.recent.iter().rposition(|r| r.view.size() == bytes)?;
-        self.reuses += 1;
-        Some(self.recent.remove(at).view)
-    }
-
-    /// Keeps a freed block whole for reuse, merging the oldest kept one if there are too many.
-    fn keep(&mut self, backend: &dyn Backend, recent: Recent) {
-        if self.recent.len() == RECENT {
-            let oldest = self.recent.remove(0);
-            self.merge(backend, oldest);
-        }
-        self.recent.push(recent);
-    }
-
-    /// Merges every block kept whole into the arena.
-    fn flush(&mut self, backend: &dyn Backend) {
-        for recent in std::mem::take(&mut self.recent) {
-            self.merge(backend, recent);
-        }
-    }
-
-    fn merge(&mut self, backend: &dyn Backend, recent: Recent) {
-        self.views.remove(&(recent.view.raw_handle() as usize));
-        // Letting go of a view's handle frees no memory; a failure leaves a handle behind.
-        let _ = backend.release_view(recent.view);
-        self.arena.free(recent.segment, recent.offset);
-    }
-
-    /// Bytes in blocks kept whole.
-    fn kept(&self) -> usize {
-        self.recent.iter().map(|r| r.len).sum()
-    }
-
-    /// Takes out every segment with nothing carved from it but blocks whose device work is
-    /// still pending, to be released after that work (the backend orders a release after the
-    /// events given with it).
-    fn unused(&mut self, backend: &dyn Backend) -> Vec<(DeviceBlock, Vec<Event>)> {
-        self.flush(backend);
-        self.collect();
-        let mut after: HashMap<SegmentId, (usize, Vec<Event>)> = HashMap::new();
-        for (segment, offset, events) in &self.pending {
-            let len = self.arena.used_at(*segment, *offset).unwrap_or(0);
-            let entry = after.entry(*segment).or_default();
-            entry.0 += len;
-            entry.1.extend(events.iter().cloned());
-        }
-        let arena = &mut self.arena;
-        let expandable = self.expandable.as_ref().map(|e| e.segment);
-        self.pending.retain(|(segment, offset, _)| {
-            let only_pending = Some(*segment) != expandable
-                && (after.get(segment)).is_some_and(|(len, _)| *len == arena.used_in(*segment));
-            if only_pending {
-                arena.free(*segment, *offset);
-            }
-            !only_pending
-        });
-        let mut unused = self.arena.unused_segments();
-        unused.retain(|&id| Some(id) != expandable);
-        let blocks: Vec<_> = (unused.into_iter())
-            .filter_map(|id| {
-                self.arena.remove_segment(id)?;
-                let events = after.remove(&id).map(|(_, e)| e).unwrap_or_default();
-                Some((self.segments.remove(&id)?, events))
-            })
-            .collect();
-        self.segment_releases += blocks.len() as u64;
-        blocks
-    }
 }
 
 impl SplittingResource {

@@ -6,7 +6,8 @@
 pub struct SplittingStats {
     /// Segments held.
     pub segments: u64,
-    /// Bytes in segments.
+    /// Bytes in segments with memory behind them (of an expandable segment, what is
+    /// committed).
     pub reserved_bytes: u64,
     /// Bytes in blocks handed out (freed blocks waiting for device work included).
     pub used_bytes: u64,
