@@ -21,8 +21,6 @@ pub(super) struct Expandable {
     pub(super) segment: SegmentId,
     /// Shared with commits in flight, which run without the allocator's lock.
     pub(super) reservation: Arc<DeviceBlock>,
-    /// The reservation's size.
-    pub(super) size: usize,
     granule: usize,
     /// Granules with memory behind them, and those claimed for commits still in flight.
     committed: Committed,
@@ -41,11 +39,15 @@ impl Expandable {
         Ok(Expandable {
             segment,
             reservation: Arc::new(backend.reserve(bytes)?),
-            size: bytes,
             granule,
             committed: Committed::default(),
             claimed: Committed::default(),
         })
+    }
+
+    /// Bytes of address space reserved.
+    pub(super) fn size(&self) -> usize {
+        self.reservation.size()
     }
 
     /// Bytes with memory behind them.
@@ -78,7 +80,7 @@ impl Expandable {
         let mut covering = offset / g..(offset + len).div_ceil(g);
         if ahead && covering.end > self.committed.end() {
             let ahead = self.committed.granules() / AHEAD;
-            covering.end = (covering.end + ahead).min(self.size / g);
+            covering.end = (covering.end + ahead).min(self.size() / g);
         }
         let missing = self.committed.missing(covering);
         for run in &missing {
@@ -136,7 +138,7 @@ impl Expandable {
 
     /// Gives back every committed byte, then the address space (once no commit holds it).
     pub(super) fn release(mut self, upstream: &dyn MemoryResource) -> Result<()> {
-        self.shrink(upstream, &[(0, self.size)], 0)?;
+        self.shrink(upstream, &[(0, self.size())], 0)?;
         match Arc::try_unwrap(self.reservation) {
             Ok(reservation) => upstream.backend().release(reservation),
             Err(_) => Err(Error::invalid(

@@ -52,7 +52,7 @@ impl State {
         let all = self.arena.reserved();
         self.expandable
             .as_ref()
-            .map_or(all, |e| all - e.size + e.committed())
+            .map_or(all, |e| all - e.size() + e.committed())
     }
 
     /// The longest free range with memory behind it (of an expandable segment's, the bytes
