@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use hetmem::backend::Backend;
+use hetmem::buffer::{BufferEvent, Residency};
 use hetmem::record::{replay, Action, AllocatorConfig, Recorder, ReplayOptions, Trace, TraceEvent};
 use hetmem::{AllocOptions, Error, MemoryManager, Placement};
 
@@ -324,6 +325,11 @@ fn running_out_of_memory_dumps_the_trace_and_a_snapshot() {
     let events = dump["events"].as_array().unwrap();
     assert_eq!(events.last().unwrap()["action"], "alloc_failed");
     assert_eq!(dump["snapshot"]["buffers"][0]["label"], "kept");
+    let kept = &dump["snapshot"]["buffers"][0]["id"];
+    let ranges = dump["snapshot"]["device_segments"][0]["ranges"]
+        .as_array()
+        .unwrap();
+    assert!(ranges.iter().any(|r| &r["buffer"] == kept), "{ranges:?}");
     recorder.flush().unwrap();
     let streamed = Trace::read(&path).unwrap();
     assert_eq!(streamed.events.len(), 2);
@@ -363,7 +369,50 @@ fn snapshots_show_segments_and_buffers(b: &Arc<dyn Backend>) {
     let json = serde_json::to_value(&snapshot).unwrap();
     let ranges = json["device_segments"][0]["ranges"].as_array().unwrap();
     assert_eq!(ranges.len(), segments[0].ranges.len());
+    // Each used range names the buffer whose copy it is, with its label and last event.
+    let owners: Vec<_> = used
+        .iter()
+        .map(|r| snapshot.owner(r).unwrap().label.clone().unwrap())
+        .collect();
+    let mut sorted = owners.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["b0", "b1", "b2"],
+        "every used range has its own buffer"
+    );
+    assert!(snapshot.buffers.iter().all(|b| b.last_event.is_none()));
+    let mut blocks = blocks;
+    blocks[1].host_mut().unwrap()[..4].copy_from_slice(&[1, 2, 3, 4]);
+    blocks[2].host_mut().unwrap()[..4].copy_from_slice(&[5, 6, 7, 8]);
+    blocks[2].sync().unwrap().wait().unwrap();
+    let snapshot = m.snapshot();
+    let last: Vec<_> = snapshot.buffers.iter().map(|b| b.last_event).collect();
+    // The sync uploads where the buffer has two copies; with one (host memory) it moves nothing.
+    let synced = match blocks[2].residency() {
+        Residency::Mirrored => BufferEvent::Upload,
+        _ => BufferEvent::Access,
+    };
+    assert_eq!(last, [None, Some(BufferEvent::Access), Some(synced)]);
+    let ago = |i: usize| snapshot.buffers[i].last_event_ms_ago.unwrap();
+    assert!(ago(2) <= ago(1) && ago(1) <= snapshot.buffers[1].age_ms);
+    // With two copies, b1 and b2 now have host copies too: the host pool's ranges name them.
+    let mirrored = blocks[1].residency() == Residency::Mirrored;
+    let mut host_owners: Vec<_> = (snapshot.host_segments.iter())
+        .flat_map(|s| &s.ranges)
+        .filter_map(|r| snapshot.owner(r))
+        .map(|b| b.label.clone().unwrap())
+        .collect();
+    host_owners.sort();
+    let expected: &[&str] = if mirrored { &["b1", "b2"] } else { &[] };
+    assert_eq!(host_owners, expected);
     drop(blocks);
+    let snapshot = m.snapshot();
+    let segments = snapshot
+        .device_segments
+        .iter()
+        .chain(&snapshot.host_segments);
+    assert!(segments.flat_map(|s| &s.ranges).all(|r| r.buffer.is_none()));
 }
 
 common::backend_suite!(

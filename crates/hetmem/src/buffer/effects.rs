@@ -69,6 +69,20 @@ impl Core {
         self.pool(side).allocate(len)
     }
 
+    /// Puts `block` in `slot` as the `side` copy, noting where it is for snapshots.
+    pub(super) fn place(&self, side: Side, slot: &mut Option<PooledBlock>, block: PooledBlock) {
+        self.metrics
+            .placed(side, block.block().raw_handle() as usize);
+        *slot = Some(block);
+    }
+
+    /// [`Core::allocate`] into `slot`.
+    pub(super) fn allocate_into(&self, side: Side, slot: &mut Option<PooledBlock>) -> Result<()> {
+        let block = self.allocate(side, self.len)?;
+        self.place(side, slot, block);
+        Ok(())
+    }
+
     pub(super) fn backend(&self, side: Side) -> &dyn Backend {
         &**self.pool(side).backend()
     }
@@ -94,7 +108,7 @@ impl Core {
                 Effect::Allocate(_) => {
                     // A block reserved when the buffer was made is used if it is big enough.
                     if target.as_ref().is_none_or(|b| b.capacity() < self.len) {
-                        *target = Some(self.allocate(side, self.len)?);
+                        self.allocate_into(side, target)?;
                     }
                     *tracker.stale_mut(side) = RangeSet::full(self.len);
                     // Reads of an uninitialised buffer see zeros (the device side has an
@@ -191,6 +205,7 @@ impl Core {
     /// waited for.
     pub(super) fn retire(&self, block: Option<PooledBlock>, exposed: bool) {
         let Some(mut block) = block else { return };
+        self.metrics.retired(block.block().raw_handle() as usize);
         if exposed {
             let backend = self.ctx.device_backend();
             match backend.enqueue_marker(&self.ctx.queue) {
@@ -232,7 +247,7 @@ impl Core {
             }
         }
         self.zero(side, fresh.block_mut(), &tail)?;
-        *slot = Some(fresh);
+        self.place(side, slot, fresh);
         Ok(())
     }
 }

@@ -1,10 +1,10 @@
 //! Per-buffer metrics: what moved each way, how long it took, and when the buffer was last used.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{CoherenceState, Residency};
+use super::{CoherenceState, Residency, Side};
 use crate::record::{Action, Recorder};
 use crate::transfer::{Direction, DirectionCounters, DirectionStats};
 
@@ -28,12 +28,43 @@ pub struct BufferMetrics {
     pub bytes: usize,
 }
 
+/// What was last done with a buffer, as a [memory snapshot](crate::manager::MemorySnapshot)
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "serde", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum BufferEvent {
+    /// A guard, a read or a write.
+    Access,
+    /// A transfer host → device.
+    Upload,
+    /// A transfer device → host.
+    Download,
+    /// A copy device → device (between buffers, or reallocating on resize).
+    DeviceCopy,
+}
+
+impl BufferEvent {
+    const ALL: [BufferEvent; 4] = [
+        BufferEvent::Access,
+        BufferEvent::Upload,
+        BufferEvent::Download,
+        BufferEvent::DeviceCopy,
+    ];
+}
+
 /// The live counters behind [`BufferMetrics`].
 pub(crate) struct MetricCells {
     pub(crate) created: Instant,
     /// Nanoseconds after `created` of the last access, plus one (0: never accessed).
     last_access: AtomicU64,
     pub(crate) transfers: DirectionCounters,
+    /// The last event: nanoseconds after `created` shifted left by 2, or'ed with the index of
+    /// its [`BufferEvent`], plus one (0: none yet).
+    last_event: AtomicU64,
+    /// The handles of the host and device blocks (0: none), by which a snapshot finds which
+    /// ranges of a pool's segments are this buffer's.
+    blocks: [AtomicUsize; 2],
     /// Where each transfer is also recorded, with the buffer's id there: set once, by a
     /// manager that records ([`crate::record`]).
     trace: OnceLock<(Arc<Recorder>, u64, usize)>,
@@ -45,6 +76,8 @@ impl MetricCells {
             created: Instant::now(),
             last_access: AtomicU64::new(0),
             transfers: DirectionCounters::default(),
+            last_event: AtomicU64::new(0),
+            blocks: [AtomicUsize::new(0), AtomicUsize::new(0)],
             trace: OnceLock::new(),
         }
     }
@@ -52,11 +85,48 @@ impl MetricCells {
     pub(crate) fn touch(&self) {
         let nanos = self.created.elapsed().as_nanos() as u64;
         self.last_access.store(nanos + 1, Ordering::Relaxed);
+        self.happened(BufferEvent::Access, nanos);
+    }
+
+    fn happened(&self, event: BufferEvent, nanos: u64) {
+        let packed = (nanos << 2 | event as u64) + 1;
+        self.last_event.store(packed, Ordering::Relaxed);
+    }
+
+    /// The last event and when it happened, if any yet.
+    pub(crate) fn last_event(&self) -> Option<(BufferEvent, Instant)> {
+        let packed = self.last_event.load(Ordering::Relaxed).checked_sub(1)?;
+        let event = BufferEvent::ALL[(packed & 3) as usize];
+        Some((event, self.created + Duration::from_nanos(packed >> 2)))
+    }
+
+    /// Notes that `block` (its handle) is now the buffer's `side` copy.
+    pub(crate) fn placed(&self, side: Side, handle: usize) {
+        self.blocks[side as usize].store(handle, Ordering::Relaxed);
+    }
+
+    /// Notes that the block `handle` is no longer either copy.
+    pub(crate) fn retired(&self, handle: usize) {
+        for cell in &self.blocks {
+            let _ = cell.compare_exchange(handle, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The handles of the host and device blocks now (0: none).
+    pub(crate) fn blocks(&self) -> [usize; 2] {
+        self.blocks.each_ref().map(|b| b.load(Ordering::Relaxed))
     }
 
     /// Records one transfer of `bytes` that started at `start`.
     pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
         self.transfers.record(direction, bytes, start);
+        let event = match direction {
+            Direction::HostToDevice => BufferEvent::Upload,
+            Direction::DeviceToHost => BufferEvent::Download,
+            Direction::DeviceToDevice => BufferEvent::DeviceCopy,
+        };
+        let nanos = start.saturating_duration_since(self.created).as_nanos() as u64;
+        self.happened(event, nanos);
         if let Some((recorder, id, queue)) = self.trace.get() {
             let action = match direction {
                 Direction::HostToDevice => Action::Upload,

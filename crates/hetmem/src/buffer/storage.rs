@@ -151,23 +151,22 @@ impl BufferStorage {
             Side::Host => slots.host.get_mut(),
             Side::Device => slots.device.get_mut(),
         };
-        *slot.unpoisoned() = Some(core.allocate(side, core.len)?);
-        Ok(())
+        core.allocate_into(side, slot.unpoisoned())
     }
 
     /// Makes `block` — adopted host memory holding the buffer's contents — the host copy: the
     /// buffer starts valid on the host only.
     pub(crate) fn adopt_host(&mut self, block: PooledBlock) {
-        let (_, tracker, slots, valid) = self.parts_mut();
-        *slots.host.get_mut().unpoisoned() = Some(block);
+        let (core, tracker, slots, valid) = self.parts_mut();
+        core.place(Side::Host, slots.host.get_mut().unpoisoned(), block);
         tracker.set_state(CoherenceState::HostOnly, valid);
     }
 
     /// Makes `block` — device memory made outside hetmem, holding the buffer's contents — the
     /// device copy: the buffer starts valid on the device only.
     pub(crate) fn adopt_device(&mut self, block: PooledBlock) {
-        let (_, tracker, slots, valid) = self.parts_mut();
-        *slots.device.get_mut().unpoisoned() = Some(block);
+        let (core, tracker, slots, valid) = self.parts_mut();
+        core.place(Side::Device, slots.device.get_mut().unpoisoned(), block);
         tracker.set_state(CoherenceState::DeviceOnly, valid);
     }
 
@@ -386,7 +385,7 @@ impl BufferStorage {
             Side::Device => slots.device.get_mut().unpoisoned(),
         };
         if slot.as_ref().is_none_or(|b| b.capacity() < core.len) {
-            *slot = Some(core.allocate(side, core.len)?);
+            core.allocate_into(side, slot)?;
         }
         Ok(())
     }
@@ -478,8 +477,8 @@ impl BufferStorage {
         }
         if tracker.state == CoherenceState::Uninitialized {
             // Blocks reserved at creation have the old length: give them back.
-            *slots.host.get_mut().unpoisoned() = None;
-            *slots.device.get_mut().unpoisoned() = None;
+            core.retire(slots.host.get_mut().unpoisoned().take(), false);
+            core.retire(slots.device.get_mut().unpoisoned().take(), false);
         }
         tracker.stale_host.clear();
         tracker.stale_device.clear();

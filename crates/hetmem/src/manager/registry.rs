@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Placement;
-use crate::buffer::{MetricCells, Observer};
+use crate::buffer::{BufferEvent, MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
 use crate::record::{Action, Recorder};
@@ -67,8 +67,12 @@ pub struct Outstanding {
     pub host_to_device: DirectionStats,
     /// Device → host transfers so far.
     pub device_to_host: DirectionStats,
+    /// What was last done with it and how long ago, if anything yet.
+    pub last_event: Option<(BufferEvent, Duration)>,
     /// Where it was made, with [`Tracking::Backtraces`].
     pub backtrace: Option<Arc<Backtrace>>,
+    /// The handles of its host and device blocks (0: none).
+    pub(crate) blocks: [usize; 2],
 }
 
 impl fmt::Display for Outstanding {
@@ -378,6 +382,8 @@ fn describe(r: &Record) -> Outstanding {
         label: r.label.clone(),
         placement: r.placement,
         age: r.metrics.created.elapsed(),
+        last_event: (r.metrics.last_event()).map(|(event, at)| (event, at.elapsed())),
+        blocks: r.metrics.blocks(),
         host_to_device: r.metrics.transfers.get(Direction::HostToDevice),
         device_to_host: r.metrics.transfers.get(Direction::DeviceToHost),
         backtrace: r.backtrace.clone(),

@@ -1,14 +1,18 @@
 //! [`MemorySnapshot`]: where a manager's memory is at one moment — the splitting allocators'
-//! segments range by range and the live buffers with their labels and ages — serialisable,
-//! and written beside a streamed trace when memory runs out.
+//! segments range by range, each used range with the buffer it holds, and the live buffers
+//! with their labels, ages and last events — serialisable, and written beside a streamed trace
+//! when memory runs out.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::MemoryManager;
+use crate::buffer::BufferEvent;
 use crate::error::{Error, Result};
-use crate::pool::SegmentSnapshot;
+use crate::pool::{RangeSnapshot, SegmentSnapshot};
 use crate::record::TraceEvent;
 
 /// A manager's memory at one moment. Made by [`MemoryManager::snapshot`].
@@ -37,24 +41,39 @@ pub struct BufferSnapshot {
     pub age_ms: f64,
     /// Bytes it moved host → device and device → host.
     pub moved: [u64; 2],
+    /// What was last done with it, if anything yet.
+    pub last_event: Option<BufferEvent>,
+    /// Milliseconds since then.
+    pub last_event_ms_ago: Option<f64>,
 }
 
 impl MemorySnapshot {
     pub(crate) fn take(manager: &MemoryManager) -> Self {
+        let outstanding = manager.registry.outstanding();
+        let owners: HashMap<usize, u64> = (outstanding.iter())
+            .flat_map(|o| o.blocks.map(|handle| (handle, o.id)))
+            .filter(|&(handle, _)| handle != 0)
+            .collect();
         let segments = |i: usize| {
-            manager.splitting[i]
-                .as_ref()
+            let mut segments = (manager.splitting[i].as_ref())
                 .map(|s| s.snapshot())
-                .unwrap_or_default()
+                .unwrap_or_default();
+            for range in segments.iter_mut().flat_map(|s| &mut s.ranges) {
+                range.buffer = owners.get(&range.handle).copied().filter(|_| range.used);
+            }
+            segments
         };
-        let buffers = (manager.registry.outstanding().into_iter())
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let buffers = (outstanding.iter())
             .map(|o| BufferSnapshot {
                 id: o.id,
                 bytes: o.bytes,
                 label: o.label.as_deref().map(str::to_owned),
                 placement: o.placement.name().to_owned(),
-                age_ms: o.age.as_secs_f64() * 1e3,
+                age_ms: ms(o.age),
                 moved: [o.host_to_device.bytes, o.device_to_host.bytes],
+                last_event: o.last_event.map(|(event, _)| event),
+                last_event_ms_ago: o.last_event.map(|(_, ago)| ms(ago)),
             })
             .collect();
         MemorySnapshot {
@@ -62,6 +81,12 @@ impl MemorySnapshot {
             host_segments: segments(1),
             buffers,
         }
+    }
+
+    /// The live buffer whose copy `range` (of one of this snapshot's segments) is, if any.
+    pub fn owner(&self, range: &RangeSnapshot) -> Option<&BufferSnapshot> {
+        let id = range.buffer?;
+        self.buffers.iter().find(|b| b.id == id)
     }
 }
 

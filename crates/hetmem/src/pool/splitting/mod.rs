@@ -13,6 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use arena::{Carved, SegmentId};
 pub use config::SplittingConfig;
 use expandable::Expandable;
+use rustc_hash::FxHashMap;
 use state::{Recent, State};
 pub use stats::{RangeSnapshot, SegmentSnapshot, SplittingStats};
 
@@ -128,6 +129,9 @@ impl SplittingResource {
         state.flush(self.backend().as_ref());
         let expandable =
             (state.expandable.as_ref()).map(|e| (e.segment, e.extent(), e.committed()));
+        let handles: FxHashMap<(SegmentId, usize), usize> = (state.views.iter())
+            .map(|(&handle, c)| ((c.segment, c.offset), handle))
+            .collect();
         (state.arena.layout().into_iter())
             .map(|(id, size, ranges)| {
                 let (extent, committed) = match expandable {
@@ -149,6 +153,8 @@ impl SplittingResource {
                             offset: r.offset as u64,
                             len: (r.len.min(extent - r.offset)) as u64,
                             used: r.used,
+                            buffer: None,
+                            handle: handles.get(&(id, r.offset)).copied().unwrap_or(0),
                         })
                         .collect(),
                 }

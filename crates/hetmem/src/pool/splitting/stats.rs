@@ -63,4 +63,13 @@ pub struct RangeSnapshot {
     pub len: u64,
     /// Handed out (or freed with device work still pending), rather than free.
     pub used: bool,
+    /// The live buffer whose copy it is ([`BufferSnapshot::id`]), in a memory manager's
+    /// snapshot; `None` for free ranges and for used ones no buffer holds (kept by a cache
+    /// above, or allocated outside buffers).
+    ///
+    /// [`BufferSnapshot::id`]: crate::manager::BufferSnapshot::id
+    pub buffer: Option<u64>,
+    /// The handle of the block carved here (0: none), to find its buffer.
+    #[serde(skip)]
+    pub(crate) handle: usize,
 }
