@@ -76,9 +76,6 @@ pub(super) struct Inner {
     clock: AtomicU64,
     /// When and how cached memory goes back on its own.
     schedule: Schedule,
-    oversize: AtomicU64,
-    backend_allocations: AtomicU64,
-    backend_releases: AtomicU64,
     foreign_returns: AtomicU64,
     /// Blocks of another backend swapped in, kept for [`CachingAllocator::take_foreign_blocks`]:
     /// the pool cannot release them, not holding their backend.
@@ -110,6 +107,9 @@ struct ThreadSlot {
     cache: ThreadCache<DeviceBlock>,
     hits: u64,
     misses: u64,
+    oversize: u64,
+    backend_allocations: u64,
+    backend_releases: u64,
     /// Rounding waste of allocations made on this thread minus that of releases made on it;
     /// the sum over threads is exact.
     waste: i64,
@@ -139,6 +139,9 @@ impl Default for ThreadSlot {
             cache: ThreadCache::default(),
             hits: 0,
             misses: 0,
+            oversize: 0,
+            backend_allocations: 0,
+            backend_releases: 0,
             waste: 0,
             slow_calls: 0,
         }
@@ -196,9 +199,6 @@ impl CachingAllocator {
                 0 => MaintenancePolicy::off(),
                 _ => MaintenancePolicy::default(),
             }),
-            oversize: AtomicU64::new(0),
-            backend_allocations: AtomicU64::new(0),
-            backend_releases: AtomicU64::new(0),
             foreign_returns: AtomicU64::new(0),
             foreign: Mutex::new(Vec::new()),
         });
@@ -250,9 +250,12 @@ impl CachingAllocator {
             // Exactly what was asked, or more where the resource below rounds (a splitting
             // resource): the books hold the block's own size, which is what comes back.
             let block = inner.allocate_from_backend(bytes, bytes)?;
-            inner.oversize.fetch_add(1, Ordering::Relaxed);
             inner.held.add(block.size() as u64);
-            let home = inner.threads.with(|t| t.home);
+            let home = inner.threads.with(|t| {
+                t.oversize += 1;
+                t.backend_allocations += 1;
+                t.home
+            });
             return Ok(self.pooled(block, bytes, None, home));
         };
         let waste = (size - bytes) as i64;
@@ -277,8 +280,12 @@ impl CachingAllocator {
                 block
             }
             None => {
-                inner.threads.with(|t| t.misses += 1);
-                inner.allocate_from_backend(bytes, size)?
+                let block = inner.allocate_from_backend(bytes, size)?;
+                inner.threads.with(|t| {
+                    t.misses += 1;
+                    t.backend_allocations += 1;
+                });
+                block
             }
         };
         inner.held.add(size as u64);
@@ -381,7 +388,6 @@ impl Inner {
     fn allocate_from_backend(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
         crate::trace::span!("hetmem.pool_miss", requested, size);
         let block = self.allocate_or_relieve(requested, size)?;
-        self.backend_allocations.fetch_add(1, Ordering::Relaxed);
         self.reserved.add(block.size() as u64);
         Ok(block)
     }
@@ -417,7 +423,7 @@ impl Inner {
     fn release_to_backend(&self, block: DeviceBlock, pending: Vec<Event>) -> Result<()> {
         let size = block.size() as u64;
         self.upstream.deallocate(block, pending)?;
-        self.backend_releases.fetch_add(1, Ordering::Relaxed);
+        self.threads.with(|t| t.backend_releases += 1);
         self.reserved.sub(size);
         Ok(())
     }

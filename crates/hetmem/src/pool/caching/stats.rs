@@ -98,9 +98,6 @@ impl Inner {
     /// Sums the shared counters, every thread's counters and cache, and the shared bins.
     pub(super) fn stats(&self) -> CachingStats {
         let mut stats = CachingStats {
-            oversize: self.oversize.load(Ordering::Relaxed),
-            backend_allocations: self.backend_allocations.load(Ordering::Relaxed),
-            backend_releases: self.backend_releases.load(Ordering::Relaxed),
             foreign_returns: self.foreign_returns.load(Ordering::Relaxed),
             maintenance_runs: self
                 .schedule
@@ -129,6 +126,9 @@ impl Inner {
             waste += t.waste;
             stats.hits += t.hits;
             stats.misses += t.misses;
+            stats.oversize += t.oversize;
+            stats.backend_allocations += t.backend_allocations;
+            stats.backend_releases += t.backend_releases;
         });
         for bin in self.bins.iter() {
             count_free(&mut lock(bin).iter().map(|c| c.block.size() as u64));

@@ -4,6 +4,7 @@ mod arena;
 mod committed;
 mod config;
 mod expandable;
+mod kept;
 mod state;
 mod stats;
 
@@ -13,12 +14,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use arena::{Carved, SegmentId};
 pub use config::SplittingConfig;
 use expandable::Expandable;
+use kept::Kept;
 use rustc_hash::FxHashMap;
-use state::{Recent, State};
+use state::State;
 pub use stats::{RangeSnapshot, SegmentSnapshot, SplittingStats};
 
 use crate::backend::{Backend, DeviceBlock, Event};
 use crate::error::{Error, Result};
+use crate::pool::per_thread::PerThread;
 use crate::resource::{MemoryResource, Pressure, Trim};
 use crate::sync::Unpoison;
 
@@ -73,6 +76,8 @@ pub struct SplittingResource {
     grown: Condvar,
     /// The caches above, asked to trim when a segment does not fit.
     pressure: Pressure,
+    /// Freed blocks kept whole, per thread ([`kept`]).
+    kept: PerThread<Kept>,
 }
 
 impl SplittingResource {
@@ -95,6 +100,7 @@ impl SplittingResource {
             state: Mutex::new(State::default()),
             grown: Condvar::new(),
             pressure: Pressure::default(),
+            kept: PerThread::new(),
         });
         let cache: Arc<dyn Trim> = resource.clone();
         resource.upstream.on_pressure(Arc::downgrade(&cache));
@@ -109,16 +115,35 @@ impl SplittingResource {
     /// What it holds now.
     pub fn stats(&self) -> SplittingStats {
         let state = self.state.lock().unpoisoned();
+        let (mut kept, mut reuses) = (0, 0);
+        self.kept.for_each(|k| {
+            let lens = k
+                .blocks
+                .iter()
+                .filter_map(|b| state.views.get(&(b.raw_handle() as usize)));
+            kept += lens.map(|c| c.len).sum::<usize>();
+            reuses += k.reuses;
+        });
         SplittingStats {
             segments: state.arena.segment_count() as u64,
             reserved_bytes: state.reserved() as u64,
-            used_bytes: (state.arena.used() - state.kept()) as u64,
+            used_bytes: (state.arena.used() - kept) as u64,
             largest_free: state.largest_free() as u64,
             segment_allocations: state.segment_allocations,
             segment_releases: state.segment_releases,
             carves: state.carves,
-            reuses: state.reuses,
+            reuses,
         }
+    }
+
+    /// Merges the blocks every thread keeps whole into the arena.
+    fn merge_kept(&self, state: &mut State) {
+        let backend = self.backend().as_ref();
+        self.kept.for_each(|k| {
+            for view in k.blocks.drain(..) {
+                state.merge(backend, view);
+            }
+        });
     }
 
     /// Every segment and its ranges now.
@@ -126,7 +151,7 @@ impl SplittingResource {
     /// it can be used.
     pub fn snapshot(&self) -> Vec<SegmentSnapshot> {
         let mut state = self.state.lock().unpoisoned();
-        state.flush(self.backend().as_ref());
+        self.merge_kept(&mut state);
         let expandable =
             (state.expandable.as_ref()).map(|e| (e.segment, e.extent(), e.committed()));
         let handles: FxHashMap<(SegmentId, usize), usize> = (state.views.iter())
@@ -190,13 +215,13 @@ impl SplittingResource {
     /// gone back, a fitting range, or a segment of exactly `len`.
     fn carve(&self, bytes: usize) -> Result<DeviceBlock> {
         let len = round_up(bytes, self.granularity)?;
+        if let Some(block) = self.kept.with(|k| k.take(bytes)) {
+            return Ok(block);
+        }
         for last in [false, true] {
             let mut state = self.state.lock().unpoisoned();
-            if let Some(block) = state.reuse(bytes) {
-                return Ok(block);
-            }
             // Best fit over all the free space: what was kept whole merges first.
-            state.flush(self.backend().as_ref());
+            self.merge_kept(&mut state);
             state.collect();
             self.reserve_expandable(&mut state);
             let retry = match state.arena.carve(len, self.granularity) {
@@ -372,11 +397,11 @@ impl Trim for SplittingResource {
     /// Gives back every segment with nothing carved from it, and the memory of the
     /// expandable segment's free granules.
     fn trim(&self) -> Result<u64> {
-        let unused = self
-            .state
-            .lock()
-            .unpoisoned()
-            .unused(self.backend().as_ref());
+        let unused = {
+            let mut state = self.state.lock().unpoisoned();
+            self.merge_kept(&mut state);
+            state.unused()
+        };
         let mut given = 0;
         for (segment, after) in unused {
             given += segment.size() as u64;
@@ -422,28 +447,24 @@ impl MemoryResource for SplittingResource {
         if !block.is_view() {
             return self.upstream.deallocate(block, after);
         }
+        if after.iter().all(Event::is_finished) {
+            // Kept whole by this thread; the oldest it kept, if too many, merges.
+            if let Some(oldest) = self.kept.with(|k| k.keep(block)) {
+                let mut state = self.state.lock().unpoisoned();
+                state.merge(self.backend().as_ref(), oldest);
+            }
+            return Ok(());
+        }
         let mut state = self.state.lock().unpoisoned();
         let handle = block.raw_handle() as usize;
         let carved = state.views.get(&handle).copied();
         // A view this resource did not carve (swapped in from elsewhere) frees nothing here.
         let Some(Carved {
-            segment,
-            offset,
-            len,
+            segment, offset, ..
         }) = carved
         else {
             return self.backend().release_view(block);
         };
-        if after.iter().all(Event::is_finished) {
-            let recent = Recent {
-                view: block,
-                segment,
-                offset,
-                len,
-            };
-            state.keep(self.backend().as_ref(), recent);
-            return Ok(());
-        }
         state.views.remove(&handle);
         self.backend().release_view(block)?;
         state.pending.push((segment, offset, after));
@@ -487,9 +508,8 @@ impl Drop for SplittingResource {
     /// Gives every segment back: no block carved from them can be live (each holds the cache
     /// above, which holds this), and device work still pending on freed ones goes with them.
     fn drop(&mut self) {
-        let backend = self.upstream.backend().clone();
         let mut state = self.state.lock().unpoisoned();
-        state.flush(backend.as_ref());
+        self.merge_kept(&mut state);
         let mut after: HashMap<SegmentId, Vec<Event>> = HashMap::new();
         for (segment, _, events) in state.pending.drain(..) {
             after.entry(segment).or_default().extend(events);

@@ -1,5 +1,5 @@
 //! The splitting allocator's state behind its lock: the arena, the segments, the live views,
-//! freed blocks waiting for device work or kept whole, and the expandable segment.
+//! freed blocks waiting for device work, and the expandable segment.
 
 use std::collections::HashMap;
 
@@ -17,11 +17,6 @@ pub(super) struct State {
     pub(super) views: FxHashMap<usize, Carved>,
     /// Freed blocks whose device work may still run.
     pub(super) pending: Vec<(SegmentId, usize, Vec<Event>)>,
-    /// Freed blocks kept whole, newest last, for a request of the same length: handed out again
-    /// without carving or making a view (a loop allocating one size pays no tree walk and, on
-    /// OpenCL, no sub-buffer). Merged into the arena by any other request (so that best fit
-    /// sees all the free space), and on trim.
-    pub(super) recent: Vec<Recent>,
     /// The expandable segment, once reserved.
     pub(super) expandable: Option<Expandable>,
     /// The backend could not reserve one: carve from segments.
@@ -31,20 +26,7 @@ pub(super) struct State {
     pub(super) segment_allocations: u64,
     pub(super) segment_releases: u64,
     pub(super) carves: u64,
-    pub(super) reuses: u64,
 }
-
-/// A freed block kept whole: its view, still registered in `views`, and where it was carved.
-pub(super) struct Recent {
-    pub(super) view: DeviceBlock,
-    pub(super) segment: SegmentId,
-    pub(super) offset: usize,
-    /// The length of its range (the view's size rounded to the granularity).
-    pub(super) len: usize,
-}
-
-/// Most freed blocks kept whole.
-const RECENT: usize = 16;
 
 impl State {
     /// Bytes with memory behind them: every segment's, the expandable one's committed part.
@@ -81,46 +63,21 @@ impl State {
         });
     }
 
-    /// A recently freed block of exactly `len` bytes, the newest first.
-    pub(super) fn reuse(&mut self, bytes: usize) -> Option<DeviceBlock> {
-        let at = self.recent.iter().rposition(|r| r.view.size() == bytes)?;
-        self.reuses += 1;
-        Some(self.recent.remove(at).view)
-    }
-
-    /// Keeps a freed block whole for reuse, merging the oldest kept one if there are too many.
-    pub(super) fn keep(&mut self, backend: &dyn Backend, recent: Recent) {
-        if self.recent.len() == RECENT {
-            let oldest = self.recent.remove(0);
-            self.merge(backend, oldest);
-        }
-        self.recent.push(recent);
-    }
-
-    /// Merges every block kept whole into the arena.
-    pub(super) fn flush(&mut self, backend: &dyn Backend) {
-        for recent in std::mem::take(&mut self.recent) {
-            self.merge(backend, recent);
-        }
-    }
-
-    pub(super) fn merge(&mut self, backend: &dyn Backend, recent: Recent) {
-        self.views.remove(&(recent.view.raw_handle() as usize));
+    /// Merges a freed block kept whole (a view registered in `views`) into the arena; a view
+    /// this allocator did not carve (swapped in from elsewhere) only loses its handle.
+    pub(super) fn merge(&mut self, backend: &dyn Backend, view: DeviceBlock) {
+        let carved = self.views.remove(&(view.raw_handle() as usize));
         // Letting go of a view's handle frees no memory; a failure leaves a handle behind.
-        let _ = backend.release_view(recent.view);
-        self.arena.free(recent.segment, recent.offset);
-    }
-
-    /// Bytes in blocks kept whole.
-    pub(super) fn kept(&self) -> usize {
-        self.recent.iter().map(|r| r.len).sum()
+        let _ = backend.release_view(view);
+        if let Some(c) = carved {
+            self.arena.free(c.segment, c.offset);
+        }
     }
 
     /// Takes out every segment with nothing carved from it but blocks whose device work is
     /// still pending, to be released after that work (the backend orders a release after the
-    /// events given with it).
-    pub(super) fn unused(&mut self, backend: &dyn Backend) -> Vec<(DeviceBlock, Vec<Event>)> {
-        self.flush(backend);
+    /// events given with it). Blocks kept whole must have been merged first.
+    pub(super) fn unused(&mut self) -> Vec<(DeviceBlock, Vec<Event>)> {
         self.collect();
         let mut after: HashMap<SegmentId, (usize, Vec<Event>)> = HashMap::new();
         for (segment, offset, events) in &self.pending {
