@@ -121,6 +121,10 @@ fn check_quick_run(backend: &str) {
             required.push(format!("pinned.{way}.{size}"));
         }
     }
+    if backend == "opencl" {
+        required.push("interop.opencl.kernel_arg".to_owned());
+        required.push("interop.opencl.kernel_arg.view".to_owned());
+    }
     for id in &required {
         let r = results
             .iter()

@@ -1,15 +1,16 @@
-//! A unified buffer handed to your own OpenCL kernels through its raw `cl_mem`: hetmem moves the
-//! data, you launch the kernels — on the buffer's queue, and on a queue of your own — and
-//! nobody waits for them by hand: the ordering contract does (feature `opencl`). CI runs it on
-//! PoCL.
+//! A unified buffer handed to your own OpenCL kernels: hetmem moves the data, you launch the
+//! kernels — on the buffer's queue, on a queue of your own, and over a view, which a kernel
+//! sees as a sub-buffer starting at index 0 — and nobody waits for them by hand: the ordering
+//! contract does (feature `opencl`). CI runs it on PoCL.
 
 use std::sync::Arc;
 
+use hetmem::backend::ClBuffer;
 use hetmem::backend::{Backend, OpenClBackend};
 use hetmem::manager::{AllocOptions, MemoryManager, Placement};
 use hetmem::Result;
 use opencl3::command_queue::CommandQueue;
-use opencl3::kernel::{ExecuteKernel, Kernel};
+use opencl3::kernel::Kernel;
 use opencl3::program::Program;
 
 const SOURCE: &str =
@@ -41,10 +42,9 @@ fn main() -> Result<()> {
     // after everything enqueued there (the ordering contract of device guards).
     {
         // The guard uploads what the device lacks and marks the device copy newest.
-        let mut device = x.device_mut()?;
-        let mem = device.block_mut().raw_handle();
-        let queue = backend.command_queue(device.queue())?;
-        launch(&kernel, mem, 2.0, n, queue)?;
+        let device = x.device_mut()?;
+        let arg = device.cl_buffer::<f32>()?; // the device copy as an OpenCL buffer
+        launch(&kernel, &arg, 2.0, backend.command_queue(device.queue())?)?;
     }
 
     // A kernel on a queue of your own: `ready_on` before the launch (your queue waits for the
@@ -52,20 +52,40 @@ fn main() -> Result<()> {
     // wait for your kernel). Again nothing waits here.
     let own = backend.create_queue()?;
     {
-        let mut device = x.device_mut()?;
+        let device = x.device_mut()?;
         device.ready_on(&own)?;
-        let mem = device.block_mut().raw_handle();
-        let event = launch(&kernel, mem, 3.0, n, backend.command_queue(&own)?)?;
+        let event = launch(
+            &kernel,
+            &device.cl_buffer()?,
+            3.0,
+            backend.command_queue(&own)?,
+        )?;
         device.record(&backend.wrap_event(event)?)?;
+    }
+
+    // A view: its own sub-buffer, so the kernel's index 0 is the view's first element (views
+    // must start on the device's base address alignment: every `align` floats here).
+    let align = backend.info().alignment / 4;
+    {
+        let mut view = x.slice_mut(align..align * 3)?;
+        let device = view.device_mut()?;
+        launch(
+            &kernel,
+            &device.cl_buffer()?,
+            0.5,
+            backend.command_queue(device.queue())?,
+        )?;
     }
 
     // Reading on the host waits for both kernels and downloads the device's result once.
     let host = x.host()?;
-    assert!(host.iter().enumerate().all(|(i, &v)| v == 6.0 * i as f32));
+    let in_view = |i: usize| (align..align * 3).contains(&i);
+    let expected = |i: usize| if in_view(i) { 3.0 } else { 6.0 } * i as f32;
+    assert!(host.iter().enumerate().all(|(i, &v)| v == expected(i)));
     drop(host);
     let m = x.metrics();
     println!(
-        "{}: scaled {n} floats twice on the device, no explicit wait; moved {} bytes up, {} bytes down",
+        "{}: scaled {n} floats twice and a view once on the device, no explicit wait; moved {} bytes up, {} bytes down",
         backend.info().name,
         m.host_to_device.bytes,
         m.device_to_host.bytes
@@ -73,22 +93,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Enqueues `scale(x, a)` over `n` floats of the `cl_mem` `mem` on `queue`, without waiting.
+/// Enqueues `scale(x, a)` over every float of `x` on `queue`, without waiting.
 fn launch(
     kernel: &Kernel,
-    mem: *mut std::ffi::c_void,
+    x: &ClBuffer<'_, f32>,
     a: f32,
-    n: usize,
     queue: &CommandQueue,
 ) -> Result<opencl3::event::Event> {
-    // SAFETY: `scale` takes one global float buffer and one float; `mem` is a live cl_mem of
-    // this backend's context holding `n` floats, and the global size is `n`.
+    x.set_arg(kernel, 0)?;
+    let failed = |e: opencl3::error_codes::ClError| {
+        hetmem::Error::InvalidArgument(format!("launch failed: {e}"))
+    };
+    // SAFETY: argument 1 of `scale` is a float.
+    unsafe { kernel.set_arg(1, &a) }.map_err(failed)?;
+    let n = x.len();
+    // SAFETY: both arguments are set; `n` work items index the `n` floats of `x`.
     unsafe {
-        ExecuteKernel::new(kernel)
-            .set_arg(&mem)
-            .set_arg(&a)
-            .set_global_work_size(n)
-            .enqueue_nd_range(queue)
+        queue.enqueue_nd_range_kernel(kernel.get(), 1, std::ptr::null(), &n, std::ptr::null(), &[])
     }
-    .map_err(|e| hetmem::Error::InvalidArgument(format!("launch failed: {e}")))
+    .map_err(failed)
 }

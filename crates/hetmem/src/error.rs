@@ -113,6 +113,18 @@ pub enum Error {
         actual: u64,
     },
 
+    /// Data of one element type met a buffer of another: an MPI message whose bytes are no
+    /// whole number of the buffer's elements, ranks passing different types to a collective.
+    #[error("{what}: element type mismatch, the buffer holds {expected}, found {found}")]
+    TypeMismatch {
+        /// What was being done.
+        what: &'static str,
+        /// The buffer's element type.
+        expected: &'static str,
+        /// What was found instead.
+        found: String,
+    },
+
     /// A block, queue, event or staging buffer was handed to a backend that did not create it.
     #[error("{what} belongs to backend {found}, not to backend {expected}")]
     ForeignHandle {
@@ -161,6 +173,21 @@ pub enum Error {
         offset: usize,
         /// Which rule fails.
         reason: &'static str,
+    },
+
+    /// Memory that must start on a device alignment does not: a view whose offset in its
+    /// OpenCL buffer is no multiple of the device's base address alignment cannot become a
+    /// sub-buffer.
+    #[error(
+        "{what}: byte offset {offset} is not a multiple of the device's {alignment}-byte alignment"
+    )]
+    Misaligned {
+        /// What needed the alignment.
+        what: &'static str,
+        /// The offset.
+        offset: u64,
+        /// The alignment required, in bytes.
+        alignment: u64,
     },
 
     /// The buffer context (or the memory manager owning it) that made a buffer was closed or

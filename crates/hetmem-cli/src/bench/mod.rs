@@ -5,6 +5,7 @@ mod alloc;
 mod buffer;
 mod harness;
 mod host;
+mod interop;
 mod mapped;
 mod pattern;
 mod pinned;
@@ -90,6 +91,7 @@ impl Suite {
         host::register(&mut suite);
         pinned::register(&mut suite);
         mapped::register(&mut suite);
+        interop::register(&mut suite);
         suite
     }
 

@@ -76,17 +76,23 @@ pub(crate) use counters::UsageCounters;
 pub(crate) use mapped::{Mapping, MappingMut};
 
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaBackend, CudaRegistered};
+pub(crate) use cuda::lend as lend_cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaDeviceMut, CudaDeviceRef, CudaRegistered};
 pub(crate) use event::ManualEvent;
 pub use event::{Event, EventStatus, UserEvent};
 pub use faulty::{FaultKind, FaultOp, FaultyBackend};
 pub use host::HostBackend;
 pub(crate) use host::HOST_ALIGNMENT;
 #[cfg(feature = "opencl")]
-pub use opencl::OpenClBackend;
+pub(crate) use opencl::lend as lend_opencl;
+#[cfg(feature = "opencl")]
+pub use opencl::{ClBuffer, OpenClBackend};
 pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
 pub use region::CopyRegion;
+#[cfg(feature = "mpi")]
+pub(crate) use registry::devices;
 pub use registry::{backends, probe, BackendProbe, DeviceName};
 pub use staging::StagingBuffer;
 pub(crate) use staging::StagingMemory;

@@ -102,7 +102,7 @@ impl DeviceRef<'_> {
         allocated(&self.slot)
     }
 
-    fn ctx(&self) -> &ContextShared {
+    pub(crate) fn ctx(&self) -> &ContextShared {
         self.ctx
     }
 }
@@ -127,7 +127,7 @@ impl DeviceMut<'_> {
         self.lent.block_mut()
     }
 
-    fn ctx(&self) -> &ContextShared {
+    pub(crate) fn ctx(&self) -> &ContextShared {
         self.lent.ctx()
     }
 }
@@ -189,6 +189,63 @@ macro_rules! device_guard_common {
 }
 device_guard_common!(DeviceRef);
 device_guard_common!(DeviceMut);
+
+#[cfg(feature = "cuda")]
+impl DeviceRef<'_> {
+    /// The guard's range as a cudarc device slice of `T` on the buffer's stream, for reading:
+    /// `stream.launch_builder(&f).arg(&x)`, cudarc copies, NCCL collectives. Launched on the
+    /// buffer's stream ([`DeviceSlice::stream`](cudarc::driver::DeviceSlice::stream)), the work
+    /// needs no wait (see [`crate::backend::CudaDeviceRef`]); `Unsupported` on other backends.
+    pub fn cuda<T: Element>(&self) -> Result<crate::backend::CudaDeviceRef<'_, T>> {
+        let lent = crate::backend::lend_cuda::<T>(
+            self.ctx().device_backend(),
+            self.block(),
+            self.range.clone(),
+            &self.ctx().queue,
+        )?;
+        Ok(crate::backend::CudaDeviceRef::new(lent))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DeviceMut<'_> {
+    /// The guard's range as a cudarc device slice of `T` on the buffer's stream, for kernels
+    /// and copies that write it: `stream.launch_builder(&f).arg(&mut x)` (see
+    /// [`DeviceRef::cuda`]).
+    pub fn cuda_mut<T: Element>(&mut self) -> Result<crate::backend::CudaDeviceMut<'_, T>> {
+        let range = self.range.clone();
+        let ctx = self.ctx();
+        let lent = crate::backend::lend_cuda::<T>(
+            ctx.device_backend(),
+            self.lent.block(),
+            range,
+            &ctx.queue,
+        )?;
+        Ok(crate::backend::CudaDeviceMut::new(lent))
+    }
+}
+
+#[cfg(feature = "opencl")]
+impl DeviceRef<'_> {
+    /// The guard's range as an OpenCL buffer of `T`, for a kernel to read (a read-only
+    /// sub-buffer where the range is not the whole block): a view with an offset starts at
+    /// index 0. [`Error::Misaligned`](crate::Error::Misaligned) where the view does not start
+    /// on the device's base address alignment; `Unsupported` on other backends.
+    pub fn cl_buffer<T: Element>(&self) -> Result<crate::backend::ClBuffer<'_, T>> {
+        let backend = self.ctx().device_backend();
+        crate::backend::lend_opencl(backend, self.block(), self.range.clone(), false)
+    }
+}
+
+#[cfg(feature = "opencl")]
+impl DeviceMut<'_> {
+    /// The guard's range as an OpenCL buffer of `T`, for a kernel to read and write (see
+    /// [`DeviceRef::cl_buffer`]).
+    pub fn cl_buffer<T: Element>(&self) -> Result<crate::backend::ClBuffer<'_, T>> {
+        let backend = self.ctx().device_backend();
+        crate::backend::lend_opencl(backend, self.block(), self.range.clone(), true)
+    }
+}
 
 impl<T: Element + fmt::Debug> fmt::Debug for HostRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

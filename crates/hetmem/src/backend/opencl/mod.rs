@@ -9,6 +9,7 @@
 mod adopt;
 mod errors;
 mod event;
+mod lend;
 mod mapping;
 mod open;
 mod parts;
@@ -17,6 +18,8 @@ mod staging;
 
 use errors::allocation_error;
 pub(crate) use errors::cl_error;
+pub(crate) use lend::lend;
+pub use lend::ClBuffer;
 use mapping::Mapped;
 use staging::ClStaging;
 
