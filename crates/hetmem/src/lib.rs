@@ -43,6 +43,8 @@ pub mod error;
 mod gauge;
 pub mod host;
 pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod record;
 pub mod resource;

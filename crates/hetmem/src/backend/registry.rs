@@ -29,7 +29,7 @@ pub fn probe() -> Vec<BackendProbe> {
 }
 
 /// One backend per device of `kind`, or why there are none.
-fn devices(kind: BackendKind) -> Result<Vec<Arc<dyn Backend>>> {
+pub(crate) fn devices(kind: BackendKind) -> Result<Vec<Arc<dyn Backend>>> {
     match kind {
         BackendKind::Host => Ok(vec![Arc::new(HostBackend::new()) as Arc<dyn Backend>]),
         BackendKind::OpenCl => opencl(),

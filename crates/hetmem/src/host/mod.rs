@@ -18,6 +18,8 @@
 mod external;
 mod file;
 mod memory;
+#[cfg(feature = "mpi")]
+mod mpi_buffers;
 mod pinned;
 mod region;
 mod reservation;
@@ -28,6 +30,8 @@ mod system;
 pub use external::ExternalHost;
 pub use file::{FileAccess, MappedFile};
 pub use memory::HostMemory;
+#[cfg(feature = "mpi")]
+pub(crate) use mpi_buffers::{BroadcastSource, DeviceMemory};
 pub use pinned::PinnedHost;
 pub use region::HostRegion;
 pub(crate) use reservation::{AddressReservation, COMMIT_GRANULE};
