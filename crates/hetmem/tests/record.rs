@@ -395,7 +395,8 @@ fn snapshots_show_segments_and_buffers(b: &Arc<dyn Backend>) {
     };
     assert_eq!(last, [None, Some(BufferEvent::Access), Some(synced)]);
     let ago = |i: usize| snapshot.buffers[i].last_event_ms_ago.unwrap();
-    assert!(ago(2) <= ago(1) && ago(1) <= snapshot.buffers[1].age_ms);
+    // Events are stamped to the scheduler's tick (1–4 ms): b2's came after b1's.
+    assert!(ago(2) <= ago(1) && ago(1) <= snapshot.buffers[1].age_ms + 10.0);
     // With two copies, b1 and b2 now have host copies too: the host pool's ranges name them.
     let mirrored = blocks[1].residency() == Residency::Mirrored;
     let mut host_owners: Vec<_> = (snapshot.host_segments.iter())

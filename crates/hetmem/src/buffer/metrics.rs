@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::{CoherenceState, Residency, Side};
+use crate::host::coarse_nanos;
 use crate::record::{Action, Recorder};
 use crate::transfer::{Direction, DirectionCounters, DirectionStats};
 
@@ -18,7 +19,8 @@ pub struct BufferMetrics {
     pub device_to_host: DirectionStats,
     /// Device → device (copies between buffers, reallocation on resize).
     pub device_to_device: DirectionStats,
-    /// When the buffer was last accessed (a guard, a read or a write), if ever.
+    /// When the buffer was last accessed (a guard, a read or a write), if ever: to the
+    /// scheduler's tick (1–4 ms), the coarse clock being what keeps a guard's stamp cheap.
     pub last_access: Option<Instant>,
     /// The coherence state now.
     pub state: CoherenceState,
@@ -82,22 +84,24 @@ impl MetricCells {
         }
     }
 
+    /// Stamps an access (a guard, a read, a write) on the coarse clock: to the scheduler's tick
+    /// (1–4 ms), read in a few nanoseconds where the precise clock costs a guard ~20.
     pub(crate) fn touch(&self) {
-        let nanos = self.created.elapsed().as_nanos() as u64;
-        self.last_access.store(nanos + 1, Ordering::Relaxed);
-        self.happened(BufferEvent::Access, nanos);
+        let now = coarse_nanos();
+        self.last_access.store(now + 1, Ordering::Relaxed);
+        self.happened(BufferEvent::Access, now);
     }
 
-    fn happened(&self, event: BufferEvent, nanos: u64) {
-        let packed = (nanos << 2 | event as u64) + 1;
+    /// Notes `event` at `now` ([`coarse_nanos`]).
+    fn happened(&self, event: BufferEvent, now: u64) {
+        let packed = (now << 2 | event as u64) + 1;
         self.last_event.store(packed, Ordering::Relaxed);
     }
 
-    /// The last event and when it happened, if any yet.
-    pub(crate) fn last_event(&self) -> Option<(BufferEvent, Instant)> {
+    /// The last event and its stamp ([`coarse_nanos`]), if any yet.
+    pub(crate) fn last_event(&self) -> Option<(BufferEvent, u64)> {
         let packed = self.last_event.load(Ordering::Relaxed).checked_sub(1)?;
-        let event = BufferEvent::ALL[(packed & 3) as usize];
-        Some((event, self.created + Duration::from_nanos(packed >> 2)))
+        Some((BufferEvent::ALL[(packed & 3) as usize], packed >> 2))
     }
 
     /// Notes that `block` (its handle) is now the buffer's `side` copy.
@@ -125,8 +129,7 @@ impl MetricCells {
             Direction::DeviceToHost => BufferEvent::Download,
             Direction::DeviceToDevice => BufferEvent::DeviceCopy,
         };
-        let nanos = start.saturating_duration_since(self.created).as_nanos() as u64;
-        self.happened(event, nanos);
+        self.happened(event, coarse_nanos());
         if let Some((recorder, id, queue)) = self.trace.get() {
             let action = match direction {
                 Direction::HostToDevice => Action::Upload,
@@ -144,9 +147,13 @@ impl MetricCells {
     }
 
     pub(crate) fn last_access(&self) -> Option<Instant> {
-        match self.last_access.load(Ordering::Relaxed) {
-            0 => None,
-            n => Some(self.created + Duration::from_nanos(n - 1)),
-        }
+        let stamp = self.last_access.load(Ordering::Relaxed).checked_sub(1)?;
+        let ago = Duration::from_nanos(coarse_nanos().saturating_sub(stamp));
+        Some(
+            Instant::now()
+                .checked_sub(ago)
+                .unwrap_or(self.created)
+                .max(self.created),
+        )
     }
 }

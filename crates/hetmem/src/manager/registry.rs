@@ -12,6 +12,7 @@ use super::Placement;
 use crate::buffer::{BufferEvent, MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
+use crate::host::coarse_nanos;
 use crate::record::{Action, Recorder};
 use crate::sync::{lock, Mutex};
 use crate::transfer::{Direction, DirectionStats};
@@ -320,7 +321,11 @@ impl Registry {
 
     /// Live allocations, oldest first (empty below [`Tracking::Outstanding`]).
     pub(crate) fn outstanding(&self) -> Vec<Outstanding> {
-        let mut list: Vec<_> = lock(&self.live).records().map(|r| describe(r)).collect();
+        let now = coarse_nanos();
+        let mut list: Vec<_> = lock(&self.live)
+            .records()
+            .map(|r| describe(r, now))
+            .collect();
         list.sort_by_key(|o| o.id);
         list
     }
@@ -352,7 +357,7 @@ impl Registry {
     /// The live allocation behind `observer`, if it is one of this registry's tokens.
     pub(crate) fn describe(&self, observer: &dyn Observer) -> Option<Outstanding> {
         let token = observer.as_any().downcast_ref::<Token>()?;
-        std::ptr::eq(&*token.registry, self).then(|| describe(&token.record))
+        std::ptr::eq(&*token.registry, self).then(|| describe(&token.record, coarse_nanos()))
     }
 }
 
@@ -375,14 +380,17 @@ fn fold(usage: &mut Vec<Usage>, record: &Record) {
     }
 }
 
-fn describe(r: &Record) -> Outstanding {
+/// `r` as it is at `now` ([`coarse_nanos`]: one reading for a whole list, so that the last
+/// events' ages compare).
+fn describe(r: &Record, now: u64) -> Outstanding {
     Outstanding {
         id: r.id,
         bytes: r.bytes.load(Ordering::Relaxed),
         label: r.label.clone(),
         placement: r.placement,
         age: r.metrics.created.elapsed(),
-        last_event: (r.metrics.last_event()).map(|(event, at)| (event, at.elapsed())),
+        last_event: (r.metrics.last_event())
+            .map(|(event, at)| (event, Duration::from_nanos(now.saturating_sub(at)))),
         blocks: r.metrics.blocks(),
         host_to_device: r.metrics.transfers.get(Direction::HostToDevice),
         device_to_host: r.metrics.transfers.get(Direction::DeviceToHost),

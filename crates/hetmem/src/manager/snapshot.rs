@@ -43,7 +43,7 @@ pub struct BufferSnapshot {
     pub moved: [u64; 2],
     /// What was last done with it, if anything yet.
     pub last_event: Option<BufferEvent>,
-    /// Milliseconds since then.
+    /// Milliseconds since then (an access is stamped to the scheduler's tick, 1–4 ms).
     pub last_event_ms_ago: Option<f64>,
 }
 
