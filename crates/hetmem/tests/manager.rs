@@ -111,18 +111,41 @@ fn the_home_side_is_taken_at_allocation(backend: &Arc<dyn Backend>) {
     assert_eq!(device.to_vec().unwrap(), vec![0; 1 << 20]);
 }
 
+/// A loop of buffers of a few sizes is served by the splitting allocator from memory it
+/// holds: the hit rate counts its carves and reuses, and only growth as misses.
+fn the_hit_rate_counts_what_the_splitting_allocator_serves(backend: &Arc<dyn Backend>) {
+    let m = manager(backend);
+    for round in 0..50 {
+        let sizes = [1 << 20, 3000 + round, 64 << 10];
+        let on_device = AllocOptions::new().placement(Placement::Device);
+        let device = |n| m.alloc_with::<u8>(n, on_device.clone()).unwrap();
+        let buffers: Vec<_> = sizes.iter().map(|&n| device(n)).collect();
+        drop(buffers);
+    }
+    let s = m.stats();
+    let (hits, misses) = s.pool_requests();
+    let split = s.device_segments;
+    assert!(
+        split.carves + split.reuses >= 150,
+        "every request reaches it: {split:?}"
+    );
+    assert!(
+        (1..=10).contains(&misses),
+        "growth only: {hits} hits, {misses} misses"
+    );
+    assert!(s.hit_rate() > 0.9, "{}", s.hit_rate());
+    assert_eq!(split.misses(), split.segment_allocations + split.grows);
+}
+
 fn reused_memory_still_reads_as_zeros(backend: &Arc<dyn Backend>) {
     let m = manager(backend);
     let mut first = m.alloc::<u8>(4096).unwrap();
     first.host_mut().unwrap().fill(0xAB);
     first.prefetch_to_device().unwrap().wait().unwrap();
     drop(first);
-    let hits = m.stats().device.hits + m.stats().host.hits;
+    let hits = m.stats().pool_requests().0;
     let second = m.alloc::<u8>(4096).unwrap();
-    assert!(
-        m.stats().device.hits + m.stats().host.hits > hits,
-        "the block was reused"
-    );
+    assert!(m.stats().pool_requests().0 > hits, "the block was reused");
     assert_eq!(second.to_vec().unwrap(), vec![0; 4096]);
     let mut raw = m
         .alloc_with::<u8>(4096, AllocOptions::new().zeroed(false))
@@ -411,6 +434,7 @@ common::backend_suite!(
         every_placement_keeps_contents_across_both_sides,
         the_home_side_is_taken_at_allocation,
         reused_memory_still_reads_as_zeros,
+        the_hit_rate_counts_what_the_splitting_allocator_serves,
         a_limit_trims_caches_first_then_fails_with_the_figures,
         a_limit_below_use_is_refused_and_the_old_one_stays,
         trim_releases_every_cached_block,

@@ -55,7 +55,7 @@ fn splitting(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> 
     let plain = Arc::new(PlainResource::new(backend.clone()));
     let carving = CachingAllocator::over(
         SplittingResource::over(plain, split)?,
-        split.cache_in_front(CachingConfig::default()),
+        CachingConfig::unpooled(),
     );
     let classes = CachingAllocator::new(backend.clone());
     let timings = compare_auto(effort, |side| match side {

@@ -1,6 +1,6 @@
 //! `pattern.*`: usage patterns — allocation from several threads, and a replayed random
 //! allocation trace of the shape RMM's benchmarks use, through the manager's default stack
-//! (classes in front of the splitting allocator) against power-of-two classes.
+//! (the splitting allocator) against power-of-two classes.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -162,7 +162,7 @@ struct Replayed {
 /// The allocator stacks a trace is replayed against.
 #[derive(Clone, Copy)]
 enum Stack {
-    /// The manager's default: the splitting allocator, a small cache of size classes in front.
+    /// The manager's default: the splitting allocator, with no cache of its own in front.
     Default,
     /// A caching allocator with these classes at every size (no splitting).
     Classes(SizeClasses),
@@ -178,18 +178,21 @@ fn replay_with(backend: &Arc<dyn Backend>, stack: Stack, steps: usize) -> Result
         backend.clone(),
     ))));
     let below: Arc<dyn MemoryResource> = driver.clone();
-    let pool = match stack {
+    let (pool, split) = match stack {
         Stack::Default => {
-            let split = SplittingConfig::default();
-            let config = split.cache_in_front(CachingConfig::default());
-            CachingAllocator::over(SplittingResource::over(below, split)?, config)
+            let split = SplittingResource::over(below, SplittingConfig::default())?;
+            let pool = CachingAllocator::over(split.clone(), CachingConfig::unpooled());
+            (pool, Some(split))
         }
-        Stack::Classes(classes) => CachingAllocator::over(
-            below,
-            CachingConfig {
-                classes,
-                ..CachingConfig::default()
-            },
+        Stack::Classes(classes) => (
+            CachingAllocator::over(
+                below,
+                CachingConfig {
+                    classes,
+                    ..CachingConfig::default()
+                },
+            ),
+            None,
         ),
     };
     let mut rng = fastrand::Rng::with_seed(42);
@@ -208,7 +211,12 @@ fn replay_with(backend: &Arc<dyn Backend>, stack: Stack, steps: usize) -> Result
             requested -= gone.len();
         }
         if requested > 0 {
-            let held: usize = live.iter().map(PooledBlock::capacity).sum();
+            // What the live blocks hold: their classes, or the carved ranges (rounded to the
+            // splitting allocator's granularity) where every block is carved.
+            let held = match &split {
+                Some(split) => split.stats().used_bytes as usize,
+                None => live.iter().map(PooledBlock::capacity).sum(),
+            };
             waste_sum += (held - requested) as f64 / held as f64;
             samples += 1;
         }

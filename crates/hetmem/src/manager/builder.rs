@@ -60,20 +60,20 @@ impl fmt::Debug for Adaptors {
 ///                  → LimitingResource → PlainResource
 /// ```
 ///
-/// Requests above 4 KiB are carved from segments by the [`SplittingResource`] (PyTorch's
-/// design), with a small cache of size classes up to 64 KiB in front for loops that reuse a
-/// size ([`SplittingConfig::cache_in_front`]); the
+/// Every request is carved by the [`SplittingResource`] (PyTorch's design), which keeps freed
+/// blocks whole per thread for loops that reuse a size; the caching allocator over it keeps no
+/// blocks of its own unless [`device_pool`](Self::device_pool) says otherwise (a cache of size
+/// classes in front fragmented the segments). Splitting is what
 /// [`splitting`](Self::splitting) configures or turns off. The limit is shared by the device and
 /// the host stack; adaptors added with [`device_adaptor`](Self::device_adaptor) see what reaches
-/// the device — the segments, blocks of 4 KiB or less, unpooled buffers — limit refusals
-/// included.
+/// the device — the segments, unpooled buffers — limit refusals included.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryManagerBuilder {
     backend: Option<Arc<dyn Backend>>,
     device_adaptors: Adaptors,
     host_adaptors: Adaptors,
-    device_pool: CachingConfig,
-    host_pool: CachingConfig,
+    device_pool: Option<CachingConfig>,
+    host_pool: Option<CachingConfig>,
     splitting: SplittingConfig,
     /// Large requests are class-rounded and cached like small ones (no splitting).
     splitting_off: bool,
@@ -157,15 +157,18 @@ impl MemoryManagerBuilder {
         self
     }
 
-    /// The configuration of the pool device memory comes from.
+    /// The configuration of the cache device memory comes from: by default none over the
+    /// splitting allocator (it keeps freed blocks itself) and [`CachingConfig::default`]
+    /// without it.
     pub fn device_pool(mut self, config: CachingConfig) -> Self {
-        self.device_pool = config;
+        self.device_pool = Some(config);
         self
     }
 
-    /// The configuration of the pool host copies come from.
+    /// The configuration of the cache host copies come from (defaults as for
+    /// [`device_pool`](Self::device_pool)).
     pub fn host_pool(mut self, config: CachingConfig) -> Self {
-        self.host_pool = config;
+        self.host_pool = Some(config);
         self
     }
 
@@ -281,15 +284,15 @@ impl MemoryManagerBuilder {
 }
 
 /// One pool's stack: the splitting allocator (where `splitting` is on) over `adaptors` over a
-/// limited plain resource of `backend`, and the cache on top (fit to sit in front of the
-/// splitting allocator). Also returns the splitting resource, for statistics, and the stack
+/// limited plain resource of `backend`, and the cache on top (`config`, or by default none over
+/// the splitting allocator). Also returns the splitting resource, for statistics, and the stack
 /// under it, for unpooled buffers.
 fn pool(
     backend: Arc<dyn Backend>,
     limit: &MemoryLimit,
     adaptors: &Adaptors,
     splitting: Option<SplittingConfig>,
-    config: CachingConfig,
+    config: Option<CachingConfig>,
 ) -> Result<Pool> {
     let id = backend.id();
     let plain = Arc::new(PlainResource::new(backend));
@@ -304,10 +307,15 @@ fn pool(
     Ok(match splitting {
         Some(rules) => {
             let split = SplittingResource::over(below.clone(), rules)?;
-            let cache = CachingAllocator::over(split.clone(), rules.cache_in_front(config));
+            let front = config.unwrap_or_else(CachingConfig::unpooled);
+            let cache = CachingAllocator::over(split.clone(), front);
             (cache, Some(split), below)
         }
-        None => (CachingAllocator::over(below.clone(), config), None, below),
+        None => (
+            CachingAllocator::over(below.clone(), config.unwrap_or_default()),
+            None,
+            below,
+        ),
     })
 }
 

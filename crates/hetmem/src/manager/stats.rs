@@ -118,10 +118,31 @@ impl MemoryStats {
         self.summed(|p| p.bytes_cached) + self.free_in_segments()
     }
 
-    /// Pool hits over pool requests, all pools (0 before any request).
+    /// Requests the pools served from memory they held, and those that took memory from their
+    /// backends, all pools: the caching allocators' class hits and misses, and where a splitting
+    /// allocator serves a pool, its carves and reuses (every request comes down to it) with
+    /// those that needed a new segment or a commit as the misses.
+    pub fn pool_requests(&self) -> (u64, u64) {
+        let pairs = [
+            (&self.device, &self.device_segments),
+            (&self.host, &self.host_segments),
+        ];
+        let (mut hits, mut misses) = (self.shared.hits, self.shared.misses);
+        for (cache, split) in pairs {
+            if split.carves + split.reuses == 0 {
+                (hits, misses) = (hits + cache.hits, misses + cache.misses);
+            } else {
+                (hits, misses) = (hits + cache.hits + split.hits(), misses + split.misses());
+            }
+        }
+        (hits, misses)
+    }
+
+    /// Pool hits over pool requests, all pools (0 before any request): see
+    /// [`MemoryStats::pool_requests`].
     pub fn hit_rate(&self) -> f64 {
-        let hits = self.summed(|p| p.hits);
-        let requests = hits + self.summed(|p| p.misses);
+        let (hits, misses) = self.pool_requests();
+        let requests = hits + misses;
         if requests == 0 {
             0.0
         } else {
@@ -383,9 +404,8 @@ impl<'a> StatsScope<'a> {
             bytes_allocated: now.bytes_allocated - s.bytes_allocated,
             bytes_released: now.bytes_released - s.bytes_released,
             peak_increase: peak.saturating_sub(s.bytes_current),
-            pool_hits: now.summed(|p| p.hits) - s.summed(|p| p.hits),
-            pool_misses: now.summed(|p| p.backend_allocations)
-                - s.summed(|p| p.backend_allocations),
+            pool_hits: now.pool_requests().0 - s.pool_requests().0,
+            pool_misses: now.pool_requests().1 - s.pool_requests().1,
             host_to_device: d(now.transfers.host_to_device, s.transfers.host_to_device),
             device_to_host: d(now.transfers.device_to_host, s.transfers.device_to_host),
         }

@@ -58,8 +58,7 @@ impl SizeClasses {
         Self::new(1, 512, 1 << 40).expect("valid constants")
     }
 
-    /// These classes, pooling nothing above `max` bytes (nor below the smallest class's size):
-    /// what a cache in front of a splitting allocator uses.
+    /// These classes, pooling nothing above `max` bytes (nor below the smallest class's size).
     pub fn up_to(self, max: usize) -> Self {
         SizeClasses {
             max: self.max.min(max).max(self.min()),

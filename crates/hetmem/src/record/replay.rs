@@ -26,7 +26,7 @@ use crate::resource::{
 #[serde(rename_all = "kebab-case")]
 pub enum AllocatorConfig {
     /// The manager's default: the splitting allocator (an expandable segment where the
-    /// backend has virtual memory), a small cache of size classes in front.
+    /// backend has virtual memory), with no cache of its own in front.
     Default,
     /// The default, giving back free memory of its expandable segment past 12% of what is
     /// carved whenever it grows ([`SplittingConfig::free_committed_percent`]): the smallest
@@ -273,7 +273,7 @@ fn stack(
                 ..SplittingConfig::default()
             };
             let split = SplittingResource::over(below, rules)?;
-            let front = rules.cache_in_front(CachingConfig::default());
+            let front = CachingConfig::unpooled();
             (CachingAllocator::over(split.clone(), front), Some(split))
         }
         AllocatorConfig::Classes => (

@@ -280,6 +280,7 @@ impl CachingAllocator {
                 block
             }
             None => {
+                crate::trace::span!("hetmem.pool_miss", requested = bytes, size);
                 let block = inner.allocate_from_backend(bytes, size)?;
                 inner.threads.with(|t| {
                     t.misses += 1;
@@ -386,7 +387,6 @@ impl Inner {
     }
 
     fn allocate_from_backend(&self, requested: usize, size: usize) -> Result<DeviceBlock> {
-        crate::trace::span!("hetmem.pool_miss", requested, size);
         let block = self.allocate_or_relieve(requested, size)?;
         self.reserved.add(block.size() as u64);
         Ok(block)

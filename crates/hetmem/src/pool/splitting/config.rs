@@ -1,13 +1,11 @@
 //! The rules of a [`SplittingResource`](super::SplittingResource).
 
-use crate::pool::CachingConfig;
-
 /// The rules of a [`SplittingResource`](super::SplittingResource) (see its documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplittingConfig {
     /// Requests up to this size go straight to the resource below; larger ones are carved.
     /// 0 by default: small blocks share the segments too (passing them through made each a
-    /// backend allocation whenever the small cache in front missed).
+    /// backend allocation whenever a cache in front missed).
     pub split_above: usize,
     /// Blocks are multiples of this (at least the device's alignment).
     pub granularity: usize,
@@ -25,40 +23,13 @@ pub struct SplittingConfig {
     pub expandable: bool,
     /// For an expandable segment: growing first gives back the memory of free granules (from
     /// the top) past this percentage of the bytes carved, trading commits for footprint, and
-    /// commits nothing ahead (measured on a recorded key/value-cache trace, 12: 1.17× its live
-    /// bytes at most but a commit every third request; `None`: 1.56×, a commit every 66).
+    /// commits nothing ahead (measured on a recorded key/value-cache trace, 12: 1.11× its live
+    /// bytes at most but a commit every third request; `None`: 1.39×, a commit every 60).
     /// `None`, the default, keeps free memory until a trim — when a limit or the device runs
     /// short, or the manager trims idle pools — as PyTorch does, and commits a sixteenth of
     /// what is committed ahead whenever the segment grows at its top.
     pub free_committed_percent: Option<u32>,
 }
-
-impl SplittingConfig {
-    /// `config` made fit to sit in front of this allocator: size classes up to 64 KiB only,
-    /// two blocks deep, at most 64 KiB per thread and 128 KiB in all, so that a loop reusing a
-    /// small size is served from the cache's thread-local fast path while freed blocks past
-    /// that come down here and merge (a cache holding every class's blocks is what made growing
-    /// workloads hold several times their need: 6.1× on a recorded key/value-cache trace; at
-    /// 1 MiB in all it still held a third of that trace's peak).
-    pub fn cache_in_front(&self, config: CachingConfig) -> CachingConfig {
-        CachingConfig {
-            classes: config.classes.up_to(FRONT_CLASSES_UP_TO),
-            max_blocks_per_class: config.max_blocks_per_class.min(FRONT_BLOCKS_PER_CLASS),
-            thread_cache_bytes: config.thread_cache_bytes.min(FRONT_THREAD_BYTES),
-            max_cached_bytes: config.max_cached_bytes.min(FRONT_CACHED_BYTES),
-            ..config
-        }
-    }
-}
-
-/// Largest size class of the cache in front.
-const FRONT_CLASSES_UP_TO: usize = 64 << 10;
-/// Blocks per class in the front cache's shared bins.
-const FRONT_BLOCKS_PER_CLASS: usize = 2;
-/// Bytes each thread keeps in the front cache.
-const FRONT_THREAD_BYTES: u64 = 64 << 10;
-/// Bytes the front cache keeps in all.
-const FRONT_CACHED_BYTES: u64 = 128 << 10;
 
 impl Default for SplittingConfig {
     /// Carve every request, 512-byte granularity, an expandable segment where the backend has

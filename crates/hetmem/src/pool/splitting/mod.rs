@@ -38,8 +38,11 @@ use crate::sync::Unpoison;
 /// whole for a next request of exactly its length (a loop allocating one size takes it back at
 /// once); any other request merges it first. A freed block merges with its free neighbours; a
 /// block freed while device work may still use it (events given to `deallocate`) becomes free
-/// only once that work is done. A cache in front ([`SplittingConfig::cache_in_front`]) keeps a
-/// few blocks of each small size class for loops that reuse one.
+/// only once that work is done. The cache over it in a manager keeps no blocks of its own
+/// ([`CachingConfig::unpooled`](crate::pool::CachingConfig::unpooled)): a cache of small
+/// classes in front, even of 128 KiB, held blocks between free ranges and kept them from
+/// merging (a recorded key/value-cache trace held 1.56× its live peak with one, 1.39× without,
+/// at the same hit rate).
 ///
 /// **Growing.** Where the backend has virtual memory ([`Backend::commit_granularity`]: the
 /// host, CUDA), there is one *expandable segment*: address space as large as the device's
@@ -133,6 +136,7 @@ impl SplittingResource {
             segment_releases: state.segment_releases,
             carves: state.carves,
             reuses,
+            grows: state.grows,
         }
     }
 
@@ -236,6 +240,7 @@ impl SplittingResource {
                     // The lock is not held across the resource below, which may ask this one
                     // to trim.
                     drop(state);
+                    crate::trace::span!("hetmem.pool_miss", requested = bytes, size);
                     match self.upstream.allocate(size) {
                         Ok(segment) => Some(segment),
                         // Only a segment bigger than the request is worth a second try: for
@@ -337,6 +342,11 @@ impl SplittingResource {
         let reservation = e.reservation.clone();
         state.growing += 1;
         drop(state);
+        crate::trace::span!(
+            "hetmem.pool_miss",
+            requested = bytes,
+            commits = claims.len()
+        );
         let mut committed = 0;
         let mut result = Ok(());
         for run in &claims {
@@ -356,6 +366,7 @@ impl SplittingResource {
             state.arena.free(carved.segment, carved.offset);
             return Err(err);
         }
+        state.grows += 1;
         self.view(&mut state, carved, bytes)
     }
 

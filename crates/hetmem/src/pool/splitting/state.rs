@@ -26,6 +26,7 @@ pub(super) struct State {
     pub(super) segment_allocations: u64,
     pub(super) segment_releases: u64,
     pub(super) carves: u64,
+    pub(super) grows: u64,
 }
 
 impl State {

@@ -22,9 +22,21 @@ pub struct SplittingStats {
     pub carves: u64,
     /// Blocks handed out again whole, of the same length, right after being freed, ever.
     pub reuses: u64,
+    /// Carves that committed memory of the expandable segment from the resource below, ever.
+    pub grows: u64,
 }
 
 impl SplittingStats {
+    /// Requests served with memory already held: neither a new segment nor a commit.
+    pub fn hits(&self) -> u64 {
+        (self.carves + self.reuses).saturating_sub(self.misses())
+    }
+
+    /// Requests that took memory from the resource below: a segment or a commit.
+    pub fn misses(&self) -> u64 {
+        self.segment_allocations + self.grows
+    }
+
     /// The share of free segment bytes outside the longest free range: 0 when the free space
     /// is one piece, near 1 when it is many small pieces.
     pub fn fragmentation(&self) -> f64 {
