@@ -4,6 +4,7 @@
 //! a type safe to copy to a device and back: `bytemuck::Pod` means no padding, no pointers, and
 //! every bit pattern valid.
 
+use crate::backend::HOST_ALIGNMENT;
 use crate::error::{Error, Result};
 
 /// A type that can live in device memory: plain old data, shareable across threads.
@@ -51,6 +52,35 @@ pub fn align_up(value: usize, align: usize) -> Result<usize> {
         .ok_or(Error::SizeOverflow {
             what: "alignment rounding",
         })
+}
+
+/// The length in elements of `U` of `bytes` bytes at byte `offset` of buffer (or block)
+/// memory, or why they are no slice of `U`s.
+pub(crate) fn cast_len<U: Element>(offset: usize, bytes: usize) -> Result<usize> {
+    let (size, align) = (std::mem::size_of::<U>(), std::mem::align_of::<U>());
+    let fail = |reason| Error::IncompatibleCast {
+        to: std::any::type_name::<U>(),
+        size,
+        align,
+        bytes,
+        offset,
+        reason,
+    };
+    if size == 0 {
+        return Err(fail("zero-sized elements"));
+    }
+    if bytes % size != 0 {
+        return Err(fail("the length is not a multiple of the element size"));
+    }
+    if align > HOST_ALIGNMENT {
+        return Err(fail(
+            "the alignment exceeds the 64-byte alignment of buffer memory",
+        ));
+    }
+    if offset % align != 0 {
+        return Err(fail("the offset is not a multiple of the alignment"));
+    }
+    Ok(bytes / size)
 }
 
 #[cfg(test)]

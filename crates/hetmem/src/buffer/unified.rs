@@ -9,8 +9,7 @@ use super::map_guards::{MapMut, MapRef};
 use super::metrics::BufferMetrics;
 use super::storage::BufferStorage;
 use super::{CoherenceState, Residency, Side};
-use crate::backend::HOST_ALIGNMENT;
-use crate::element::{byte_len, check_range, Element};
+use crate::element::{byte_len, cast_len, check_range, Element};
 use crate::error::{Error, Result};
 use crate::transfer::{OwnedTransfer, TransferHandle};
 
@@ -59,34 +58,6 @@ pub struct UnifiedBuffer<T: Element, S = Box<BufferStorage>> {
 pub type BufferView<'a, T> = UnifiedBuffer<T, &'a BufferStorage>;
 /// A view of a buffer, borrowed for writing.
 pub type BufferViewMut<'a, T> = UnifiedBuffer<T, &'a mut BufferStorage>;
-
-/// Offset and length in elements of `U` for `bytes` bytes at byte `offset`.
-fn cast_len<U: Element>(offset: usize, bytes: usize) -> Result<usize> {
-    let (size, align) = (std::mem::size_of::<U>(), std::mem::align_of::<U>());
-    let fail = |reason| Error::IncompatibleCast {
-        to: std::any::type_name::<U>(),
-        size,
-        align,
-        bytes,
-        offset,
-        reason,
-    };
-    if size == 0 {
-        return Err(fail("zero-sized elements"));
-    }
-    if bytes % size != 0 {
-        return Err(fail("the length is not a multiple of the element size"));
-    }
-    if align > HOST_ALIGNMENT {
-        return Err(fail(
-            "the alignment exceeds the 64-byte alignment of buffer memory",
-        ));
-    }
-    if offset % align != 0 {
-        return Err(fail("the offset is not a multiple of the alignment"));
-    }
-    Ok(bytes / size)
-}
 
 /// `range` of a view of `len` elements, checked.
 fn element_range(range: impl RangeBounds<usize>, len: usize) -> Result<Range<usize>> {

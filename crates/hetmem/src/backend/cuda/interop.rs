@@ -18,8 +18,8 @@ use cudarc::driver::{
 };
 
 use super::CudaBackend;
-use crate::backend::{Backend, BackendKind, DeviceBlock, Queue};
-use crate::element::Element;
+use crate::backend::{Backend, DeviceBlock, Queue};
+use crate::element::{cast_len, Element};
 use crate::error::{Error, Result};
 
 /// A read guard's memory as a cudarc device slice of `T` on the buffer's stream.
@@ -70,20 +70,9 @@ pub(crate) fn lend<'g, T: Element>(
             what: "lend a block to cudarc (it is not a CUDA block)",
         });
     };
-    let size = std::mem::size_of::<T>();
-    if size == 0 || range.len() % size != 0 {
-        return Err(Error::IncompatibleCast {
-            to: std::any::type_name::<T>(),
-            size,
-            align: std::mem::align_of::<T>(),
-            bytes: range.len(),
-            offset: range.start,
-            reason: "the length is not a multiple of the element size",
-        });
-    }
-    debug_assert_eq!(backend.info().kind, BackendKind::Cuda);
+    let len = cast_len::<T>(range.start, range.len())?;
     let ptr = block.raw_handle() as CUdeviceptr + range.start as CUdeviceptr;
-    Ok((ptr, range.len() / size, cuda.stream(queue)?))
+    Ok((ptr, len, cuda.stream(queue)?))
 }
 
 impl<'g, T> CudaDeviceRef<'g, T> {

@@ -17,7 +17,7 @@ use opencl3::types::{cl_buffer_region, cl_mem, cl_uint};
 
 use super::cl_error;
 use crate::backend::{Backend, BackendKind, DeviceBlock};
-use crate::element::Element;
+use crate::element::{cast_len, Element};
 use crate::error::{Error, Result};
 
 /// A device guard's memory as an opencl3 [`Buffer`] of `T`, for as long as the guard lives
@@ -76,19 +76,8 @@ pub(crate) fn lend<'g, T: Element>(
             what: "lend a block as an OpenCL buffer (it is not an OpenCL block)",
         });
     }
-    let size = std::mem::size_of::<T>();
-    if size == 0 || range.len() % size != 0 {
-        return Err(Error::IncompatibleCast {
-            to: std::any::type_name::<T>(),
-            size,
-            align: std::mem::align_of::<T>(),
-            bytes: range.len(),
-            offset: range.start,
-            reason: "the length is not a multiple of the element size",
-        });
-    }
+    let len = cast_len::<T>(range.start, range.len())?;
     let mem: cl_mem = block.raw_handle();
-    let len = range.len() / size;
     if range == (0..block.size()) {
         // SAFETY: a live memory object of this context; the reference taken here is the one
         // the `Buffer` releases when dropped.
