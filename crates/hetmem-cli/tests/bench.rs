@@ -124,6 +124,7 @@ fn check_quick_run(backend: &str) {
     if backend == "opencl" {
         required.push("interop.opencl.kernel_arg".to_owned());
         required.push("interop.opencl.kernel_arg.view".to_owned());
+        required.push("transfer.batch.h2d.4KiBx1000.handwritten".to_owned());
     }
     for id in &required {
         let r = results

@@ -5,8 +5,8 @@ mod alloc;
 mod buffer;
 mod harness;
 mod host;
-mod interop;
 mod mapped;
+mod opencl;
 mod pattern;
 mod pinned;
 pub(crate) mod plot;
@@ -91,7 +91,7 @@ impl Suite {
         host::register(&mut suite);
         pinned::register(&mut suite);
         mapped::register(&mut suite);
-        interop::register(&mut suite);
+        opencl::register(&mut suite);
         suite
     }
 
