@@ -51,6 +51,7 @@ mod counters;
 mod cuda;
 mod event;
 mod faulty;
+mod held;
 mod host;
 mod mapped;
 #[cfg(feature = "opencl")]
@@ -73,6 +74,7 @@ pub use capabilities::{Capabilities, PeerDomain};
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
+pub(crate) use held::Held;
 pub(crate) use mapped::{Mapping, MappingMut};
 
 #[cfg(feature = "cuda")]

@@ -10,15 +10,15 @@ use std::sync::RwLockReadGuard;
 use super::context::ContextShared;
 use super::lent_device::LentDevice;
 use super::tracker::{allocated, host_bytes};
-use crate::backend::{Backend, DeviceBlock, Event, Queue};
+use crate::backend::{Backend, DeviceBlock, Event, Held, Queue};
 use crate::element::Element;
 use crate::error::Result;
 use crate::pool::PooledBlock;
 
 /// Read access to a buffer's host copy, as a slice.
 pub struct HostRef<'a, T: Element> {
-    slot: RwLockReadGuard<'a, Option<PooledBlock>>,
-    backend: &'a dyn Backend,
+    /// The slot, read-locked (so its block stays), with the block's bytes found once.
+    bytes: Held<RwLockReadGuard<'a, Option<PooledBlock>>>,
     range: Range<usize>,
     _element: PhantomData<T>,
 }
@@ -30,12 +30,11 @@ impl<'a, T: Element> HostRef<'a, T> {
         backend: &'a dyn Backend,
         range: Range<usize>,
     ) -> Result<Self> {
-        let bytes = host_bytes(backend, allocated(&slot))?;
+        let bytes = Held::new(slot, |slot| host_bytes(backend, allocated(slot)))?;
         bytemuck::try_cast_slice::<u8, T>(&bytes[range.clone()])
             .map_err(|e| crate::error::Error::invalid(format!("host view: {e}")))?;
         Ok(HostRef {
-            slot,
-            backend,
+            bytes,
             range,
             _element: PhantomData,
         })
@@ -46,11 +45,7 @@ impl<T: Element> Deref for HostRef<'_, T> {
     type Target = [T];
 
     fn deref(&self) -> &[T] {
-        let bytes = self
-            .backend
-            .host_bytes(allocated(&self.slot))
-            .expect("checked when the guard was made");
-        bytemuck::cast_slice(&bytes[self.range.clone()])
+        bytemuck::cast_slice(&self.bytes[self.range.clone()])
     }
 }
 

@@ -180,20 +180,20 @@ unsafe impl<T: Equivalence> Buffer for DeviceMemory<'_, T> {}
 // SAFETY: as above, writable by the contract of `new`.
 unsafe impl<T: Equivalence> BufferMut for DeviceMemory<'_, T> {}
 
-/// The root's side of a broadcast: its host copy, read only. rsmpi's `broadcast_into` takes a
-/// writable buffer on every rank, but MPI only reads the root's, so the root lends a read guard
-/// and its device copy stays valid.
-pub(crate) struct BroadcastSource<'a, 'g, T: Element>(pub(crate) &'a HostRef<'g, T>);
+/// The root's side of a broadcast: its host copy (a read guard's slice), read only. rsmpi's
+/// `broadcast_into` takes a writable buffer on every rank, but MPI only reads the root's, so the
+/// root lends a read guard and its device copy stays valid.
+pub(crate) struct BroadcastSource<'a, T: Element>(pub(crate) &'a [T]);
 
 // SAFETY: the guard's slice: `count` elements of `T`, readable while the guard lives.
-unsafe impl<T: Element + Equivalence> Collection for BroadcastSource<'_, '_, T> {
+unsafe impl<T: Element + Equivalence> Collection for BroadcastSource<'_, T> {
     fn count(&self) -> Count {
         count(self.0.len())
     }
 }
 
 // SAFETY: the guard's slice, readable while the guard lives.
-unsafe impl<T: Element + Equivalence> Pointer for BroadcastSource<'_, '_, T> {
+unsafe impl<T: Element + Equivalence> Pointer for BroadcastSource<'_, T> {
     fn pointer(&self) -> *const c_void {
         self.0.as_ptr().cast()
     }
@@ -201,14 +201,14 @@ unsafe impl<T: Element + Equivalence> Pointer for BroadcastSource<'_, '_, T> {
 
 // SAFETY: only ever passed to `MPI_Bcast` at its root, which reads the buffer and never writes
 // it (MPI 4.0, 6.4): the pointer is writable in type only.
-unsafe impl<T: Element + Equivalence> PointerMut for BroadcastSource<'_, '_, T> {
+unsafe impl<T: Element + Equivalence> PointerMut for BroadcastSource<'_, T> {
     fn pointer_mut(&mut self) -> *mut c_void {
         self.0.as_ptr().cast_mut().cast()
     }
 }
 
 // SAFETY: the slice holds `T`s.
-unsafe impl<T: Element + Equivalence> AsDatatype for BroadcastSource<'_, '_, T> {
+unsafe impl<T: Element + Equivalence> AsDatatype for BroadcastSource<'_, T> {
     type Out = <T as Equivalence>::Out;
     fn as_datatype(&self) -> Self::Out {
         T::equivalent_datatype()
@@ -216,6 +216,6 @@ unsafe impl<T: Element + Equivalence> AsDatatype for BroadcastSource<'_, '_, T> 
 }
 
 // SAFETY: pointer, count and datatype describe the same live slice.
-unsafe impl<T: Element + Equivalence> Buffer for BroadcastSource<'_, '_, T> {}
+unsafe impl<T: Element + Equivalence> Buffer for BroadcastSource<'_, T> {}
 // SAFETY: see `PointerMut`: MPI does not write a broadcast's root buffer.
-unsafe impl<T: Element + Equivalence> BufferMut for BroadcastSource<'_, '_, T> {}
+unsafe impl<T: Element + Equivalence> BufferMut for BroadcastSource<'_, T> {}

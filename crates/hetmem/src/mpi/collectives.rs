@@ -30,7 +30,7 @@ where
     same_length(send.len(), recv.len())?;
     let from = send.host()?;
     let mut to = recv.host_discard()?;
-    comm.all_reduce_into(&from, &mut to, op);
+    comm.all_reduce_into(&from[..], &mut to[..], op);
     Ok(())
 }
 
@@ -77,7 +77,7 @@ where
     )?;
     let values = buffer.to_vec()?;
     let mut to = buffer.host_discard()?;
-    comm.all_reduce_into(&values[..], &mut to, op);
+    comm.all_reduce_into(&values[..], &mut to[..], op);
     Ok(())
 }
 
@@ -95,10 +95,10 @@ where
     )?;
     if root.is_self() {
         let host = buffer.host()?;
-        root.broadcast_into(&mut BroadcastSource(&host));
+        root.broadcast_into(&mut BroadcastSource(&host[..]));
     } else {
         let mut host = buffer.host_discard()?;
-        root.broadcast_into(&mut host);
+        root.broadcast_into(&mut host[..]);
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ where
         buffer.len(),
     )?;
     let host = buffer.host()?;
-    to.send_with_tag(&host, tag);
+    to.send_with_tag(&host[..], tag);
     Ok(())
 }
 
@@ -59,7 +59,7 @@ where
     let host = check::<T>(&status, buffer.len()).and_then(|()| buffer.host_discard());
     match host {
         Ok(mut host) => {
-            message.matched_receive_into(&mut host);
+            message.matched_receive_into(&mut host[..]);
             Ok(())
         }
         Err(e) => Err(discard(message, &status, e)),
