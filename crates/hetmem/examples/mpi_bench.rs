@@ -31,7 +31,7 @@ fn main() -> Result<()> {
     for kib in [1usize, 16, 256, 4096, 65536] {
         let len = kib * 256;
         let rounds = match (quick, kib) {
-            (true, k) if k >= 4096 => 5,
+            (true, k) if k >= 4096 => 9,
             (true, _) => 50,
             (false, k) if k >= 4096 => 21,
             (false, _) => 401,

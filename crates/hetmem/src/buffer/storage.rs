@@ -276,10 +276,38 @@ impl BufferStorage {
         range: Range<usize>,
         discard: bool,
     ) -> Result<()> {
-        self.core.metrics.touch();
         if range.is_empty() {
+            self.core.metrics.touch();
             return Ok(());
         }
+        self.acquire_mut_in(side, range, discard).map(drop)
+    }
+
+    /// [`BufferStorage::acquire_mut`] of the host side, then the bytes of `range` there: one
+    /// exclusive borrow of the parts for both (each costs an atomic check that no transfer
+    /// still holds the slots).
+    pub(crate) fn host_range_mut(
+        &mut self,
+        range: Range<usize>,
+        discard: bool,
+    ) -> Result<&mut [u8]> {
+        if range.is_empty() {
+            self.core.metrics.touch();
+            return Ok(&mut []);
+        }
+        let (core, slots) = self.acquire_mut_in(Side::Host, range.clone(), discard)?;
+        Ok(&mut host_slot_mut(core, slots)?[range])
+    }
+
+    /// [`BufferStorage::acquire_mut`] of a non-empty `range`, handing back the parts it
+    /// borrowed.
+    fn acquire_mut_in(
+        &mut self,
+        side: Side,
+        range: Range<usize>,
+        discard: bool,
+    ) -> Result<(&Core, &mut Slots)> {
+        self.core.metrics.touch();
         if side == Side::Host {
             self.await_device_work()?;
         }
@@ -300,7 +328,7 @@ impl BufferStorage {
                     &exclude,
                 )?;
             }
-            return Ok(());
+            return Ok((core, slots));
         }
         let whole = range == (0..core.len);
         let event = if discard && whole {
@@ -312,17 +340,19 @@ impl BufferStorage {
         if !t.effects.is_empty() {
             core.ctx.check_open("making a buffer side valid")?;
         }
-        let host = slots.host.get_mut().unpoisoned();
-        let device = slots.device.get_mut().unpoisoned();
-        let (target, source) = match side {
-            Side::Host => (host, &*device),
-            Side::Device => (device, &*host),
-        };
-        core.perform(tracker, valid, side, t, target, source, &exclude)?;
+        {
+            let host = slots.host.get_mut().unpoisoned();
+            let device = slots.device.get_mut().unpoisoned();
+            let (target, source) = match side {
+                Side::Host => (host, &*device),
+                Side::Device => (device, &*host),
+            };
+            core.perform(tracker, valid, side, t, target, source, &exclude)?;
+        }
         if t.state.is_allocated(side.other()) {
             tracker.stale_mut(side.other()).insert(range);
         }
-        Ok(())
+        Ok((core, slots))
     }
 
     /// The slot holding the host-side bytes and the backend that can read them.
@@ -344,15 +374,7 @@ impl BufferStorage {
     /// first.
     pub(crate) fn host_bytes_mut(&mut self) -> Result<&mut [u8]> {
         let (core, _, slots, _) = self.parts_mut();
-        let (slot, backend) = if core.shared {
-            (
-                slots.device.get_mut().unpoisoned(),
-                core.backend(Side::Device),
-            )
-        } else {
-            (slots.host.get_mut().unpoisoned(), core.backend(Side::Host))
-        };
-        host_bytes_mut(backend, allocated_mut(slot))
+        host_slot_mut(core, slots)
     }
 
     pub(crate) fn device_slot(&self) -> RwLockReadGuard<'_, Option<PooledBlock>> {
@@ -500,4 +522,17 @@ impl Drop for BufferStorage {
         let device = slots.device.get_mut().unpoisoned().take();
         core.retire(device, exposed);
     }
+}
+
+/// The bytes of the slot holding the host side (the device slot's one allocation, when shared).
+fn host_slot_mut<'a>(core: &Core, slots: &'a mut Slots) -> Result<&'a mut [u8]> {
+    let (slot, backend) = if core.shared {
+        (
+            slots.device.get_mut().unpoisoned(),
+            core.backend(Side::Device),
+        )
+    } else {
+        (slots.host.get_mut().unpoisoned(), core.backend(Side::Host))
+    };
+    host_bytes_mut(backend, allocated_mut(slot))
 }

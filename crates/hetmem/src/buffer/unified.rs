@@ -300,12 +300,7 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
 
     fn host_access(&mut self, discard: bool) -> Result<HostMut<'_, T>> {
         let range = self.bytes();
-        self.storage
-            .acquire_mut(Side::Host, range.clone(), discard)?;
-        if range.is_empty() {
-            return HostMut::new(&mut []);
-        }
-        HostMut::new(&mut self.storage.host_bytes_mut()?[range])
+        HostMut::new(self.storage.host_range_mut(range, discard)?)
     }
 
     /// `range` (in elements) of the host copy, for reading and writing; only that range of the
@@ -313,11 +308,7 @@ impl<T: Element, S: DerefMut<Target = BufferStorage>> UnifiedBuffer<T, S> {
     pub fn host_mut_range(&mut self, range: impl RangeBounds<usize>) -> Result<HostMut<'_, T>> {
         let r = element_range(range, self.len)?;
         let bytes = self.bytes_of(r);
-        self.storage.acquire_mut(Side::Host, bytes.clone(), false)?;
-        if bytes.is_empty() {
-            return HostMut::new(&mut []);
-        }
-        HostMut::new(&mut self.storage.host_bytes_mut()?[bytes])
+        HostMut::new(self.storage.host_range_mut(bytes, false)?)
     }
 
     /// The device copy, for kernels that read and write it; uploads stale ranges first and
