@@ -270,6 +270,7 @@ fn device_path(world: &SimpleCommunicator, m: &MemoryManager) {
     }
     outcome.unwrap();
     assert!(sum.is_on_device());
+    the_device_path_waits_for_work_on_the_buffers_queue(world, m);
     let ranks = n as usize;
     let expected: Vec<f32> = (0..4096)
         .map(|i| (ranks * i + ranks * (ranks - 1) / 2) as f32)
@@ -288,6 +289,38 @@ fn device_path(world: &SimpleCommunicator, m: &MemoryManager) {
         let theirs: Vec<f32> = (0..4096).map(|i| (i + 1 - me as usize) as f32).collect();
         assert!(incoming.to_vec().unwrap() == theirs);
     }
+}
+
+/// Work enqueued on a buffer's queue behind a gate — a fill the device path must not overtake —
+/// runs before MPI reads the device copy: the all-reduce sees the filled values.
+fn the_device_path_waits_for_work_on_the_buffers_queue(
+    world: &SimpleCommunicator,
+    m: &MemoryManager,
+) {
+    let backend = m.backend().clone();
+    let mut gated = device_only(m, &[1.0f32; 4096]);
+    let gate = backend.create_user_event().unwrap();
+    {
+        let mut device = gated.device_mut().unwrap();
+        let queue = device.queue().clone();
+        backend.enqueue_wait(&queue, gate.event()).unwrap();
+        let len = device.byte_len();
+        backend
+            .fill(&queue, device.block_mut(), 0, len, &7.0f32.to_ne_bytes())
+            .unwrap();
+    }
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        gate.complete().unwrap();
+    });
+    let mut seen = m.alloc::<f32>(4096).unwrap();
+    hmpi::all_reduce_into_device(world, &gated, &mut seen, SystemOperation::sum()).unwrap();
+    opener.join().unwrap();
+    let ranks = world.size() as f32;
+    assert!(
+        seen.to_vec().unwrap().iter().all(|&v| v == 7.0 * ranks),
+        "the fill ran first"
+    );
 }
 
 /// Ranks on one node take its devices in turn.
