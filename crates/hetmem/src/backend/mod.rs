@@ -61,6 +61,7 @@ pub mod raw;
 mod region;
 mod registry;
 mod reservation;
+mod slot;
 mod staging;
 
 use std::any::Any;
@@ -74,8 +75,9 @@ pub use capabilities::{Capabilities, PeerDomain};
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
-pub(crate) use held::Held;
+pub(crate) use held::{unique_mut, Held};
 pub(crate) use mapped::{Mapping, MappingMut};
+pub(crate) use slot::{Slot, SlotRead, SlotWrite};
 
 #[cfg(feature = "cuda")]
 pub(crate) use cuda::lend as lend_cuda;

@@ -196,6 +196,7 @@ fn make_valid(state: CoherenceState, side: Side) -> &'static [Effect] {
 }
 
 /// The transition for `event` in `state`.
+#[inline]
 pub fn transition(
     state: CoherenceState,
     event: CoherenceEvent,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::coherence::{CoherenceState, Side};
 use super::range_set::RangeSet;
 use super::storage::BufferStorage;
-use super::tracker::{allocated, allocated_mut, host_bytes, Tracker};
+use super::tracker::{allocated, allocated_mut, Tracker};
 use crate::error::Result;
 use crate::sync::Unpoison;
 use crate::transfer::Direction;
@@ -24,8 +24,7 @@ impl BufferStorage {
         }
         if self.is_valid(Side::Host) {
             self.await_device_work()?;
-            let (slot, backend) = self.host_slot();
-            let bytes = host_bytes(backend, allocated(&slot))?;
+            let bytes = self.host_bytes()?;
             dst.copy_from_slice(&bytes[offset..offset + dst.len()]);
         } else if self.is_valid(Side::Device) {
             self.core.ctx.check_open("reading from the device")?;
@@ -58,7 +57,7 @@ impl BufferStorage {
         self.core.ctx.check_open("writing to the device")?;
         let start = Instant::now();
         let (core, _, slots, _) = self.parts_mut();
-        let block = allocated_mut(slots.device.get_mut().unpoisoned());
+        let block = allocated_mut(slots.device.get_mut());
         let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
         self.unless_failed(written, Side::Device, &range)?;
         self.core
@@ -80,7 +79,7 @@ impl BufferStorage {
         if device_fill {
             self.core.ctx.check_open("filling on the device")?;
             let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(slots.device.get_mut().unpoisoned());
+            let block = allocated_mut(slots.device.get_mut());
             let filled =
                 (core.ctx.engine).fill_on(&core.lane(), block, range.start, range.len(), pattern);
             self.unless_failed(filled, Side::Device, &range)?;
@@ -115,7 +114,7 @@ impl BufferStorage {
             let from = other.device_slot();
             let start = Instant::now();
             let (core, _, slots, _) = self.parts_mut();
-            let block = allocated_mut(slots.device.get_mut().unpoisoned());
+            let block = allocated_mut(slots.device.get_mut());
             let copied = (core.ctx.engine).copy_on(
                 &core.lane(),
                 allocated(&from),
@@ -186,14 +185,8 @@ impl BufferStorage {
         // Shared residency has one allocation for both sides: no other copy to fall back on.
         if tracker.state.is_allocated(other) && !core.shared {
             let (target, source) = match other {
-                Side::Host => (
-                    slots.host.get_mut().unpoisoned(),
-                    &*slots.device.get_mut().unpoisoned(),
-                ),
-                Side::Device => (
-                    slots.device.get_mut().unpoisoned(),
-                    &*slots.host.get_mut().unpoisoned(),
-                ),
+                Side::Host => (slots.host.get_mut(), &*slots.device.get_mut()),
+                Side::Device => (slots.device.get_mut(), &*slots.host.get_mut()),
             };
             // Exactly the stale ranges: merging would copy `range`'s wrong bytes over old ones.
             let stale = tracker.stale(other).ranges().to_vec();

@@ -5,12 +5,11 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut, Range};
-use std::sync::RwLockReadGuard;
 
 use super::context::ContextShared;
 use super::lent_device::LentDevice;
-use super::tracker::{allocated, host_bytes};
-use crate::backend::{Backend, DeviceBlock, Event, Held, Queue};
+use super::tracker::allocated;
+use crate::backend::{DeviceBlock, Event, Held, Queue, SlotRead};
 use crate::element::Element;
 use crate::error::Result;
 use crate::pool::PooledBlock;
@@ -18,19 +17,18 @@ use crate::pool::PooledBlock;
 /// Read access to a buffer's host copy, as a slice.
 pub struct HostRef<'a, T: Element> {
     /// The slot, read-locked (so its block stays), with the block's bytes found once.
-    bytes: Held<RwLockReadGuard<'a, Option<PooledBlock>>>,
+    bytes: Held<SlotRead<'a, Option<PooledBlock>>>,
     range: Range<usize>,
     _element: PhantomData<T>,
 }
 
 impl<'a, T: Element> HostRef<'a, T> {
     /// Checks once that the bytes are reachable and fit, so that `deref` cannot fail.
+    #[inline]
     pub(crate) fn new(
-        slot: RwLockReadGuard<'a, Option<PooledBlock>>,
-        backend: &'a dyn Backend,
+        bytes: Held<SlotRead<'a, Option<PooledBlock>>>,
         range: Range<usize>,
     ) -> Result<Self> {
-        let bytes = Held::new(slot, |slot| host_bytes(backend, allocated(slot)))?;
         bytemuck::try_cast_slice::<u8, T>(&bytes[range.clone()])
             .map_err(|e| crate::error::Error::invalid(format!("host view: {e}")))?;
         Ok(HostRef {
@@ -85,7 +83,7 @@ impl<T: Element> DerefMut for HostMut<'_, T> {
 /// covers, and the queue hetmem orders its own work on. Pass the block to your kernels, enqueued
 /// on [`DeviceRef::queue`] (see the [ordering contract](crate::buffer#the-ordering-contract)).
 pub struct DeviceRef<'a> {
-    pub(crate) slot: RwLockReadGuard<'a, Option<PooledBlock>>,
+    pub(crate) slot: SlotRead<'a, Option<PooledBlock>>,
     pub(crate) ctx: &'a ContextShared,
     pub(crate) range: Range<usize>,
 }

@@ -142,7 +142,7 @@ impl BufferStorage {
         let keep = left.clone();
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
-                let mut slot = slots.device.write().unpoisoned();
+                let mut slot = slots.device.write();
                 let start = Instant::now();
                 let bytes = bytemuck::cast_slice(&data);
                 core.ctx
@@ -198,7 +198,7 @@ impl BufferStorage {
         let (core, slots) = (self.core.clone(), self.slots.clone());
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
-                let slot = slots.device.read().unpoisoned();
+                let slot = slots.device.read();
                 let start = Instant::now();
                 let bytes = bytemuck::cast_slice_mut(&mut dst);
                 core.ctx

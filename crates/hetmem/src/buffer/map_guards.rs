@@ -18,7 +18,6 @@ use super::tracker::{allocated, allocated_mut};
 use crate::backend::{Mapping, MappingMut};
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::sync::Unpoison;
 
 /// The device copy mapped for reading, as a slice.
 pub struct MapRef<'a, T: Element> {
@@ -85,7 +84,7 @@ impl BufferStorage {
         self.acquire(Side::Device)?;
         self.await_device_work()?;
         let (core, _, slots, _) = self.parts_mut();
-        let block = allocated(slots.device.get_mut().unpoisoned());
+        let block = allocated(slots.device.get_mut());
         let (backend, queue) = (core.ctx.device_backend(), &core.ctx.queue);
         let mapping = Mapping::read(backend, queue, block, range.start, range.len())?;
         check_elements::<T>(mapping.bytes())?;
@@ -110,7 +109,7 @@ impl BufferStorage {
         self.acquire_mut(Side::Device, range.clone(), discard)?;
         self.await_device_work()?;
         let (core, _, slots, _) = self.parts_mut();
-        let block = allocated_mut(slots.device.get_mut().unpoisoned());
+        let block = allocated_mut(slots.device.get_mut());
         let (backend, queue) = (core.ctx.device_backend(), &core.ctx.queue);
         let mapping = MappingMut::write(backend, queue, block, range.start, range.len(), discard)?;
         check_elements::<T>(mapping.bytes())?;

@@ -33,7 +33,7 @@
 use crate::sync::Unpoison;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
@@ -41,9 +41,11 @@ use super::effects::Core;
 use super::lent_device::LentDevice;
 use super::metrics::{BufferMetrics, MetricCells};
 use super::range_set::RangeSet;
-use super::tracker::{allocated, allocated_mut, host_bytes_mut, side_bit, Slots, Tracker};
+use super::tracker::{
+    allocated, allocated_mut, host_bytes, host_bytes_mut, side_bit, Slots, Tracker,
+};
 use super::Residency;
-use crate::backend::Backend;
+use crate::backend::{unique_mut, Held, Slot, SlotRead};
 use crate::error::Result;
 use crate::pool::PooledBlock;
 use crate::transfer::{Direction, Strategy, TransferHandle};
@@ -99,8 +101,8 @@ impl BufferStorage {
                 metrics: Arc::new(MetricCells::new()),
             },
             slots: Arc::new(Slots {
-                host: RwLock::new(None),
-                device: RwLock::new(None),
+                host: Slot::new(None),
+                device: Slot::new(None),
             }),
             tracker: Mutex::new(Tracker::new()),
             valid: AtomicU8::new(0),
@@ -112,7 +114,7 @@ impl BufferStorage {
     /// Waits for a transfer in flight and takes it in, so that the validity mirror is exact
     /// for the decisions an operation through `&mut self` makes.
     pub(super) fn settle(&mut self) {
-        self.tracker.get_mut().unpoisoned().settle(&self.valid);
+        self.parts_mut();
     }
 
     /// [`BufferStorage::settle`] with the tracker already locked.
@@ -121,12 +123,14 @@ impl BufferStorage {
     }
 
     /// Exclusive access to what `&mut self` operations change, once any transfer in flight is
-    /// done.
+    /// done. The slots thaw: the operation may change the copies or their validity.
     pub(super) fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
         let tracker = self.tracker.get_mut().unpoisoned();
         tracker.settle(&self.valid);
-        let slots = Arc::get_mut(&mut self.slots)
+        let slots = unique_mut(&mut self.slots)
             .expect("a transfer releases the slots before it is settled");
+        slots.host.thaw();
+        slots.device.thaw();
         (&self.core, tracker, slots, &self.valid)
     }
 
@@ -151,14 +155,14 @@ impl BufferStorage {
             Side::Host => slots.host.get_mut(),
             Side::Device => slots.device.get_mut(),
         };
-        core.allocate_into(side, slot.unpoisoned())
+        core.allocate_into(side, slot)
     }
 
     /// Makes `block` — adopted host memory holding the buffer's contents — the host copy: the
     /// buffer starts valid on the host only.
     pub(crate) fn adopt_host(&mut self, block: PooledBlock) {
         let (core, tracker, slots, valid) = self.parts_mut();
-        core.place(Side::Host, slots.host.get_mut().unpoisoned(), block);
+        core.place(Side::Host, slots.host.get_mut(), block);
         tracker.set_state(CoherenceState::HostOnly, valid);
     }
 
@@ -166,7 +170,7 @@ impl BufferStorage {
     /// device copy: the buffer starts valid on the device only.
     pub(crate) fn adopt_device(&mut self, block: PooledBlock) {
         let (core, tracker, slots, valid) = self.parts_mut();
-        core.place(Side::Device, slots.device.get_mut().unpoisoned(), block);
+        core.place(Side::Device, slots.device.get_mut(), block);
         tracker.set_state(CoherenceState::DeviceOnly, valid);
     }
 
@@ -196,6 +200,7 @@ impl BufferStorage {
         self.exposed.store(true, Ordering::Release);
     }
 
+    #[inline]
     pub(crate) fn is_valid(&self, side: Side) -> bool {
         self.valid.load(Ordering::Acquire) & side_bit(side) != 0
     }
@@ -221,6 +226,7 @@ impl BufferStorage {
     /// (SVM, managed memory), waits for the work enqueued on the buffer's queue — the user's
     /// kernels, once a device guard was handed out (hetmem's own device work there is waited
     /// for when it is enqueued).
+    #[inline]
     pub(super) fn await_device_work(&self) -> Result<()> {
         let shared_device_memory = self.core.shared && !self.core.ctx.host_addressable;
         if shared_device_memory && self.exposed.load(Ordering::Acquire) {
@@ -231,6 +237,7 @@ impl BufferStorage {
     }
 
     /// Makes `side` valid for reading, transferring its stale ranges if needed.
+    #[inline]
     pub(crate) fn acquire(&self, side: Side) -> Result<()> {
         self.core.metrics.touch();
         if side == Side::Host {
@@ -239,6 +246,13 @@ impl BufferStorage {
         if self.is_valid(side) {
             return Ok(());
         }
+        self.make_valid(side)
+    }
+
+    /// [`BufferStorage::acquire`] of a side that is not valid (kept apart so that the check
+    /// before it inlines into guards).
+    #[inline(never)]
+    fn make_valid(&self, side: Side) -> Result<()> {
         self.core.ctx.check_open("making a buffer side valid")?;
         let mut tracker = self.tracker.lock().unpoisoned();
         tracker.settle(&self.valid);
@@ -316,7 +330,7 @@ impl BufferStorage {
         if core.shared {
             if tracker.state == CoherenceState::Uninitialized {
                 core.ctx.check_open("allocating a buffer")?;
-                let slot = slots.device.get_mut().unpoisoned();
+                let slot = slots.device.get_mut();
                 let none = None;
                 core.perform(
                     tracker,
@@ -341,8 +355,8 @@ impl BufferStorage {
             core.ctx.check_open("making a buffer side valid")?;
         }
         {
-            let host = slots.host.get_mut().unpoisoned();
-            let device = slots.device.get_mut().unpoisoned();
+            let host = slots.host.get_mut();
+            let device = slots.device.get_mut();
             let (target, source) = match side {
                 Side::Host => (host, &*device),
                 Side::Device => (device, &*host),
@@ -355,19 +369,24 @@ impl BufferStorage {
         Ok((core, slots))
     }
 
-    /// The slot holding the host-side bytes and the backend that can read them.
-    pub(crate) fn host_slot(&self) -> (RwLockReadGuard<'_, Option<PooledBlock>>, &dyn Backend) {
-        if self.core.shared {
-            (
-                self.slots.device.read().unpoisoned(),
-                self.core.backend(Side::Device),
-            )
+    /// The host-side bytes (the whole block), held. Call it while the host copy is valid: it
+    /// stays so, and its block in place, for as long as `&self` is borrowed, so the slot is
+    /// frozen — later guards take neither its lock nor the backend's word for the bytes —
+    /// until the next operation through `&mut self` thaws it. (A shared allocation, once
+    /// made, is written through `&self` by nothing either.)
+    #[inline]
+    pub(crate) fn host_bytes(&self) -> Result<Held<SlotRead<'_, Option<PooledBlock>>>> {
+        let side = if self.core.shared {
+            Side::Device
         } else {
-            (
-                self.slots.host.read().unpoisoned(),
-                self.core.backend(Side::Host),
-            )
-        }
+            Side::Host
+        };
+        let backend = self.core.backend(side);
+        let slot = match side {
+            Side::Host => &self.slots.host,
+            Side::Device => &self.slots.device,
+        };
+        slot.freeze(|slot| host_bytes(backend, allocated(slot)))
     }
 
     /// The host-side bytes (the whole block), for writing. Call [`BufferStorage::acquire_mut`]
@@ -377,21 +396,21 @@ impl BufferStorage {
         host_slot_mut(core, slots)
     }
 
-    pub(crate) fn device_slot(&self) -> RwLockReadGuard<'_, Option<PooledBlock>> {
-        self.slots.device.read().unpoisoned()
+    pub(crate) fn device_slot(&self) -> SlotRead<'_, Option<PooledBlock>> {
+        self.slots.device.read()
     }
 
     /// The device block, lent to a device guard (see [`LentDevice`]).
     pub(crate) fn lend_device(&mut self) -> LentDevice<'_> {
         let (core, tracker, slots, valid) = self.parts_mut();
         let Slots { host, device } = slots;
-        let device = device.get_mut().unpoisoned();
+        let device = device.get_mut();
         let block = allocated(device);
         let lent = (block.raw_handle() as usize, block.size());
         LentDevice {
             core,
             tracker,
-            host: host.get_mut().unpoisoned(),
+            host: host.get_mut(),
             device,
             valid,
             lent,
@@ -403,8 +422,8 @@ impl BufferStorage {
     pub(super) fn ensure_block(&mut self, side: Side) -> Result<()> {
         let (core, _, slots, _) = self.parts_mut();
         let slot = match side {
-            Side::Host => slots.host.get_mut().unpoisoned(),
-            Side::Device => slots.device.get_mut().unpoisoned(),
+            Side::Host => slots.host.get_mut(),
+            Side::Device => slots.device.get_mut(),
         };
         if slot.as_ref().is_none_or(|b| b.capacity() < core.len) {
             core.allocate_into(side, slot)?;
@@ -440,8 +459,8 @@ impl BufferStorage {
         let exposed = *self.exposed.get_mut();
         let (core, tracker, slots, valid) = self.parts_mut();
         let t = transition(tracker.state, CoherenceEvent::Compact)?;
-        let host = slots.host.get_mut().unpoisoned();
-        let device = slots.device.get_mut().unpoisoned();
+        let host = slots.host.get_mut();
+        let device = slots.device.get_mut();
         if t.effects.contains(&Effect::Download) {
             core.ctx.check_open("downloading before compaction")?;
             let read = transition(tracker.state, CoherenceEvent::Read(Side::Host))?;
@@ -489,8 +508,8 @@ impl BufferStorage {
             };
             let slot = match (side, core.shared) {
                 (Side::Host, true) => continue, // one allocation: the device slot holds it
-                (Side::Host, false) => slots.host.get_mut().unpoisoned(),
-                (Side::Device, _) => slots.device.get_mut().unpoisoned(),
+                (Side::Host, false) => slots.host.get_mut(),
+                (Side::Device, _) => slots.device.get_mut(),
             };
             match effect {
                 Effect::Release(_) => core.retire(slot.take(), exposed && side == Side::Device),
@@ -499,8 +518,8 @@ impl BufferStorage {
         }
         if tracker.state == CoherenceState::Uninitialized {
             // Blocks reserved at creation have the old length: give them back.
-            core.retire(slots.host.get_mut().unpoisoned().take(), false);
-            core.retire(slots.device.get_mut().unpoisoned().take(), false);
+            core.retire(slots.host.get_mut().take(), false);
+            core.retire(slots.device.get_mut().take(), false);
         }
         tracker.stale_host.clear();
         tracker.stale_device.clear();
@@ -519,7 +538,7 @@ impl Drop for BufferStorage {
     fn drop(&mut self) {
         let exposed = *self.exposed.get_mut();
         let (core, _, slots, _) = self.parts_mut();
-        let device = slots.device.get_mut().unpoisoned().take();
+        let device = slots.device.get_mut().take();
         core.retire(device, exposed);
     }
 }
@@ -527,12 +546,9 @@ impl Drop for BufferStorage {
 /// The bytes of the slot holding the host side (the device slot's one allocation, when shared).
 fn host_slot_mut<'a>(core: &Core, slots: &'a mut Slots) -> Result<&'a mut [u8]> {
     let (slot, backend) = if core.shared {
-        (
-            slots.device.get_mut().unpoisoned(),
-            core.backend(Side::Device),
-        )
+        (slots.device.get_mut(), core.backend(Side::Device))
     } else {
-        (slots.host.get_mut().unpoisoned(), core.backend(Side::Host))
+        (slots.host.get_mut(), core.backend(Side::Host))
     };
     host_bytes_mut(backend, allocated_mut(slot))
 }

@@ -3,15 +3,13 @@
 //! valid that guards check without taking the tracker's lock.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::coherence::{CoherenceState, Side};
 use super::in_flight::InFlight;
 use super::range_set::RangeSet;
-use crate::backend::{Backend, DeviceBlock};
+use crate::backend::{Backend, DeviceBlock, Slot, SlotRead, SlotWrite};
 use crate::error::{Error, Result};
 use crate::pool::PooledBlock;
-use crate::sync::Unpoison;
 
 const HOST_VALID: u8 = 1;
 const DEVICE_VALID: u8 = 2;
@@ -19,9 +17,9 @@ const DEVICE_VALID: u8 = 2;
 /// A buffer's two copies.
 pub(super) struct Slots {
     /// The host copy (unused with shared residency).
-    pub(super) host: RwLock<Option<PooledBlock>>,
+    pub(super) host: Slot<Option<PooledBlock>>,
     /// The device copy, or with shared residency the one allocation.
-    pub(super) device: RwLock<Option<PooledBlock>>,
+    pub(super) device: Slot<Option<PooledBlock>>,
 }
 
 impl Slots {
@@ -30,18 +28,12 @@ impl Slots {
         &self,
         side: Side,
     ) -> (
-        RwLockWriteGuard<'_, Option<PooledBlock>>,
-        RwLockReadGuard<'_, Option<PooledBlock>>,
+        SlotWrite<'_, Option<PooledBlock>>,
+        SlotRead<'_, Option<PooledBlock>>,
     ) {
         match side {
-            Side::Host => (
-                self.host.write().unpoisoned(),
-                self.device.read().unpoisoned(),
-            ),
-            Side::Device => (
-                self.device.write().unpoisoned(),
-                self.host.read().unpoisoned(),
-            ),
+            Side::Host => (self.host.write(), self.device.read()),
+            Side::Device => (self.device.write(), self.host.read()),
         }
     }
 }
@@ -138,6 +130,7 @@ pub(super) fn side_bit(side: Side) -> u8 {
 }
 
 /// The block in a slot that the protocol guarantees is allocated.
+#[inline]
 pub(crate) fn allocated(slot: &Option<PooledBlock>) -> &DeviceBlock {
     slot.as_ref()
         .expect("a side in a valid or stale state is allocated")
@@ -151,6 +144,7 @@ pub(super) fn allocated_mut(slot: &mut Option<PooledBlock>) -> &mut DeviceBlock 
 }
 
 /// A host-addressable block's bytes.
+#[inline]
 pub(crate) fn host_bytes<'a>(backend: &dyn Backend, block: &'a DeviceBlock) -> Result<&'a [u8]> {
     backend
         .host_bytes(block)

@@ -165,8 +165,7 @@ impl<T: Element, S: Deref<Target = BufferStorage>> UnifiedBuffer<T, S> {
     /// The host copy, for reading; downloads the stale ranges first if the device is newer.
     pub fn host(&self) -> Result<HostRef<'_, T>> {
         self.storage.acquire(Side::Host)?;
-        let (slot, backend) = self.storage.host_slot();
-        HostRef::new(slot, backend, self.bytes())
+        HostRef::new(self.storage.host_bytes()?, self.bytes())
     }
 
     /// The device copy, for reading (by your kernels); uploads the stale ranges first if the

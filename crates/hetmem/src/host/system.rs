@@ -138,6 +138,7 @@ pub fn page_nodes(address: *const u8, len: usize) -> std::io::Result<Vec<i32>> {
 /// tick, 1–4 ms), read in a few nanoseconds where the precise clock costs ~20; elsewhere than
 /// Linux, and under Miri, the precise clock. Through the C library, whose clock works under
 /// valgrind too (rustix's own vDSO lookup does not).
+#[inline]
 pub(crate) fn coarse_nanos() -> u64 {
     #[cfg(all(target_os = "linux", not(miri)))]
     {
