@@ -157,6 +157,7 @@ fn capabilities(c: &Capabilities) -> String {
         (c.host_addressable, "host-addressable"),
         (c.mapped_access, "mapped-access"),
         (c.shared_allocations, "shared-allocations"),
+        (c.concurrent_queues, "concurrent-queues"),
     ];
     let on: Vec<&str> = flags.iter().filter(|(f, _)| *f).map(|(_, n)| *n).collect();
     if on.is_empty() {

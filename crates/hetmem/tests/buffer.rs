@@ -359,6 +359,7 @@ common::backend_suite!(
     [
         host => crate::common::host(),
         opencl_dev0 => crate::common::opencl(0),
+        wgpu => crate::common::wgpu(),
         cuda_dev0 => crate::common::cuda(0),
     ],
     [

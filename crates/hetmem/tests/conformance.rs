@@ -503,6 +503,7 @@ common::backend_suite!(
         opencl_dev0 => crate::common::opencl(0),
         opencl_dev1 => crate::common::opencl(1),
         cuda_dev0 => crate::common::cuda(0),
+        wgpu => crate::common::wgpu(),
     ],
     [
         one_byte_round_trip, odd_sizes_round_trip, sixty_four_mib_round_trip,

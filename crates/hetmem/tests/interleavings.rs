@@ -169,6 +169,7 @@ common::backend_suite!(
     [
         host => crate::common::host(),
         opencl_dev0 => crate::common::opencl(0),
+        wgpu => crate::common::wgpu(),
         cuda_dev0 => crate::common::cuda(0),
     ],
     [random_interleavings_match_a_model]

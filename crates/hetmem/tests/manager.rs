@@ -427,6 +427,7 @@ common::backend_suite!(
     [
         host => crate::common::host(),
         opencl => crate::common::opencl(0),
+        wgpu => crate::common::wgpu(),
         cuda => crate::common::cuda(0),
     ],
     [

@@ -349,6 +349,7 @@ common::backend_suite!(
     [
         host => crate::common::host(),
         opencl_dev0 => crate::common::opencl(0),
+        wgpu => crate::common::wgpu(),
         opencl_dev1 => crate::common::opencl(1),
         cuda_dev0 => crate::common::cuda(0),
     ],

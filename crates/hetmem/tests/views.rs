@@ -127,6 +127,7 @@ common::backend_suite!(
     [
         host => crate::common::host(),
         opencl_dev0 => crate::common::opencl(0),
+        wgpu => crate::common::wgpu(),
         cuda_dev0 => crate::common::cuda(0),
     ],
     [views_alias_their_parent, ranged_operations_use_the_newest_copy]

@@ -15,6 +15,9 @@ pub struct Capabilities {
     pub peer_domain: Option<PeerDomain>,
     /// Staged transfers, copies and fills run asynchronously with respect to the caller.
     pub async_copies: bool,
+    /// Work on different queues runs at the same time, so a large transfer split over queues
+    /// goes faster: OpenCL and CUDA streams; not wgpu, whose queues all feed the device's one.
+    pub concurrent_queues: bool,
     /// Staging buffers are page-locked memory the device can reach by DMA.
     pub pinned_staging: bool,
     /// Blocks are ordinary host memory, readable through

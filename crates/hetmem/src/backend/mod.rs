@@ -52,6 +52,7 @@ mod cuda;
 mod event;
 mod faulty;
 mod held;
+mod holding;
 mod host;
 mod mapped;
 #[cfg(feature = "opencl")]
@@ -63,6 +64,8 @@ mod registry;
 mod reservation;
 mod slot;
 mod staging;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 use std::any::Any;
 use std::ffi::c_void;
@@ -79,6 +82,10 @@ pub(crate) use held::{unique_mut, Held};
 pub(crate) use mapped::{Mapping, MappingMut};
 pub(crate) use slot::{Slot, SlotRead, SlotWrite};
 
+#[cfg(feature = "wgpu")]
+pub(crate) use self::wgpu::lend::lend as lend_wgpu;
+#[cfg(feature = "wgpu")]
+pub use self::wgpu::WgpuBackend;
 #[cfg(feature = "cuda")]
 pub(crate) use cuda::lend as lend_cuda;
 #[cfg(feature = "cuda")]
@@ -140,15 +147,18 @@ pub enum BackendKind {
     OpenCl,
     /// A CUDA device.
     Cuda,
+    /// A wgpu adapter (Vulkan, Metal or DX12).
+    Wgpu,
 }
 
 impl BackendKind {
-    /// The lower-case name used on the command line (`host`, `opencl`, `cuda`).
+    /// The lower-case name used on the command line (`host`, `opencl`, `cuda`, `wgpu`).
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Host => "host",
             BackendKind::OpenCl => "opencl",
             BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
         }
     }
 }

@@ -16,16 +16,21 @@ pub struct BackendProbe {
     pub outcome: Result<Vec<Arc<dyn Backend>>>,
 }
 
-/// Probes every backend kind hetmem knows: host, OpenCL, CUDA. A kind that is not compiled in or
+/// Probes every backend kind hetmem knows: host, OpenCL, CUDA, wgpu. A kind that is not compiled in or
 /// not present on the machine is reported with the reason, never a panic.
 pub fn probe() -> Vec<BackendProbe> {
-    [BackendKind::Host, BackendKind::OpenCl, BackendKind::Cuda]
-        .into_iter()
-        .map(|kind| BackendProbe {
-            kind,
-            outcome: devices(kind),
-        })
-        .collect()
+    [
+        BackendKind::Host,
+        BackendKind::OpenCl,
+        BackendKind::Cuda,
+        BackendKind::Wgpu,
+    ]
+    .into_iter()
+    .map(|kind| BackendProbe {
+        kind,
+        outcome: devices(kind),
+    })
+    .collect()
 }
 
 /// One backend per device of `kind`, or why there are none.
@@ -34,6 +39,7 @@ pub(crate) fn devices(kind: BackendKind) -> Result<Vec<Arc<dyn Backend>>> {
         BackendKind::Host => Ok(vec![Arc::new(HostBackend::new()) as Arc<dyn Backend>]),
         BackendKind::OpenCl => opencl(),
         BackendKind::Cuda => cuda(),
+        BackendKind::Wgpu => wgpu(),
     }
 }
 
@@ -77,9 +83,10 @@ impl FromStr for DeviceName {
             "host" => BackendKind::Host,
             "opencl" => BackendKind::OpenCl,
             "cuda" => BackendKind::Cuda,
+            "wgpu" => BackendKind::Wgpu,
             other => {
                 return Err(Error::invalid(format!(
-                    "unknown backend {other:?}: expected host, opencl[:N] or cuda[:N]"
+                    "unknown backend {other:?}: expected host, opencl[:N], cuda[:N] or wgpu[:N]"
                 )))
             }
         };
@@ -93,8 +100,8 @@ impl fmt::Display for DeviceName {
     }
 }
 
-/// Every backend available on this machine: the host backend first, then one per OpenCL and
-/// CUDA device. Each call creates fresh backends (and driver contexts).
+/// Every backend available on this machine: the host backend first, then one per OpenCL, CUDA
+/// and wgpu device. Each call creates fresh backends (and driver contexts).
 pub fn backends() -> Vec<Arc<dyn Backend>> {
     probe()
         .into_iter()
@@ -129,7 +136,20 @@ fn cuda() -> Result<Vec<Arc<dyn Backend>>> {
     Err(not_compiled(BackendKind::Cuda, "cuda"))
 }
 
-#[cfg(any(not(feature = "opencl"), not(feature = "cuda")))]
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Vec<Arc<dyn Backend>>> {
+    Ok(super::WgpuBackend::all()?
+        .into_iter()
+        .map(|b| Arc::new(b) as Arc<dyn Backend>)
+        .collect())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Vec<Arc<dyn Backend>>> {
+    Err(not_compiled(BackendKind::Wgpu, "wgpu"))
+}
+
+#[cfg(any(not(feature = "opencl"), not(feature = "cuda"), not(feature = "wgpu")))]
 fn not_compiled(backend: BackendKind, feature: &str) -> crate::error::Error {
     crate::error::Error::BackendUnavailable {
         backend,

@@ -240,6 +240,33 @@ impl DeviceMut<'_> {
     }
 }
 
+#[cfg(feature = "wgpu")]
+impl DeviceRef<'_> {
+    /// The guard's range as a wgpu buffer binding (a storage binding at the view's start), for
+    /// a bind group of a compute shader submitted to the device's queue
+    /// ([`WgpuBackend::wgpu_queue`](crate::backend::WgpuBackend::wgpu_queue)): hetmem's work on
+    /// the buffer comes before it, its later work after, and the next host access sees what
+    /// the shader wrote, with no wait in user code. [`Error::Misaligned`](crate::Error::Misaligned)
+    /// where a view does not start on the device's storage-binding alignment; `Unsupported`
+    /// on other backends.
+    pub fn wgpu_binding(&self) -> Result<wgpu::BufferBinding<'_>> {
+        let ctx = self.ctx();
+        let range = self.range.clone();
+        crate::backend::lend_wgpu(ctx.device_backend(), self.block(), range, &ctx.queue)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DeviceMut<'_> {
+    /// The guard's range as a wgpu buffer binding, for a shader that writes it (see
+    /// [`DeviceRef::wgpu_binding`]).
+    pub fn wgpu_binding(&self) -> Result<wgpu::BufferBinding<'_>> {
+        let ctx = self.ctx();
+        let range = self.range.clone();
+        crate::backend::lend_wgpu(ctx.device_backend(), self.block(), range, &ctx.queue)
+    }
+}
+
 impl<T: Element + fmt::Debug> fmt::Debug for HostRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()

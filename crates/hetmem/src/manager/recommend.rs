@@ -134,6 +134,7 @@ mod tests {
             unified_memory: false,
             peer_domain: None,
             async_copies: true,
+            concurrent_queues: true,
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,

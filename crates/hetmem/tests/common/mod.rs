@@ -112,6 +112,38 @@ pub fn cuda(index: usize) -> Option<Arc<dyn Backend>> {
     None
 }
 
+/// Whether the environment demands a working wgpu adapter (CI sets it after installing
+/// Vulkan's CPU driver).
+pub fn wgpu_required() -> bool {
+    std::env::var("HETMEM_REQUIRE_WGPU").is_ok_and(|v| v == "1")
+}
+
+/// The first wgpu adapter's device, or `None` with a note when this machine has none.
+#[cfg(feature = "wgpu")]
+pub fn wgpu() -> Option<Arc<dyn Backend>> {
+    match hetmem::backend::WgpuBackend::all() {
+        Ok(mut all) => Some(Arc::new(all.swap_remove(0))),
+        Err(e) => {
+            assert!(
+                !wgpu_required(),
+                "HETMEM_REQUIRE_WGPU=1 but wgpu is unavailable: {e}"
+            );
+            skip("wgpu:0", &e.to_string());
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+pub fn wgpu() -> Option<Arc<dyn Backend>> {
+    assert!(
+        !wgpu_required(),
+        "HETMEM_REQUIRE_WGPU=1 but hetmem was built without the `wgpu` feature"
+    );
+    skip("wgpu:0", "built without the `wgpu` feature");
+    None
+}
+
 /// Deterministic, position-dependent test bytes (never all equal, so offsets errors show).
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

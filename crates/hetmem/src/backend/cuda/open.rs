@@ -92,6 +92,7 @@ impl CudaBackend {
             // have peer access, staged by the driver where they do not.
             peer_domain: Some(cuda_peers()),
             async_copies: true,
+            concurrent_queues: true,
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,

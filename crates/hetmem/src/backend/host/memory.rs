@@ -83,13 +83,13 @@ impl Drop for HostStaging {
     }
 }
 
-pub(super) struct HostMemory {
-    pub(super) total: u64,
-    pub(super) available: Option<u64>,
+pub(in crate::backend) struct HostMemory {
+    pub(in crate::backend) total: u64,
+    pub(in crate::backend) available: Option<u64>,
 }
 
 /// Physical memory of this machine, from `/proc/meminfo` on Linux.
-pub(super) fn host_memory() -> HostMemory {
+pub(in crate::backend) fn host_memory() -> HostMemory {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> Option<u64> {
         meminfo

@@ -5,7 +5,7 @@
 //! was told to wait for, where asynchronous work is held until it finishes (`queue.rs`).
 
 mod memory;
-mod queue;
+
 mod regions;
 
 use std::alloc;
@@ -14,9 +14,10 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use self::memory::{alloc_zeroed, fill_repeating, host_memory, layout, HostStaging};
-use self::queue::{Held, HostQueue};
+pub(super) use self::memory::host_memory;
+use self::memory::{alloc_zeroed, fill_repeating, layout, HostStaging};
 use self::regions::{Live, Regions};
+use super::holding::{Held, HoldingQueue};
 use super::raw::{read_parts_in_turn, unsupported, write_parts_in_turn, RawBackend};
 use super::{
     check_owner, Backend, BackendId, BackendKind, Capabilities, CopyRegion, DeviceBlock,
@@ -61,7 +62,7 @@ impl HostBackend {
         let held = Arc::new(Held::default());
         HostBackend {
             id,
-            queue: Queue::new(id, Arc::new(HostQueue::new(held.clone()))),
+            queue: Queue::new(id, Arc::new(HoldingQueue::new(held.clone()))),
             held,
             usage: UsageCounters::default(),
             max_allocation: host_memory().total.min(isize::MAX as u64),
@@ -98,16 +99,16 @@ impl HostBackend {
         backend
     }
 
-    fn host_queue<'q>(&self, queue: &'q Queue) -> Result<&'q HostQueue> {
+    fn host_queue<'q>(&self, queue: &'q Queue) -> Result<&'q HoldingQueue> {
         check_owner("queue", self.id, queue.backend())?;
         queue
-            .downcast::<HostQueue>()
+            .downcast::<HoldingQueue>()
             .ok_or_else(|| Error::invalid("queue does not hold a host queue"))
     }
 
     /// A queue for a blocking call: after the work held on it, and with no held work left on
     /// the blocks the call touches.
-    fn ready(&self, queue: &HostQueue, blocks: &[&DeviceBlock]) {
+    fn ready(&self, queue: &HoldingQueue, blocks: &[&DeviceBlock]) {
         queue.wait_drained();
         self.settle(blocks);
     }
@@ -147,6 +148,13 @@ impl Default for HostBackend {
     }
 }
 
+/// Zeroed, aligned host memory as staging: the host backend's, and wgpu's (whose transfers
+/// copy it into the driver's own staging at once).
+pub(super) fn staging_memory(bytes: usize) -> Result<Arc<dyn super::StagingMemory>> {
+    let (ptr, layout) = alloc_zeroed(bytes)?;
+    Ok(Arc::new(HostStaging { ptr, layout }))
+}
+
 /// Pointer to byte `offset` of a host block.
 fn block_ptr(block: &DeviceBlock, offset: usize) -> *mut u8 {
     // `wrapping_add` keeps this function safe; callers have checked `offset` against the size.
@@ -183,6 +191,7 @@ impl RawBackend for HostBackend {
             unified_memory: true,
             peer_domain: None,
             async_copies: false,
+            concurrent_queues: false,
             pinned_staging: false,
             host_addressable: true,
             mapped_access: true,
@@ -306,11 +315,7 @@ impl RawBackend for HostBackend {
     }
 
     fn allocate_staging(&self, bytes: usize) -> Result<StagingBuffer> {
-        let (ptr, layout) = alloc_zeroed(bytes)?;
-        Ok(StagingBuffer::new(
-            self.id,
-            Arc::new(HostStaging { ptr, layout }),
-        ))
+        Ok(StagingBuffer::new(self.id, staging_memory(bytes)?))
     }
 
     fn default_queue(&self) -> &Queue {
@@ -320,7 +325,7 @@ impl RawBackend for HostBackend {
     fn create_queue(&self) -> Result<Queue> {
         Ok(Queue::new(
             self.id,
-            Arc::new(HostQueue::new(self.held.clone())),
+            Arc::new(HoldingQueue::new(self.held.clone())),
         ))
     }
 
@@ -427,6 +432,7 @@ impl RawBackend for HostBackend {
                     // for this event (the caller records it); the block stays allocated and
                     // untouched by anything else until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                    Ok(())
                 }),
             );
             return Ok(event);
@@ -463,6 +469,7 @@ impl RawBackend for HostBackend {
                     // event (the caller records it); the block stays allocated and unwritten
                     // until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                    Ok(())
                 }),
             );
             return Ok(event);
@@ -496,6 +503,7 @@ impl RawBackend for HostBackend {
                     // SAFETY: as below; both blocks stay allocated and untouched by anything
                     // else until this has run (`Held`).
                     unsafe { std::ptr::copy_nonoverlapping(from, to, len) };
+                    Ok(())
                 }),
             ));
         }
@@ -539,6 +547,7 @@ impl RawBackend for HostBackend {
                     // else until this has run (`Held`).
                     let bytes = unsafe { std::slice::from_raw_parts_mut(start.get(), len) };
                     fill_repeating(bytes, &pattern);
+                    Ok(())
                 }),
             ));
         }
@@ -560,7 +569,7 @@ impl RawBackend for HostBackend {
     fn enqueue_marker(&self, queue: &Queue) -> Result<Event> {
         let q = self.host_queue(queue)?;
         Ok(match q.is_holding() {
-            true => q.hold(&[], Box::new(|| {})),
+            true => q.hold(&[], Box::new(|| Ok(()))),
             false => Event::complete(),
         })
     }

@@ -98,6 +98,7 @@ impl OpenClBackend {
             unified_memory: device.host_unified_memory().unwrap_or(false),
             peer_domain: None,
             async_copies: true,
+            concurrent_queues: true,
             pinned_staging: true,
             // A cl_mem is reachable from the host only while mapped.
             host_addressable: false,

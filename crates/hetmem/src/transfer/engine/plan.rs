@@ -195,7 +195,9 @@ pub(crate) fn plan_with(
         // 256 MiB) it only adds a copy, but chunks on two queues run on two of the device's
         // threads.
         Strategy::Auto if caps.pinned_staging && !caps.unified_memory => Strategy::Pipelined,
-        Strategy::Auto if caps.async_copies && !caps.host_addressable => Strategy::Chunked,
+        Strategy::Auto if caps.async_copies && caps.concurrent_queues && !caps.host_addressable => {
+            Strategy::Chunked
+        }
         Strategy::Auto => Strategy::Direct,
         chosen => chosen,
     };
@@ -231,7 +233,11 @@ pub fn plan_batch(
         Strategy::Direct | Strategy::Mapped => return Plan::Direct,
         Strategy::Chunked => false,
         Strategy::Pipelined => true,
-        Strategy::Auto if caps.host_addressable || !caps.async_copies => return Plan::Direct,
+        Strategy::Auto
+            if caps.host_addressable || !caps.async_copies || !caps.concurrent_queues =>
+        {
+            return Plan::Direct
+        }
         Strategy::Auto => caps.pinned_staging && !caps.unified_memory,
     };
     if staged {
@@ -252,17 +258,18 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// Every one of the 64 combinations of the six capabilities (with or without a peer
+    /// Every one of the 128 combinations of the seven capabilities (with or without a peer
     /// domain).
     fn every_capability_set() -> impl Iterator<Item = Capabilities> {
         let domain = PeerDomain::unique();
-        (0u8..64).map(move |bits| Capabilities {
+        (0u8..128).map(move |bits| Capabilities {
             unified_memory: bits & 1 != 0,
             peer_domain: (bits & 2 != 0).then_some(domain),
             async_copies: bits & 4 != 0,
             pinned_staging: bits & 8 != 0,
             host_addressable: bits & 16 != 0,
             mapped_access: bits & 32 != 0,
+            concurrent_queues: bits & 64 != 0,
             // Shared allocations are never transferred: no plan reads it.
             shared_allocations: false,
         })
@@ -277,7 +284,7 @@ mod tests {
                 chunks,
                 depth: config.pipeline_depth.min(chunks),
             }
-        } else if caps.async_copies && !caps.host_addressable {
+        } else if caps.async_copies && caps.concurrent_queues && !caps.host_addressable {
             Plan::Chunked {
                 chunk: config.chunk_size,
                 chunks,
@@ -352,7 +359,7 @@ mod tests {
         let config = TransferConfig::default();
         for caps in every_capability_set() {
             let got = plan_batch(&caps, &config, 1000, 4_096_000);
-            let want = if caps.host_addressable || !caps.async_copies {
+            let want = if caps.host_addressable || !caps.async_copies || !caps.concurrent_queues {
                 Plan::Direct
             } else if caps.pinned_staging && !caps.unified_memory {
                 Plan::BatchedStaged {

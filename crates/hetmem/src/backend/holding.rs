@@ -1,14 +1,15 @@
-//! The host backend's queues: work runs on the calling thread at once — unless the queue was
-//! told to wait for an event that has not finished (`enqueue_wait`). Then the queue holds its
-//! asynchronous work, in order, and runs it on the thread that finishes the event, as a
-//! device's queue holds work behind a user event. So the gate pattern — wait on a user event,
-//! enqueue work, complete the event later from the same thread — works on the host as on a
-//! device, instead of making the caller wait for itself.
+//! Queues that run work at once — unless told to wait for an event that has not finished
+//! (`enqueue_wait`). Then the queue holds its asynchronous work, in order, and runs it on the
+//! thread that finishes the event, as a device's queue holds work behind a user event. So the
+//! gate pattern — wait on a user event, enqueue work, complete the event later from the same
+//! thread — works where the device itself cannot wait for a host event: on the host backend,
+//! and on wgpu, whose queues take no host-completed events.
 //!
-//! Held work writes and reads block memory after its call has returned, so no other access may
-//! touch those blocks until it has run: every immediate access of the host backend to a block
-//! (a copy, a fill, `host_bytes`, `release`) first waits for held work on that block
-//! ([`Held::wait_for`]). Blocks without held work pay one atomic load.
+//! On the host, held work writes and reads block memory after its call has returned, so no
+//! other access may touch those blocks until it has run: every immediate access of the host
+//! backend to a block (a copy, a fill, `host_bytes`, `release`) first waits for held work on
+//! that block ([`Held::wait_for`]). Blocks without held work pay one atomic load. (wgpu's
+//! buffers keep themselves alive for the work that holds them, and name no blocks.)
 
 use crate::sync::Unpoison;
 use std::collections::{HashMap, VecDeque};
@@ -16,10 +17,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::super::{Event, ManualEvent};
+use super::{Event, ManualEvent};
 
-/// Work to run once the gates before it have opened.
-pub(super) type Job = Box<dyn FnOnce() + Send>;
+/// Work to run once the gates before it have opened; `Err(code)` fails its event.
+pub(super) type Job = Box<dyn FnOnce() -> std::result::Result<(), i64> + Send>;
 
 /// The blocks that held work of one backend's queues will touch.
 #[derive(Default)]
@@ -84,7 +85,7 @@ impl Held {
 }
 
 /// One host queue.
-pub(super) struct HostQueue {
+pub(super) struct HoldingQueue {
     shared: Arc<Shared>,
 }
 
@@ -112,9 +113,9 @@ enum Item {
     },
 }
 
-impl HostQueue {
+impl HoldingQueue {
     pub(super) fn new(held: Arc<Held>) -> Self {
-        HostQueue {
+        HoldingQueue {
             shared: Arc::new(Shared {
                 waiting: AtomicUsize::new(0),
                 items: Mutex::new(Items::default()),
@@ -185,7 +186,7 @@ impl Shared {
                 None => break,
                 Some(Item::Gate(event)) => match event.status() {
                     Ok(status) if !status.is_finished() => break,
-                    Ok(super::super::EventStatus::Complete) => Ok(()),
+                    Ok(super::EventStatus::Complete) => Ok(()),
                     _ => Err(()),
                 },
                 Some(Item::Work { .. }) => Ok(()),
@@ -219,7 +220,7 @@ impl Shared {
             return;
         };
         let outcome = match run {
-            true => catch_unwind(AssertUnwindSafe(job)).map_err(|_| -1),
+            true => catch_unwind(AssertUnwindSafe(job)).unwrap_or(Err(-1)),
             false => Err(-1),
         };
         self.held.remove(&blocks);
