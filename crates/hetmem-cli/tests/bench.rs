@@ -73,6 +73,28 @@ fn quick_json_has_every_required_result_on_opencl() {
     check_quick_run("opencl");
 }
 
+/// The same on the first wgpu adapter, where one exists (required when
+/// `HETMEM_REQUIRE_WGPU=1`, as in CI, on Vulkan's CPU driver).
+#[test]
+fn quick_json_has_every_required_result_on_wgpu() {
+    let info = hetmem(&["info", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let present = info["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["kind"] == "wgpu" && k["available"] == true);
+    if !present {
+        assert!(
+            std::env::var_os("HETMEM_REQUIRE_WGPU").is_none_or(|v| v != "1"),
+            "HETMEM_REQUIRE_WGPU=1 but no wgpu adapter"
+        );
+        eprintln!("SKIPPED bench on wgpu: no wgpu adapter");
+        return;
+    }
+    check_quick_run("wgpu");
+}
+
 fn check_quick_run(backend: &str) {
     let dir = std::env::temp_dir().join(format!("hetmem-bench-{backend}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -111,6 +133,17 @@ fn check_quick_run(backend: &str) {
 
     let results = doc["results"].as_array().unwrap();
     let mut required: Vec<String> = REQUIRED.iter().map(|s| s.to_string()).collect();
+    if backend == "wgpu" {
+        // Storage buffers neither map nor share.
+        required.retain(|id| !id.starts_with("map.") && !id.starts_with("shared."));
+        for way in ["h2d", "d2h"] {
+            for size in ["4KiB", "64KiB", "1MiB", "16MiB", "256MiB"] {
+                required.push(format!("wgpu.transfer.{way}.{size}"));
+            }
+        }
+        required.push("wgpu.alloc.pool_hit".to_owned());
+        required.push("wgpu.transfer.batch.h2d.4KiBx1000".to_owned());
+    }
     for way in ["h2d", "d2h", "d2d"] {
         for size in ["4KiB", "64KiB", "1MiB", "16MiB", "256MiB"] {
             required.push(format!("transfer.{way}.{size}"));

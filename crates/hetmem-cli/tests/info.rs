@@ -20,7 +20,7 @@ fn info_json_reports_every_kind() {
     let info = info_json();
     let kinds = info["backends"].as_array().unwrap();
     let names: Vec<&str> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
-    assert_eq!(names, ["host", "opencl", "cuda"]);
+    assert_eq!(names, ["host", "opencl", "cuda", "wgpu"]);
 
     let host = &kinds[0];
     assert_eq!(host["available"], true);
@@ -45,6 +45,17 @@ fn info_json_reports_every_kind() {
             assert_eq!(d["label"], format!("opencl:{i}"));
             assert_eq!(d["capabilities"]["async_copies"], true);
         }
+    }
+
+    if std::env::var("HETMEM_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+        let wgpu = &kinds[3];
+        assert_eq!(wgpu["available"], true, "{wgpu}");
+        let device = &wgpu["devices"][0];
+        assert_eq!(device["label"], "wgpu:0");
+        assert!(device["info"]["max_allocation"].as_u64().unwrap() > 0);
+        // One queue: copies do not overlap across hetmem's queues, and nothing maps in place.
+        assert_eq!(device["capabilities"]["concurrent_queues"], false);
+        assert_eq!(device["capabilities"]["mapped_access"], false);
     }
 }
 

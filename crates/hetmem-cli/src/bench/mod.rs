@@ -12,6 +12,7 @@ mod pinned;
 pub(crate) mod plot;
 mod report;
 mod transfer;
+mod wgpu;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use report::{BackendReport, Machine, Measurement, Report};
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The backend to measure: host, opencl[:N] or cuda[:N] (N: the device's index).
+    /// The backend to measure: host, opencl[:N], cuda[:N] or wgpu[:N] (N: the device's index).
     #[arg(long, default_value = "host")]
     backend: String,
     /// Fewer samples and shorter traces: under a minute on a 2-core machine.
@@ -92,6 +93,7 @@ impl Suite {
         pinned::register(&mut suite);
         mapped::register(&mut suite);
         opencl::register(&mut suite);
+        wgpu::register(&mut suite);
         suite
     }
 

@@ -16,6 +16,7 @@ use crate::sync::Unpoison;
 pub(super) struct Poller {
     shared: Arc<Shared>,
     backend: BackendId,
+    device: wgpu::Device,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -39,7 +40,7 @@ impl Poller {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         });
-        let polled = shared.clone();
+        let (polled, polling) = (shared.clone(), device.clone());
         let thread = std::thread::Builder::new()
             .name("hetmem-wgpu-poll".into())
             .spawn(move || loop {
@@ -52,7 +53,7 @@ impl Poller {
                         return; // stopped, nothing left to finish
                     }
                 }
-                if device.poll(wgpu::PollType::Wait).is_err() {
+                if polling.poll(wgpu::PollType::Wait).is_err() {
                     // A lost device finishes nothing more; do not spin on it.
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
@@ -60,6 +61,7 @@ impl Poller {
         Ok(Poller {
             shared,
             backend,
+            device,
             thread: Some(thread),
         })
     }
@@ -78,6 +80,7 @@ impl Poller {
         crate::backend::raw::event(Arc::new(Submitted {
             done,
             backend: self.backend,
+            device: self.device.clone(),
         }))
     }
 
@@ -103,6 +106,9 @@ impl Drop for Poller {
 struct Submitted {
     done: Arc<ManualEvent>,
     backend: BackendId,
+    /// A waiter polls the device itself: the callback then runs on its thread, without a
+    /// hand-over from the polling thread.
+    device: wgpu::Device,
 }
 
 impl EventSource for Submitted {
@@ -111,6 +117,11 @@ impl EventSource for Submitted {
     }
 
     fn wait(&self) -> Result<()> {
+        if !self.done.status()?.is_finished() {
+            // An error means a lost device; the polling thread then finishes nothing either,
+            // and the wait below reports what happened to the event.
+            let _ = self.device.poll(wgpu::PollType::Wait);
+        }
         self.done.wait()
     }
 
