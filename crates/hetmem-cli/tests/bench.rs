@@ -55,44 +55,38 @@ fn quick_json_has_every_required_result_on_the_host() {
 /// `HETMEM_REQUIRE_OPENCL=1`, as in CI).
 #[test]
 fn quick_json_has_every_required_result_on_opencl() {
-    let info = hetmem(&["info", "--json"]);
-    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let present = info["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|k| k["kind"] == "opencl" && k["available"] == true);
-    if !present {
-        assert!(
-            std::env::var_os("HETMEM_REQUIRE_OPENCL").is_none_or(|v| v != "1"),
-            "HETMEM_REQUIRE_OPENCL=1 but no OpenCL device"
-        );
-        eprintln!("SKIPPED bench on opencl: no OpenCL device");
-        return;
+    if present("opencl", "HETMEM_REQUIRE_OPENCL") {
+        check_quick_run("opencl");
     }
-    check_quick_run("opencl");
 }
 
 /// The same on the first wgpu adapter, where one exists (required when
 /// `HETMEM_REQUIRE_WGPU=1`, as in CI, on Vulkan's CPU driver).
 #[test]
 fn quick_json_has_every_required_result_on_wgpu() {
+    if present("wgpu", "HETMEM_REQUIRE_WGPU") {
+        check_quick_run("wgpu");
+    }
+}
+
+/// Whether `hetmem info` finds a device of `kind`; a failure without one if `require` is set
+/// to 1, a SKIPPED line otherwise.
+fn present(kind: &str, require: &str) -> bool {
     let info = hetmem(&["info", "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let present = info["backends"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|k| k["kind"] == "wgpu" && k["available"] == true);
+        .any(|k| k["kind"] == kind && k["available"] == true);
     if !present {
         assert!(
-            std::env::var_os("HETMEM_REQUIRE_WGPU").is_none_or(|v| v != "1"),
-            "HETMEM_REQUIRE_WGPU=1 but no wgpu adapter"
+            std::env::var_os(require).is_none_or(|v| v != "1"),
+            "{require}=1 but no {kind} device"
         );
-        eprintln!("SKIPPED bench on wgpu: no wgpu adapter");
-        return;
+        eprintln!("SKIPPED bench on {kind}: no {kind} device");
     }
-    check_quick_run("wgpu");
+    present
 }
 
 fn check_quick_run(backend: &str) {

@@ -31,6 +31,15 @@ const UNSUBMITTED_MAX: usize = 8 << 20;
 const WRITE_PIECE: usize = 4 << 20;
 const READ_PIECE: usize = 16 << 20;
 
+/// A read whose copies are submitted and whose read-back buffer is being mapped.
+struct StartedRead {
+    staging: wgpu::Buffer,
+    /// Per part: bytes before it in its first word, the words copied, where they land.
+    spans: Vec<(usize, usize, usize)>,
+    mapped: mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    submitted: wgpu::SubmissionIndex,
+}
+
 /// Errors wgpu reported outside any error scope (validation, internal, lost device).
 #[derive(Default)]
 pub(super) struct Uncaptured {
@@ -93,9 +102,9 @@ impl GpuDevice {
     }
 
     /// Submits `commands` (after the writes made so far, which wgpu puts first).
-    pub(super) fn submit(&self, commands: wgpu::CommandEncoder) {
+    pub(super) fn submit(&self, commands: wgpu::CommandEncoder) -> wgpu::SubmissionIndex {
         self.unsubmitted.store(0, Ordering::Release);
-        self.queue.submit([commands.finish()]);
+        self.queue.submit([commands.finish()])
     }
 
     /// Waits for everything asked for so far.
@@ -138,11 +147,21 @@ impl GpuDevice {
     }
 
     /// Reads `dst.len()` bytes at `offset` of `src` once the work asked for before is done:
-    /// large reads in pieces, through read-back buffers small enough to be kept (a fresh
-    /// 256 MiB mappable buffer per read costs more than the copy).
+    /// large reads in pieces through read-back buffers small enough to be kept (a fresh
+    /// 256 MiB mappable buffer per read costs more than the copy), two in flight, so that the
+    /// device fills one while the host copies the other out.
     pub(super) fn read(&self, src: &WgpuBlock, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let mut in_flight = std::collections::VecDeque::new();
         for (i, piece) in dst.chunks_mut(READ_PIECE).enumerate() {
-            self.read_many(&mut [(src, offset + i * READ_PIECE, piece)])?;
+            let started = self.start_read(&[(src, offset + i * READ_PIECE, piece.len())]);
+            in_flight.push_back((started, piece));
+            if in_flight.len() == 2 {
+                let (started, piece) = in_flight.pop_front().expect("two in flight");
+                self.finish_read(started, &mut [piece])?;
+            }
+        }
+        for (started, piece) in in_flight {
+            self.finish_read(started, &mut [piece])?;
         }
         Ok(())
     }
@@ -150,51 +169,77 @@ impl GpuDevice {
     /// Reads every `(block, offset, into)` part through one read-back buffer: one submission,
     /// one mapping and one wait for them all.
     pub(super) fn read_many(&self, parts: &mut [(&WgpuBlock, usize, &mut [u8])]) -> Result<()> {
+        let wanted: Vec<_> = parts
+            .iter()
+            .map(|(b, at, dst)| (*b, *at, dst.len()))
+            .collect();
+        let started = self.start_read(&wanted);
+        let mut into: Vec<&mut [u8]> = parts.iter_mut().map(|(.., dst)| &mut **dst).collect();
+        self.finish_read(started, &mut into)
+    }
+
+    /// Copies every `(block, offset, len)` part into one read-back buffer and asks for it to
+    /// be mapped.
+    fn start_read(&self, parts: &[(&WgpuBlock, usize, usize)]) -> Option<StartedRead> {
         // Each part's covering words, and where they land in the read-back buffer.
         let spans: Vec<(usize, usize, usize)> = parts
             .iter()
-            .scan(0, |at, (_, offset, dst)| {
+            .scan(0, |at, &(_, offset, len)| {
                 let start = offset / ALIGN * ALIGN;
-                let len = (offset + dst.len()).div_ceil(ALIGN) * ALIGN - start;
-                let span = (start, len, *at);
-                *at += len;
+                let covered = (offset + len).div_ceil(ALIGN) * ALIGN - start;
+                let span = (offset - start, covered, *at);
+                *at += covered;
                 Some(span)
             })
             .collect();
         let total: usize = spans.iter().map(|&(_, len, _)| len).sum();
         if total == 0 {
-            return Ok(());
+            return None;
         }
         let staging = self.readback.take(&self.device, total);
         let mut encoder = self.device.create_command_encoder(&Default::default());
-        for ((src, ..), &(start, len, at)) in parts.iter().zip(&spans) {
+        for (&(src, offset, _), &(skip, len, at)) in parts.iter().zip(&spans) {
             if len > 0 {
-                let (from, to) = (src.at(start), at as u64);
+                let (from, to) = (src.at(offset - skip), at as u64);
                 encoder.copy_buffer_to_buffer(&src.buffer, from, &staging, to, len as u64);
             }
         }
-        self.submit(encoder);
+        let submitted = self.submit(encoder);
         let (sent, mapped) = mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |outcome| {
             let _ = sent.send(outcome);
         });
+        Some(StartedRead {
+            staging,
+            spans,
+            mapped,
+            submitted,
+        })
+    }
+
+    /// Waits for a started read and copies its parts out, in order, into `into`.
+    fn finish_read(&self, started: Option<StartedRead>, into: &mut [&mut [u8]]) -> Result<()> {
+        let Some(started) = started else {
+            return Ok(());
+        };
         let outcome = loop {
-            self.wait_idle()?;
-            // The callback runs in a poll: this one's, or the poller thread's.
-            if let Ok(outcome) = mapped.try_recv() {
+            let submitted = wgpu::PollType::wait_for(started.submitted.clone());
+            (self.device.poll(submitted))
+                .map_err(|_| backend_error("read", "device lost or wait timed out"))?;
+            // The callback runs in a poll: this one's, or the polling thread's.
+            if let Ok(outcome) = started.mapped.try_recv() {
                 break outcome;
             }
         };
         outcome.map_err(|_| backend_error("read", "mapping the read-back buffer failed"))?;
         {
-            let view = staging.get_mapped_range(..);
-            for ((_, offset, dst), &(start, _, at)) in parts.iter_mut().zip(&spans) {
-                let from = at + (*offset - start);
-                dst.copy_from_slice(&view[from..from + dst.len()]);
+            let view = started.staging.get_mapped_range(..);
+            for (dst, &(skip, _, at)) in into.iter_mut().zip(&started.spans) {
+                dst.copy_from_slice(&view[at + skip..at + skip + dst.len()]);
             }
         }
-        staging.unmap();
-        self.readback.give(staging);
+        started.staging.unmap();
+        self.readback.give(started.staging);
         self.check("read")
     }
 

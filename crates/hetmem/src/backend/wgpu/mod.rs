@@ -45,7 +45,11 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-/// A wgpu device as a hetmem backend (see the [module docs](self)).
+/// A wgpu device as a hetmem backend: storage buffers as blocks, every hetmem queue feeding the
+/// device's one queue (a queue gated on a host event holds its work until then), writes through
+/// `write_buffer`, reads through kept mappable buffers, events finished by a polling thread.
+/// Not host-addressable and no mapped access: storage buffers are reached only through copies.
+/// `docs/ARCHITECTURE.md` says more.
 pub struct WgpuBackend {
     id: BackendId,
     index: usize,
