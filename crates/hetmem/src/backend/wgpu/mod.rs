@@ -12,7 +12,9 @@
 //! **Transfers.** Writes go through `Queue::write_buffer`, which copies the bytes at once;
 //! reads copy into a mappable read-back buffer (kept for reuse) and map it, with the device
 //! polled by the calling thread and a polling thread of hetmem's that finishes events —
-//! never by a user's async runtime. wgpu copies in 4-byte units: the partly covered words at
+//! never by a user's async runtime. (A queue held behind one of this device's own events runs
+//! its held work from that event's callback, inside a poll; wgpu runs callbacks outside its
+//! locks, and the tests gate on host events, so this nesting is not exercised.) wgpu copies in 4-byte units: the partly covered words at
 //! the edges of an unaligned write are read and written back whole (blocks never share a word:
 //! views start at multiples of the storage-binding alignment, 256 bytes), and an unaligned
 //! device copy goes through the host. A staged read is made at once (its event is complete).
