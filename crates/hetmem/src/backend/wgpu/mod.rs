@@ -203,8 +203,13 @@ impl RawBackend for WgpuBackend {
         Err(unsupported(BackendKind::Wgpu, "host_address"))
     }
 
-    unsafe fn view(&self, segment: &DeviceBlock, offset: usize, len: usize) -> Result<*mut c_void> {
-        let _ = len; // the view's length is its block's
+    /// The view's length is its block's: the handle needs only the offset.
+    unsafe fn view(
+        &self,
+        segment: &DeviceBlock,
+        offset: usize,
+        _len: usize,
+    ) -> Result<*mut c_void> {
         let mut view = handle(segment);
         view.offset += offset as u64;
         Ok(view.into_handle())

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::device::GpuDevice;
+use super::device::{GpuDevice, Uncaptured};
 use super::poller::Poller;
 use super::readback::ReadbackBelt;
 use super::WgpuBackend;
@@ -47,10 +47,10 @@ impl WgpuBackend {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| unavailable(format!("requesting the device: {e}")))?;
-        let uncaptured = Arc::new(Mutex::default());
+        let uncaptured = Arc::new(Mutex::new(Uncaptured::default()));
         let noted = Arc::clone(&uncaptured);
         device.on_uncaptured_error(Box::new(move |error| {
-            super::device::Uncaptured::note(&mut noted.lock().unpoisoned(), &error);
+            noted.lock().unpoisoned().note(&error);
         }));
         let id = BackendId::unique();
         let poller = Poller::start(device.clone(), id)
