@@ -58,6 +58,7 @@ mod mapped;
 #[cfg(feature = "opencl")]
 mod opencl;
 mod parts;
+mod per_thread;
 pub mod raw;
 mod region;
 mod registry;
@@ -101,6 +102,7 @@ pub(crate) use opencl::lend as lend_opencl;
 pub use opencl::{ClBuffer, OpenClBackend};
 pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
+pub(crate) use per_thread::PerThread;
 pub use region::CopyRegion;
 #[cfg(feature = "mpi")]
 pub(crate) use registry::devices;

@@ -1,46 +1,8 @@
-//! One value per thread per pool: the pools' lock-free-in-practice fast path.
-//!
-//! Each thread locks only its own slot, so the lock is uncontended except while another thread
-//! trims the pool or takes a statistics snapshot; a spin lock fits that (one atomic operation to
-//! lock, a plain store to unlock).
-//! Slots outlive their threads: a later thread reuses the slot of one that exited, so nothing
-//! cached in it is lost, and the pool drains every slot when it is trimmed or dropped.
+//! A thread's own cache of a pool, kept in the pool's [`PerThread`] slot: the pools' fast path,
+//! which writes no shared memory.
 
-use thread_local::ThreadLocal;
-
+pub(crate) use crate::backend::PerThread;
 use crate::gauge::Budget;
-use spin::mutex::SpinMutex;
-
-/// A `T` per thread, `T::default()` on a thread's first use.
-pub(crate) struct PerThread<T: Send> {
-    slots: ThreadLocal<Slot<T>>,
-}
-
-/// Two cache lines per slot: neighbouring threads' slots sit side by side in memory, and sharing
-/// a line would make every lock of one slot evict the other thread's (false sharing).
-#[repr(align(128))]
-struct Slot<T>(SpinMutex<T>);
-
-impl<T: Send + Default> PerThread<T> {
-    pub(crate) fn new() -> Self {
-        PerThread {
-            slots: ThreadLocal::new(),
-        }
-    }
-
-    /// Runs `f` on this thread's slot. `f` must not re-enter the same `PerThread`.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let slot = self.slots.get_or(|| Slot(SpinMutex::new(T::default())));
-        f(&mut slot.0.lock())
-    }
-
-    /// Runs `f` on every thread's slot in turn (each locked while `f` runs on it).
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
-        for slot in self.slots.iter() {
-            f(&mut slot.0.lock());
-        }
-    }
-}
 
 /// Items a thread keeps for itself, per size class, charged against a shared [`Budget`] through
 /// credit: the thread takes budget only when its cache grows past what it already holds, so the
