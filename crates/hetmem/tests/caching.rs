@@ -268,6 +268,72 @@ fn every_recorded_event_holds_the_block(b: &Arc<dyn Backend>) {
 
 /// Out-of-memory recovery driven by injected faults on a real backend: the first failure
 /// releases the cache and the allocation is retried; two in a row are a diagnosed error.
+/// When the last handle goes, the cache lets go of what it keeps — in this thread's cache,
+/// another thread's and the shared bins — at once; a block still out stays valid and goes
+/// straight back to the backend when dropped; and nothing is left holding the allocator (the
+/// blocks kept in thread caches hold its `Arc`s).
+fn the_last_handle_lets_go_of_the_cache(b: &Arc<dyn Backend>) {
+    let q = b.default_queue().clone();
+    let (live, owners) = (b.usage().live_blocks, Arc::strong_count(b));
+    let pool = CachingAllocator::new(b.clone());
+    let mut out = pool.allocate(64 * KIB).unwrap();
+    let data = pattern(64 * KIB, 7);
+    b.write(&q, out.block_mut(), 0, &data).unwrap();
+    drop(pool.allocate(64 * KIB).unwrap()); // kept in this thread's cache
+    let other = pool.clone();
+    std::thread::spawn(move || drop(other.allocate(128 * KIB).unwrap()))
+        .join()
+        .unwrap(); // kept in that thread's cache
+    let pending = pool.allocate(4 * KIB).unwrap(); // to the shared bins, with work pending
+    pending.release_after(b.create_user_event().unwrap().event().clone());
+    assert_eq!(b.usage().live_blocks, live + 4);
+    let clone = pool.clone();
+    drop(pool);
+    assert_eq!(b.usage().live_blocks, live + 4, "a clone keeps the cache");
+    drop(clone.allocate(64 * KIB).unwrap());
+    drop(clone);
+    assert_eq!(
+        b.usage().live_blocks,
+        live + 1,
+        "the cache let go of its blocks, pending ones included (the backend waits for them)"
+    );
+    let mut back = vec![0u8; 64 * KIB];
+    b.read(&q, out.block(), 0, &mut back).unwrap();
+    assert_eq!(back, data, "a block still out is untouched");
+    drop(out);
+    assert_eq!(b.usage().live_blocks, live);
+    assert_eq!(Arc::strong_count(b), owners, "nothing holds the allocator any more");
+}
+
+/// Threads releasing blocks while the last handle goes: every block reaches the backend and
+/// nothing is left holding the allocator, however the releases and the closing interleave.
+fn releases_racing_the_last_handle_lose_nothing(b: &Arc<dyn Backend>) {
+    let (live, owners) = (b.usage().live_blocks, Arc::strong_count(b));
+    for round in 0..20 {
+        let pool = CachingAllocator::new(b.clone());
+        let start = Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let blocks: Vec<_> = (0..8)
+                    .map(|i| pool.allocate((1 + (i + t + round) % 4) * 4 * KIB).unwrap())
+                    .collect();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    drop(blocks);
+                })
+            })
+            .collect();
+        start.wait();
+        drop(pool);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(b.usage().live_blocks, live, "round {round}");
+        assert_eq!(Arc::strong_count(b), owners, "round {round}");
+    }
+}
+
 fn injected_out_of_memory_releases_the_cache_and_retries(b: &Arc<dyn Backend>) {
     let faulty = Arc::new(FaultyBackend::new(b.clone()));
     let pool = CachingAllocator::new(faulty.clone());
@@ -389,7 +455,8 @@ common::backend_suite!(
         thread_caches_count_against_the_byte_limit_and_drain_on_trim,
         every_recorded_event_holds_the_block,
         injected_out_of_memory_releases_the_cache_and_retries,
-        swapped_in_blocks_are_caught_on_return,
+        swapped_in_blocks_are_caught_on_return, the_last_handle_lets_go_of_the_cache,
+        releases_racing_the_last_handle_lose_nothing,
     ]
 );
 

@@ -217,7 +217,12 @@ pub struct DeviceBlock {
 }
 
 /// What a [`DeviceBlock`] is, which decides how it is given back.
+///
+/// A whole word wide: as one byte followed by padding, the compiler moved blocks (and the pool
+/// handles around them) in odd-sized pieces whose reloads missed store forwarding, a stall on
+/// every pool hit and release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
 enum BlockKind {
     /// Memory of its own ([`Backend::allocate`], [`Backend::allocate_shared`]).
     Allocation,

@@ -30,9 +30,7 @@ pub(crate) struct PerThread<T: Send> {
 }
 
 impl<T: Send + Default> PerThread<T> {
-    pub(crate) fn new() -> Self {
-        // Decided before any slot exists, so every owner and visitor agrees on the fences.
-        barrier::choose();
+    pub(crate) const fn new() -> Self {
         PerThread {
             slots: ThreadLocal::new(),
         }
@@ -41,14 +39,34 @@ impl<T: Send + Default> PerThread<T> {
     /// Runs `f` on this thread's slot. `f` must not re-enter the same `PerThread` (it panics).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let slot = self.slots.get_or(|| OwnerLock::new(T::default()));
+        let slot = match self.slots.get() {
+            Some(slot) => slot,
+            None => self.first_use(),
+        };
         // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
         // another thread only after the thread that had it exited: this thread owns the slot.
         unsafe { slot.with_as_owner(f) }
     }
 
+    /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
+    /// align its stack frame).
+    #[cold]
+    #[inline(never)]
+    fn first_use(&self) -> &OwnerLock<T> {
+        self.slots.get_or(|| {
+            // Before this thread's first fence, so that it fences the way visitors expect.
+            barrier::choose();
+            OwnerLock::new(T::default())
+        })
+    }
+
     /// Runs `f` on every thread's slot in turn, each held while `f` runs on it.
+    ///
+    /// A store made before the call is seen by every owner that `f` does not visit: an owner
+    /// whose slot the iteration misses (a thread's first use, racing with the call) enters
+    /// after the fence here, and reads what was stored before it.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
+        barrier::heavy();
         for slot in self.slots.iter() {
             slot.with_as_visitor(&mut f);
         }
@@ -169,14 +187,19 @@ mod barrier {
         /// Whether the kernel runs expedited barriers for this process (registered once).
         static EXPEDITED: OnceLock<bool> = OnceLock::new();
 
+        /// Registers for expedited barriers, once per process.
+        fn expedited() -> bool {
+            *EXPEDITED
+                .get_or_init(|| membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok())
+        }
+
         pub(crate) fn choose() {
-            EXPEDITED
-                .get_or_init(|| membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok());
+            expedited();
         }
 
         #[inline]
         pub(crate) fn light() {
-            // An owner that has its slot saw `choose` run: its `PerThread` was made after it.
+            // Every owner chose before its first fence (`PerThread::with`).
             if EXPEDITED.get() == Some(&true) {
                 compiler_fence(Ordering::SeqCst);
             } else {
@@ -185,8 +208,8 @@ mod barrier {
         }
 
         pub(crate) fn heavy() {
-            if EXPEDITED.get() == Some(&true) {
-                // Registered above, so the kernel cannot refuse it (its only errors are an
+            if expedited() {
+                // Registered, so the kernel cannot refuse it (its only errors are an
                 // unknown command and a missing registration).
                 membarrier(MembarrierCommand::PrivateExpedited)
                     .expect("membarrier refused after registration");

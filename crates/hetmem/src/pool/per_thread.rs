@@ -34,6 +34,7 @@ pub(crate) struct ThreadCacheLimits {
 
 impl<I> ThreadCache<I> {
     /// The most recently kept item of `class` and its size.
+    #[inline]
     pub(crate) fn take(&mut self, class: usize, size_of: impl Fn(&I) -> u64) -> Option<I> {
         let item = self.free.get_mut(class)?.pop()?;
         self.bytes -= size_of(&item);
@@ -42,6 +43,7 @@ impl<I> ThreadCache<I> {
 
     /// Keeps `item` (of `size` bytes) if the limits and the thread's budget credit allow;
     /// hands it back otherwise.
+    #[inline]
     pub(crate) fn keep(
         &mut self,
         item: I,
@@ -50,25 +52,47 @@ impl<I> ThreadCache<I> {
         limits: ThreadCacheLimits,
         budget: &Budget,
     ) -> Option<I> {
+        if !self.admit(class, size, limits, budget) {
+            return Some(item);
+        }
+        self.push(item, class, size);
+        None
+    }
+
+    /// Whether one more item of `class` (of `size` bytes) fits the limits and the thread's
+    /// budget credit (taking more credit where needed); [`ThreadCache::push`] then keeps it.
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        class: usize,
+        size: u64,
+        limits: ThreadCacheLimits,
+        budget: &Budget,
+    ) -> bool {
         let bytes = self.bytes + size;
         if bytes > limits.bytes || limits.items_per_class == 0 {
-            return Some(item);
+            return false;
         }
         if self.free.len() <= class {
             self.free.resize_with(class + 1, Vec::new);
         }
         if self.free[class].len() >= limits.items_per_class {
-            return Some(item);
+            return false;
         }
         if bytes > self.credit {
             if !budget.try_add(bytes - self.credit) {
-                return Some(item);
+                return false;
             }
             self.credit = bytes;
         }
+        true
+    }
+
+    /// Keeps an item [`ThreadCache::admit`] just admitted.
+    #[inline]
+    pub(crate) fn push(&mut self, item: I, class: usize, size: u64) {
         self.free[class].push(item);
-        self.bytes = bytes;
-        None
+        self.bytes += size;
     }
 
     /// Empties the cache, returning its credit to `budget`; the items come back with their class.

@@ -83,17 +83,7 @@ impl SizeClasses {
 
     /// The class index serving `bytes`, or `None` if `bytes` is zero or above `max`.
     pub fn index(&self, bytes: usize) -> Option<usize> {
-        if bytes == 0 || bytes > self.max {
-            return None;
-        }
-        if bytes <= self.min() {
-            return Some(0);
-        }
-        // bytes lies in (2^k, 2^(k+1)]; that octave holds `n` classes spaced 2^k / n apart.
-        let k = usize::BITS - 1 - (bytes - 1).leading_zeros();
-        let step_log2 = k - self.per_doubling_log2;
-        let j = (bytes - (1 << k) + (1 << step_log2) - 1) >> step_log2; // 1..=n
-        Some((((k - self.min_log2) as usize) << self.per_doubling_log2) + j)
+        self.class(bytes).map(|(index, _)| index)
     }
 
     /// The size in bytes of class `index`, or `None` past [`SizeClasses::count`].
@@ -102,8 +92,22 @@ impl SizeClasses {
     }
 
     /// The class index serving `bytes` and its size, or `None` if `bytes` is not pooled.
+    #[inline]
     pub fn class(&self, bytes: usize) -> Option<(usize, usize)> {
-        self.index(bytes).map(|i| (i, self.size_of(i)))
+        if bytes == 0 || bytes > self.max {
+            return None;
+        }
+        if bytes <= self.min() {
+            return Some((0, self.min()));
+        }
+        // bytes lies in (2^k, 2^(k+1)]; that octave holds `n` classes spaced 2^k / n apart, so
+        // its class is `bytes` rounded up to a whole number of steps: `steps` in (n, 2n].
+        let k = usize::BITS - 1 - (bytes - 1).leading_zeros();
+        let step_log2 = k - self.per_doubling_log2;
+        let steps = ((bytes - 1) >> step_log2) + 1;
+        let j = steps - (1 << self.per_doubling_log2); // 1..=n
+        let index = (((k - self.min_log2) as usize) << self.per_doubling_log2) + j;
+        Some((index, steps << step_log2))
     }
 
     /// The size of class `index`, which must be below `count()`.

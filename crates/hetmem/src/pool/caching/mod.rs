@@ -1,8 +1,8 @@
 //! `CachingAllocator`: keeps released device blocks per size class and hands them out again
 //! without a driver call.
 //!
-//! The fast path is a per-thread cache ([`super::per_thread`]): a thread reuses the blocks it
-//! released without touching shared memory. Behind it each size class has a shared bin with its
+//! The fast path is a per-thread cache ([`thread_caches`]): a thread reuses the blocks it
+//! released without touching shared memory — not even a reference count. Behind it each size class has a shared bin with its
 //! own lock, so no lock is global; byte accounting is lock-free ([`crate::gauge`]).
 //! A block released while device work may still use it carries that work's [`Event`] and is not
 //! handed out again until the event has finished (stream-ordered safety).
@@ -11,6 +11,7 @@
 //! the allocator is itself a resource, so adaptors can sit above it as well as below.
 
 use std::fmt;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,15 +20,16 @@ mod maintenance;
 mod pooled_block;
 mod resource;
 mod stats;
+mod thread_caches;
 
 pub use config::CachingConfig;
 use maintenance::Schedule;
 pub use maintenance::{Headroom, MaintenancePolicy, MaintenanceReport};
 pub use pooled_block::PooledBlock;
-use pooled_block::Taken;
 pub use stats::{CachingStats, OomDiagnosis};
+use thread_caches::{Kept, ThreadSlot};
 
-use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
+use super::per_thread::ThreadCacheLimits;
 use super::SizeClasses;
 use crate::backend::{Backend, BackendId, DeviceBlock, Event};
 use crate::error::{Error, Result};
@@ -38,14 +40,27 @@ use crate::sync::{lock, AtomicU64, Mutex, Ordering};
 /// A device allocator that caches released blocks per size class. Cheap to clone: clones share
 /// one cache.
 ///
-/// Two layers: each thread keeps a few ready blocks per class for itself (the fast path: only
-/// that thread's own, uncontended lock), in front of shared bins with one lock per class.
+/// Two layers: each thread keeps a few ready blocks per class for itself (the fast path: no
+/// lock, no atomic read-modify-write), in front of shared bins with one lock per class.
+/// When the last clone goes, the cache lets go of what it keeps: blocks still out go back to
+/// the backend as they are dropped.
 /// Released blocks with pending device work always go to the shared bins and are held back there
 /// until that work finishes.
 #[derive(Clone)]
 pub struct CachingAllocator {
     inner: Arc<Inner>,
     homes: Arc<[Arc<Home>]>,
+    /// Shared by the clones; the last one to go closes the cache.
+    _open: Arc<Open>,
+}
+
+/// Closes the cache when dropped (see [`Inner::close`]).
+struct Open(Arc<Inner>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What a block holds to find its way back and keep the pool alive. A block's handout and
@@ -59,6 +74,10 @@ pub(super) struct Home {
 }
 
 pub(super) struct Inner {
+    /// This allocator's key in every thread's cache table.
+    id: u64,
+    /// No handle is left: nothing is cached any more (see [`Inner::close`]).
+    closed: AtomicBool,
     /// Where new blocks come from and evicted ones go.
     upstream: Arc<dyn MemoryResource>,
     backend: Arc<dyn Backend>,
@@ -66,7 +85,6 @@ pub(super) struct Inner {
     pub(super) backend_id: BackendId,
     config: CachingConfig,
     bins: Box<[Mutex<Vec<Cached>>]>,
-    threads: PerThread<ThreadSlot>,
     /// Bytes in the shared bins plus every thread cache's credit: never above the limit.
     cached: Budget,
     /// Bytes out of the shared cache: in use plus thread-cached. Its peak is `peak_in_use`.
@@ -99,57 +117,8 @@ impl Cached {
     }
 }
 
-/// One thread's cache and counters. Counters are per thread so that the fast path writes no
-/// shared memory; a snapshot sums them.
-struct ThreadSlot {
-    /// Which [`Home`] this thread's blocks use.
-    home: usize,
-    cache: ThreadCache<DeviceBlock>,
-    hits: u64,
-    misses: u64,
-    oversize: u64,
-    backend_allocations: u64,
-    backend_releases: u64,
-    /// Rounding waste of allocations made on this thread minus that of releases made on it;
-    /// the sum over threads is exact.
-    waste: i64,
-    /// Calls on this thread that went past its cache, counted so that only every
-    /// `MAINTENANCE_STRIDE`th reads the clock to see whether maintenance is due.
-    slow_calls: u32,
-}
-
-/// Slow-path calls between two looks at the clock (a clock read costs about as much as a whole
-/// pool hit on this VM). Pool hits never look: a thread's own cache is bounded and small.
-const MAINTENANCE_STRIDE: u32 = 256;
-
-impl ThreadSlot {
-    /// Counts a slow-path call; whether this one should look at the maintenance clock.
-    fn slow_call(&mut self) -> bool {
-        self.slow_calls = self.slow_calls.wrapping_add(1);
-        self.slow_calls % MAINTENANCE_STRIDE == 0
-    }
-}
-
-impl Default for ThreadSlot {
-    fn default() -> Self {
-        // Threads take homes round-robin (a plain std atomic: no model checking needed).
-        static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        ThreadSlot {
-            home: NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            cache: ThreadCache::default(),
-            hits: 0,
-            misses: 0,
-            oversize: 0,
-            backend_allocations: 0,
-            backend_releases: 0,
-            waste: 0,
-            slow_calls: 0,
-        }
-    }
-}
-
-fn block_size(block: &DeviceBlock) -> u64 {
-    block.size() as u64
+fn kept_size(kept: &Kept) -> u64 {
+    kept.size()
 }
 
 impl CachingAllocator {
@@ -183,13 +152,16 @@ impl CachingAllocator {
             .map(|_| Mutex::new(Vec::new()))
             .collect();
         let backend = upstream.backend().clone();
+        /// Allocators' keys in the thread cache tables.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let inner = Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            closed: AtomicBool::new(false),
             backend_id: backend.id(),
             upstream,
             backend,
             config,
             bins,
-            threads: PerThread::new(),
             cached: Budget::new(config.max_cached_bytes),
             held: PeakGauge::default(),
             reserved: PeakGauge::default(),
@@ -218,6 +190,7 @@ impl CachingAllocator {
                     })
                 })
                 .collect(),
+            _open: Arc::new(Open(inner.clone())),
             inner,
         }
     }
@@ -241,33 +214,56 @@ impl CachingAllocator {
     /// otherwise a new one from the backend. On device out-of-memory every cached block is
     /// released and the allocation retried once; a second failure is `Error::OutOfMemory` with a
     /// diagnosis.
+    #[inline]
     pub fn allocate(&self, bytes: usize) -> Result<PooledBlock> {
+        let inner = &self.inner;
+        let Some((class, size)) = inner.config.classes.class(bytes) else {
+            return self.allocate_unpooled(bytes);
+        };
+        let waste = (size - bytes) as i64;
+        // A handle is alive (this one), so the cache is open: no need to look.
+        let hit = thread_caches::with(|table| {
+            let t = table.entry(inner.id);
+            let kept = t.cache.take(class, kept_size)?;
+            t.hits += 1;
+            t.waste += waste;
+            Some(kept)
+        });
+        match hit {
+            Some(Kept { block, home }) => Ok(PooledBlock::new(block, home, bytes, Some(class))),
+            None => self.allocate_past_thread_cache(bytes, class, size),
+        }
+    }
+
+    /// Zero bytes (refused), or more than the largest class: exactly what was asked, or more
+    /// where the resource below rounds (a splitting resource). The books hold the block's own
+    /// size, which is what comes back.
+    #[cold]
+    #[inline(never)]
+    fn allocate_unpooled(&self, bytes: usize) -> Result<PooledBlock> {
         let inner = &self.inner;
         if bytes == 0 {
             return Err(Error::ZeroLength { what: "allocation" });
         }
-        let Some((class, size)) = inner.config.classes.class(bytes) else {
-            // Exactly what was asked, or more where the resource below rounds (a splitting
-            // resource): the books hold the block's own size, which is what comes back.
-            let block = inner.allocate_from_backend(bytes, bytes)?;
-            inner.held.add(block.size() as u64);
-            let home = inner.threads.with(|t| {
-                t.oversize += 1;
-                t.backend_allocations += 1;
-                t.home
-            });
-            return Ok(self.pooled(block, bytes, None, home));
-        };
-        let waste = (size - bytes) as i64;
-        let hit = inner.threads.with(|t| {
-            let block = t.cache.take(class, block_size)?;
-            t.hits += 1;
-            t.waste += waste;
-            Some((block, t.home))
+        let block = inner.allocate_from_backend(bytes, bytes)?;
+        inner.held.add(block.size() as u64);
+        let home = inner.count(|t| {
+            t.oversize += 1;
+            t.backend_allocations += 1;
+            t.home
         });
-        if let Some((block, home)) = hit {
-            return Ok(self.pooled(block, bytes, Some(class), home));
-        }
+        Ok(self.pooled(block, bytes, None, home))
+    }
+
+    /// A block of `class` (`size` bytes) from the shared bin, or else from the resource below.
+    #[inline(never)]
+    fn allocate_past_thread_cache(
+        &self,
+        bytes: usize,
+        class: usize,
+        size: usize,
+    ) -> Result<PooledBlock> {
+        let inner = &self.inner;
         let shared = {
             let mut bin = lock(&inner.bins[class]);
             let ready = bin.iter_mut().rposition(Cached::is_ready);
@@ -276,13 +272,13 @@ impl CachingAllocator {
         let block = match shared {
             Some(block) => {
                 inner.cached.sub(size as u64);
-                inner.threads.with(|t| t.hits += 1);
+                inner.count(|t| t.hits += 1);
                 block
             }
             None => {
                 crate::trace::span!("hetmem.pool_miss", requested = bytes, size);
                 let block = inner.allocate_from_backend(bytes, size)?;
-                inner.threads.with(|t| {
+                inner.count(|t| {
                     t.misses += 1;
                     t.backend_allocations += 1;
                 });
@@ -290,8 +286,8 @@ impl CachingAllocator {
             }
         };
         inner.held.add(size as u64);
-        let (home, check) = inner.threads.with(|t| {
-            t.waste += waste;
+        let (home, check) = inner.count(|t| {
+            t.waste += (size - bytes) as i64;
             (t.home, t.slow_call())
         });
         if check {
@@ -314,8 +310,13 @@ impl CachingAllocator {
         let size = block.size();
         inner.held.add(size as u64);
         inner.reserved.add(size as u64);
-        let home = inner.threads.with(|t| t.home);
+        let home = inner.count(|t| t.home);
         Ok(self.pooled(block, size, None, home))
+    }
+
+    /// The home of index `home` (a thread's [`ThreadSlot::home`]).
+    fn home(&self, home: usize) -> Arc<Home> {
+        self.homes[home & (self.homes.len() - 1)].clone()
     }
 
     fn pooled(
@@ -325,16 +326,7 @@ impl CachingAllocator {
         class: Option<usize>,
         home: usize,
     ) -> PooledBlock {
-        PooledBlock {
-            capacity: block.size(),
-            taken: Some(Taken {
-                block,
-                home: self.homes[home & (self.homes.len() - 1)].clone(),
-                last_use: None,
-            }),
-            requested,
-            class,
-        }
+        PooledBlock::new(block, self.home(home), requested, class)
     }
 
     /// Releases least-recently-released cached blocks to the resource below until at most
@@ -423,7 +415,7 @@ impl Inner {
     fn release_to_backend(&self, block: DeviceBlock, pending: Vec<Event>) -> Result<()> {
         let size = block.size() as u64;
         self.upstream.deallocate(block, pending)?;
-        self.threads.with(|t| t.backend_releases += 1);
+        self.count(|t| t.backend_releases += 1);
         self.reserved.sub(size);
         Ok(())
     }
@@ -443,7 +435,7 @@ impl Inner {
         self.reserved.sub(owed as u64);
         self.upstream.abandon(owed);
         if class {
-            self.threads.with(|t| t.waste -= (owed - requested) as i64);
+            self.count(|t| t.waste -= (owed - requested) as i64);
         }
         if stranger.backend() == self.backend_id {
             // Straight to the backend: the stack below never handed the stranger out. Nobody
@@ -454,43 +446,94 @@ impl Inner {
         }
     }
 
-    /// Takes a block back from a [`PooledBlock`].
+    /// Runs `f` on this thread's counters for this allocator (when it is closed, on a
+    /// throwaway set: nobody reads them any more, and its entries are gone from the tables).
+    fn count<R>(&self, f: impl FnOnce(&mut ThreadSlot) -> R) -> R {
+        thread_caches::with(|table| {
+            // Inside the table's owner lock: see `close` for why that matters.
+            if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                f(&mut ThreadSlot::default())
+            } else {
+                f(table.entry(self.id))
+            }
+        })
+    }
+
+    /// Takes a block back from a [`PooledBlock`], with the `Arc` to its home it was handed out
+    /// with: both go into this thread's cache when they fit, so neither a lock nor a reference
+    /// count is written.
     #[inline]
     pub(super) fn give_back(
-        &self,
+        home: Arc<Home>,
         block: DeviceBlock,
         requested: usize,
         class: Option<usize>,
         pending: Option<Vec<Event>>,
     ) {
         let size = block.size();
-        let Some(class) = class else {
-            // Oversized: never cached.
-            self.held.sub(size as u64);
-            let _ = self.release_to_backend(block, pending.unwrap_or_default());
-            return;
+        let (Some(class), None) = (class, &pending) else {
+            // Oversized (never cached) or with device work pending (shared bins only).
+            return home
+                .inner
+                .give_back_slowly(block, requested, class, pending);
         };
         let waste = (size - requested) as i64;
-        let (rejected, check) = self.threads.with(|t| {
+        // The closure borrows `kept` rather than taking it: moved in, it would be copied into
+        // the closure and out again (measured: a third of the release).
+        let mut kept = Some(Kept { block, home });
+        thread_caches::with(|table| {
+            let inner = &kept.as_ref()?.home.inner;
+            // Read inside the table's owner lock: see `close`.
+            if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let limits = inner.thread_limits();
+            let t = table.entry(inner.id);
             t.waste -= waste;
-            let rejected = match pending {
-                None => t.cache.keep(
-                    block,
-                    class,
-                    size as u64,
-                    self.thread_limits(),
-                    &self.cached,
-                ),
-                Some(_) => Some(block),
-            };
-            let check = rejected.is_some() && t.slow_call();
-            (rejected, check)
+            if t.cache.admit(class, size as u64, limits, &inner.cached) {
+                t.cache.push(kept.take()?, class, size as u64);
+            }
+            None::<()>
         });
-        if let Some(block) = rejected {
-            self.held.sub(size as u64);
-            self.give_to_shared(block, class, pending.unwrap_or_default());
+        if let Some(Kept { block, home }) = kept {
+            home.inner.give_to_shared_or_back(block, class, Vec::new());
         }
-        if check {
+    }
+
+    /// Takes back an oversized block, or one with device work pending.
+    #[cold]
+    fn give_back_slowly(
+        &self,
+        block: DeviceBlock,
+        requested: usize,
+        class: Option<usize>,
+        pending: Option<Vec<Event>>,
+    ) {
+        let pending = pending.unwrap_or_default();
+        match class {
+            Some(class) => {
+                let waste = (block.size() - requested) as i64;
+                self.count(|t| t.waste -= waste);
+                self.give_to_shared_or_back(block, class, pending);
+            }
+            // Oversized: never cached.
+            None => {
+                self.held.sub(block.size() as u64);
+                let _ = self.release_to_backend(block, pending);
+            }
+        }
+    }
+
+    /// A block of `class` that no thread cache keeps: into the shared bins, or to the resource
+    /// below once the cache is closed.
+    fn give_to_shared_or_back(&self, block: DeviceBlock, class: usize, pending: Vec<Event>) {
+        self.held.sub(block.size() as u64);
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = self.release_to_backend(block, pending);
+        } else {
+            self.give_to_shared(block, class, pending);
+        }
+        if self.count(ThreadSlot::slow_call) {
             self.maybe_maintain();
         }
     }
@@ -528,13 +571,42 @@ impl Inner {
 
     /// Moves every thread cache's blocks into the shared bins.
     fn flush_threads(&self) {
-        let mut blocks = Vec::new();
-        self.threads
-            .for_each(|t| blocks.extend(t.cache.drain(&self.cached)));
-        for (class, block) in blocks {
+        let mut kept = Vec::new();
+        thread_caches::for_each(|table| {
+            if let Some(t) = table.get(self.id) {
+                kept.extend(t.cache.drain(&self.cached));
+            }
+        });
+        // Each kept `Arc` goes here, outside the tables' locks; the caller holds another.
+        for (class, Kept { block, home: _ }) in kept {
             self.held.sub(block.size() as u64);
             self.give_to_shared(block, class, Vec::new());
         }
+    }
+
+    /// The last handle went: takes this cache's entries out of every thread's table (their
+    /// blocks back to the resource below, their `Arc`s dropped, which breaks the cycle kept
+    /// blocks make) and releases the shared bins. From now on blocks coming back go straight
+    /// to the resource below.
+    ///
+    /// A release racing with this either entered its thread's table before `for_each` came to
+    /// it — and `for_each` waits for it and takes what it kept — or reads `closed` inside its
+    /// table's owner lock after `for_each` began, and sees it set (`PerThread::for_each`).
+    fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut kept = Vec::new();
+        thread_caches::for_each(|table| {
+            if let Some(mut t) = table.remove(self.id) {
+                kept.extend(t.cache.drain(&self.cached));
+            }
+        });
+        for (_, Kept { block, home: _ }) in kept {
+            self.held.sub(block.size() as u64);
+            let _ = self.release_to_backend(block, Vec::new());
+        }
+        // Nobody to report to from a drop; the blocks stay with the resource below.
+        let _ = self.evict(0);
     }
 
     fn trim_to(&self, target_bytes: u64) -> Result<u64> {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::Home;
+use super::{Home, Inner};
 use crate::backend::{DeviceBlock, Event};
 
 /// A block from a [`CachingAllocator`](super::CachingAllocator); goes back to the cache when dropped.
@@ -30,6 +30,25 @@ pub(super) struct Taken {
 }
 
 impl PooledBlock {
+    #[inline]
+    pub(super) fn new(
+        block: DeviceBlock,
+        home: Arc<Home>,
+        requested: usize,
+        class: Option<usize>,
+    ) -> Self {
+        PooledBlock {
+            capacity: block.size(),
+            taken: Some(Taken {
+                block,
+                home,
+                last_use: None,
+            }),
+            requested,
+            class,
+        }
+    }
+
     fn taken(&self) -> &Taken {
         self.taken.as_ref().expect("present until drop")
     }
@@ -116,10 +135,10 @@ impl Drop for PooledBlock {
             last_use,
         }) = self.taken.take()
         {
-            let inner = &home.inner;
-            if block.size() != self.capacity || block.backend() != inner.backend_id {
+            if block.size() != self.capacity || block.backend() != home.inner.backend_id {
                 let class = self.class.is_some();
-                inner.give_back_foreign(block, self.capacity, self.requested, class);
+                home.inner
+                    .give_back_foreign(block, self.capacity, self.requested, class);
                 return;
             }
             // The fast path (nothing recorded) passes no list at all.
@@ -127,7 +146,7 @@ impl Drop for PooledBlock {
                 let pending: Vec<Event> = unfinished(Some(list)).collect();
                 (!pending.is_empty()).then_some(pending)
             });
-            inner.give_back(block, self.requested, self.class, pending);
+            Inner::give_back(home, block, self.requested, self.class, pending);
         }
     }
 }

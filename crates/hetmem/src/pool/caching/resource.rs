@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::CachingAllocator;
+use super::{CachingAllocator, Inner};
 use crate::backend::{check_release, Backend, DeviceBlock, Event};
 use crate::error::Result;
 use crate::resource::{MemoryResource, Trim};
@@ -27,7 +27,7 @@ impl MemoryResource for CachingAllocator {
         let taken = pooled.taken.take().expect("present until drop");
         if pooled.class.is_some() {
             let waste = (taken.block.size() - bytes) as i64;
-            self.inner.threads.with(|t| t.waste -= waste);
+            self.inner.count(|t| t.waste -= waste);
         }
         Ok(taken.block)
     }
@@ -42,7 +42,8 @@ impl MemoryResource for CachingAllocator {
             .map(|(class, _)| class);
         let pending: Vec<Event> = after.into_iter().filter(|e| !e.is_finished()).collect();
         let pending = (!pending.is_empty()).then_some(pending);
-        self.inner.give_back(block, size, class, pending);
+        let home = self.home(self.inner.count(|t| t.home));
+        Inner::give_back(home, block, size, class, pending);
         Ok(())
     }
 

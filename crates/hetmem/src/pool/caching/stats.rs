@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use super::{block_size, Inner};
+use super::thread_caches::Kept;
+use super::Inner;
 use crate::sync::{lock, Ordering};
 
 /// What the allocator knew when the device ran out of memory.
@@ -119,8 +120,9 @@ impl Inner {
                 stats.largest_cached_block = stats.largest_cached_block.max(size);
             }
         };
-        self.threads.for_each(|t| {
-            count_free(&mut t.cache.items().map(block_size));
+        super::thread_caches::for_each(|table| {
+            let Some(t) = table.get(self.id) else { return };
+            count_free(&mut t.cache.items().map(Kept::size));
             credit += t.cache.credit();
             thread_bytes += t.cache.bytes();
             waste += t.waste;
