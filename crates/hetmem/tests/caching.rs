@@ -302,7 +302,11 @@ fn the_last_handle_lets_go_of_the_cache(b: &Arc<dyn Backend>) {
     assert_eq!(back, data, "a block still out is untouched");
     drop(out);
     assert_eq!(b.usage().live_blocks, live);
-    assert_eq!(Arc::strong_count(b), owners, "nothing holds the allocator any more");
+    assert_eq!(
+        Arc::strong_count(b),
+        owners,
+        "nothing holds the allocator any more"
+    );
 }
 
 /// Threads releasing blocks while the last handle goes: every block reaches the backend and

@@ -293,6 +293,51 @@ fn failed_syncs_keep_the_buffer_valid(b: &Arc<dyn Backend>) {
     assert_eq!(ctx.engine().stats().retries, 1);
 }
 
+/// The engine's figures sum what every thread moved (each counts in its own slot), and a
+/// transfer waiting behind the user's work on the queue counts as in flight until it is done.
+fn statistics_count_every_thread_and_what_is_in_flight(b: &Arc<dyn Backend>) {
+    let engine = TransferEngine::new(b.clone());
+    let q = b.default_queue().clone();
+    std::thread::scope(|s| {
+        for t in 0..2u8 {
+            let engine = &engine;
+            s.spawn(move || {
+                let mut block = b.allocate(4 * KIB).unwrap();
+                for i in 0..100u8 {
+                    let data = pattern(4 * KIB, t.wrapping_mul(100).wrapping_add(i));
+                    engine.write(&mut block, 0, &data).unwrap();
+                    assert_eq!(read_back(b, &block, 0, 4 * KIB), data);
+                }
+                b.release(block).unwrap();
+            });
+        }
+    });
+    let stats = engine.stats();
+    let h2d = stats.host_to_device;
+    assert_eq!((h2d.transfers, h2d.bytes), (200, 200 * 4 * KIB as u64));
+    assert_eq!(stats.in_flight, 0);
+
+    let gate = b.create_user_event().unwrap();
+    b.enqueue_wait(&q, gate.event()).unwrap();
+    let mut block = b.allocate(4 * KIB).unwrap();
+    let data = pattern(4 * KIB, 9);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| engine.write(&mut block, 0, &data));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while engine.stats().in_flight != 1 {
+            assert!(std::time::Instant::now() < deadline, "the held write never showed");
+            std::thread::yield_now();
+        }
+        assert!(!writer.is_finished(), "the write waits for the gate");
+        gate.complete().unwrap();
+        writer.join().unwrap().unwrap();
+    });
+    let stats = engine.stats();
+    assert_eq!((stats.host_to_device.transfers, stats.in_flight), (201, 0));
+    assert_eq!(read_back(b, &block, 0, 4 * KIB), data);
+    b.release(block).unwrap();
+}
+
 common::backend_suite!(
     [
         host => crate::common::host(),
@@ -306,6 +351,7 @@ common::backend_suite!(
         verification_catches_corruption,
         verification_of_reads_uses_a_second_path,
         failed_syncs_keep_the_buffer_valid,
+        statistics_count_every_thread_and_what_is_in_flight,
     ]
 );
 

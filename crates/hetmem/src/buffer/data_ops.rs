@@ -1,9 +1,9 @@
 //! A buffer's byte operations — read, write, fill, copy — and what a failure part-way leaves:
 //! the copies agree, or the range reads one way from then on (failure atomicity).
 
+use crate::host::Stopwatch;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::coherence::{CoherenceState, Side};
 use super::range_set::RangeSet;
@@ -29,7 +29,7 @@ impl BufferStorage {
         } else if self.is_valid(Side::Device) {
             self.core.ctx.check_open("reading from the device")?;
             let slot = self.device_slot();
-            let start = Instant::now();
+            let start = Stopwatch::for_transfer(dst.len());
             let lane = self.core.lane();
             self.core
                 .ctx
@@ -55,7 +55,7 @@ impl BufferStorage {
             return Ok(());
         }
         self.core.ctx.check_open("writing to the device")?;
-        let start = Instant::now();
+        let start = Stopwatch::for_transfer(src.len());
         let (core, _, slots, _) = self.parts_mut();
         let block = allocated_mut(slots.device.get_mut());
         let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
@@ -112,7 +112,7 @@ impl BufferStorage {
             // the buffer as it was (or, over `dst`, the other copy valid).
             self.ensure_block(Side::Device)?;
             let from = other.device_slot();
-            let start = Instant::now();
+            let start = Stopwatch::for_transfer(dst.len());
             let (core, _, slots, _) = self.parts_mut();
             let block = allocated_mut(slots.device.get_mut());
             let copied = (core.ctx.engine).copy_on(

@@ -1,10 +1,10 @@
 //! [`Core`]: what carries out the coherence table's effects on a buffer's two slots —
 //! allocate, zero, upload, download, reallocate — and lets device blocks go.
 
+use crate::host::Stopwatch;
 use std::ops::Range;
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::coherence::{CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
@@ -171,7 +171,8 @@ impl Core {
         if ranges.is_empty() {
             return Ok(());
         }
-        let start = Instant::now();
+        let bytes = ranges.iter().map(|r| r.len()).sum();
+        let start = Stopwatch::for_transfer(bytes);
         let engine = &self.ctx.engine;
         let lane = self.lane();
         let host = self.backend(Side::Host);
@@ -190,7 +191,6 @@ impl Core {
                 }
             }
         }
-        let bytes = ranges.iter().map(|r| r.len()).sum();
         let direction = match side {
             Side::Device => Direction::HostToDevice,
             Side::Host => Direction::DeviceToHost,
@@ -240,7 +240,7 @@ impl Core {
                 host_bytes_mut(backend, fresh.block_mut())?[..keep].copy_from_slice(&from[..keep]);
             }
             Side::Device => {
-                let start = Instant::now();
+                let start = Stopwatch::for_transfer(keep);
                 let (from, to) = (current.block(), fresh.block_mut());
                 (self.ctx.engine).copy_on(&self.lane(), from, 0, to, 0, keep)?;
                 self.metrics.record(Direction::DeviceToDevice, keep, start);

@@ -8,11 +8,11 @@
 //! and guard settles it first: none sees the bytes from before the write, nor a block being
 //! written.
 
+use crate::host::Stopwatch;
 use crate::sync::Unpoison;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use super::coherence::{transition, CoherenceEvent, CoherenceState, Side};
 use super::range_set::RangeSet;
@@ -143,8 +143,8 @@ impl BufferStorage {
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
                 let mut slot = slots.device.write();
-                let start = Instant::now();
                 let bytes = bytemuck::cast_slice(&data);
+                let start = Stopwatch::for_transfer(bytes.len());
                 core.ctx
                     .engine
                     .write_on(&core.lane(), allocated_mut(&mut slot), offset, bytes)?;
@@ -199,8 +199,8 @@ impl BufferStorage {
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
                 let slot = slots.device.read();
-                let start = Instant::now();
                 let bytes = bytemuck::cast_slice_mut(&mut dst);
+                let start = Stopwatch::for_transfer(bytes.len());
                 core.ctx
                     .engine
                     .read_on(&core.lane(), allocated(&slot), offset, bytes)?;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{CoherenceState, Residency, Side};
 use crate::host::coarse_nanos;
+use crate::host::Stopwatch;
 use crate::record::{Action, Recorder};
 use crate::transfer::{Direction, DirectionCounters, DirectionStats};
 
@@ -123,7 +124,7 @@ impl MetricCells {
     }
 
     /// Records one transfer of `bytes` that started at `start`.
-    pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
+    pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Stopwatch) {
         self.transfers.record(direction, bytes, start);
         let event = match direction {
             Direction::HostToDevice => BufferEvent::Upload,

@@ -37,5 +37,5 @@ pub use region::HostRegion;
 pub(crate) use reservation::{AddressReservation, COMMIT_GRANULE};
 pub use shared::{SharedSegment, MAX_NAME};
 pub use source::{Granted, HostSource, Numa, Pages, SourceStats, HUGE_PAGE};
-pub(crate) use system::coarse_nanos;
 pub use system::{anon_huge_bytes, host_system, page_nodes, HostSystem};
+pub(crate) use system::{coarse_nanos, Stopwatch};

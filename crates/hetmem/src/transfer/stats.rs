@@ -1,7 +1,10 @@
 //! Transfer statistics: what moved each way, how fast, and what went wrong.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::backend::PerThread;
+use crate::host::Stopwatch;
 
 /// The way bytes moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,7 +35,10 @@ pub struct DirectionStats {
     pub transfers: u64,
     /// Bytes moved.
     pub bytes: u64,
-    /// Time spent moving them.
+    /// Time spent moving them. Transfers of 64 KiB and more are timed exactly; shorter ones on
+    /// the coarse monotonic clock (1–4 ms ticks, a few nanoseconds a reading where an exact
+    /// reading costs as much as a 4 KiB copy): each counts as zero or whole ticks, right on
+    /// average — so over many short transfers this sum is right, and over a few it is not.
     pub time: Duration,
     /// Fastest single transfer of at least 1 MiB, in bytes per second (0 if none).
     pub peak_bandwidth: f64,
@@ -71,7 +77,7 @@ pub(crate) struct DirectionCounters {
 
 impl DirectionCounters {
     /// Records one transfer of `bytes` that started at `start`.
-    pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Instant) {
+    pub(crate) fn record(&self, direction: Direction, bytes: usize, start: Stopwatch) {
         let c = &self.cells[direction as usize];
         let elapsed = start.elapsed();
         c.transfers.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +97,108 @@ impl DirectionCounters {
             bytes: c.bytes.load(Ordering::Relaxed),
             time: Duration::from_nanos(c.nanos.load(Ordering::Relaxed)),
             peak_bandwidth: f64::from_bits(c.peak.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A transfer engine's counters: each thread adds to its own set — no atomic read-modify-write
+/// on a transfer, where shared counters cost five — and a snapshot sums them. The peaks stay
+/// shared: only transfers of 1 MiB and more touch them.
+pub(crate) struct EngineCounters {
+    threads: PerThread<Tally>,
+    peaks: [AtomicU64; 3],
+}
+
+/// One thread's counts.
+#[derive(Default)]
+struct Tally {
+    moved: [Moved; 3],
+    /// Transfers started on this thread and not ended (one thread runs a transfer throughout).
+    in_flight: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Moved {
+    transfers: u64,
+    bytes: u64,
+    nanos: u64,
+}
+
+impl EngineCounters {
+    pub(crate) fn new() -> Self {
+        EngineCounters {
+            threads: PerThread::new(),
+            peaks: Default::default(),
+        }
+    }
+
+    /// Counts a transfer in flight until the returned guard drops, and as done once
+    /// [`Running::finish`] says so.
+    #[inline]
+    pub(crate) fn begin(&self) -> Running<'_> {
+        self.threads.with(|t| t.in_flight += 1);
+        Running {
+            counters: self,
+            done: None,
+        }
+    }
+
+    pub(crate) fn get(&self, direction: Direction) -> DirectionStats {
+        let mut moved = Moved::default();
+        self.threads.for_each(|t| {
+            let m = &t.moved[direction as usize];
+            moved.transfers += m.transfers;
+            moved.bytes += m.bytes;
+            moved.nanos += m.nanos;
+        });
+        DirectionStats {
+            transfers: moved.transfers,
+            bytes: moved.bytes,
+            time: Duration::from_nanos(moved.nanos),
+            peak_bandwidth: f64::from_bits(self.peaks[direction as usize].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Transfers in progress now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        let mut in_flight = 0;
+        self.threads.for_each(|t| in_flight += t.in_flight);
+        in_flight
+    }
+}
+
+/// A transfer in flight (see [`EngineCounters::begin`]).
+pub(crate) struct Running<'a> {
+    counters: &'a EngineCounters,
+    done: Option<(Direction, usize, Duration)>,
+}
+
+impl Running<'_> {
+    /// The transfer moved `bytes` in `elapsed`.
+    pub(crate) fn finish(mut self, direction: Direction, bytes: usize, elapsed: Duration) {
+        self.done = Some((direction, bytes, elapsed));
+    }
+}
+
+impl Drop for Running<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let done = self.done;
+        self.counters.threads.with(|t| {
+            t.in_flight -= 1;
+            if let Some((direction, bytes, elapsed)) = done {
+                let m = &mut t.moved[direction as usize];
+                m.transfers += 1;
+                m.bytes += bytes as u64;
+                m.nanos += elapsed.as_nanos() as u64;
+            }
+        });
+        if let Some((direction, bytes, elapsed)) = done {
+            if bytes >= 1 << 20 && elapsed > Duration::ZERO {
+                let bandwidth = bytes as f64 / elapsed.as_secs_f64();
+                self.counters.peaks[direction as usize]
+                    .fetch_max(bandwidth.to_bits(), Ordering::Relaxed);
+            }
         }
     }
 }

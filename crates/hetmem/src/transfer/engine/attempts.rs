@@ -1,12 +1,12 @@
 //! Running a transfer's parts and retrying what failed transiently, part by part, under the
 //! engine's [`RetryPolicy`](super::super::RetryPolicy).
 
+use crate::host::Stopwatch;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::super::stats::Direction;
-use super::lane::{InFlight, Lane};
+use super::lane::Lane;
 use super::TransferEngine;
 use crate::backend::{
     CopyRegion, DeviceBlock, Event, PartFailures, ReadPart, StagingBuffer, WritePart,
@@ -25,12 +25,11 @@ impl TransferEngine {
             return Ok(());
         }
         crate::trace::span!("hetmem.transfer", ?direction, bytes);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _in_flight = InFlight(&self.in_flight);
-        let start = Instant::now();
+        let running = self.counters.begin();
+        let start = Stopwatch::for_transfer(bytes);
         match transfer() {
             Ok(()) => {
-                self.counters.record(direction, bytes, start);
+                running.finish(direction, bytes, start.elapsed());
                 Ok(())
             }
             Err(e) => {

@@ -1,21 +1,10 @@
-//! [`Lane`]: where one transfer runs and whom it tells how far it got; the in-flight gauge and
-//! the chunking rule.
+//! [`Lane`]: where one transfer runs and whom it tells how far it got; the chunking rule.
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Strategy;
 use crate::backend::Queue;
-
-/// Decrements the in-flight gauge when a transfer ends, however it ends.
-pub(super) struct InFlight<'a>(pub(super) &'a AtomicU64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Where one transfer runs, and whom it tells how far it got.
 pub(crate) struct Lane<'a> {

@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::stats::{Direction, DirectionCounters, TransferStats};
+use super::stats::{Direction, EngineCounters, TransferStats};
 use crate::backend::{
     check_block, Backend, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart, WritePart,
 };
@@ -47,10 +47,9 @@ pub struct TransferEngine {
     /// Page-locked staging memory for pipelined and batched transfers and verification,
     /// reused across transfers (and by `HostPinned` buffers of a context).
     staging: PinnedPool,
-    counters: DirectionCounters,
+    counters: EngineCounters,
     retries: AtomicU64,
     failures: AtomicU64,
-    in_flight: AtomicU64,
 }
 
 impl TransferEngine {
@@ -85,10 +84,9 @@ impl TransferEngine {
             ),
             backend,
             config,
-            counters: DirectionCounters::default(),
+            counters: EngineCounters::new(),
             retries: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
         })
     }
 
@@ -154,7 +152,7 @@ impl TransferEngine {
             device_to_device: self.counters.get(Direction::DeviceToDevice),
             retries: self.retries.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight: self.counters.in_flight(),
         }
     }
 
