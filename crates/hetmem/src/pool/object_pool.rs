@@ -320,17 +320,21 @@ impl<T: Send + 'static> ObjectPool<T> {
             .reset
             .as_ref()
             .is_none_or(|reset| reset(&mut entry.value));
-        let rejected = self.threads.with(|t| {
+        // Borrowed, not moved, into the closure: moved, it would be copied in and out again.
+        // An object not kept is dropped after it, outside the thread's slot: its drop is user code.
+        let mut entry = Some(entry);
+        self.threads.with(|t| {
             t.returns += 1;
-            if keep {
-                t.cache.keep(entry, 0, 1, self.limits, &self.idle)
-            } else {
+            if !keep {
                 t.destroyed += 1;
-                None
+            } else if t.cache.admit(0, 1, self.limits, &self.idle) {
+                t.cache.push(entry.take()?, 0, 1);
             }
+            None::<()>
         });
-        if let Some(entry) = rejected {
-            self.keep_in_depot(entry);
+        match entry {
+            Some(entry) if keep => self.keep_in_depot(entry),
+            _ => {}
         }
     }
 }
