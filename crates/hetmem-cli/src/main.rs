@@ -28,6 +28,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Print the JSON schema of what `info --json`, `bench --json` or `replay --json` writes.
     Schema(schema::SchemaArgs),
+    /// Run one of `bench`'s hot loops for valgrind to count (`bench` starts it).
+    #[command(hide = true)]
+    BenchLoop(bench::LoopArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Schema(args) => schema::run(&args),
+        Command::BenchLoop(args) => bench::run_loop(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -89,6 +89,19 @@ fn present(kind: &str, require: &str) -> bool {
     present
 }
 
+/// Whether valgrind is installed (the `instructions.*` figures need it; CI installs it).
+fn valgrind_present() -> bool {
+    let present = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        present || std::env::var_os("HETMEM_REQUIRE_VALGRIND").is_none_or(|v| v != "1"),
+        "HETMEM_REQUIRE_VALGRIND=1 but valgrind is not installed"
+    );
+    present
+}
+
 fn check_quick_run(backend: &str) {
     let dir = std::env::temp_dir().join(format!("hetmem-bench-{backend}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -152,6 +165,14 @@ fn check_quick_run(backend: &str) {
         required.push("interop.opencl.kernel_arg".to_owned());
         required.push("interop.opencl.kernel_arg.view".to_owned());
         required.push("transfer.batch.h2d.4KiBx1000.handwritten".to_owned());
+    }
+    if valgrind_present() {
+        for hot in ["alloc.pool_hit", "alloc.manager", "alloc.array_pool.1MiB"] {
+            required.push(format!("instructions.{hot}"));
+        }
+        for hot in ["alloc.object_pool", "buffer.guard", "transfer.h2d.4KiB"] {
+            required.push(format!("instructions.{hot}"));
+        }
     }
     for id in &required {
         let r = results

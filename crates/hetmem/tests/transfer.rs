@@ -325,7 +325,10 @@ fn statistics_count_every_thread_and_what_is_in_flight(b: &Arc<dyn Backend>) {
         let writer = s.spawn(|| engine.write(&mut block, 0, &data));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while engine.stats().in_flight != 1 {
-            assert!(std::time::Instant::now() < deadline, "the held write never showed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the held write never showed"
+            );
             std::thread::yield_now();
         }
         assert!(!writer.is_finished(), "the write waits for the gate");

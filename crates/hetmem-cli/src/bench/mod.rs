@@ -5,6 +5,7 @@ mod alloc;
 mod buffer;
 mod harness;
 mod host;
+mod instructions;
 mod mapped;
 mod opencl;
 mod pattern;
@@ -94,6 +95,7 @@ impl Suite {
         mapped::register(&mut suite);
         opencl::register(&mut suite);
         wgpu::register(&mut suite);
+        instructions::register(&mut suite);
         suite
     }
 
@@ -101,6 +103,25 @@ impl Suite {
     pub fn ids() -> Vec<String> {
         Self::all().cases.into_iter().flat_map(|c| c.ids).collect()
     }
+}
+
+/// `hetmem bench-loop`: one hot loop for `instructions.*` to count.
+#[derive(Args)]
+pub struct LoopArgs {
+    /// The figure whose loop to run (`instructions.alloc.pool_hit`, …).
+    id: String,
+    /// `hetmem` or `baseline`.
+    side: String,
+    /// Iterations.
+    iterations: u64,
+}
+
+pub fn run_loop(args: &LoopArgs) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(instructions::run_loop(
+        &args.id,
+        &args.side,
+        args.iterations,
+    )?)
 }
 
 /// Finds the backend named by `--backend` (`host`, `opencl:1`, …).
