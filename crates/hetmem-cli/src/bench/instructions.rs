@@ -158,22 +158,22 @@ pub fn run_loop(id: &str, side: &str, n: u64) -> Result<()> {
         ("instructions.alloc.pool_hit", true) => {
             let pool = CachingAllocator::new(backend);
             drop(pool.allocate(MIB)?);
-            counted(n, || Ok(drop(black_box(pool.allocate(MIB)?))))
+            counted(n, || pool.allocate(MIB).map(|x| drop(black_box(x))))
         }
         ("instructions.alloc.manager", true) => {
             let manager = MemoryManager::new(backend)?;
             drop(manager.alloc::<u8>(MIB)?);
-            counted(n, || Ok(drop(black_box(manager.alloc::<u8>(MIB)?))))
+            counted(n, || manager.alloc::<u8>(MIB).map(|x| drop(black_box(x))))
         }
         ("instructions.alloc.manager", false) => {
             let pool = CachingAllocator::new(backend);
             drop(pool.allocate(MIB)?);
-            counted(n, || Ok(drop(black_box(pool.allocate(MIB)?))))
+            counted(n, || pool.allocate(MIB).map(|x| drop(black_box(x))))
         }
         ("instructions.alloc.array_pool.1MiB", true) => {
             let pool = ArrayPool::<f32>::new();
             drop(pool.rent(MIB / 4)?);
-            counted(n, || Ok(drop(black_box(pool.rent(MIB / 4)?))))
+            counted(n, || pool.rent(MIB / 4).map(|x| drop(black_box(x))))
         }
         ("instructions.alloc.object_pool", true) => {
             let pool = ObjectPool::builder(|| Vec::<u8>::with_capacity(4096))
@@ -183,7 +183,10 @@ pub fn run_loop(id: &str, side: &str, n: u64) -> Result<()> {
                 })
                 .build()?;
             pool.get().push(1);
-            counted(n, || Ok(pool.get().push(black_box(1))))
+            counted(n, || {
+                pool.get().push(black_box(1));
+                Ok(())
+            })
         }
         (
             "instructions.alloc.pool_hit"
