@@ -651,8 +651,9 @@ impl Trim for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Every PooledBlock holds an Arc to this, so only cached blocks remain.
-        let _ = self.trim_to(0);
+        // Every PooledBlock holds an Arc to this, so only cached blocks remain; and the last
+        // handle closed the cache (`close`), so none is in a thread's table: only the bins.
+        let _ = self.evict(0);
     }
 }
 
