@@ -60,15 +60,24 @@ impl<T: Send + Default> PerThread<T> {
         })
     }
 
-    /// Runs `f` on every thread's slot in turn, each held while `f` runs on it.
+    /// Runs `f` on every thread's slot in turn. All are held from before the first `f` to
+    /// after their own, so what `f` sees is one snapshot; two system calls in all, however
+    /// many threads.
     ///
     /// A store made before the call is seen by every owner that `f` does not visit: an owner
     /// whose slot the iteration misses (a thread's first use, racing with the call) enters
-    /// after the fence here, and reads what was stored before it.
+    /// after the first fence here, and reads what was stored before it.
+    ///
+    /// `f` must not take a lock an owner may hold while it enters its slot (it would wait for
+    /// that owner, which waits for `f`): the pools' `f`s touch only the slot and atomics.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
         barrier::heavy();
-        for slot in self.slots.iter() {
-            slot.with_as_visitor(&mut f);
+        let slots: Vec<&OwnerLock<T>> = self.slots.iter().collect();
+        let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
+        // One fence for every announcement.
+        barrier::heavy();
+        for slot in slots {
+            slot.visit(&mut f);
         }
     }
 }
@@ -139,17 +148,32 @@ impl<T> OwnerLock<T> {
 
     /// Runs `f` on the value from a thread that does not own it: waits for the owner to leave
     /// (and for other visitors) and holds it out while `f` runs.
+    #[cfg(all(test, loom))]
     fn with_as_visitor<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let _one = lock(&self.visitors);
-        self.visitor.store(true, Ordering::Relaxed);
+        let _one = self.announce();
         barrier::heavy();
+        self.visit(f)
+    }
+
+    /// Tells the owner a visitor wants in, once other visitors are done (the guard keeps them
+    /// out). [`OwnerLock::visit`] follows, after a `barrier::heavy`.
+    fn announce(&self) -> impl Sized + '_ {
+        let one = lock(&self.visitors);
+        self.visitor.store(true, Ordering::Relaxed);
+        one
+    }
+
+    /// Waits for the owner to leave and runs `f` on the value; lets the owner back in after.
+    /// Only under [`OwnerLock::announce`]'s guard, after a `barrier::heavy` that followed it.
+    fn visit<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // Acquire: the owner published its writes with its release store of `false`.
         while self.owner.load(Ordering::Acquire) {
             yield_now();
         }
         let _leave = Leave(&self.visitor);
         // SAFETY: `visitor` is set and the owner was seen outside after the fence, so it cannot
-        // enter before `_leave` (it sees `visitor` and waits); `_one` keeps other visitors out.
+        // enter before `_leave` (it sees `visitor` and waits); the announcement's guard keeps
+        // other visitors out.
         self.value_mut(f)
     }
 

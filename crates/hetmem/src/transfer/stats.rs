@@ -143,27 +143,24 @@ impl EngineCounters {
         }
     }
 
-    pub(crate) fn get(&self, direction: Direction) -> DirectionStats {
-        let mut moved = Moved::default();
+    /// Each direction's figures and the transfers in flight, in one pass over the threads.
+    pub(crate) fn snapshot(&self) -> ([DirectionStats; 3], u64) {
+        let (mut moved, mut in_flight) = ([Moved::default(); 3], 0);
         self.threads.for_each(|t| {
-            let m = &t.moved[direction as usize];
-            moved.transfers += m.transfers;
-            moved.bytes += m.bytes;
-            moved.nanos += m.nanos;
+            for (sum, m) in moved.iter_mut().zip(&t.moved) {
+                sum.transfers += m.transfers;
+                sum.bytes += m.bytes;
+                sum.nanos += m.nanos;
+            }
+            in_flight += t.in_flight;
         });
-        DirectionStats {
-            transfers: moved.transfers,
-            bytes: moved.bytes,
-            time: Duration::from_nanos(moved.nanos),
-            peak_bandwidth: f64::from_bits(self.peaks[direction as usize].load(Ordering::Relaxed)),
-        }
-    }
-
-    /// Transfers in progress now.
-    pub(crate) fn in_flight(&self) -> u64 {
-        let mut in_flight = 0;
-        self.threads.for_each(|t| in_flight += t.in_flight);
-        in_flight
+        let stats = std::array::from_fn(|d| DirectionStats {
+            transfers: moved[d].transfers,
+            bytes: moved[d].bytes,
+            time: Duration::from_nanos(moved[d].nanos),
+            peak_bandwidth: f64::from_bits(self.peaks[d].load(Ordering::Relaxed)),
+        });
+        (stats, in_flight)
     }
 }
 

@@ -146,13 +146,15 @@ impl TransferEngine {
 
     /// Statistics since the engine was made.
     pub fn stats(&self) -> TransferStats {
+        let ([host_to_device, device_to_host, device_to_device], in_flight) =
+            self.counters.snapshot();
         TransferStats {
-            host_to_device: self.counters.get(Direction::HostToDevice),
-            device_to_host: self.counters.get(Direction::DeviceToHost),
-            device_to_device: self.counters.get(Direction::DeviceToDevice),
+            host_to_device,
+            device_to_host,
+            device_to_device,
             retries: self.retries.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
-            in_flight: self.counters.in_flight(),
+            in_flight,
         }
     }
 
