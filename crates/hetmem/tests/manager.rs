@@ -266,7 +266,8 @@ fn outstanding_lists_live_allocations_with_labels_and_ages(backend: &Arc<dyn Bac
     let a = m
         .alloc_with::<u16>(100, AllocOptions::new().label("weights"))
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(5));
+    // Ages are read on the coarse clock: more than a tick (1-10 ms) apart.
+    std::thread::sleep(std::time::Duration::from_millis(25));
     let b = m.alloc::<u8>(7).unwrap();
     let live = m.outstanding();
     assert_eq!(live.len(), 2);
@@ -381,6 +382,56 @@ fn dropping_the_manager_first_is_safe(backend: &Arc<dyn Backend>) {
     assert_eq!(backend.usage().live_blocks, before, "every block went back");
 }
 
+/// Buffers made on one thread and dropped on others: each thread counts what it did, and the
+/// figures and the per-label usage come back summed, one entry per label and placement.
+fn counts_and_usage_sum_over_the_threads_that_dropped(backend: &Arc<dyn Backend>) {
+    let m = manager(backend);
+    let made: Vec<_> = (0..6)
+        .map(|i| {
+            let label = if i % 2 == 0 { "even" } else { "odd" };
+            let mut buf = m
+                .alloc_with::<u8>(1000 + i, AllocOptions::new().label(label))
+                .unwrap();
+            if i < 4 {
+                buf.host_discard().unwrap().fill(1);
+            }
+            buf
+        })
+        .collect();
+    let mut made = made.into_iter();
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let two: Vec<_> = made.by_ref().take(2).collect();
+            s.spawn(move || drop(two));
+        }
+    });
+    let stats = m.stats();
+    assert_eq!(
+        (stats.allocations, stats.releases, stats.live_buffers()),
+        (6, 6, 0)
+    );
+    let bytes: u64 = (0..6).map(|i| 1000 + i).sum();
+    assert_eq!(
+        (stats.bytes_allocated, stats.bytes_released),
+        (bytes, bytes)
+    );
+    let usage = m.usage();
+    for (label, sizes, unused) in [
+        ("even", [1000, 1002, 1004], 1),
+        ("odd", [1001, 1003, 1005], 1),
+    ] {
+        let entries: Vec<_> = usage
+            .iter()
+            .filter(|u| u.label.as_deref() == Some(label))
+            .collect();
+        assert_eq!(entries.len(), 1, "one entry for {label}");
+        let u = entries[0];
+        assert_eq!(u.buffers, 3);
+        assert_eq!(u.bytes, sizes.iter().sum::<u64>());
+        assert_eq!(u.unused, unused, "{label}: buffers never accessed");
+    }
+}
+
 fn mirrored_round_trips_are_recommended_against(backend: &Arc<dyn Backend>) {
     let m = manager(backend);
     let mut buf = m
@@ -448,6 +499,7 @@ common::backend_suite!(
         resizing_keeps_the_byte_counts_true,
         dropping_the_manager_first_is_safe,
         mirrored_round_trips_are_recommended_against,
+        counts_and_usage_sum_over_the_threads_that_dropped,
     ]
 );
 

@@ -236,7 +236,7 @@ impl MemoryManager {
 
     /// Starts new peak windows (buffer bytes and both pools) at the current values.
     pub fn reset_peaks(&self) {
-        self.registry.counters.live_bytes.reset_peak();
+        self.registry.live_bytes.reset_peak();
         self.context.device_pool().reset_peaks();
         self.context.host_pool().reset_peaks();
     }

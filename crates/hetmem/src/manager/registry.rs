@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Placement;
+use crate::backend::PerThread;
 use crate::buffer::{BufferEvent, MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
@@ -131,7 +132,7 @@ impl Usage {
         let m = &record.metrics;
         self.buffers += 1;
         self.bytes += record.bytes.load(Ordering::Relaxed) as u64;
-        self.unused += u64::from(m.last_access().is_none());
+        self.unused += u64::from(!m.accessed());
         self.host_to_device
             .merge(&m.transfers.get(Direction::HostToDevice));
         self.device_to_host
@@ -145,14 +146,27 @@ impl Usage {
     }
 }
 
-/// Counters that only ever grow, and the live-bytes gauge.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) allocations: AtomicU64,
-    pub(crate) releases: AtomicU64,
-    pub(crate) bytes_allocated: AtomicU64,
-    pub(crate) bytes_released: AtomicU64,
-    pub(crate) live_bytes: PeakGauge,
+/// What one thread counted: counters that only ever grow, and the usage of the buffers dropped
+/// on it. Per thread (no atomic read-modify-write or lock on an allocation or a release),
+/// summed in one snapshot.
+#[derive(Default)]
+struct Counts {
+    allocations: u64,
+    releases: u64,
+    bytes_allocated: u64,
+    bytes_released: u64,
+    /// Usage of the buffers dropped on this thread per label and placement. A list: there are
+    /// few labels, and a scan compares pointers first where hashing would read every byte.
+    dropped: Vec<Usage>,
+}
+
+/// The counters of every thread, summed ([`Registry::totals`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub(crate) allocations: u64,
+    pub(crate) releases: u64,
+    pub(crate) bytes_allocated: u64,
+    pub(crate) bytes_released: u64,
 }
 
 /// One allocation's record, shared by its buffer's [`Token`] and the live list.
@@ -204,11 +218,10 @@ impl Slab {
 pub(crate) struct Registry {
     tracking: Tracking,
     next_id: AtomicU64,
-    pub(crate) counters: Counters,
+    counts: PerThread<Counts>,
+    /// Bytes of live buffers: shared, for its exact peak.
+    pub(crate) live_bytes: PeakGauge,
     live: Mutex<Slab>,
-    /// Usage of dropped buffers per label and placement, folded in when they drop. A list: there
-    /// are few labels, and a scan compares pointers first where hashing would read every byte.
-    dropped: Mutex<Vec<Usage>>,
     /// Peaks of live bytes within each open statistics scope.
     scopes: Mutex<Vec<Arc<AtomicU64>>>,
     open_scopes: AtomicUsize,
@@ -231,9 +244,9 @@ impl Registry {
             trace_tag: MANAGERS.fetch_add(1, Ordering::Relaxed) << 40,
             tracking,
             next_id: AtomicU64::new(1),
-            counters: Counters::default(),
+            counts: PerThread::new(),
+            live_bytes: PeakGauge::default(),
             live: Mutex::new(Slab::default()),
-            dropped: Mutex::new(Vec::new()),
             scopes: Mutex::new(Vec::new()),
             open_scopes: AtomicUsize::new(0),
         }
@@ -274,9 +287,11 @@ impl Registry {
                 self.queue,
             );
         }
-        let c = &self.counters;
-        c.allocations.fetch_add(1, Ordering::Release);
-        self.grow(bytes);
+        self.counts.with(|c| {
+            c.allocations += 1;
+            c.bytes_allocated += bytes as u64;
+        });
+        self.add_live(bytes);
         let slot = (self.tracking >= Tracking::Outstanding)
             .then(|| lock(&self.live).insert(record.clone()));
         Box::new(Token {
@@ -287,11 +302,15 @@ impl Registry {
     }
 
     fn grow(&self, bytes: usize) {
-        let c = &self.counters;
-        c.bytes_allocated.fetch_add(bytes as u64, Ordering::Relaxed);
-        c.live_bytes.add(bytes as u64);
+        self.counts.with(|c| c.bytes_allocated += bytes as u64);
+        self.add_live(bytes);
+    }
+
+    /// Adds `bytes` to the live bytes and to the peaks of the open scopes.
+    fn add_live(&self, bytes: usize) {
+        self.live_bytes.add(bytes as u64);
         if self.open_scopes.load(Ordering::Relaxed) > 0 {
-            let now = c.live_bytes.get();
+            let now = self.live_bytes.get();
             for peak in lock(&self.scopes).iter() {
                 peak.fetch_max(now, Ordering::Relaxed);
             }
@@ -299,9 +318,8 @@ impl Registry {
     }
 
     fn shrink(&self, bytes: usize) {
-        let c = &self.counters;
-        c.bytes_released.fetch_add(bytes as u64, Ordering::Relaxed);
-        c.live_bytes.sub(bytes as u64);
+        self.counts.with(|c| c.bytes_released += bytes as u64);
+        self.live_bytes.sub(bytes as u64);
     }
 
     fn release(&self, record: &Record, slot: Option<usize>) {
@@ -310,13 +328,29 @@ impl Registry {
             let id = self.trace_tag | record.id;
             recorder.record(Action::Free, id, bytes, None, None, self.queue);
         }
-        // Release: a snapshot that sees this release sees the allocation before it.
-        self.counters.releases.fetch_add(1, Ordering::Release);
-        self.shrink(record.bytes.load(Ordering::Relaxed));
+        let bytes = record.bytes.load(Ordering::Relaxed);
+        self.counts.with(|c| {
+            c.releases += 1;
+            c.bytes_released += bytes as u64;
+            fold(&mut c.dropped, record);
+        });
+        self.live_bytes.sub(bytes as u64);
         if let Some(slot) = slot {
             lock(&self.live).remove(slot);
         }
-        fold(&mut lock(&self.dropped), record);
+    }
+
+    /// Every thread's counters, summed in one snapshot ([`PerThread::for_each`] holds every
+    /// thread's at once): a release counted has its allocation counted.
+    pub(crate) fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        self.counts.for_each(|c| {
+            t.allocations += c.allocations;
+            t.releases += c.releases;
+            t.bytes_allocated += c.bytes_allocated;
+            t.bytes_released += c.bytes_released;
+        });
+        t
     }
 
     /// Live allocations, oldest first (empty below [`Tracking::Outstanding`]).
@@ -333,7 +367,13 @@ impl Registry {
     /// Usage per label and placement, live buffers included (those only from
     /// [`Tracking::Outstanding`] up), largest first.
     pub(crate) fn usage(&self) -> Vec<Usage> {
-        let mut usage = lock(&self.dropped).clone();
+        let mut usage: Vec<Usage> = Vec::new();
+        let mut each = Vec::new();
+        self.counts
+            .for_each(|c| each.extend(c.dropped.iter().cloned()));
+        for dropped in each {
+            merge(&mut usage, dropped);
+        }
         for record in lock(&self.live).records() {
             fold(&mut usage, record);
         }
@@ -343,7 +383,7 @@ impl Registry {
 
     /// Opens a scope: the returned cell follows the peak of live bytes until it is closed.
     pub(crate) fn open_scope(&self) -> Arc<AtomicU64> {
-        let peak = Arc::new(AtomicU64::new(self.counters.live_bytes.get()));
+        let peak = Arc::new(AtomicU64::new(self.live_bytes.get()));
         lock(&self.scopes).push(peak.clone());
         self.open_scopes.fetch_add(1, Ordering::Relaxed);
         peak
@@ -358,6 +398,21 @@ impl Registry {
     pub(crate) fn describe(&self, observer: &dyn Observer) -> Option<Outstanding> {
         let token = observer.as_any().downcast_ref::<Token>()?;
         std::ptr::eq(&*token.registry, self).then(|| describe(&token.record, coarse_nanos()))
+    }
+}
+
+/// Adds `more` (one thread's usage of a label and placement) to its entry in `usage`.
+fn merge(usage: &mut Vec<Usage>, more: Usage) {
+    let same = |u: &Usage| u.placement == more.placement && u.label == more.label;
+    match usage.iter_mut().find(|u| same(u)) {
+        Some(entry) => {
+            entry.buffers += more.buffers;
+            entry.bytes += more.bytes;
+            entry.unused += more.unused;
+            entry.host_to_device.merge(&more.host_to_device);
+            entry.device_to_host.merge(&more.device_to_host);
+        }
+        None => usage.push(more),
     }
 }
 
@@ -388,7 +443,7 @@ fn describe(r: &Record, now: u64) -> Outstanding {
         bytes: r.bytes.load(Ordering::Relaxed),
         label: r.label.clone(),
         placement: r.placement,
-        age: r.metrics.created.elapsed(),
+        age: r.metrics.age(),
         last_event: (r.metrics.last_event())
             .map(|(event, at)| (event, Duration::from_nanos(now.saturating_sub(at)))),
         blocks: r.metrics.blocks(),

@@ -5,7 +5,6 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::registry::Counters;
 use super::MemoryManager;
 use crate::backend::HostBackend;
 use crate::host::SourceStats;
@@ -52,18 +51,18 @@ pub struct MemoryStats {
 
 impl MemoryStats {
     pub(crate) fn collect(manager: &MemoryManager) -> Self {
-        let c: &Counters = &manager.registry.counters;
+        let registry = &manager.registry;
         let ctx = &manager.context;
-        // Releases first, with Acquire (each is counted with Release after its allocation was):
-        // every release seen then has its allocation seen too, so releases ≤ allocations.
-        let releases = c.releases.load(Ordering::Acquire);
+        // One snapshot of every thread's counters: each release counted has its allocation
+        // counted, so releases ≤ allocations.
+        let totals = registry.totals();
         MemoryStats {
-            allocations: c.allocations.load(Ordering::Acquire),
-            releases,
-            bytes_current: c.live_bytes.get(),
-            bytes_peak: c.live_bytes.peak(),
-            bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
-            bytes_released: c.bytes_released.load(Ordering::Relaxed),
+            allocations: totals.allocations,
+            releases: totals.releases,
+            bytes_current: registry.live_bytes.get(),
+            bytes_peak: registry.live_bytes.peak(),
+            bytes_allocated: totals.bytes_allocated,
+            bytes_released: totals.bytes_released,
             device: ctx.device_pool().stats(),
             host: ctx.host_pool().stats(),
             shared: ctx.shared_pool().map(|p| p.stats()).unwrap_or_default(),
