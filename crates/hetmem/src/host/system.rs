@@ -181,7 +181,7 @@ const EXACTLY_TIMED_BYTES: usize = 64 << 10;
 impl Stopwatch {
     /// Started now, on the exact clock.
     #[inline]
-    pub(crate) fn start() -> Self {
+    fn start() -> Self {
         #[cfg(not(miri))]
         return Stopwatch::Exact(quanta::Instant::now());
         #[cfg(miri)]

@@ -118,10 +118,6 @@ impl Cached {
     }
 }
 
-fn kept_size(kept: &Kept) -> u64 {
-    kept.size()
-}
-
 impl CachingAllocator {
     /// A caching allocator over `backend`'s plain resource with the default limits.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
@@ -225,7 +221,7 @@ impl CachingAllocator {
         // A handle is alive (this one), so the cache is open: no need to look.
         let hit = thread_caches::with(|table| {
             let t = table.entry(inner.id);
-            let kept = t.cache.take(class, kept_size)?;
+            let kept = t.cache.take(class, Kept::size)?;
             t.hits += 1;
             t.waste += waste;
             Some(kept)
