@@ -231,3 +231,75 @@ fn sizes_over_the_limits_are_refused() {
     );
     assert!(b.error_messages().is_empty(), "{:?}", b.error_messages());
 }
+
+/// Where the adapter's memory is the host's (llvmpipe), a block that is a whole buffer maps in
+/// place: a map guard writes the device copy with nothing transferred, the shader sees it, and
+/// the next map guard sees the shader's result with no wait in user code. A block carved from
+/// a buffer shared with others is not mapped (typed refusal), and the engine's mapped plan
+/// copies it instead.
+#[test]
+fn whole_buffers_map_in_place() {
+    let Some(b) = backend() else { return };
+    if !b.capabilities().mapped_access {
+        common::skip("wgpu:0", "the adapter's storage buffers are not mappable");
+        return;
+    }
+    let adder = Adder::new(&b);
+    // Every buffer its own wgpu buffer: no splitting allocator carving shared segments.
+    let m = MemoryManager::builder()
+        .backend(b.clone())
+        .without_splitting()
+        .build()
+        .unwrap();
+    let n = 10_000;
+    let mut x = m
+        .alloc_with::<u32>(n, AllocOptions::new().placement(Placement::Device))
+        .unwrap();
+    let before = m.stats().transfers;
+    x.map_discard()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, v)| *v = i as u32);
+    adder.run(&b, x.device_mut().unwrap().wgpu_binding().unwrap(), n, 3);
+    {
+        let mapped = x.map_read().unwrap();
+        assert!(mapped.iter().enumerate().all(|(i, &v)| v == i as u32 + 3));
+    }
+    let after = m.stats().transfers;
+    assert_eq!(
+        (after.host_to_device.bytes, after.device_to_host.bytes),
+        (before.host_to_device.bytes, before.device_to_host.bytes),
+        "mapping moved no bytes"
+    );
+    // The host copy follows the device's on demand.
+    assert_eq!(x.to_vec().unwrap()[n - 1], n as u32 + 2);
+
+    // A block carved from a shared buffer.
+    let q = b.default_queue();
+    let segment = b.allocate(1 << 16).unwrap();
+    let mut carved = b.view(&segment, 4096, 4096).unwrap();
+    assert!(b.maps(&segment) && !b.maps(&carved));
+    let refused = b.map(q, &carved, 0, 64, hetmem::backend::MapMode::Read);
+    assert!(
+        matches!(refused, Err(Error::Unsupported { .. })),
+        "{refused:?}"
+    );
+    assert!(!b.write_mapped(q, &mut carved, 0, 64, &mut |_| ()).unwrap());
+    let engine = hetmem::transfer::TransferEngine::with_config(
+        b.clone(),
+        hetmem::transfer::TransferConfig {
+            strategy: hetmem::transfer::Strategy::Mapped,
+            direct_max: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    engine.write(&mut carved, 0, &[7u8; 4096]).unwrap();
+    let mut back = vec![0u8; 4096];
+    engine.read(&carved, 0, &mut back).unwrap();
+    assert_eq!(back, vec![7u8; 4096]);
+    b.release_view(carved).unwrap();
+    b.release(segment).unwrap();
+    assert!(b.error_messages().is_empty(), "{:?}", b.error_messages());
+}

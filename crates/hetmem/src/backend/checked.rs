@@ -117,6 +117,12 @@ impl<R: RawBackend> Backend for R {
         Ok(())
     }
 
+    fn maps(&self, block: &DeviceBlock) -> bool {
+        Backend::host_ptr(self, block).is_some()
+            || (check_owner("device block", RawBackend::id(self), block.backend()).is_ok()
+                && RawBackend::maps(self, block))
+    }
+
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8> {
         check_owner("device block", RawBackend::id(self), block.backend()).ok()?;
         if let Some(shared) = block.shared_address() {

@@ -205,6 +205,9 @@ impl RawBackend for FaultyBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn maps(&self, block: &DeviceBlock) -> bool {
+        self.inner.maps(block)
+    }
     fn max_allocation(&self) -> u64 {
         self.max_allocation
     }

@@ -28,8 +28,8 @@ pub(super) fn map<R: RawBackend>(
     if let Some(ptr) = Backend::host_ptr(raw, block) {
         return Ok(ptr.wrapping_add(offset));
     }
-    if !RawBackend::capabilities(raw).mapped_access {
-        return Err(unsupported(raw, "map its memory into the host"));
+    if !RawBackend::maps(raw, block) {
+        return Err(unsupported(raw, "map this block into the host"));
     }
     // SAFETY: queue and block are this backend's and the range lies inside (checked).
     unsafe { RawBackend::map(raw, queue, block, offset, len, mode) }
@@ -47,8 +47,8 @@ pub(super) fn unmap<R: RawBackend>(
     if Backend::host_ptr(raw, block).is_some() {
         return Ok(());
     }
-    if !RawBackend::capabilities(raw).mapped_access {
-        return Err(unsupported(raw, "map its memory into the host"));
+    if !RawBackend::maps(raw, block) {
+        return Err(unsupported(raw, "map this block into the host"));
     }
     // SAFETY: queue and block are this backend's; the device checks that `ptr` is a live
     // mapping of the block (a mapping is only made by `map` above).
@@ -76,7 +76,7 @@ pub(super) fn write_mapped<R: RawBackend>(
         access(&mut bytes[offset..offset + len]);
         return Ok(true);
     }
-    if !RawBackend::capabilities(raw).mapped_access {
+    if !RawBackend::maps(raw, dst) {
         return Ok(false);
     }
     // The buffers' map guards' mapping: unmapped on drop, so a panicking access still unmaps.
@@ -100,7 +100,7 @@ pub(super) fn read_mapped<R: RawBackend>(
         access(&bytes[offset..offset + len]);
         return Ok(true);
     }
-    if !RawBackend::capabilities(raw).mapped_access {
+    if !RawBackend::maps(raw, src) {
         return Ok(false);
     }
     let mapping = Mapping::read(raw, queue, src, offset, len)?;

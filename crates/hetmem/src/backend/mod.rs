@@ -439,11 +439,17 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     fn host_ptr(&self, block: &DeviceBlock) -> Option<*mut u8>;
     /// [`Backend::host_bytes`], for writing.
     fn host_bytes_mut<'a>(&self, block: &'a mut DeviceBlock) -> Option<&'a mut [u8]>;
+    /// Whether [`Backend::map`] maps `block`: host memory and shared allocations always;
+    /// device memory where the device has mapped access and maps the block alone (wgpu maps
+    /// whole buffers only, not a block carved from one shared with others). `false` for a
+    /// block of another backend.
+    fn maps(&self, block: &DeviceBlock) -> bool;
     /// Lets `access` write bytes `offset..offset + len` of `dst` in place, through a host
     /// mapping of the device's memory: one copy on devices that share memory with the host.
     /// Blocking: the device sees the bytes once this returns. `Ok(false)`, without calling
-    /// `access`, where the device has no mapped access (`capabilities().mapped_access`); blocks
-    /// that are host memory ([`Backend::host_bytes_mut`]) are written in place.
+    /// `access`, where the device has no mapped access (`capabilities().mapped_access`) or
+    /// cannot map this block alone (wgpu: a block carved from a buffer shared with others);
+    /// blocks that are host memory ([`Backend::host_bytes_mut`]) are written in place.
     fn write_mapped(
         &self,
         queue: &Queue,
@@ -468,7 +474,9 @@ pub trait Backend: checked::Sealed + Send + Sync + 'static {
     /// start unspecified. End it with [`Backend::unmap`] before the device uses the block again
     /// (reading, for a read mapping, is allowed). Host-memory and shared blocks map to their own
     /// address, no driver call. A device without mapped access answers
-    /// [`Error::Unsupported`](crate::Error::Unsupported); zero bytes is
+    /// [`Error::Unsupported`](crate::Error::Unsupported), as wgpu does for a block carved from
+    /// a buffer shared with others (wgpu maps whole buffers, and a mapped buffer is kept out
+    /// of every submission, even reading ones, until unmapped); zero bytes is
     /// [`Error::ZeroLength`](crate::Error::ZeroLength). On OpenCL a second mapping of one block
     /// waits until the first is unmapped (PoCL mis-serves two at once), so never hold two of one
     /// block in one thread; buffers' map guards take the buffer exclusively for that reason.

@@ -48,6 +48,10 @@ pub trait RawBackend: Send + Sync + 'static {
     fn info(&self) -> DeviceInfo;
     /// What the device can do.
     fn capabilities(&self) -> Capabilities;
+    /// Whether [`RawBackend::map`] maps `block` (a live block of this backend that is not host
+    /// memory): `capabilities().mapped_access` unless some blocks cannot be mapped alone (wgpu
+    /// maps a whole buffer, so not a block carved from one shared with others).
+    fn maps(&self, block: &DeviceBlock) -> bool;
     /// The largest single allocation, read without querying the driver (allocation checks
     /// against it every time).
     fn max_allocation(&self) -> u64;
@@ -180,7 +184,7 @@ pub trait RawBackend: Send + Sync + 'static {
     /// Maps `len` bytes (never zero) at `offset` of `block` into host memory, once the work
     /// enqueued on `queue` before it is done, and returns where they are; the device sees what
     /// the host wrote there once [`RawBackend::unmap`] returns. Called only where
-    /// `capabilities().mapped_access`, for blocks that are not host memory (the checked layer
+    /// [`RawBackend::maps`] the block, for blocks that are not host memory (the checked layer
     /// reaches those directly); elsewhere, return [`unsupported`]. A backend whose driver
     /// cannot map one object twice at once makes a second map of a block wait for the first
     /// unmap.

@@ -174,6 +174,10 @@ impl RawBackend for CudaBackend {
         self.capabilities
     }
 
+    fn maps(&self, _block: &DeviceBlock) -> bool {
+        self.capabilities.mapped_access
+    }
+
     fn max_allocation(&self) -> u64 {
         self.info.max_allocation
     }

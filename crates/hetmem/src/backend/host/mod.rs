@@ -200,6 +200,10 @@ impl RawBackend for HostBackend {
         }
     }
 
+    fn maps(&self, _block: &DeviceBlock) -> bool {
+        RawBackend::capabilities(self).mapped_access
+    }
+
     fn max_allocation(&self) -> u64 {
         self.max_allocation
     }

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::block::WgpuBlock;
+use super::mapping::MappedBuffers;
 use super::poller::Poller;
 use super::readback::ReadbackBelt;
 use crate::backend::{BackendKind, Event};
@@ -68,6 +69,8 @@ pub(super) struct GpuDevice {
     pub(super) uncaptured: Arc<Mutex<Uncaptured>>,
     /// Bytes written since the last submission.
     pub(super) unsubmitted: AtomicUsize,
+    /// Buffers mapped now (`mapping.rs`).
+    pub(super) mapped: MappedBuffers,
 }
 
 impl GpuDevice {

@@ -19,15 +19,18 @@
 //! views start at multiples of the storage-binding alignment, 256 bytes), and an unaligned
 //! device copy goes through the host. A staged read is made at once (its event is complete).
 //!
-//! **Memory.** Storage buffers are reached only through copies: not host-addressable, no mapped
-//! or shared allocations, no reservations. A CPU or integrated adapter is marked
-//! `unified_memory`. Errors wgpu reports outside an error scope fail the next blocking call
+//! **Memory.** Storage buffers are not host-addressable: no shared allocations, no
+//! reservations. A CPU or integrated adapter is marked `unified_memory`, and where it offers
+//! `MAPPABLE_PRIMARY_BUFFERS` its blocks are mappable too (`mapped_access`): a block that is a
+//! whole buffer maps in place, with no copy (`mapping.rs`); elsewhere blocks are reached only
+//! through copies. Errors wgpu reports outside an error scope fail the next blocking call
 //! ([`WgpuBackend::error_messages`] keeps wgpu's words); allocations are checked in scopes, so
 //! running out of memory is [`Error::OutOfMemory`](crate::Error).
 
 mod block;
 mod device;
 pub(crate) mod lend;
+mod mapping;
 mod open;
 mod poller;
 mod readback;
@@ -50,8 +53,8 @@ use crate::error::{Error, Result};
 /// A wgpu device as a hetmem backend: storage buffers as blocks, every hetmem queue feeding the
 /// device's one queue (a queue gated on a host event holds its work until then), writes through
 /// `write_buffer`, reads through kept mappable buffers, events finished by a polling thread.
-/// Not host-addressable and no mapped access: storage buffers are reached only through copies.
-/// `docs/ARCHITECTURE.md` says more.
+/// Not host-addressable; on CPU and integrated adapters with `MAPPABLE_PRIMARY_BUFFERS`, a block
+/// that is a whole buffer maps in place ([`Backend::map`]). `docs/ARCHITECTURE.md` says more.
 pub struct WgpuBackend {
     id: BackendId,
     index: usize,
@@ -62,6 +65,8 @@ pub struct WgpuBackend {
     max_allocation: u64,
     alignment: usize,
     unified: bool,
+    /// Storage buffers are mappable too (`MAPPABLE_PRIMARY_BUFFERS`, asked for where unified).
+    mappable: bool,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     gpu: Arc<GpuDevice>,
@@ -145,6 +150,11 @@ impl RawBackend for WgpuBackend {
         self.device_capabilities()
     }
 
+    fn maps(&self, block: &DeviceBlock) -> bool {
+        // SAFETY: the checked layer passes only this backend's live blocks.
+        self.mappable && unsafe { WgpuBlock::of(block) }.is_whole(block.size())
+    }
+
     fn max_allocation(&self) -> u64 {
         self.max_allocation
     }
@@ -169,12 +179,17 @@ impl RawBackend for WgpuBackend {
         let device = &self.gpu.device;
         device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mappable = match self.mappable {
+            true => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+            false => wgpu::BufferUsages::empty(),
+        };
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes.next_multiple_of(device::ALIGN) as u64,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+                | wgpu::BufferUsages::COPY_DST
+                | mappable,
             mapped_at_creation: false,
         });
         let invalid = pollster::block_on(device.pop_error_scope());
@@ -322,21 +337,25 @@ impl RawBackend for WgpuBackend {
         })
     }
 
-    /// Never reached: no mapped access (a storage buffer cannot be mappable too).
+    /// The block's own buffer mapped in place, after the work held on `queue` and what the
+    /// device was asked for before (`maps` checked that the block is a whole mappable buffer).
     unsafe fn map(
         &self,
-        _queue: &Queue,
-        _block: &DeviceBlock,
-        _offset: usize,
-        _len: usize,
-        _mode: MapMode,
+        queue: &Queue,
+        block: &DeviceBlock,
+        offset: usize,
+        len: usize,
+        mode: MapMode,
     ) -> Result<*mut u8> {
-        Err(unsupported(BackendKind::Wgpu, "map"))
+        // SAFETY: the caller's guarantee: the block is ours and live.
+        let block = unsafe { WgpuBlock::of(block) };
+        self.blocking(queue, "map", |gpu| gpu.map(block, offset, len, mode))
     }
 
-    /// Never reached, as `map`.
-    unsafe fn unmap(&self, _queue: &Queue, _block: &DeviceBlock, _ptr: *mut u8) -> Result<()> {
-        Err(unsupported(BackendKind::Wgpu, "unmap"))
+    unsafe fn unmap(&self, queue: &Queue, block: &DeviceBlock, _ptr: *mut u8) -> Result<()> {
+        self.holding(queue)?;
+        // SAFETY: the caller's guarantee: the block is ours and live.
+        self.gpu.unmap(unsafe { WgpuBlock::of(block) })
     }
 
     /// Never reached: no shared allocations.

@@ -39,9 +39,21 @@ impl WgpuBackend {
     /// wgpu device.
     pub fn open(adapter: &wgpu::Adapter, index: usize) -> Result<WgpuBackend> {
         let limits = adapter.limits();
+        let info = adapter.get_info();
+        let unified = matches!(
+            info.device_type,
+            wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
+        );
+        // Mappable storage buffers cost a discrete GPU its device-local memory; where the
+        // adapter's memory is the host's they are free, and host access needs no copy.
+        let mappable =
+            unified && (adapter.features()).contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("hetmem"),
-            required_features: wgpu::Features::empty(),
+            required_features: match mappable {
+                true => wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
+                false => wgpu::Features::empty(),
+            },
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -55,7 +67,6 @@ impl WgpuBackend {
         let id = BackendId::unique();
         let poller = Poller::start(device.clone(), id)
             .map_err(|e| unavailable(format!("starting the polling thread: {e}")))?;
-        let info = adapter.get_info();
         let held = Arc::new(Held::default());
         Ok(WgpuBackend {
             id,
@@ -66,10 +77,8 @@ impl WgpuBackend {
             // Blocks are made a multiple of wgpu's copy alignment long.
             max_allocation: limits.max_buffer_size & !(super::device::ALIGN as u64 - 1),
             alignment: limits.min_storage_buffer_offset_alignment as usize,
-            unified: matches!(
-                info.device_type,
-                wgpu::DeviceType::Cpu | wgpu::DeviceType::IntegratedGpu
-            ),
+            unified,
+            mappable,
             info,
             limits,
             gpu: Arc::new(GpuDevice {
@@ -79,6 +88,7 @@ impl WgpuBackend {
                 readback: ReadbackBelt::default(),
                 uncaptured,
                 unsubmitted: Default::default(),
+                mapped: Default::default(),
             }),
         })
     }
@@ -129,9 +139,9 @@ impl WgpuBackend {
             async_copies: true,
             concurrent_queues: false,
             pinned_staging: false,
-            // Storage buffers are reached only through copies and mappable buffers.
+            // Storage buffers are reached through copies, or mapped where they are mappable.
             host_addressable: false,
-            mapped_access: false,
+            mapped_access: self.mappable,
             shared_allocations: false,
         }
     }
