@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::pattern;
 use hetmem::backend::{Backend, HostBackend};
 use hetmem::backend::{FaultKind, FaultOp, FaultyBackend};
-use hetmem::pool::{CachingAllocator, CachingConfig, SizeClasses};
+use hetmem::pool::{CachingAllocator, CachingConfig, PooledBlock, SizeClasses};
 use hetmem::Error;
 use proptest::prelude::*;
 
@@ -309,6 +309,43 @@ fn the_last_handle_lets_go_of_the_cache(b: &Arc<dyn Backend>) {
     );
 }
 
+thread_local! {
+    /// A user's thread-local scratch block, dropped as its thread ends.
+    static SCRATCH: std::cell::RefCell<Option<PooledBlock>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A block a thread-local of the user's holds is dropped as its thread ends — after the
+/// thread's own pool slot went (the thread-local was made before the thread's first pool use,
+/// so it is torn down last): it comes back whole to the shared bins, its contents untouched,
+/// and the pool hands it out again.
+fn a_block_dropped_as_its_thread_ends_comes_back(b: &Arc<dyn Backend>) {
+    let q = b.default_queue().clone();
+    let pool = CachingAllocator::new(b.clone());
+    let (other, backend, data) = (pool.clone(), b.clone(), pattern(64 * KIB, 3));
+    let written = data.clone();
+    std::thread::spawn(move || {
+        SCRATCH.with(|scratch| {
+            let mut block = other.allocate(64 * KIB).unwrap();
+            let q = backend.default_queue();
+            backend.write(q, block.block_mut(), 0, &written).unwrap();
+            *scratch.borrow_mut() = Some(block);
+        })
+    })
+    .join()
+    .unwrap();
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.bytes_in_use, stats.cached_blocks),
+        (0, 1),
+        "{stats:?}"
+    );
+    let again = pool.allocate(64 * KIB).unwrap();
+    let mut back = vec![0u8; 64 * KIB];
+    b.read(&q, again.block(), 0, &mut back).unwrap();
+    assert_eq!(back, data, "the same block, untouched");
+    assert_eq!(pool.stats().hits, 1);
+}
+
 /// Threads releasing blocks while the last handle goes: every block reaches the backend and
 /// nothing is left holding the allocator, however the releases and the closing interleave.
 fn releases_racing_the_last_handle_lose_nothing(b: &Arc<dyn Backend>) {
@@ -461,6 +498,7 @@ common::backend_suite!(
         injected_out_of_memory_releases_the_cache_and_retries,
         swapped_in_blocks_are_caught_on_return, the_last_handle_lets_go_of_the_cache,
         releases_racing_the_last_handle_lose_nothing,
+        a_block_dropped_as_its_thread_ends_comes_back,
     ]
 );
 

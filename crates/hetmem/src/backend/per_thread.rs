@@ -15,6 +15,8 @@
 //! `thread_local` crate's ids), so nothing cached in it is lost, and the pool drains every slot
 //! when it is trimmed or dropped.
 
+use std::cell::Cell;
+
 use thread_local::ThreadLocal;
 
 use crate::sync::{lock, Mutex, Ordering};
@@ -48,6 +50,50 @@ impl<T: Send + Default> PerThread<T> {
         unsafe { slot.with_as_owner(f) }
     }
 
+    /// [`PerThread::with`] for a `PerThread` in a `static`: the slot is found again with one
+    /// thread-local load instead of the `thread_local` crate's look-up of the thread's id and
+    /// bucket (a call and about 20 instructions, on every pool hit and release). One such
+    /// `static` is remembered per thread, the last used.
+    ///
+    /// `None`, without running `f`, while this thread's thread-locals are torn down (a
+    /// thread-local of the user's dropping a pooled block as its thread ends): the slot may
+    /// already be another thread's, so the caller takes its shared path.
+    #[inline]
+    pub(crate) fn with_static<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        let (of, slot) = REMEMBERED.get();
+        let slot = if of == self.key() {
+            // SAFETY: `remember` stored this pointer for this very `PerThread` — same address,
+            // and a `static` neither moves nor dies, so the same `T` — to this thread's own
+            // entry of its `ThreadLocal`, and `Forget` takes it back before the entry can pass
+            // to another thread.
+            unsafe { &*slot.cast::<OwnerLock<T>>() }
+        } else {
+            self.remember()?
+        };
+        // SAFETY: as in `with`: the slot is the one the `ThreadLocal` hands this thread.
+        Some(unsafe { slot.with_as_owner(f) })
+    }
+
+    fn key(&'static self) -> usize {
+        (self as *const Self).addr()
+    }
+
+    /// This thread's slot, remembered for [`PerThread::with_static`]; `None` once this
+    /// thread's teardown has begun.
+    #[cold]
+    #[inline(never)]
+    fn remember(&'static self) -> Option<&'static OwnerLock<T>> {
+        // Thread-locals are torn down last registered, first. The `thread_local` crate's
+        // teardown gives this thread's id (and so its entries) to the next thread; it was
+        // registered at this thread's first look-up of any `ThreadLocal`, so before `Forget`
+        // or right beside it, and `Forget` is gone before the id is given away: while
+        // `Forget` lives the slot is this thread's.
+        FORGET.try_with(|_| ()).ok()?;
+        let slot = self.slots.get().unwrap_or_else(|| self.first_use());
+        REMEMBERED.set((self.key(), (slot as *const OwnerLock<T>).cast()));
+        Some(slot)
+    }
+
     /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
     /// align its stack frame).
     #[cold]
@@ -79,6 +125,24 @@ impl<T: Send + Default> PerThread<T> {
         for slot in slots {
             slot.visit(&mut f);
         }
+    }
+}
+
+thread_local! {
+    /// The `static` [`PerThread`] this thread used last through `with_static` (its address)
+    /// and this thread's slot there. Const and without a destructor: readable until the
+    /// thread ends, so `Forget` clears it.
+    static REMEMBERED: Cell<(usize, *const ())> = const { Cell::new((0, std::ptr::null())) };
+    /// Clears `REMEMBERED` when this thread's thread-locals are torn down.
+    static FORGET: Forget = const { Forget };
+}
+
+/// Forgets the remembered slot before the `thread_local` crate lets another thread have it.
+struct Forget;
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let _ = REMEMBERED.try_with(|r| r.set((0, std::ptr::null())));
     }
 }
 

@@ -225,7 +225,8 @@ impl CachingAllocator {
             t.hits += 1;
             t.waste += waste;
             Some(kept)
-        });
+        })
+        .flatten();
         match hit {
             Some(Kept { block, home }) => Ok(PooledBlock::new(block, home, bytes, Some(class))),
             None => self.allocate_past_thread_cache(bytes, class, size),
@@ -418,16 +419,20 @@ impl Inner {
     }
 
     /// Runs `f` on this thread's counters for this allocator (when it is closed, on a
-    /// throwaway set: nobody reads them any more, and its entries are gone from the tables).
+    /// throwaway set: nobody reads them any more, and its entries are gone from the tables;
+    /// also while the thread's thread-locals are torn down, whose last counts are lost).
     fn count<R>(&self, f: impl FnOnce(&mut ThreadSlot) -> R) -> R {
-        thread_caches::with(|table| {
+        let mut f = Some(f);
+        let counted = thread_caches::with(|table| {
+            let f = f.take().expect("runs once");
             // Inside the table's owner lock: see `close` for why that matters.
             if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
                 f(&mut ThreadSlot::default())
             } else {
                 f(table.entry(self.id))
             }
-        })
+        });
+        counted.unwrap_or_else(|| f.take().expect("not run")(&mut ThreadSlot::default()))
     }
 
     /// Moves every thread cache's blocks into the shared bins.

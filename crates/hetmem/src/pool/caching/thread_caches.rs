@@ -20,10 +20,12 @@ use crate::pool::per_thread::ThreadCache;
 /// The table of every thread.
 static TABLES: PerThread<Table> = PerThread::new();
 
-/// Runs `f` on this thread's table. `f` must not call back into caching allocators.
+/// Runs `f` on this thread's table; `None`, without running it, while the thread's
+/// thread-locals are torn down (blocks then take the shared path). `f` must not call back into
+/// caching allocators.
 #[inline]
-pub(super) fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    TABLES.with(f)
+pub(super) fn with<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+    TABLES.with_static(f)
 }
 
 /// Runs `f` on every thread's table in turn.
