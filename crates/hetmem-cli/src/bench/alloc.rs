@@ -1,4 +1,5 @@
-//! `alloc.*`: hetmem's pools against the raw backend, `Vec` and a mutex-guarded free list.
+//! `alloc.*`: hetmem's pools against the raw backend, `Vec` (on the system's allocator and on
+//! mimalloc) and a mutex-guarded free list.
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use hetmem::transfer::TransferEngine;
 use hetmem::MemoryManager;
 use hetmem::Result;
 
-use super::harness::{compare, compare_auto, latency, Effort, Side};
+use super::harness::{compare, compare_auto, latency, Effort, Side, Timings};
 use super::report::Measurement;
 use super::Suite;
 
@@ -24,7 +25,10 @@ pub fn register(suite: &mut Suite) {
     suite.case("alloc.splitting.4MiB", splitting);
     suite.case("alloc.first_use.16MiB", first_use);
     suite.case("alloc.bulk", bulk);
-    suite.case("alloc.array_pool.1MiB", |_, e| array_pool(e));
+    suite.case_of_several(
+        &["alloc.array_pool.1MiB", "alloc.array_pool.1MiB.mimalloc"],
+        |_, e| array_pool(e),
+    );
     suite.case("alloc.object_pool", |_, e| object_pool(e));
     suite.case("alloc.manager", manager);
 }
@@ -150,7 +154,11 @@ fn bulk(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     ))
 }
 
-fn array_pool(effort: Effort) -> Result<Measurement> {
+/// A 1 MiB array rented and returned, against a fresh `Vec` whose every page is touched (as a
+/// fresh array's first use does): on the system's allocator in this process, and on mimalloc
+/// in a child process (`hetmem-mimalloc`, beside this binary; without it, that figure is left
+/// out with a note).
+fn array_pool(effort: Effort) -> Result<Vec<Measurement>> {
     let pool = ArrayPool::<f32>::new();
     let len = MIB / 4;
     let timings = compare_auto(effort, |side| {
@@ -165,12 +173,50 @@ fn array_pool(effort: Effort) -> Result<Measurement> {
         }
         Ok(())
     })?;
-    Ok(latency(
+    let mut figures = vec![latency(
         "alloc.array_pool.1MiB",
         &timings,
         "Vec::with_capacity + touching every page",
         "ns",
-    ))
+    )];
+    match mimalloc_samples(len, timings.hetmem.len()) {
+        Ok(baseline) => figures.push(latency(
+            "alloc.array_pool.1MiB.mimalloc",
+            &Timings {
+                hetmem: timings.hetmem,
+                baseline,
+            },
+            "Vec::with_capacity + touching every page, on mimalloc",
+            "ns",
+        )),
+        Err(why) => eprintln!("note: alloc.array_pool.1MiB.mimalloc left out: {why}"),
+    }
+    Ok(figures)
+}
+
+/// `samples` seconds-per-array samples of `hetmem-mimalloc` for arrays of `len` `f32`s.
+fn mimalloc_samples(len: usize, samples: usize) -> std::result::Result<Vec<f64>, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = exe.with_file_name(format!("hetmem-mimalloc{}", std::env::consts::EXE_SUFFIX));
+    let out = std::process::Command::new(&child)
+        .args([len.to_string(), samples.to_string()])
+        .output()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (cargo build -p hetmem-cli builds it)",
+                child.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parsed: Option<Vec<f64>> = text.lines().map(|l| l.parse().ok()).collect();
+    match parsed {
+        Some(samples) if out.status.success() && !samples.is_empty() => Ok(samples),
+        _ => Err(format!(
+            "{} failed: {}",
+            child.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
 }
 
 fn object_pool(effort: Effort) -> Result<Measurement> {
