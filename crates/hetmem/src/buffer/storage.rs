@@ -67,15 +67,19 @@ pub struct BufferStorage {
     pub(super) valid: AtomicU8,
     /// A device guard was handed out: the user's device work may use the device block.
     exposed: AtomicBool,
-    /// Told of resizes; dropped with the buffer (a memory manager's allocation record).
-    observer: Option<Box<dyn Observer>>,
+    /// Told of resizes and of the end (a memory manager's allocation record).
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// Something that follows one buffer's life: made with the buffer's metric cells, told when
-/// its length changes, and dropped when the buffer is.
+/// its length changes and when the buffer is gone. Shared (an `Arc`), so that a manager's
+/// record is the observer itself and one allocation serves both.
 pub(crate) trait Observer: Send + Sync {
     /// The buffer's length changed from `old` to `new` bytes.
     fn resized(&self, old: usize, new: usize);
+
+    /// The buffer is gone (called once, as it drops, after its memory went back).
+    fn retired(&self);
 
     /// For finding out which observer this is.
     fn as_any(&self) -> &dyn std::any::Any;
@@ -135,7 +139,7 @@ impl BufferStorage {
     }
 
     /// Has `make` follow this buffer from now on; it gets the buffer's live metric cells.
-    pub(crate) fn observe(&mut self, make: impl FnOnce(Arc<MetricCells>) -> Box<dyn Observer>) {
+    pub(crate) fn observe(&mut self, make: impl FnOnce(Arc<MetricCells>) -> Arc<dyn Observer>) {
         self.observer = Some(make(self.core.metrics.clone()));
     }
 
@@ -540,6 +544,9 @@ impl Drop for BufferStorage {
         let (core, _, slots, _) = self.parts_mut();
         let device = slots.device.get_mut().take();
         core.retire(device, exposed);
+        if let Some(observer) = self.observer.take() {
+            observer.retired();
+        }
     }
 }
 

@@ -169,8 +169,14 @@ pub(crate) struct Totals {
     pub(crate) bytes_released: u64,
 }
 
-/// One allocation's record, shared by its buffer's [`Token`] and the live list.
+/// One allocation's record: its buffer's observer (which keeps the byte counts right through
+/// resizes and folds the buffer's usage into the registry when the buffer goes), shared with
+/// the live list. Holds the registry, so a buffer outliving its manager still reports to it
+/// safely; the cycle this makes with the live list is broken when the buffer goes.
 struct Record {
+    registry: Arc<Registry>,
+    /// Its place in the live list (`UNLISTED` when live allocations are not listed).
+    slot: AtomicUsize,
     id: u64,
     bytes: AtomicUsize,
     label: Option<Arc<str>>,
@@ -263,8 +269,10 @@ impl Registry {
         label: Option<Arc<str>>,
         placement: Placement,
         metrics: Arc<MetricCells>,
-    ) -> Box<dyn Observer> {
+    ) -> Arc<dyn Observer> {
         let record = Arc::new(Record {
+            registry: self.clone(),
+            slot: AtomicUsize::new(UNLISTED),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             bytes: AtomicUsize::new(bytes),
             label,
@@ -292,13 +300,11 @@ impl Registry {
             c.bytes_allocated += bytes as u64;
         });
         self.add_live(bytes);
-        let slot = (self.tracking >= Tracking::Outstanding)
-            .then(|| lock(&self.live).insert(record.clone()));
-        Box::new(Token {
-            registry: self.clone(),
-            record,
-            slot,
-        })
+        if self.tracking >= Tracking::Outstanding {
+            let slot = lock(&self.live).insert(record.clone());
+            record.slot.store(slot, Ordering::Relaxed);
+        }
+        record
     }
 
     fn grow(&self, bytes: usize) {
@@ -322,7 +328,7 @@ impl Registry {
         self.live_bytes.sub(bytes as u64);
     }
 
-    fn release(&self, record: &Record, slot: Option<usize>) {
+    fn release(&self, record: &Record) {
         if let Some(recorder) = &self.recorder {
             let bytes = record.bytes.load(Ordering::Relaxed) as u64;
             let id = self.trace_tag | record.id;
@@ -335,7 +341,8 @@ impl Registry {
             fold(&mut c.dropped, record);
         });
         self.live_bytes.sub(bytes as u64);
-        if let Some(slot) = slot {
+        let slot = record.slot.load(Ordering::Relaxed);
+        if slot != UNLISTED {
             lock(&self.live).remove(slot);
         }
     }
@@ -394,10 +401,10 @@ impl Registry {
         self.open_scopes.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The live allocation behind `observer`, if it is one of this registry's tokens.
+    /// The live allocation behind `observer`, if it is one of this registry's records.
     pub(crate) fn describe(&self, observer: &dyn Observer) -> Option<Outstanding> {
-        let token = observer.as_any().downcast_ref::<Token>()?;
-        std::ptr::eq(&*token.registry, self).then(|| describe(&token.record, coarse_nanos()))
+        let record = observer.as_any().downcast_ref::<Record>()?;
+        std::ptr::eq(&*record.registry, self).then(|| describe(record, coarse_nanos()))
     }
 }
 
@@ -453,15 +460,8 @@ fn describe(r: &Record, now: u64) -> Outstanding {
     }
 }
 
-/// Follows one buffer: keeps the byte counts right through resizes, and folds the buffer's
-/// usage into the registry when the buffer drops. Holds the registry, so a buffer outliving its
-/// manager still reports to it safely.
-struct Token {
-    registry: Arc<Registry>,
-    record: Arc<Record>,
-    /// Its place in the live list, when live allocations are listed.
-    slot: Option<usize>,
-}
+/// A record's slot when live allocations are not listed.
+const UNLISTED: usize = usize::MAX;
 
 impl Drop for Registry {
     /// A trace streamed to a file is complete once its managers are gone (the process's own
@@ -473,11 +473,11 @@ impl Drop for Registry {
     }
 }
 
-impl Observer for Token {
+impl Observer for Record {
     fn resized(&self, old: usize, new: usize) {
-        self.record.bytes.store(new, Ordering::Relaxed);
+        self.bytes.store(new, Ordering::Relaxed);
         if let Some(recorder) = &self.registry.recorder {
-            let id = self.registry.trace_tag | self.record.id;
+            let id = self.registry.trace_tag | self.id;
             let queue = self.registry.queue;
             recorder.record(Action::Resize, id, new as u64, None, None, queue);
         }
@@ -488,14 +488,12 @@ impl Observer for Token {
         }
     }
 
+    fn retired(&self) {
+        self.registry.release(self);
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
-    }
-}
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        self.registry.release(&self.record, self.slot);
     }
 }
 
