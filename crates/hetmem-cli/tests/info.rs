@@ -53,9 +53,18 @@ fn info_json_reports_every_kind() {
         let device = &wgpu["devices"][0];
         assert_eq!(device["label"], "wgpu:0");
         assert!(device["info"]["max_allocation"].as_u64().unwrap() > 0);
-        // One queue: copies do not overlap across hetmem's queues, and nothing maps in place.
-        assert_eq!(device["capabilities"]["concurrent_queues"], false);
-        assert_eq!(device["capabilities"]["mapped_access"], false);
+        // One queue: copies do not overlap across hetmem's queues. Blocks map in place only
+        // where the adapter's memory is the host's, and llvmpipe (CI's) offers it.
+        let caps = &device["capabilities"];
+        assert_eq!(caps["concurrent_queues"], false);
+        assert!(caps["mapped_access"] == false || caps["unified_memory"] == true);
+        if device["info"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("llvmpipe")
+        {
+            assert_eq!(caps["mapped_access"], true, "{device}");
+        }
     }
 }
 
