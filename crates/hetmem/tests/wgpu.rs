@@ -299,6 +299,16 @@ fn whole_buffers_map_in_place() {
     let mut back = vec![0u8; 4096];
     engine.read(&carved, 0, &mut back).unwrap();
     assert_eq!(back, vec![7u8; 4096]);
+    // `Auto` reads through mappings here, and falls back for the carved block.
+    let auto = hetmem::transfer::TransferEngine::new(b.clone());
+    assert_eq!(auto.plan_read(4096), hetmem::transfer::Plan::Mapped);
+    let mut whole = b.allocate(4096).unwrap();
+    auto.write(&mut whole, 0, &[9u8; 4096]).unwrap();
+    auto.read(&whole, 0, &mut back).unwrap();
+    assert_eq!(back, vec![9u8; 4096]);
+    auto.read(&carved, 100, &mut back[..50]).unwrap();
+    assert_eq!(back[..50], [7u8; 50]);
+    b.release(whole).unwrap();
     b.release_view(carved).unwrap();
     b.release(segment).unwrap();
     assert!(b.error_messages().is_empty(), "{:?}", b.error_messages());

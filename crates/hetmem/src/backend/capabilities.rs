@@ -28,6 +28,12 @@ pub struct Capabilities {
     /// ([`Backend::write_mapped`](super::Backend::write_mapped)); host-addressable blocks always
     /// can.
     pub mapped_access: bool,
+    /// A block is read fastest through a mapping: the mapping is the device's memory itself,
+    /// while a direct read goes through an intermediate buffer — wgpu on CPU and integrated
+    /// adapters (a device copy into a read-back buffer, then a copy out; mapped reads measured
+    /// 2.3× faster at 256 MiB and 16× at 4 KiB on llvmpipe). The transfer engine's `Auto`
+    /// reads through mappings there (blocks that do not map are read directly).
+    pub mapped_reads: bool,
     /// Besides its ordinary blocks, the device allocates blocks that the host addresses too
     /// ([`Backend::allocate_shared`](super::Backend::allocate_shared)): OpenCL fine-grained
     /// SVM, CUDA managed memory. `Placement::Shared` keeps such a buffer as one copy. (Where

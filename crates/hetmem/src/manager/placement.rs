@@ -117,6 +117,7 @@ mod tests {
             pinned_staging: false,
             host_addressable: true,
             mapped_access: true,
+            mapped_reads: false,
             shared_allocations: false,
         }
     }
@@ -131,6 +132,7 @@ mod tests {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            mapped_reads: false,
             shared_allocations: false,
         }
     }

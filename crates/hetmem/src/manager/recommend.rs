@@ -138,6 +138,7 @@ mod tests {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            mapped_reads: false,
             shared_allocations: false,
         }
     }

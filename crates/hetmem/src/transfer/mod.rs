@@ -20,7 +20,9 @@ mod stats;
 pub(crate) use background::Background;
 pub use background::OwnedTransfer;
 pub(crate) use engine::Lane;
-pub use engine::{plan, plan_batch, BatchWrite, Plan, Strategy, TransferConfig, TransferEngine};
+pub use engine::{
+    plan, plan_batch, plan_read, BatchWrite, Plan, Strategy, TransferConfig, TransferEngine,
+};
 pub use handle::TransferHandle;
 pub use request::{Failed, Outcome, Progress, TransferRequest};
 pub use retry::RetryPolicy;

@@ -96,6 +96,7 @@ impl CudaBackend {
             pinned_staging: true,
             host_addressable: false,
             mapped_access: false,
+            mapped_reads: false,
             shared_allocations: managed_memory(&ctx)?,
         };
         let commit_granularity = super::reserve::commit_granularity(&ctx)?;

@@ -195,6 +195,7 @@ impl RawBackend for HostBackend {
             pinned_staging: false,
             host_addressable: true,
             mapped_access: true,
+            mapped_reads: false,
             // Every block is host memory already.
             shared_allocations: false,
         }

@@ -103,6 +103,7 @@ impl OpenClBackend {
             // A cl_mem is reachable from the host only while mapped.
             host_addressable: false,
             mapped_access: true,
+            mapped_reads: false,
             // Fine-grained buffer SVM: host and device share the pointer, no map needed.
             shared_allocations: device.svm_mem_capability() & CL_DEVICE_SVM_FINE_GRAIN_BUFFER != 0,
         };

@@ -142,6 +142,8 @@ impl WgpuBackend {
             // Storage buffers are reached through copies, or mapped where they are mappable.
             host_addressable: false,
             mapped_access: self.mappable,
+            // A direct read copies into a read-back buffer first.
+            mapped_reads: self.mappable,
             shared_allocations: false,
         }
     }

@@ -15,7 +15,7 @@ mod verify;
 
 pub use batch::BatchWrite;
 pub(crate) use lane::Lane;
-pub use plan::{plan, plan_batch, Plan, Strategy, TransferConfig};
+pub use plan::{plan, plan_batch, plan_read, Plan, Strategy, TransferConfig};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,10 +132,21 @@ impl TransferEngine {
         plan::plan(&self.caps, &self.config, len)
     }
 
+    /// The plan a device→host read of `len` bytes uses (mapped where that reads fastest).
+    pub fn plan_read(&self, len: usize) -> Plan {
+        plan::plan_read(&self.caps, &self.config, len)
+    }
+
     /// The plan for `len` bytes on `lane`.
     fn plan_on(&self, lane: &Lane<'_>, len: usize) -> Plan {
         let strategy = lane.strategy.unwrap_or(self.config.strategy);
         plan::plan_with(&self.caps, &self.config, len, strategy)
+    }
+
+    /// The plan for reading `len` bytes on `lane`.
+    fn plan_read_on(&self, lane: &Lane<'_>, len: usize) -> Plan {
+        let strategy = lane.strategy.unwrap_or(self.config.strategy);
+        plan::plan_read_with(&self.caps, &self.config, len, strategy)
     }
 
     /// The pool of page-locked memory staged transfers use (shared with the `HostPinned`
@@ -236,7 +247,7 @@ impl TransferEngine {
         check_block(self.backend.id(), "transfer source", src, offset, dst.len())?;
         self.run(Direction::DeviceToHost, dst.len(), || {
             self.until_intact(lane, || {
-                match self.plan_on(lane, dst.len()) {
+                match self.plan_read_on(lane, dst.len()) {
                     Plan::Pipelined { chunk, depth, .. } => {
                         self.read_pipelined(lane, src, offset, dst, chunk, depth)?
                     }

@@ -176,9 +176,31 @@ pub(crate) fn queue_count(caps: &Capabilities, config: &TransferConfig) -> usize
 }
 
 /// The plan a host↔device transfer of `len` bytes takes on a device with `caps` under
-/// `config`: what [`TransferEngine::plan`](super::TransferEngine::plan) answers.
+/// `config`: what [`TransferEngine::plan`](super::TransferEngine::plan) answers. A read may
+/// take another ([`plan_read`]).
 pub fn plan(caps: &Capabilities, config: &TransferConfig, len: usize) -> Plan {
     plan_with(caps, config, len, config.strategy)
+}
+
+/// The plan a device→host read of `len` bytes takes: as [`plan`], except that `Auto` reads
+/// through a mapping, whatever the size, where that is the fastest read
+/// ([`Capabilities::mapped_reads`]). Writes keep their plan there: a mapped write would wait
+/// for the device work still using the block, which a queued write does not.
+pub fn plan_read(caps: &Capabilities, config: &TransferConfig, len: usize) -> Plan {
+    plan_read_with(caps, config, len, config.strategy)
+}
+
+/// [`plan_read`] with `strategy` instead of the configured one.
+pub(crate) fn plan_read_with(
+    caps: &Capabilities,
+    config: &TransferConfig,
+    len: usize,
+    strategy: Strategy,
+) -> Plan {
+    match strategy {
+        Strategy::Auto if caps.mapped_reads && caps.mapped_access => Plan::Mapped,
+        _ => plan_with(caps, config, len, strategy),
+    }
 }
 
 /// [`plan`] with `strategy` for large transfers instead of the configured one.
@@ -258,11 +280,11 @@ mod tests {
 
     const MIB: usize = 1 << 20;
 
-    /// Every one of the 128 combinations of the seven capabilities (with or without a peer
+    /// Every one of the 256 combinations of the eight capabilities (with or without a peer
     /// domain).
     fn every_capability_set() -> impl Iterator<Item = Capabilities> {
         let domain = PeerDomain::unique();
-        (0u8..128).map(move |bits| Capabilities {
+        (0u16..256).map(move |bits| Capabilities {
             unified_memory: bits & 1 != 0,
             peer_domain: (bits & 2 != 0).then_some(domain),
             async_copies: bits & 4 != 0,
@@ -270,6 +292,7 @@ mod tests {
             host_addressable: bits & 16 != 0,
             mapped_access: bits & 32 != 0,
             concurrent_queues: bits & 64 != 0,
+            mapped_reads: bits & 128 != 0,
             // Shared allocations are never transferred: no plan reads it.
             shared_allocations: false,
         })
@@ -306,6 +329,33 @@ mod tests {
                     expected_auto(&caps, len, &config)
                 };
                 assert_eq!(plan(&caps, &config, len), want, "{caps:?}, {len} bytes");
+            }
+        }
+    }
+
+    /// Reads follow the same table, except that `Auto` maps every read where mapped reads are
+    /// the fastest and the device maps; a forced strategy is obeyed as for writes.
+    #[test]
+    fn reads_map_where_mapped_reads_are_fastest() {
+        let config = TransferConfig::default();
+        for caps in every_capability_set() {
+            for len in [1, config.direct_max + 1, 64 * MIB + 3] {
+                let want = if caps.mapped_reads && caps.mapped_access {
+                    Plan::Mapped
+                } else {
+                    plan(&caps, &config, len)
+                };
+                assert_eq!(
+                    plan_read(&caps, &config, len),
+                    want,
+                    "{caps:?}, {len} bytes"
+                );
+                for strategy in [Strategy::Direct, Strategy::Chunked, Strategy::Pipelined] {
+                    assert_eq!(
+                        plan_read_with(&caps, &config, len, strategy),
+                        plan_with(&caps, &config, len, strategy)
+                    );
+                }
             }
         }
     }
