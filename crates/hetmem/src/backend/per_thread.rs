@@ -15,7 +15,9 @@
 //! `thread_local` crate's ids), so nothing cached in it is lost, and the pool drains every slot
 //! when it is trimmed or dropped.
 
-use std::cell::Cell;
+use std::cell::OnceCell;
+use std::sync::Arc;
+use std::thread::LocalKey;
 
 use thread_local::ThreadLocal;
 
@@ -28,7 +30,9 @@ use std::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 
 /// A `T` per thread, `T::default()` on a thread's first use.
 pub(crate) struct PerThread<T: Send> {
-    slots: ThreadLocal<OwnerLock<T>>,
+    /// Each slot in an `Arc`, which a thread may also keep in a thread-local of its own
+    /// ([`PerThread::with_static`]): every use reaches the slot afresh through it.
+    slots: ThreadLocal<Arc<OwnerLock<T>>>,
 }
 
 impl<T: Send + Default> PerThread<T> {
@@ -41,68 +45,56 @@ impl<T: Send + Default> PerThread<T> {
     /// Runs `f` on this thread's slot. `f` must not re-enter the same `PerThread` (it panics).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let slot = match self.slots.get() {
-            Some(slot) => slot,
-            None => self.first_use(),
-        };
+        let slot = self.slot();
         // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
         // another thread only after the thread that had it exited: this thread owns the slot.
         unsafe { slot.with_as_owner(f) }
     }
 
-    /// [`PerThread::with`] for a `PerThread` in a `static`: the slot is found again with one
-    /// thread-local load instead of the `thread_local` crate's look-up of the thread's id and
-    /// bucket (a call and about 20 instructions, on every pool hit and release). One such
-    /// `static` is remembered per thread, the last used.
+    /// [`PerThread::with`] for a `PerThread` in a `static`, with this thread's slot remembered
+    /// in `mine` (a `thread_local!` of the caller's): found again with one thread-local look-up
+    /// instead of the `thread_local` crate's look-up of the thread's id and bucket (a call and
+    /// about 20 instructions, on every pool hit and release).
     ///
-    /// `None`, without running `f`, while this thread's thread-locals are torn down (a
-    /// thread-local of the user's dropping a pooled block as its thread ends): the slot may
-    /// already be another thread's, so the caller takes its shared path.
+    /// `None`, without running `f`, once `mine` is torn down with its thread (a thread-local of
+    /// the user's dropping a pooled block as its thread ends): the slot may already be another
+    /// thread's, so the caller takes its shared path.
     #[inline]
-    pub(crate) fn with_static<R>(&'static self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
-        let (of, slot) = REMEMBERED.get();
-        let slot = if of == self.key() {
-            // SAFETY: `remember` stored this pointer for this very `PerThread` — same address,
-            // and a `static` neither moves nor dies, so the same `T` — to this thread's own
-            // entry of its `ThreadLocal`, and `Forget` takes it back before the entry can pass
-            // to another thread.
-            unsafe { &*slot.cast::<OwnerLock<T>>() }
-        } else {
-            self.remember()?
-        };
-        // SAFETY: as in `with`: the slot is the one the `ThreadLocal` hands this thread.
-        Some(unsafe { slot.with_as_owner(f) })
+    pub(crate) fn with_static<R>(
+        &'static self,
+        mine: &'static LocalKey<Remembered<T>>,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        mine.try_with(|mine| {
+            // Thread-locals are torn down last registered, first. The `thread_local` crate's
+            // teardown gives this thread's id (and so its entry) to the next thread; it is
+            // registered at this thread's first look-up of any `ThreadLocal` — before `mine`,
+            // or (in the look-up below) right after it with nothing between — so no destructor
+            // can reach `mine` once the entry may be another thread's.
+            let slot = mine.0.get_or_init(|| self.slot().clone());
+            // SAFETY: as in `with`: `mine` holds the slot the `ThreadLocal` handed this thread,
+            // for as long as it is this thread's (above).
+            unsafe { slot.with_as_owner(f) }
+        })
+        .ok()
     }
 
-    fn key(&'static self) -> usize {
-        (self as *const Self).addr()
-    }
-
-    /// This thread's slot, remembered for [`PerThread::with_static`]; `None` once this
-    /// thread's teardown has begun.
-    #[cold]
-    #[inline(never)]
-    fn remember(&'static self) -> Option<&'static OwnerLock<T>> {
-        // Thread-locals are torn down last registered, first. The `thread_local` crate's
-        // teardown gives this thread's id (and so its entries) to the next thread; it was
-        // registered at this thread's first look-up of any `ThreadLocal`, so before `Forget`
-        // or right beside it, and `Forget` is gone before the id is given away: while
-        // `Forget` lives the slot is this thread's.
-        FORGET.try_with(|_| ()).ok()?;
-        let slot = self.slots.get().unwrap_or_else(|| self.first_use());
-        REMEMBERED.set((self.key(), (slot as *const OwnerLock<T>).cast()));
-        Some(slot)
+    /// This thread's slot.
+    fn slot(&self) -> &Arc<OwnerLock<T>> {
+        match self.slots.get() {
+            Some(slot) => slot,
+            None => self.first_use(),
+        }
     }
 
     /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
     /// align its stack frame).
     #[cold]
     #[inline(never)]
-    fn first_use(&self) -> &OwnerLock<T> {
+    fn first_use(&self) -> &Arc<OwnerLock<T>> {
         self.slots.get_or(|| {
             // Before this thread's first fence, so that it fences the way visitors expect.
-            barrier::choose();
-            OwnerLock::new(T::default())
+            Arc::new(OwnerLock::new(T::default(), barrier::choose()))
         })
     }
 
@@ -118,7 +110,7 @@ impl<T: Send + Default> PerThread<T> {
     /// that owner, which waits for `f`): the pools' `f`s touch only the slot and atomics.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
         barrier::heavy();
-        let slots: Vec<&OwnerLock<T>> = self.slots.iter().collect();
+        let slots: Vec<&OwnerLock<T>> = self.slots.iter().map(|slot| &**slot).collect();
         let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
         // One fence for every announcement.
         barrier::heavy();
@@ -128,21 +120,13 @@ impl<T: Send + Default> PerThread<T> {
     }
 }
 
-thread_local! {
-    /// The `static` [`PerThread`] this thread used last through `with_static` (its address)
-    /// and this thread's slot there. Const and without a destructor: readable until the
-    /// thread ends, so `Forget` clears it.
-    static REMEMBERED: Cell<(usize, *const ())> = const { Cell::new((0, std::ptr::null())) };
-    /// Clears `REMEMBERED` when this thread's thread-locals are torn down.
-    static FORGET: Forget = const { Forget };
-}
+/// Where a thread keeps its slot of one `static` [`PerThread`] ([`PerThread::with_static`]):
+/// in a const-initialised `thread_local!`, which says when it is torn down.
+pub(crate) struct Remembered<T: 'static>(OnceCell<Arc<OwnerLock<T>>>);
 
-/// Forgets the remembered slot before the `thread_local` crate lets another thread have it.
-struct Forget;
-
-impl Drop for Forget {
-    fn drop(&mut self) {
-        let _ = REMEMBERED.try_with(|r| r.set((0, std::ptr::null())));
+impl<T> Remembered<T> {
+    pub(crate) const fn new() -> Self {
+        Remembered(OnceCell::new())
     }
 }
 
@@ -157,6 +141,10 @@ struct OwnerLock<T> {
     owner: AtomicBool,
     /// A visitor is inside or waiting for the owner to leave. Only visitors store it.
     visitor: AtomicBool,
+    /// The owner enters with a compiler fence alone: visitors fence every CPU for it
+    /// (`membarrier`). The same in every slot (chosen once per process), kept here to be read
+    /// from the line the owner touches anyway.
+    light: bool,
     /// One visitor at a time.
     visitors: Mutex<()>,
     value: UnsafeCell<T>,
@@ -169,8 +157,10 @@ unsafe impl<T: Send> Send for OwnerLock<T> {}
 unsafe impl<T: Send> Sync for OwnerLock<T> {}
 
 impl<T> OwnerLock<T> {
-    fn new(value: T) -> Self {
+    /// `light`: what `barrier::choose` said — the fence the owner's entry needs.
+    fn new(value: T, light: bool) -> Self {
         OwnerLock {
+            light,
             owner: AtomicBool::new(false),
             visitor: AtomicBool::new(false),
             visitors: Mutex::new(()),
@@ -192,7 +182,7 @@ impl<T> OwnerLock<T> {
         );
         loop {
             self.owner.store(true, Ordering::Relaxed);
-            barrier::light();
+            barrier::light(self.light);
             // Acquire: a visitor that just left published its writes with its release store.
             if !self.visitor.load(Ordering::Acquire) {
                 break;
@@ -281,14 +271,15 @@ mod barrier {
                 .get_or_init(|| membarrier(MembarrierCommand::RegisterPrivateExpedited).is_ok())
         }
 
-        pub(crate) fn choose() {
-            expedited();
+        /// Registers, once per process; whether owners may enter with a compiler fence alone
+        /// (visitors then fence for them), the argument every `light` gets.
+        pub(crate) fn choose() -> bool {
+            expedited()
         }
 
         #[inline]
-        pub(crate) fn light() {
-            // Every owner chose before its first fence (`PerThread::with`).
-            if EXPEDITED.get() == Some(&true) {
+        pub(crate) fn light(expedited: bool) {
+            if expedited {
                 compiler_fence(Ordering::SeqCst);
             } else {
                 fence(Ordering::SeqCst);
@@ -316,9 +307,11 @@ mod barrier {
         use std::sync::atomic::fence;
         use std::sync::atomic::Ordering;
 
-        pub(crate) fn choose() {}
+        pub(crate) fn choose() -> bool {
+            false
+        }
 
-        pub(crate) fn light() {
+        pub(crate) fn light(_expedited: bool) {
             fence(Ordering::SeqCst);
         }
 
@@ -341,7 +334,7 @@ mod loom_tests {
     #[test]
     fn loom_owner_and_visitor_exclude_each_other() {
         loom::model(|| {
-            let slot = Arc::new(OwnerLock::new(0u32));
+            let slot = Arc::new(OwnerLock::new(0u32, barrier::choose()));
             let visitor = {
                 let slot = slot.clone();
                 thread::spawn(move || slot.with_as_visitor(|v| *v += 10))
