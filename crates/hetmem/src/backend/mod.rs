@@ -102,7 +102,7 @@ pub(crate) use opencl::lend as lend_opencl;
 pub use opencl::{ClBuffer, OpenClBackend};
 pub(crate) use parts::Failures;
 pub use parts::{PartFailures, ReadPart, WritePart};
-pub(crate) use per_thread::{PerThread, Remembered};
+pub(crate) use per_thread::PerThread;
 pub use region::CopyRegion;
 #[cfg(feature = "mpi")]
 pub(crate) use registry::devices;

@@ -15,10 +15,6 @@
 //! `thread_local` crate's ids), so nothing cached in it is lost, and the pool drains every slot
 //! when it is trimmed or dropped.
 
-use std::cell::OnceCell;
-use std::sync::Arc;
-use std::thread::LocalKey;
-
 use thread_local::ThreadLocal;
 
 use crate::sync::{lock, Mutex, Ordering};
@@ -30,9 +26,7 @@ use std::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 
 /// A `T` per thread, `T::default()` on a thread's first use.
 pub(crate) struct PerThread<T: Send> {
-    /// Each slot in an `Arc`, which a thread may also keep in a thread-local of its own
-    /// ([`PerThread::with_static`]): every use reaches the slot afresh through it.
-    slots: ThreadLocal<Arc<OwnerLock<T>>>,
+    slots: ThreadLocal<OwnerLock<T>>,
 }
 
 impl<T: Send + Default> PerThread<T> {
@@ -51,36 +45,24 @@ impl<T: Send + Default> PerThread<T> {
         unsafe { slot.with_as_owner(f) }
     }
 
-    /// [`PerThread::with`] for a `PerThread` in a `static`, with this thread's slot remembered
-    /// in `mine` (a `thread_local!` of the caller's): found again with one thread-local look-up
-    /// instead of the `thread_local` crate's look-up of the thread's id and bucket (a call and
-    /// about 20 instructions, on every pool hit and release).
-    ///
-    /// `None`, without running `f`, once `mine` is torn down with its thread (a thread-local of
-    /// the user's dropping a pooled block as its thread ends): the slot may already be another
-    /// thread's, so the caller takes its shared path.
+    /// [`PerThread::with`], or `None` without running `f` once this thread's thread-locals are
+    /// being torn down (a thread-local of the user's dropping a pooled block as its thread
+    /// ends): the `thread_local` crate may have given the slot to another thread already, and
+    /// looking it up would panic inside a destructor, aborting the process. The caller takes its
+    /// shared path instead.
     #[inline]
-    pub(crate) fn with_static<R>(
-        &'static self,
-        mine: &'static LocalKey<Remembered<T>>,
-        f: impl FnOnce(&mut T) -> R,
-    ) -> Option<R> {
-        mine.try_with(|mine| {
-            // Thread-locals are torn down last registered, first. The `thread_local` crate's
-            // teardown gives this thread's id (and so its entry) to the next thread; it is
-            // registered at this thread's first look-up of any `ThreadLocal` — before `mine`,
-            // or (in the look-up below) right after it with nothing between — so no destructor
-            // can reach `mine` once the entry may be another thread's.
-            let slot = mine.0.get_or_init(|| self.slot().clone());
-            // SAFETY: as in `with`: `mine` holds the slot the `ThreadLocal` handed this thread,
-            // for as long as it is this thread's (above).
-            unsafe { slot.with_as_owner(f) }
-        })
-        .ok()
+    pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        // Thread-locals are torn down last registered, first. The `thread_local` crate's
+        // teardown gives this thread's id (and so its slots) to the next thread; it is
+        // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
+        // (in the first `with` below) right after it with nothing between — so whenever `ALIVE`
+        // still lives, so does this thread's id.
+        ALIVE.try_with(|_| ()).ok()?;
+        Some(self.with(f))
     }
 
     /// This thread's slot.
-    fn slot(&self) -> &Arc<OwnerLock<T>> {
+    fn slot(&self) -> &OwnerLock<T> {
         match self.slots.get() {
             Some(slot) => slot,
             None => self.first_use(),
@@ -91,10 +73,10 @@ impl<T: Send + Default> PerThread<T> {
     /// align its stack frame).
     #[cold]
     #[inline(never)]
-    fn first_use(&self) -> &Arc<OwnerLock<T>> {
+    fn first_use(&self) -> &OwnerLock<T> {
         self.slots.get_or(|| {
             // Before this thread's first fence, so that it fences the way visitors expect.
-            Arc::new(OwnerLock::new(T::default(), barrier::choose()))
+            OwnerLock::new(T::default(), barrier::choose())
         })
     }
 
@@ -110,7 +92,7 @@ impl<T: Send + Default> PerThread<T> {
     /// that owner, which waits for `f`): the pools' `f`s touch only the slot and atomics.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
         barrier::heavy();
-        let slots: Vec<&OwnerLock<T>> = self.slots.iter().map(|slot| &**slot).collect();
+        let slots: Vec<&OwnerLock<T>> = self.slots.iter().collect();
         let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
         // One fence for every announcement.
         barrier::heavy();
@@ -120,14 +102,16 @@ impl<T: Send + Default> PerThread<T> {
     }
 }
 
-/// Where a thread keeps its slot of one `static` [`PerThread`] ([`PerThread::with_static`]):
-/// in a const-initialised `thread_local!`, which says when it is torn down.
-pub(crate) struct Remembered<T: 'static>(OnceCell<Arc<OwnerLock<T>>>);
+thread_local! {
+    /// Lives until this thread's thread-locals are torn down ([`PerThread::with_while_alive`]).
+    static ALIVE: Alive = const { Alive };
+}
 
-impl<T> Remembered<T> {
-    pub(crate) const fn new() -> Self {
-        Remembered(OnceCell::new())
-    }
+/// A thread-local with a destructor, so that its key reports the teardown.
+struct Alive;
+
+impl Drop for Alive {
+    fn drop(&mut self) {}
 }
 
 /// A value its owner thread takes without read-modify-writes and others take by the

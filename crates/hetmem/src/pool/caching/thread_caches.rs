@@ -14,23 +14,18 @@
 use std::sync::Arc;
 
 use super::Home;
-use crate::backend::{DeviceBlock, PerThread, Remembered};
+use crate::backend::{DeviceBlock, PerThread};
 use crate::pool::per_thread::ThreadCache;
 
 /// The table of every thread.
 static TABLES: PerThread<Table> = PerThread::new();
-
-thread_local! {
-    /// This thread's table in `TABLES`, once looked up.
-    static MINE: Remembered<Table> = const { Remembered::new() };
-}
 
 /// Runs `f` on this thread's table; `None`, without running it, while the thread's
 /// thread-locals are torn down (blocks then take the shared path). `f` must not call back into
 /// caching allocators.
 #[inline]
 pub(super) fn with<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
-    TABLES.with_static(&MINE, f)
+    TABLES.with_while_alive(f)
 }
 
 /// Runs `f` on every thread's table in turn.
