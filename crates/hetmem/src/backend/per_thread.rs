@@ -39,33 +39,30 @@ impl<T: Send + Default> PerThread<T> {
     /// Runs `f` on this thread's slot. `f` must not re-enter the same `PerThread` (it panics).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let slot = self.slot();
+        let slot = match self.slots.get() {
+            Some(slot) => slot,
+            None => self.first_use(),
+        };
         // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
         // another thread only after the thread that had it exited: this thread owns the slot.
         unsafe { slot.with_as_owner(f) }
     }
 
-    /// [`PerThread::with`], or `None` without running `f` once this thread's thread-locals are
-    /// being torn down (a thread-local of the user's dropping a pooled block as its thread
-    /// ends): the `thread_local` crate may have given the slot to another thread already, and
-    /// looking it up would panic inside a destructor, aborting the process. The caller takes its
-    /// shared path instead.
+    /// [`PerThread::with`], or `f(None)` once this thread's thread-locals are being torn down
+    /// (a thread-local of the user's dropping a pooled block as its thread ends): the
+    /// `thread_local` crate may have given the slot to another thread already, and looking it
+    /// up would panic inside a destructor, aborting the process. The caller takes its shared
+    /// path instead.
     #[inline]
-    pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
         // Thread-locals are torn down last registered, first. The `thread_local` crate's
         // teardown gives this thread's id (and so its slots) to the next thread; it is
         // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
         // (in the first `with` below) right after it with nothing between — so whenever `ALIVE`
         // still lives, so does this thread's id.
-        ALIVE.try_with(|_| ()).ok()?;
-        Some(self.with(f))
-    }
-
-    /// This thread's slot.
-    fn slot(&self) -> &OwnerLock<T> {
-        match self.slots.get() {
-            Some(slot) => slot,
-            None => self.first_use(),
+        match ALIVE.try_with(|_| ()) {
+            Ok(()) => self.with(|value| f(Some(value))),
+            Err(_) => f(None),
         }
     }
 

@@ -220,13 +220,12 @@ impl CachingAllocator {
         let waste = (size - bytes) as i64;
         // A handle is alive (this one), so the cache is open: no need to look.
         let hit = thread_caches::with(|table| {
-            let t = table.entry(inner.id);
+            let t = table?.entry(inner.id);
             let kept = t.cache.take(class, Kept::size)?;
             t.hits += 1;
             t.waste += waste;
             Some(kept)
-        })
-        .flatten();
+        });
         match hit {
             Some(Kept { block, home }) => Ok(PooledBlock::new(block, home, bytes, Some(class))),
             None => self.allocate_past_thread_cache(bytes, class, size),
@@ -422,17 +421,13 @@ impl Inner {
     /// throwaway set: nobody reads them any more, and its entries are gone from the tables;
     /// also while the thread's thread-locals are torn down, whose last counts are lost).
     fn count<R>(&self, f: impl FnOnce(&mut ThreadSlot) -> R) -> R {
-        let mut f = Some(f);
-        let counted = thread_caches::with(|table| {
-            let f = f.take().expect("runs once");
+        thread_caches::with(|table| match table {
             // Inside the table's owner lock: see `close` for why that matters.
-            if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
-                f(&mut ThreadSlot::default())
-            } else {
+            Some(table) if !self.closed.load(std::sync::atomic::Ordering::Relaxed) => {
                 f(table.entry(self.id))
             }
-        });
-        counted.unwrap_or_else(|| f.take().expect("not run")(&mut ThreadSlot::default()))
+            _ => f(&mut ThreadSlot::default()),
+        })
     }
 
     /// Moves every thread cache's blocks into the shared bins.

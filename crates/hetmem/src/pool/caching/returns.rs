@@ -60,6 +60,7 @@ impl Inner {
         // the closure and out again (measured: a third of the release).
         let mut kept = Some(Kept { block, home });
         thread_caches::with(|table| {
+            let table = table?;
             let inner = &kept.as_ref()?.home.inner;
             // Read inside the table's owner lock: see `close`.
             if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {

@@ -20,11 +20,10 @@ use crate::pool::per_thread::ThreadCache;
 /// The table of every thread.
 static TABLES: PerThread<Table> = PerThread::new();
 
-/// Runs `f` on this thread's table; `None`, without running it, while the thread's
-/// thread-locals are torn down (blocks then take the shared path). `f` must not call back into
-/// caching allocators.
+/// Runs `f` on this thread's table, or on `None` while the thread's thread-locals are torn
+/// down (blocks then take the shared path). `f` must not call back into caching allocators.
 #[inline]
-pub(super) fn with<R>(f: impl FnOnce(&mut Table) -> R) -> Option<R> {
+pub(super) fn with<R>(f: impl FnOnce(Option<&mut Table>) -> R) -> R {
     TABLES.with_while_alive(f)
 }
 
