@@ -14,10 +14,15 @@
 //! Slots outlive their threads: a later thread reuses the slot of one that exited (the
 //! `thread_local` crate's ids), so nothing cached in it is lost, and the pool drains every slot
 //! when it is trimmed or dropped.
+//!
+//! A thread whose thread-locals are being torn down (a thread-local of the user's dropping a
+//! pooled item as its thread ends) may no longer have its slot: it uses the *orphans'* slot, one
+//! per `PerThread` shared under a lock, which visitors see like any other. Counts made then stay
+//! in the sums.
 
 use thread_local::ThreadLocal;
 
-use crate::sync::{lock, Mutex, Ordering};
+use crate::sync::{lock, Mutex, Ordering, Unpoison};
 
 #[cfg(loom)]
 use loom::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
@@ -27,18 +32,34 @@ use std::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 /// A `T` per thread, `T::default()` on a thread's first use.
 pub(crate) struct PerThread<T: Send> {
     slots: ThreadLocal<OwnerLock<T>>,
+    /// The slot of threads being torn down, made on first use. A plain std lock (`const`, for
+    /// statics; not model-checked): only thread teardown takes it, besides visitors.
+    orphans: std::sync::Mutex<Option<T>>,
 }
 
 impl<T: Send + Default> PerThread<T> {
     pub(crate) const fn new() -> Self {
         PerThread {
             slots: ThreadLocal::new(),
+            orphans: std::sync::Mutex::new(None),
         }
     }
 
-    /// Runs `f` on this thread's slot. `f` must not re-enter the same `PerThread` (it panics).
+    /// Runs `f` on this thread's slot, or on the orphans' slot while this thread's
+    /// thread-locals are torn down. `f` must not re-enter the same `PerThread` (it panics, or
+    /// in teardown deadlocks).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        match ALIVE.try_with(|_| ()) {
+            Ok(()) => self.with_own(f),
+            Err(_) => self.with_orphans(f),
+        }
+    }
+
+    /// Runs `f` on this thread's own slot: only while [`ALIVE`] lives (see
+    /// [`PerThread::with_while_alive`]).
+    #[inline]
+    fn with_own<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let slot = match self.slots.get() {
             Some(slot) => slot,
             None => self.first_use(),
@@ -48,11 +69,13 @@ impl<T: Send + Default> PerThread<T> {
         unsafe { slot.with_as_owner(f) }
     }
 
-    /// [`PerThread::with`], or `f(None)` once this thread's thread-locals are being torn down
-    /// (a thread-local of the user's dropping a pooled block as its thread ends): the
-    /// `thread_local` crate may have given the slot to another thread already, and looking it
-    /// up would panic inside a destructor, aborting the process. The caller takes its shared
-    /// path instead.
+    /// This thread's own slot, or `f(None)` once this thread's thread-locals are being torn
+    /// down: for callers with a shared path better than the orphans' slot (a block cached
+    /// there would wait for a trim; in the shared bins any thread reuses it).
+    ///
+    /// Why the teardown matters: the `thread_local` crate may have given this thread's slot to
+    /// another thread already, and looking it up would panic inside a destructor, aborting the
+    /// process.
     #[inline]
     pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
         // Thread-locals are torn down last registered, first. The `thread_local` crate's
@@ -61,9 +84,20 @@ impl<T: Send + Default> PerThread<T> {
         // (in the first `with` below) right after it with nothing between — so whenever `ALIVE`
         // still lives, so does this thread's id.
         match ALIVE.try_with(|_| ()) {
-            Ok(()) => self.with(|value| f(Some(value))),
+            Ok(()) => self.with_own(|value| f(Some(value))),
             Err(_) => f(None),
         }
+    }
+
+    /// Runs `f` on the orphans' slot (kept out of line: thread teardown only).
+    #[cold]
+    #[inline(never)]
+    fn with_orphans<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(self
+            .orphans
+            .lock()
+            .unpoisoned()
+            .get_or_insert_with(T::default))
     }
 
     /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
@@ -91,10 +125,16 @@ impl<T: Send + Default> PerThread<T> {
         barrier::heavy();
         let slots: Vec<&OwnerLock<T>> = self.slots.iter().collect();
         let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
+        // Taken before the first `f` too, for the snapshot; a thread holding it waits for
+        // nobody, so no owner or visitor waits on a cycle.
+        let mut orphans = self.orphans.lock().unpoisoned();
         // One fence for every announcement.
         barrier::heavy();
         for slot in slots {
             slot.visit(&mut f);
+        }
+        if let Some(orphans) = orphans.as_mut() {
+            f(orphans);
         }
     }
 }

@@ -135,7 +135,7 @@ impl Drop for PooledBlock {
             last_use,
         }) = self.taken.take()
         {
-            if block.size() != self.capacity || block.backend() != home.inner.backend_id {
+            if block.size() != self.capacity || block.backend() != home.backend_id {
                 let class = self.class.is_some();
                 home.inner
                     .give_back_foreign(block, self.capacity, self.requested, class);

@@ -60,16 +60,12 @@ impl Inner {
         // the closure and out again (measured: a third of the release).
         let mut kept = Some(Kept { block, home });
         thread_caches::with(|table| {
-            let table = table?;
-            let inner = &kept.as_ref()?.home.inner;
-            // Read inside the table's owner lock: see `close`.
-            if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            let limits = inner.thread_limits();
-            let t = table.entry(inner.id);
+            let home = &kept.as_ref()?.home;
+            let t = table?.entry(home.id, &home.inner)?;
             t.waste -= waste;
-            if t.cache.admit(class, size as u64, limits, &inner.cached) {
+            if t.cache
+                .admit(class, size as u64, t.limits, &home.inner.cached)
+            {
                 t.cache.push(kept.take()?, class, size as u64);
             }
             None::<()>

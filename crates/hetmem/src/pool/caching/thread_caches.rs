@@ -13,9 +13,9 @@
 
 use std::sync::Arc;
 
-use super::Home;
+use super::{Home, Inner};
 use crate::backend::{DeviceBlock, PerThread};
-use crate::pool::per_thread::ThreadCache;
+use crate::pool::per_thread::{ThreadCache, ThreadCacheLimits};
 
 /// The table of every thread.
 static TABLES: PerThread<Table> = PerThread::new();
@@ -25,6 +25,13 @@ static TABLES: PerThread<Table> = PerThread::new();
 #[inline]
 pub(super) fn with<R>(f: impl FnOnce(Option<&mut Table>) -> R) -> R {
     TABLES.with_while_alive(f)
+}
+
+/// Runs `f` on this thread's table, or on the orphans' table while the thread's thread-locals
+/// are torn down: for counting, which must not lose a count then. No block is cached in the
+/// orphans' table (blocks use [`with`]).
+pub(super) fn with_counts<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+    TABLES.with(f)
 }
 
 /// Runs `f` on every thread's table in turn.
@@ -40,17 +47,33 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// The entry of the allocator with `id`, made on first use.
+    /// The entry of the allocator with key `id` (`inner`'s), made on first use; `None` once
+    /// it is closed. The key comes apart from `inner` so that a release reads it from the
+    /// block's home; `inner` is followed only to make an entry.
+    ///
+    /// Only a new entry needs to look at `closed`: `close` sets it, then takes its entry out of
+    /// every table, each inside that table's owner lock. An entry found here has not been taken
+    /// yet, and what goes into it now `close` takes with it; an entry made after `close` took
+    /// this table's would be kept by nobody, but making one reads `closed` inside the lock, after
+    /// `close` began (`PerThread::for_each`), and sees it set.
     #[inline]
-    pub(super) fn entry(&mut self, id: u64) -> &mut ThreadSlot {
+    pub(super) fn entry(&mut self, id: u64, inner: &Inner) -> Option<&mut ThreadSlot> {
         let at = match self.entries.iter().position(|(of, _)| *of == id) {
             Some(at) => at,
-            None => {
-                self.entries.push((id, ThreadSlot::default()));
-                self.entries.len() - 1
-            }
+            None => self.add(inner)?,
         };
-        &mut self.entries[at].1
+        Some(&mut self.entries[at].1)
+    }
+
+    /// Adds an entry for `inner` unless it is closed; its index.
+    #[cold]
+    fn add(&mut self, inner: &Inner) -> Option<usize> {
+        if inner.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.entries
+            .push((inner.id, ThreadSlot::new(inner.thread_limits())));
+        Some(self.entries.len() - 1)
     }
 
     /// The entry of the allocator with `id`, if this thread has one.
@@ -86,6 +109,8 @@ pub(super) struct ThreadSlot {
     /// Which [`Home`] this thread's blocks use.
     pub(super) home: usize,
     pub(super) cache: ThreadCache<Kept>,
+    /// The allocator's limits for a thread cache, copied here to be read beside the cache.
+    pub(super) limits: ThreadCacheLimits,
     pub(super) hits: u64,
     pub(super) misses: u64,
     pub(super) oversize: u64,
@@ -111,13 +136,14 @@ impl ThreadSlot {
     }
 }
 
-impl Default for ThreadSlot {
-    fn default() -> Self {
+impl ThreadSlot {
+    pub(super) fn new(limits: ThreadCacheLimits) -> Self {
         // Threads take homes round-robin (a plain std atomic: no model checking needed).
         static NEXT_HOME: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         ThreadSlot {
             home: NEXT_HOME.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             cache: ThreadCache::default(),
+            limits,
             hits: 0,
             misses: 0,
             oversize: 0,
