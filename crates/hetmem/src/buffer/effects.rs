@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::coherence::{CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
-use super::metrics::MetricCells;
+use super::metrics::Ledger;
 use super::range_set::RangeSet;
 use super::tracker::{allocated, allocated_mut, host_bytes, host_bytes_mut, Tracker};
 use crate::backend::{Backend, DeviceBlock};
@@ -34,7 +34,8 @@ pub(super) struct Core {
     /// Whether the host copy is the device's page-locked memory (`Placement::HostPinned`),
     /// from the engine's pinned pool.
     pub(super) pinned: bool,
-    pub(super) metrics: Arc<MetricCells>,
+    /// The buffer's metric cells (and its observer).
+    pub(super) metrics: Arc<Ledger>,
 }
 
 impl Core {

@@ -41,8 +41,7 @@ pub use coherence::{CoherenceError, CoherenceEvent, CoherenceState, Effect, Side
 pub use context::{BufferContext, Residency};
 pub use guards::{DeviceMut, DeviceRef, HostMut, HostRef};
 pub use map_guards::{MapMut, MapRef};
-pub(crate) use metrics::MetricCells;
 pub use metrics::{BufferEvent, BufferMetrics};
+pub(crate) use metrics::{Ledger, MetricCells, Observer};
 pub use storage::BufferStorage;
-pub(crate) use storage::Observer;
 pub use unified::{BufferView, BufferViewMut, UnifiedBuffer};

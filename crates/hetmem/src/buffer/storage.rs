@@ -39,7 +39,7 @@ use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side,
 use super::context::ContextShared;
 use super::effects::Core;
 use super::lent_device::LentDevice;
-use super::metrics::{BufferMetrics, MetricCells};
+use super::metrics::{BufferMetrics, Ledger};
 use super::range_set::RangeSet;
 use super::tracker::{
     allocated, allocated_mut, host_bytes, host_bytes_mut, side_bit, Slots, Tracker,
@@ -67,31 +67,18 @@ pub struct BufferStorage {
     pub(super) valid: AtomicU8,
     /// A device guard was handed out: the user's device work may use the device block.
     exposed: AtomicBool,
-    /// Told of resizes and of the end (a memory manager's allocation record).
-    observer: Option<Arc<dyn Observer>>,
-}
-
-/// Something that follows one buffer's life: made with the buffer's metric cells, told when
-/// its length changes and when the buffer is gone. Shared (an `Arc`), so that a manager's
-/// record is the observer itself and one allocation serves both.
-pub(crate) trait Observer: Send + Sync {
-    /// The buffer's length changed from `old` to `new` bytes.
-    fn resized(&self, old: usize, new: usize);
-
-    /// The buffer is gone (called once, as it drops, after its memory went back).
-    fn retired(&self);
-
-    /// For finding out which observer this is.
-    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl BufferStorage {
+    /// `ledger`: the buffer's metric cells and observer (a memory manager's record, or
+    /// [`Ledger::unobserved`]).
     pub(crate) fn new(
         ctx: Arc<ContextShared>,
         len: usize,
         shared: bool,
         strategy: Option<Strategy>,
         pooled: bool,
+        ledger: Arc<Ledger>,
     ) -> Self {
         BufferStorage {
             core: Core {
@@ -102,7 +89,7 @@ impl BufferStorage {
                 pooled,
                 pinned: false,
                 zero_fill: true,
-                metrics: Arc::new(MetricCells::new()),
+                metrics: ledger,
             },
             slots: Arc::new(Slots {
                 host: Slot::new(None),
@@ -111,7 +98,6 @@ impl BufferStorage {
             tracker: Mutex::new(Tracker::new()),
             valid: AtomicU8::new(0),
             exposed: AtomicBool::new(false),
-            observer: None,
         }
     }
 
@@ -138,13 +124,9 @@ impl BufferStorage {
         (&self.core, tracker, slots, &self.valid)
     }
 
-    /// Has `make` follow this buffer from now on; it gets the buffer's live metric cells.
-    pub(crate) fn observe(&mut self, make: impl FnOnce(Arc<MetricCells>) -> Arc<dyn Observer>) {
-        self.observer = Some(make(self.core.metrics.clone()));
-    }
-
-    pub(crate) fn observer(&self) -> Option<&dyn Observer> {
-        self.observer.as_deref()
+    /// The buffer's metric cells and observer.
+    pub(crate) fn ledger(&self) -> &Arc<Ledger> {
+        &self.core.metrics
     }
 
     /// Takes the memory of `side` (of the one allocation, when shared) from its pool now, so that
@@ -528,9 +510,7 @@ impl BufferStorage {
         tracker.stale_host.clear();
         tracker.stale_device.clear();
         tracker.set_state(t.state, valid);
-        if let Some(observer) = &self.observer {
-            observer.resized(self.core.len, new_len);
-        }
+        self.core.metrics.observer.resized(self.core.len, new_len);
         self.core.len = new_len;
         Ok(())
     }
@@ -544,9 +524,8 @@ impl Drop for BufferStorage {
         let (core, _, slots, _) = self.parts_mut();
         let device = slots.device.get_mut().take();
         core.retire(device, exposed);
-        if let Some(observer) = self.observer.take() {
-            observer.retired();
-        }
+        let ledger = &self.core.metrics;
+        ledger.observer.retired(ledger);
     }
 }
 

@@ -13,7 +13,7 @@ use super::snapshot::{self, MemorySnapshot};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
 use crate::backend::{Backend, Capabilities, DeviceBlock};
-use crate::buffer::{BufferContext, BufferStorage, UnifiedBuffer};
+use crate::buffer::{BufferContext, BufferStorage, Ledger, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, SharedSegment};
@@ -108,17 +108,19 @@ impl MemoryManager {
         let bytes = byte_len::<T>(len)?;
         let decision = self.decide(&options, bytes)?;
         let pooled = options.mode != AllocMode::Unpooled;
-        let mut storage =
-            self.context
-                .storage_for::<T>(len, decision.residency, decision.strategy, pooled)?;
+        let record = self.registry.record(options.label, decision.placement);
+        let mut storage = self.context.storage_for::<T>(
+            len,
+            decision.residency,
+            decision.strategy,
+            pooled,
+            Ledger::new(record),
+        )?;
         if decision.placement == Placement::HostPinned {
             storage.pin_host();
         }
         storage.reserve(decision.home, options.zeroed)?;
-        let registry = &self.registry;
-        storage.observe(|metrics| {
-            registry.register(bytes, options.label, decision.placement, metrics)
-        });
+        self.registry.register(storage.ledger(), bytes);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -143,20 +145,23 @@ impl MemoryManager {
     /// (see [`BufferContext::adopt_host`]). Its contents are the buffer's, valid on the host;
     /// it is charged to the limit and let go when the buffer drops.
     pub fn adopt_host<T: Element>(&self, memory: impl HostMemory) -> Result<UnifiedBuffer<T>> {
-        let (mut storage, len) = self.context.adopted_storage::<T>(memory)?;
-        let bytes = byte_len::<T>(len)?;
-        let registry = &self.registry;
-        storage.observe(|metrics| registry.register(bytes, None, Placement::Host, metrics));
+        let record = self.registry.record(None, Placement::Host);
+        let (storage, len) = self
+            .context
+            .adopted_storage::<T>(memory, Ledger::new(record))?;
+        self.registry
+            .register(storage.ledger(), byte_len::<T>(len)?);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
     /// A buffer whose device copy is `block`, device memory made outside hetmem and adopted by
     /// this manager's backend (see [`BufferContext::adopt_device`]).
     pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
-        let (mut storage, len) = self.context.adopted_device_storage::<T>(block)?;
-        let bytes = byte_len::<T>(len)?;
-        let registry = &self.registry;
-        storage.observe(|metrics| registry.register(bytes, None, Placement::Device, metrics));
+        let record = self.registry.record(None, Placement::Device);
+        let (storage, len) =
+            (self.context).adopted_device_storage::<T>(block, Ledger::new(record))?;
+        self.registry
+            .register(storage.ledger(), byte_len::<T>(len)?);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -289,10 +294,8 @@ impl MemoryManager {
         &self,
         buffer: &UnifiedBuffer<T, S>,
     ) -> Result<Outstanding> {
-        buffer
-            .storage()
-            .observer()
-            .and_then(|o| self.registry.describe(o))
+        (self.registry)
+            .describe(buffer.storage().ledger())
             .ok_or(Error::ForeignBuffer {
                 what: "describing an allocation",
             })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::Placement;
 use crate::backend::PerThread;
-use crate::buffer::{BufferEvent, MetricCells, Observer};
+use crate::buffer::{BufferEvent, Ledger, MetricCells, Observer};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
 use crate::host::coarse_nanos;
@@ -128,8 +128,7 @@ impl Usage {
         }
     }
 
-    fn add(&mut self, record: &Record) {
-        let m = &record.metrics;
+    fn add(&mut self, record: &Record, m: &MetricCells) {
         self.buffers += 1;
         self.bytes += record.bytes.load(Ordering::Relaxed) as u64;
         self.unused += u64::from(!m.accessed());
@@ -170,32 +169,34 @@ pub(crate) struct Totals {
 }
 
 /// One allocation's record: its buffer's observer (which keeps the byte counts right through
-/// resizes and folds the buffer's usage into the registry when the buffer goes), shared with
-/// the live list. Holds the registry, so a buffer outliving its manager still reports to it
-/// safely; the cycle this makes with the live list is broken when the buffer goes.
-struct Record {
+/// resizes and folds the buffer's usage into the registry when the buffer goes), inside the
+/// buffer's [`Ledger`] beside its metric cells — one allocation for both — which the live list
+/// shares. Holds the registry, so a buffer outliving its manager still reports to it safely;
+/// the cycle this makes with the live list is broken when the buffer goes.
+pub(crate) struct Record {
     registry: Arc<Registry>,
-    /// Its place in the live list (`UNLISTED` when live allocations are not listed).
+    /// Its place in the live list: `UNREGISTERED` until the buffer is made (a failed
+    /// allocation leaves no trace in the books), `UNLISTED` when live allocations are not
+    /// listed.
     slot: AtomicUsize,
     id: u64,
     bytes: AtomicUsize,
     label: Option<Arc<str>>,
     placement: Placement,
     backtrace: Option<Arc<Backtrace>>,
-    /// The buffer's own cells, which also say when it was made.
-    metrics: Arc<MetricCells>,
 }
 
-/// Live records in slots reused through a free list: O(1) insertion and removal without hashing
-/// (measured: a `HashMap` with the default hasher cost ~40 ns per allocation and release).
+/// Live buffers' ledgers (their records and cells) in slots reused through a free list: O(1)
+/// insertion and removal without hashing (measured: a `HashMap` with the default hasher cost
+/// ~40 ns per allocation and release).
 #[derive(Default)]
 struct Slab {
-    slots: Vec<Option<Arc<Record>>>,
+    slots: Vec<Option<Arc<Ledger>>>,
     free: Vec<usize>,
 }
 
 impl Slab {
-    fn insert(&mut self, record: Arc<Record>) -> usize {
+    fn insert(&mut self, record: Arc<Ledger>) -> usize {
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = Some(record);
@@ -216,8 +217,12 @@ impl Slab {
         }
     }
 
-    fn records(&self) -> impl Iterator<Item = &Arc<Record>> {
-        self.slots.iter().flatten()
+    /// The live records, each with its buffer's cells.
+    fn records(&self) -> impl Iterator<Item = (&Record, &MetricCells)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|l| Some((record_of(l)?, &***l)))
     }
 }
 
@@ -262,36 +267,41 @@ impl Registry {
         self.tracking
     }
 
-    /// Records a new buffer of `bytes` bytes; the token it returns follows the buffer.
-    pub(crate) fn register(
+    /// The record of a buffer about to be made, for its [`Ledger`]: it counts once
+    /// [`Registry::register`] has seen the buffer made.
+    pub(crate) fn record(
         self: &Arc<Self>,
-        bytes: usize,
         label: Option<Arc<str>>,
         placement: Placement,
-        metrics: Arc<MetricCells>,
-    ) -> Arc<dyn Observer> {
-        let record = Arc::new(Record {
+    ) -> Record {
+        Record {
             registry: self.clone(),
-            slot: AtomicUsize::new(UNLISTED),
+            slot: AtomicUsize::new(UNREGISTERED),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            bytes: AtomicUsize::new(bytes),
+            bytes: AtomicUsize::new(0),
             label,
             placement,
             backtrace: (self.tracking >= Tracking::Backtraces)
                 .then(|| Arc::new(Backtrace::force_capture())),
-            metrics,
-        });
+        }
+    }
+
+    /// Counts a new buffer of `bytes` bytes, made with a ledger of this registry's
+    /// [`Registry::record`], and lists it.
+    pub(crate) fn register(&self, ledger: &Arc<Ledger>, bytes: usize) {
+        let Some(record) = record_of(ledger) else {
+            return;
+        };
+        record.bytes.store(bytes, Ordering::Relaxed);
         if let Some(recorder) = &self.recorder {
-            record
-                .metrics
-                .trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
+            ledger.trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,
                 self.trace_tag | record.id,
                 bytes as u64,
                 label,
-                Some(placement),
+                Some(record.placement),
                 self.queue,
             );
         }
@@ -300,11 +310,11 @@ impl Registry {
             c.bytes_allocated += bytes as u64;
         });
         self.add_live(bytes);
-        if self.tracking >= Tracking::Outstanding {
-            let slot = lock(&self.live).insert(record.clone());
-            record.slot.store(slot, Ordering::Relaxed);
-        }
-        record
+        let slot = match self.tracking >= Tracking::Outstanding {
+            true => lock(&self.live).insert(ledger.clone()),
+            false => UNLISTED,
+        };
+        record.slot.store(slot, Ordering::Relaxed);
     }
 
     fn grow(&self, bytes: usize) {
@@ -328,7 +338,7 @@ impl Registry {
         self.live_bytes.sub(bytes as u64);
     }
 
-    fn release(&self, record: &Record) {
+    fn release(&self, record: &Record, cells: &MetricCells) {
         if let Some(recorder) = &self.recorder {
             let bytes = record.bytes.load(Ordering::Relaxed) as u64;
             let id = self.trace_tag | record.id;
@@ -338,11 +348,11 @@ impl Registry {
         self.counts.with(|c| {
             c.releases += 1;
             c.bytes_released += bytes as u64;
-            fold(&mut c.dropped, record);
+            fold(&mut c.dropped, record, cells);
         });
         self.live_bytes.sub(bytes as u64);
         let slot = record.slot.load(Ordering::Relaxed);
-        if slot != UNLISTED {
+        if slot < UNREGISTERED {
             lock(&self.live).remove(slot);
         }
     }
@@ -365,7 +375,7 @@ impl Registry {
         let now = coarse_nanos();
         let mut list: Vec<_> = lock(&self.live)
             .records()
-            .map(|r| describe(r, now))
+            .map(|(r, cells)| describe(r, cells, now))
             .collect();
         list.sort_by_key(|o| o.id);
         list
@@ -381,8 +391,8 @@ impl Registry {
         for dropped in each {
             merge(&mut usage, dropped);
         }
-        for record in lock(&self.live).records() {
-            fold(&mut usage, record);
+        for (record, cells) in lock(&self.live).records() {
+            fold(&mut usage, record, cells);
         }
         usage.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.label.cmp(&b.label)));
         usage
@@ -401,10 +411,10 @@ impl Registry {
         self.open_scopes.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The live allocation behind `observer`, if it is one of this registry's records.
-    pub(crate) fn describe(&self, observer: &dyn Observer) -> Option<Outstanding> {
-        let record = observer.as_any().downcast_ref::<Record>()?;
-        std::ptr::eq(&*record.registry, self).then(|| describe(record, coarse_nanos()))
+    /// The live allocation behind `ledger`, if it is one of this registry's records.
+    pub(crate) fn describe(&self, ledger: &Ledger) -> Option<Outstanding> {
+        let record = record_of(ledger)?;
+        std::ptr::eq(&*record.registry, self).then(|| describe(record, ledger, coarse_nanos()))
     }
 }
 
@@ -423,8 +433,13 @@ fn merge(usage: &mut Vec<Usage>, more: Usage) {
     }
 }
 
-/// Adds `record` to its label and placement's entry in `usage`.
-fn fold(usage: &mut Vec<Usage>, record: &Record) {
+/// The record in `ledger`, if a manager's record follows it.
+fn record_of(ledger: &Ledger) -> Option<&Record> {
+    ledger.observer.as_any().downcast_ref::<Record>()
+}
+
+/// Adds `record` (with its buffer's `cells`) to its label and placement's entry in `usage`.
+fn fold(usage: &mut Vec<Usage>, record: &Record, cells: &MetricCells) {
     let same = |u: &Usage| {
         u.placement == record.placement
             && match (&u.label, &record.label) {
@@ -433,35 +448,38 @@ fn fold(usage: &mut Vec<Usage>, record: &Record) {
             }
     };
     match usage.iter_mut().find(|u| same(u)) {
-        Some(entry) => entry.add(record),
+        Some(entry) => entry.add(record, cells),
         None => {
             let mut entry = Usage::new(record.label.clone(), record.placement);
-            entry.add(record);
+            entry.add(record, cells);
             usage.push(entry);
         }
     }
 }
 
-/// `r` as it is at `now` ([`coarse_nanos`]: one reading for a whole list, so that the last
-/// events' ages compare).
-fn describe(r: &Record, now: u64) -> Outstanding {
+/// `r` (with its buffer's cells `m`) as it is at `now` ([`coarse_nanos`]: one reading for a
+/// whole list, so that the last events' ages compare).
+fn describe(r: &Record, m: &MetricCells, now: u64) -> Outstanding {
     Outstanding {
         id: r.id,
         bytes: r.bytes.load(Ordering::Relaxed),
         label: r.label.clone(),
         placement: r.placement,
-        age: r.metrics.age(),
-        last_event: (r.metrics.last_event())
+        age: m.age(),
+        last_event: (m.last_event())
             .map(|(event, at)| (event, Duration::from_nanos(now.saturating_sub(at)))),
-        blocks: r.metrics.blocks(),
-        host_to_device: r.metrics.transfers.get(Direction::HostToDevice),
-        device_to_host: r.metrics.transfers.get(Direction::DeviceToHost),
+        blocks: m.blocks(),
+        host_to_device: m.transfers.get(Direction::HostToDevice),
+        device_to_host: m.transfers.get(Direction::DeviceToHost),
         backtrace: r.backtrace.clone(),
     }
 }
 
 /// A record's slot when live allocations are not listed.
 const UNLISTED: usize = usize::MAX;
+
+/// A record's slot until its buffer is made.
+const UNREGISTERED: usize = usize::MAX - 1;
 
 impl Drop for Registry {
     /// A trace streamed to a file is complete once its managers are gone (the process's own
@@ -488,8 +506,10 @@ impl Observer for Record {
         }
     }
 
-    fn retired(&self) {
-        self.registry.release(self);
+    fn retired(&self, cells: &MetricCells) {
+        if self.slot.load(Ordering::Relaxed) != UNREGISTERED {
+            self.registry.release(self, cells);
+        }
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
