@@ -191,6 +191,12 @@ fn a_limit_trims_caches_first_then_fails_with_the_figures(backend: &Arc<dyn Back
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
     assert!(err.to_string().contains("memory limit of 3145728 bytes"));
+    let stats = m.stats();
+    let refused = "the refused allocation leaves no trace in the books";
+    assert_eq!((stats.allocations, stats.releases), (2, 1), "{refused}");
+    assert_eq!(stats.bytes_current, (2 << 20) + 4096, "{refused}");
+    let live: Vec<usize> = m.outstanding().iter().map(|o| o.bytes).collect();
+    assert_eq!(live, [(2 << 20) + 4096], "{refused}");
     assert_eq!(b.to_vec().unwrap().len(), (2 << 20) + 4096, "b is intact");
     check_invariants(&m.stats());
 }
