@@ -4,8 +4,6 @@
 
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
 
 /// `len` bytes at `ptr` inside memory that `guard` keeps alive and unchanged: borrowed from
 /// what the guard protects, so they stay where they are when the guard moves.
@@ -62,57 +60,5 @@ impl<G> Deref for Held<G> {
         // it owns, which does not move with the guard — alive and unchanged, and the slice
         // borrows `self`, so it cannot outlive the guard.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-/// What `arc` points to, exclusively, when no other `Arc` or `Weak` to it exists: what
-/// [`Arc::get_mut`] gives, without the compare-and-swap with which it locks out a concurrent
-/// `Weak::upgrade` — with no `Weak` and no other `Arc`, nothing can upgrade or clone meanwhile
-/// (this borrow holds the only handle). Two plain loads on a buffer's every `&mut` operation
-/// instead of an atomic read-modify-write.
-#[inline]
-pub(crate) fn unique_mut<T>(arc: &mut Arc<T>) -> Option<&mut T> {
-    if Arc::strong_count(arc) != 1 || Arc::weak_count(arc) != 0 {
-        return None;
-    }
-    // Pairs with the release decrement of the last other `Arc` dropped (on another thread):
-    // its uses of the value happen before ours.
-    fence(Ordering::Acquire);
-    // SAFETY: `arc` is the only handle to its allocation (one strong count — this one — and no
-    // weak ones) and is borrowed exclusively for the result's lifetime, so no other reference
-    // to the value exists or can be made meanwhile; the fence orders every earlier use by a
-    // dropped handle before this one. `Arc::as_ptr` points into the allocation with the
-    // permissions `Arc::get_mut` itself writes through.
-    Some(unsafe { &mut *Arc::as_ptr(arc).cast_mut() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unique_mut;
-    use std::sync::Arc;
-
-    #[test]
-    fn unique_mut_needs_the_only_handle() {
-        let mut arc = Arc::new(vec![1u8]);
-        let other = arc.clone();
-        assert!(unique_mut(&mut arc).is_none());
-        drop(other);
-        let weak = Arc::downgrade(&arc);
-        assert!(unique_mut(&mut arc).is_none());
-        drop(weak);
-        unique_mut(&mut arc).unwrap().push(2);
-        assert_eq!(*arc, [1, 2]);
-    }
-
-    #[test]
-    fn a_handle_dropped_on_another_thread_leaves_its_writes_visible() {
-        let mut arc = Arc::new(std::sync::Mutex::new(0u32));
-        let other = arc.clone();
-        std::thread::spawn(move || *other.lock().unwrap() = 7)
-            .join()
-            .unwrap();
-        let value = unique_mut(&mut arc).expect("the other handle is gone");
-        *value.get_mut().unwrap() += 1;
-        assert_eq!(*arc.lock().unwrap(), 8);
     }
 }

@@ -54,6 +54,7 @@ mod faulty;
 mod held;
 mod holding;
 mod host;
+mod lease;
 mod mapped;
 #[cfg(feature = "opencl")]
 mod opencl;
@@ -79,7 +80,8 @@ pub use capabilities::{Capabilities, PeerDomain};
 pub(crate) use checked::{check_allocation, check_block, check_owner, check_release};
 pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
-pub(crate) use held::{unique_mut, Held};
+pub(crate) use held::Held;
+pub(crate) use lease::{CellOwner, Lease, LeaseCell};
 pub(crate) use mapped::{Mapping, MappingMut};
 pub(crate) use slot::{Slot, SlotRead, SlotWrite};
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::metrics::Ledger;
+use super::shared_part::{CopiesOwner, SharedPart};
 use super::storage::BufferStorage;
 use super::UnifiedBuffer;
 use crate::backend::{
@@ -264,19 +264,20 @@ impl BufferContext {
         len: usize,
         residency: Residency,
     ) -> Result<UnifiedBuffer<T>> {
-        let storage = self.storage_for::<T>(len, residency, None, true, Ledger::unobserved())?;
+        let storage =
+            self.storage_for::<T>(len, residency, None, true, SharedPart::unobserved())?;
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
     /// The storage of a new buffer of `len` elements of `T`, checked against the device; large
-    /// syncs use `strategy` when one is given. `ledger`: its metric cells and observer.
+    /// syncs use `strategy` when one is given. `part`: its shared part and the owner of its copies.
     pub(crate) fn storage_for<T: Element>(
         &self,
         len: usize,
         residency: Residency,
         strategy: Option<Strategy>,
         pooled: bool,
-        ledger: Arc<Ledger>,
+        part: (Arc<SharedPart>, CopiesOwner),
     ) -> Result<BufferStorage> {
         self.shared.check_open("allocating a buffer")?;
         if len == 0 {
@@ -309,7 +310,7 @@ impl BufferContext {
             shared,
             strategy,
             pooled,
-            ledger,
+            part,
         ))
     }
 
@@ -326,16 +327,16 @@ impl BufferContext {
     /// refuse it) and let go when the buffer drops or moves its host copy elsewhere (`resize`).
     /// Its length must be a whole number of `T`s and its address aligned to `T`.
     pub fn adopt_host<T: Element>(&self, memory: impl HostMemory) -> Result<UnifiedBuffer<T>> {
-        let (storage, len) = self.adopted_storage::<T>(memory, Ledger::unobserved())?;
+        let (storage, len) = self.adopted_storage::<T>(memory, SharedPart::unobserved())?;
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
-    /// The storage of [`BufferContext::adopt_host`] (with `ledger`), and its length in
+    /// The storage of [`BufferContext::adopt_host`] (with `part`), and its length in
     /// elements.
     pub(crate) fn adopted_storage<T: Element>(
         &self,
         memory: impl HostMemory,
-        ledger: Arc<Ledger>,
+        part: (Arc<SharedPart>, CopiesOwner),
     ) -> Result<(BufferStorage, usize)> {
         let (bytes, address) = (memory.len(), memory.as_ptr() as usize);
         let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
@@ -360,7 +361,7 @@ impl BufferContext {
             )));
         };
         let len = bytes / size;
-        let mut storage = self.storage_for::<T>(len, Residency::Mirrored, None, true, ledger)?;
+        let mut storage = self.storage_for::<T>(len, Residency::Mirrored, None, true, part)?;
         let block = self.shared.host_unpooled.adopt(backend.adopt(memory)?)?;
         storage.adopt_host(block);
         Ok((storage, len))
@@ -373,16 +374,16 @@ impl BufferContext {
     /// refuse it, and then the block is released at once) and released when the buffer drops
     /// it. Its size must be a whole number of `T`s; a block of another backend is a typed error.
     pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
-        let (storage, len) = self.adopted_device_storage::<T>(block, Ledger::unobserved())?;
+        let (storage, len) = self.adopted_device_storage::<T>(block, SharedPart::unobserved())?;
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
-    /// The storage of [`BufferContext::adopt_device`] (with `ledger`), and its length in
+    /// The storage of [`BufferContext::adopt_device`] (with `part`), and its length in
     /// elements.
     pub(crate) fn adopted_device_storage<T: Element>(
         &self,
         block: DeviceBlock,
-        ledger: Arc<Ledger>,
+        part: (Arc<SharedPart>, CopiesOwner),
     ) -> Result<(BufferStorage, usize)> {
         let device = self.shared.device_unpooled.backend();
         let block = check_release(device.id(), block)?;
@@ -399,8 +400,7 @@ impl BufferContext {
             });
         }
         let len = bytes / size;
-        let mut storage = match self.storage_for::<T>(len, Residency::Mirrored, None, true, ledger)
-        {
+        let mut storage = match self.storage_for::<T>(len, Residency::Mirrored, None, true, part) {
             Ok(storage) => storage,
             Err(e) => {
                 let _ = device.release(block);

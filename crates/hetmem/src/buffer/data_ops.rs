@@ -17,7 +17,7 @@ impl BufferStorage {
     /// Copies bytes at `offset` into `dst` from whichever side is valid: a direct device read
     /// when only the device is, zeros when nothing was ever written.
     pub(crate) fn read_into(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        self.core.metrics.touch();
+        self.core.part.touch();
         if self.valid.load(Ordering::Acquire) == 0 {
             // Nothing written yet, or a write in flight hides the valid sides: take it in.
             self.tracker.lock().unpoisoned().settle(&self.valid);
@@ -36,7 +36,7 @@ impl BufferStorage {
                 .engine
                 .read_on(&lane, allocated(&slot), offset, dst)?;
             self.core
-                .metrics
+                .part
                 .record(Direction::DeviceToHost, dst.len(), start);
         } else {
             dst.fill(0);
@@ -61,7 +61,7 @@ impl BufferStorage {
         let written = core.ctx.engine.write_on(&core.lane(), block, offset, src);
         self.unless_failed(written, Side::Device, &range)?;
         self.core
-            .metrics
+            .part
             .record(Direction::HostToDevice, src.len(), start);
         self.acquire_mut(Side::Device, range, true)
     }
@@ -129,7 +129,7 @@ impl BufferStorage {
                 copied?; // the device copy was not valid: nothing to take back
             }
             self.core
-                .metrics
+                .part
                 .record(Direction::DeviceToDevice, dst.len(), start);
             return self.acquire_mut(Side::Device, dst, true);
         }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::coherence::{CoherenceState, Effect, Side, Transition};
 use super::context::ContextShared;
-use super::metrics::Ledger;
 use super::range_set::RangeSet;
+use super::shared_part::SharedPart;
 use super::tracker::{allocated, allocated_mut, host_bytes, host_bytes_mut, Tracker};
 use crate::backend::{Backend, DeviceBlock};
 use crate::error::Result;
@@ -34,8 +34,9 @@ pub(super) struct Core {
     /// Whether the host copy is the device's page-locked memory (`Placement::HostPinned`),
     /// from the engine's pinned pool.
     pub(super) pinned: bool,
-    /// The buffer's metric cells (and its observer).
-    pub(super) metrics: Arc<Ledger>,
+    /// The buffer's shared part: its copies (reached through the storage's owner token), its
+    /// metric cells and its observer.
+    pub(super) part: Arc<SharedPart>,
 }
 
 impl Core {
@@ -72,8 +73,7 @@ impl Core {
 
     /// Puts `block` in `slot` as the `side` copy, noting where it is for snapshots.
     pub(super) fn place(&self, side: Side, slot: &mut Option<PooledBlock>, block: PooledBlock) {
-        self.metrics
-            .placed(side, block.block().raw_handle() as usize);
+        self.part.placed(side, block.block().raw_handle() as usize);
         *slot = Some(block);
     }
 
@@ -196,7 +196,7 @@ impl Core {
             Side::Device => Direction::HostToDevice,
             Side::Host => Direction::DeviceToHost,
         };
-        self.metrics.record(direction, bytes, start);
+        self.part.record(direction, bytes, start);
         Ok(())
     }
 
@@ -206,7 +206,7 @@ impl Core {
     /// waited for.
     pub(super) fn retire(&self, block: Option<PooledBlock>, exposed: bool) {
         let Some(mut block) = block else { return };
-        self.metrics.retired(block.block().raw_handle() as usize);
+        self.part.retired(block.block().raw_handle() as usize);
         if exposed {
             let backend = self.ctx.device_backend();
             match backend.enqueue_marker(&self.ctx.queue) {
@@ -244,7 +244,7 @@ impl Core {
                 let start = Stopwatch::for_transfer(keep);
                 let (from, to) = (current.block(), fresh.block_mut());
                 (self.ctx.engine).copy_on(&self.lane(), from, 0, to, 0, keep)?;
-                self.metrics.record(Direction::DeviceToDevice, keep, start);
+                self.part.record(Direction::DeviceToDevice, keep, start);
             }
         }
         self.zero(side, fresh.block_mut(), &tail)?;

@@ -57,7 +57,7 @@ impl BufferStorage {
         if !ctx.asynchronous {
             return self.acquire(side).map(|()| TransferHandle::finished());
         }
-        self.core.metrics.touch();
+        self.core.part.touch();
         if self.is_valid(side) {
             return Ok(TransferHandle::finished());
         }
@@ -69,7 +69,11 @@ impl BufferStorage {
         }
         let (side, t) = self.making_valid(&tracker, side)?;
         let mut after = tracker.snapshot();
-        let (core, slots, left) = (self.core.clone(), self.slots.clone(), after_slot());
+        let (core, slots, left) = (
+            self.core.clone(),
+            self.core.part.lend_copies(&self.owner),
+            after_slot(),
+        );
         let keep = left.clone();
         let job = ctx.background.spawn(move || {
             let (mut target, source) = slots.for_making_valid(side);
@@ -138,7 +142,11 @@ impl BufferStorage {
             *kept.stale_mut(Side::Device) = stale(range.clone());
             kept
         });
-        let (core, slots, left) = (self.core.clone(), self.slots.clone(), after_slot());
+        let (core, slots, left) = (
+            self.core.clone(),
+            self.core.part.lend_copies(&self.owner),
+            after_slot(),
+        );
         let keep = left.clone();
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
@@ -148,7 +156,7 @@ impl BufferStorage {
                 core.ctx
                     .engine
                     .write_on(&core.lane(), allocated_mut(&mut slot), offset, bytes)?;
-                core.metrics.record(Direction::HostToDevice, len, start);
+                core.part.record(Direction::HostToDevice, len, start);
                 Ok(())
             })();
             if outcome.is_ok() {
@@ -194,8 +202,8 @@ impl BufferStorage {
             let outcome = self.read_into(offset, bytemuck::cast_slice_mut(&mut dst));
             return Ok(OwnedTransfer::ready(outcome.map(|()| dst)));
         }
-        self.core.metrics.touch();
-        let (core, slots) = (self.core.clone(), self.slots.clone());
+        self.core.part.touch();
+        let (core, slots) = (self.core.clone(), self.core.part.lend_copies(&self.owner));
         let job = ctx.background.spawn(move || {
             let outcome = (|| {
                 let slot = slots.device.read();
@@ -204,7 +212,7 @@ impl BufferStorage {
                 core.ctx
                     .engine
                     .read_on(&core.lane(), allocated(&slot), offset, bytes)?;
-                core.metrics
+                core.part
                     .record(Direction::DeviceToHost, bytes.len(), start);
                 Ok(())
             })();

@@ -56,65 +56,6 @@ impl BufferEvent {
     ];
 }
 
-/// A buffer's metric cells and whoever follows its life (a manager's record): one allocation,
-/// shared by the buffer, its transfers in flight and the follower's books. Reads as its cells.
-pub(crate) struct Ledger<O: ?Sized + Observer = dyn Observer> {
-    cells: MetricCells,
-    /// Told of resizes and of the end; the last field, so that a `Ledger` of any observer is a
-    /// `Ledger` of `dyn Observer`.
-    pub(crate) observer: O,
-}
-
-impl Ledger {
-    /// The ledger of a buffer that `observer` follows.
-    pub(crate) fn new(observer: impl Observer + 'static) -> Arc<Ledger> {
-        Arc::new(Ledger {
-            cells: MetricCells::new(),
-            observer,
-        })
-    }
-
-    /// The ledger of a buffer nobody follows (a plain context's).
-    pub(crate) fn unobserved() -> Arc<Ledger> {
-        Ledger::new(Unobserved)
-    }
-}
-
-impl<O: ?Sized + Observer> std::ops::Deref for Ledger<O> {
-    type Target = MetricCells;
-
-    fn deref(&self) -> &MetricCells {
-        &self.cells
-    }
-}
-
-/// Something that follows one buffer's life from inside its [`Ledger`]: told when its length
-/// changes and when the buffer is gone.
-pub(crate) trait Observer: Send + Sync {
-    /// The buffer's length changed from `old` to `new` bytes.
-    fn resized(&self, old: usize, new: usize);
-
-    /// The buffer is gone (called once, as it drops, after its memory went back), with its
-    /// final cells.
-    fn retired(&self, cells: &MetricCells);
-
-    /// For finding out which observer this is.
-    fn as_any(&self) -> &dyn std::any::Any;
-}
-
-/// Nobody follows the buffer.
-struct Unobserved;
-
-impl Observer for Unobserved {
-    fn resized(&self, _: usize, _: usize) {}
-
-    fn retired(&self, _: &MetricCells) {}
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-}
-
 /// The live counters behind [`BufferMetrics`].
 pub(crate) struct MetricCells {
     /// When it was made, on the coarse clock ([`coarse_nanos`]): a buffer's age is read to the

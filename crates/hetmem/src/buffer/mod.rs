@@ -33,6 +33,7 @@ mod lent_device;
 mod map_guards;
 mod metrics;
 mod range_set;
+mod shared_part;
 mod storage;
 mod tracker;
 mod unified;
@@ -41,7 +42,8 @@ pub use coherence::{CoherenceError, CoherenceEvent, CoherenceState, Effect, Side
 pub use context::{BufferContext, Residency};
 pub use guards::{DeviceMut, DeviceRef, HostMut, HostRef};
 pub use map_guards::{MapMut, MapRef};
+pub(crate) use metrics::MetricCells;
 pub use metrics::{BufferEvent, BufferMetrics};
-pub(crate) use metrics::{Ledger, MetricCells, Observer};
+pub(crate) use shared_part::{Observer, SharedPart};
 pub use storage::BufferStorage;
 pub use unified::{BufferView, BufferViewMut, UnifiedBuffer};

@@ -18,7 +18,7 @@
 //! # Transfers in flight
 //! `sync` and the prefetches hand their transfer to the context's background thread and return
 //! ([`BufferStorage::acquire_async`]). The thread works on a copy of the tracker and on the
-//! slots, which are shared with it (`Arc<Slots>`): it write-locks the side it makes valid — a
+//! slots, lent to it (a lease of the [`SharedPart`]'s copies): it write-locks the side it makes valid — a
 //! stale side, which no guard holds — and read-locks the other, so guards on the valid side
 //! stay usable meanwhile. Every other operation that needs the side in flight, and every
 //! operation through `&mut self`, first *settles* the transfer: waits for it and takes in the
@@ -39,13 +39,14 @@ use super::coherence::{transition, CoherenceEvent, CoherenceState, Effect, Side,
 use super::context::ContextShared;
 use super::effects::Core;
 use super::lent_device::LentDevice;
-use super::metrics::{BufferMetrics, Ledger};
+use super::metrics::BufferMetrics;
 use super::range_set::RangeSet;
+use super::shared_part::{CopiesOwner, SharedPart};
 use super::tracker::{
     allocated, allocated_mut, host_bytes, host_bytes_mut, side_bit, Slots, Tracker,
 };
 use super::Residency;
-use crate::backend::{unique_mut, Held, Slot, SlotRead};
+use crate::backend::{Held, SlotRead};
 use crate::error::Result;
 use crate::pool::PooledBlock;
 use crate::transfer::{Direction, Strategy, TransferHandle};
@@ -60,8 +61,8 @@ const SHARED_INIT: Transition = Transition {
 /// [`UnifiedBuffer`](super::UnifiedBuffer).
 pub struct BufferStorage {
     pub(super) core: Core,
-    /// The two copies, shared with a transfer in flight.
-    pub(super) slots: Arc<Slots>,
+    /// The right to the two copies in `core.part`, which a transfer in flight borrows.
+    pub(super) owner: CopiesOwner,
     pub(super) tracker: Mutex<Tracker>,
     /// Which sides are valid, mirrored from `tracker` for the guards' lock-free fast path.
     pub(super) valid: AtomicU8,
@@ -70,15 +71,15 @@ pub struct BufferStorage {
 }
 
 impl BufferStorage {
-    /// `ledger`: the buffer's metric cells and observer (a memory manager's record, or
-    /// [`Ledger::unobserved`]).
+    /// `part`: the buffer's shared part — with the observer, a memory manager's record or
+    /// nobody ([`SharedPart::unobserved`]) — and the owner of its copies.
     pub(crate) fn new(
         ctx: Arc<ContextShared>,
         len: usize,
         shared: bool,
         strategy: Option<Strategy>,
         pooled: bool,
-        ledger: Arc<Ledger>,
+        (part, owner): (Arc<SharedPart>, CopiesOwner),
     ) -> Self {
         BufferStorage {
             core: Core {
@@ -89,12 +90,9 @@ impl BufferStorage {
                 pooled,
                 pinned: false,
                 zero_fill: true,
-                metrics: ledger,
+                part,
             },
-            slots: Arc::new(Slots {
-                host: Slot::new(None),
-                device: Slot::new(None),
-            }),
+            owner,
             tracker: Mutex::new(Tracker::new()),
             valid: AtomicU8::new(0),
             exposed: AtomicBool::new(false),
@@ -117,16 +115,22 @@ impl BufferStorage {
     pub(super) fn parts_mut(&mut self) -> (&Core, &mut Tracker, &mut Slots, &AtomicU8) {
         let tracker = self.tracker.get_mut().unpoisoned();
         tracker.settle(&self.valid);
-        let slots = unique_mut(&mut self.slots)
-            .expect("a transfer releases the slots before it is settled");
+        let slots = (self.core.part)
+            .copies_mut(&mut self.owner)
+            .expect("a transfer gives the copies back before it is settled");
         slots.host.thaw();
         slots.device.thaw();
         (&self.core, tracker, slots, &self.valid)
     }
 
-    /// The buffer's metric cells and observer.
-    pub(crate) fn ledger(&self) -> &Arc<Ledger> {
-        &self.core.metrics
+    /// The buffer's shared part: its metric cells and observer.
+    pub(crate) fn part(&self) -> &Arc<SharedPart> {
+        &self.core.part
+    }
+
+    /// The two copies (read-locked or frozen slots).
+    pub(super) fn slots(&self) -> &Slots {
+        self.core.part.copies(&self.owner)
     }
 
     /// Takes the memory of `side` (of the one allocation, when shared) from its pool now, so that
@@ -196,7 +200,7 @@ impl BufferStorage {
     }
 
     pub(crate) fn metrics(&self) -> BufferMetrics {
-        let m = &self.core.metrics;
+        let m = &self.core.part;
         BufferMetrics {
             host_to_device: m.transfers.get(Direction::HostToDevice),
             device_to_host: m.transfers.get(Direction::DeviceToHost),
@@ -225,7 +229,7 @@ impl BufferStorage {
     /// Makes `side` valid for reading, transferring its stale ranges if needed.
     #[inline]
     pub(crate) fn acquire(&self, side: Side) -> Result<()> {
-        self.core.metrics.touch();
+        self.core.part.touch();
         if side == Side::Host {
             self.await_device_work()?;
         }
@@ -246,7 +250,7 @@ impl BufferStorage {
             return Ok(()); // another thread, or the transfer in flight, did it
         }
         let (side, t) = self.making_valid(&tracker, side)?;
-        let (mut target, source) = self.slots.for_making_valid(side);
+        let (mut target, source) = self.slots().for_making_valid(side);
         self.core.perform(
             &mut tracker,
             &self.valid,
@@ -277,7 +281,7 @@ impl BufferStorage {
         discard: bool,
     ) -> Result<()> {
         if range.is_empty() {
-            self.core.metrics.touch();
+            self.core.part.touch();
             return Ok(());
         }
         self.acquire_mut_in(side, range, discard).map(drop)
@@ -292,7 +296,7 @@ impl BufferStorage {
         discard: bool,
     ) -> Result<&mut [u8]> {
         if range.is_empty() {
-            self.core.metrics.touch();
+            self.core.part.touch();
             return Ok(&mut []);
         }
         let (core, slots) = self.acquire_mut_in(Side::Host, range.clone(), discard)?;
@@ -307,7 +311,7 @@ impl BufferStorage {
         range: Range<usize>,
         discard: bool,
     ) -> Result<(&Core, &mut Slots)> {
-        self.core.metrics.touch();
+        self.core.part.touch();
         if side == Side::Host {
             self.await_device_work()?;
         }
@@ -369,8 +373,8 @@ impl BufferStorage {
         };
         let backend = self.core.backend(side);
         let slot = match side {
-            Side::Host => &self.slots.host,
-            Side::Device => &self.slots.device,
+            Side::Host => &self.slots().host,
+            Side::Device => &self.slots().device,
         };
         slot.freeze(|slot| host_bytes(backend, allocated(slot)))
     }
@@ -383,7 +387,7 @@ impl BufferStorage {
     }
 
     pub(crate) fn device_slot(&self) -> SlotRead<'_, Option<PooledBlock>> {
-        self.slots.device.read()
+        self.slots().device.read()
     }
 
     /// The device block, lent to a device guard (see [`LentDevice`]).
@@ -510,7 +514,7 @@ impl BufferStorage {
         tracker.stale_host.clear();
         tracker.stale_device.clear();
         tracker.set_state(t.state, valid);
-        self.core.metrics.observer.resized(self.core.len, new_len);
+        self.core.part.observer.resized(self.core.len, new_len);
         self.core.len = new_len;
         Ok(())
     }
@@ -524,8 +528,8 @@ impl Drop for BufferStorage {
         let (core, _, slots, _) = self.parts_mut();
         let device = slots.device.get_mut().take();
         core.retire(device, exposed);
-        let ledger = &self.core.metrics;
-        ledger.observer.retired(ledger);
+        let part = &self.core.part;
+        part.observer.retired(part);
     }
 }
 

@@ -13,7 +13,7 @@ use super::snapshot::{self, MemorySnapshot};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
 use crate::backend::{Backend, Capabilities, DeviceBlock};
-use crate::buffer::{BufferContext, BufferStorage, Ledger, UnifiedBuffer};
+use crate::buffer::{BufferContext, BufferStorage, SharedPart, UnifiedBuffer};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::host::{HostMemory, SharedSegment};
@@ -114,13 +114,13 @@ impl MemoryManager {
             decision.residency,
             decision.strategy,
             pooled,
-            Ledger::new(record),
+            SharedPart::new(record),
         )?;
         if decision.placement == Placement::HostPinned {
             storage.pin_host();
         }
         storage.reserve(decision.home, options.zeroed)?;
-        self.registry.register(storage.ledger(), bytes);
+        self.registry.register(storage.part(), bytes);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -148,9 +148,8 @@ impl MemoryManager {
         let record = self.registry.record(None, Placement::Host);
         let (storage, len) = self
             .context
-            .adopted_storage::<T>(memory, Ledger::new(record))?;
-        self.registry
-            .register(storage.ledger(), byte_len::<T>(len)?);
+            .adopted_storage::<T>(memory, SharedPart::new(record))?;
+        self.registry.register(storage.part(), byte_len::<T>(len)?);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -159,9 +158,8 @@ impl MemoryManager {
     pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
         let record = self.registry.record(None, Placement::Device);
         let (storage, len) =
-            (self.context).adopted_device_storage::<T>(block, Ledger::new(record))?;
-        self.registry
-            .register(storage.ledger(), byte_len::<T>(len)?);
+            (self.context).adopted_device_storage::<T>(block, SharedPart::new(record))?;
+        self.registry.register(storage.part(), byte_len::<T>(len)?);
         Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
     }
 
@@ -295,7 +293,7 @@ impl MemoryManager {
         buffer: &UnifiedBuffer<T, S>,
     ) -> Result<Outstanding> {
         (self.registry)
-            .describe(buffer.storage().ledger())
+            .describe(buffer.storage().part())
             .ok_or(Error::ForeignBuffer {
                 what: "describing an allocation",
             })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::Placement;
 use crate::backend::PerThread;
-use crate::buffer::{BufferEvent, Ledger, MetricCells, Observer};
+use crate::buffer::{BufferEvent, MetricCells, Observer, SharedPart};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
 use crate::host::coarse_nanos;
@@ -170,7 +170,7 @@ pub(crate) struct Totals {
 
 /// One allocation's record: its buffer's observer (which keeps the byte counts right through
 /// resizes and folds the buffer's usage into the registry when the buffer goes), inside the
-/// buffer's [`Ledger`] beside its metric cells — one allocation for both — which the live list
+/// buffer's [`SharedPart`] beside its metric cells — one allocation for both — which the live list
 /// shares. Holds the registry, so a buffer outliving its manager still reports to it safely;
 /// the cycle this makes with the live list is broken when the buffer goes.
 pub(crate) struct Record {
@@ -191,12 +191,12 @@ pub(crate) struct Record {
 /// ~40 ns per allocation and release).
 #[derive(Default)]
 struct Slab {
-    slots: Vec<Option<Arc<Ledger>>>,
+    slots: Vec<Option<Arc<SharedPart>>>,
     free: Vec<usize>,
 }
 
 impl Slab {
-    fn insert(&mut self, record: Arc<Ledger>) -> usize {
+    fn insert(&mut self, record: Arc<SharedPart>) -> usize {
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = Some(record);
@@ -267,7 +267,7 @@ impl Registry {
         self.tracking
     }
 
-    /// The record of a buffer about to be made, for its [`Ledger`]: it counts once
+    /// The record of a buffer about to be made, for its [`SharedPart`]: it counts once
     /// [`Registry::register`] has seen the buffer made.
     pub(crate) fn record(
         self: &Arc<Self>,
@@ -286,15 +286,15 @@ impl Registry {
         }
     }
 
-    /// Counts a new buffer of `bytes` bytes, made with a ledger of this registry's
+    /// Counts a new buffer of `bytes` bytes, made with a part of this registry's
     /// [`Registry::record`], and lists it.
-    pub(crate) fn register(&self, ledger: &Arc<Ledger>, bytes: usize) {
-        let Some(record) = record_of(ledger) else {
+    pub(crate) fn register(&self, part: &Arc<SharedPart>, bytes: usize) {
+        let Some(record) = record_of(part) else {
             return;
         };
         record.bytes.store(bytes, Ordering::Relaxed);
         if let Some(recorder) = &self.recorder {
-            ledger.trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
+            part.trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,
@@ -311,7 +311,7 @@ impl Registry {
         });
         self.add_live(bytes);
         let slot = match self.tracking >= Tracking::Outstanding {
-            true => lock(&self.live).insert(ledger.clone()),
+            true => lock(&self.live).insert(part.clone()),
             false => UNLISTED,
         };
         record.slot.store(slot, Ordering::Relaxed);
@@ -411,10 +411,10 @@ impl Registry {
         self.open_scopes.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The live allocation behind `ledger`, if it is one of this registry's records.
-    pub(crate) fn describe(&self, ledger: &Ledger) -> Option<Outstanding> {
-        let record = record_of(ledger)?;
-        std::ptr::eq(&*record.registry, self).then(|| describe(record, ledger, coarse_nanos()))
+    /// The live allocation behind `part`, if it is one of this registry's records.
+    pub(crate) fn describe(&self, part: &SharedPart) -> Option<Outstanding> {
+        let record = record_of(part)?;
+        std::ptr::eq(&*record.registry, self).then(|| describe(record, part, coarse_nanos()))
     }
 }
 
@@ -433,9 +433,9 @@ fn merge(usage: &mut Vec<Usage>, more: Usage) {
     }
 }
 
-/// The record in `ledger`, if a manager's record follows it.
-fn record_of(ledger: &Ledger) -> Option<&Record> {
-    ledger.observer.as_any().downcast_ref::<Record>()
+/// The record in `part`, if a manager's record follows it.
+fn record_of(part: &SharedPart) -> Option<&Record> {
+    part.observer.as_any().downcast_ref::<Record>()
 }
 
 /// Adds `record` (with its buffer's `cells`) to its label and placement's entry in `usage`.
