@@ -266,7 +266,7 @@ impl BufferContext {
     ) -> Result<UnifiedBuffer<T>> {
         let storage =
             self.storage_for::<T>(len, residency, None, true, SharedPart::unobserved())?;
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// The storage of a new buffer of `len` elements of `T`, checked against the device; large
@@ -328,7 +328,7 @@ impl BufferContext {
     /// Its length must be a whole number of `T`s and its address aligned to `T`.
     pub fn adopt_host<T: Element>(&self, memory: impl HostMemory) -> Result<UnifiedBuffer<T>> {
         let (storage, len) = self.adopted_storage::<T>(memory, SharedPart::unobserved())?;
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// The storage of [`BufferContext::adopt_host`] (with `part`), and its length in
@@ -375,7 +375,7 @@ impl BufferContext {
     /// it. Its size must be a whole number of `T`s; a block of another backend is a typed error.
     pub fn adopt_device<T: Element>(&self, block: DeviceBlock) -> Result<UnifiedBuffer<T>> {
         let (storage, len) = self.adopted_device_storage::<T>(block, SharedPart::unobserved())?;
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// The storage of [`BufferContext::adopt_device`] (with `part`), and its length in

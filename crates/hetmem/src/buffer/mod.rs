@@ -45,5 +45,5 @@ pub use map_guards::{MapMut, MapRef};
 pub(crate) use metrics::MetricCells;
 pub use metrics::{BufferEvent, BufferMetrics};
 pub(crate) use shared_part::{Observer, SharedPart};
-pub use storage::BufferStorage;
+pub use storage::{BufferStorage, OwnedStorage};
 pub use unified::{BufferView, BufferViewMut, UnifiedBuffer};

@@ -4,6 +4,12 @@
 
 use std::ops::Range;
 
+use smallvec::{smallvec, SmallVec};
+
+/// Ranges, the first inline (as small as a `Vec`): a buffer's stale set is mostly one range (or none), so
+/// marking a side stale and planning its transfer allocate nothing.
+pub(crate) type Ranges = SmallVec<[Range<usize>; 1]>;
+
 /// Neighbouring stale ranges closer than this are moved as one transfer: one more transfer call
 /// costs more than moving this many extra bytes (a blocking call is tens of µs on PoCL; 64 KiB
 /// moves in a few µs at memory bandwidth).
@@ -20,7 +26,7 @@ const MAX_RANGES: usize = 1024;
 /// A set of byte ranges, kept sorted, disjoint, and merged where they touch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RangeSet {
-    ranges: Vec<Range<usize>>,
+    ranges: Ranges,
 }
 
 impl RangeSet {
@@ -59,7 +65,8 @@ impl RangeSet {
         } else {
             range
         };
-        self.ranges.splice(first..last, [merged]);
+        self.ranges.drain(first..last);
+        self.ranges.insert(first, merged);
         if self.ranges.len() > MAX_RANGES {
             self.coalesce();
         }
@@ -70,7 +77,7 @@ impl RangeSet {
         if exclude.is_empty() {
             return self.clone();
         }
-        let mut out = Vec::with_capacity(self.ranges.len() + 1);
+        let mut out = Ranges::new();
         for r in &self.ranges {
             if r.end <= exclude.start || r.start >= exclude.end {
                 out.push(r.clone());
@@ -88,8 +95,8 @@ impl RangeSet {
 
     /// The transfers that cover the set within a buffer of `len` bytes: neighbours closer than
     /// [`MERGE_GAP`] merged, or the whole buffer when that covers nearly as much anyway.
-    pub(crate) fn plan(&self, len: usize) -> Vec<Range<usize>> {
-        let mut out: Vec<Range<usize>> = Vec::with_capacity(self.ranges.len());
+    pub(crate) fn plan(&self, len: usize) -> Ranges {
+        let mut out = Ranges::new();
         for r in &self.ranges {
             match out.last_mut() {
                 Some(last) if r.start - last.end <= MERGE_GAP => last.end = r.end,
@@ -98,14 +105,14 @@ impl RangeSet {
         }
         let covered: usize = out.iter().map(|r| r.len()).sum();
         if out.len() > 1 && covered as f64 >= WHOLE_FRACTION * len as f64 {
-            return vec![0..len];
+            return smallvec![0..len];
         }
         out
     }
 
     /// [`RangeSet::plan`] leaving out `exclude`, even where merging would have covered it: bytes
     /// about to be overwritten whole, or where the two sides differ and must not be copied.
-    pub(crate) fn plan_without(&self, len: usize, exclude: &Range<usize>) -> Vec<Range<usize>> {
+    pub(crate) fn plan_without(&self, len: usize, exclude: &Range<usize>) -> Ranges {
         RangeSet {
             ranges: self.plan(len),
         }
@@ -122,7 +129,7 @@ impl RangeSet {
             .collect();
         gaps.sort_unstable();
         let limit = gaps[gaps.len() / 2];
-        let mut out: Vec<Range<usize>> = Vec::with_capacity(self.ranges.len() / 2 + 1);
+        let mut out = Ranges::with_capacity(self.ranges.len() / 2 + 1);
         for r in self.ranges.drain(..) {
             match out.last_mut() {
                 Some(last) if r.start - last.end <= limit => last.end = r.end,
@@ -174,13 +181,13 @@ mod tests {
         s.insert(10 * MERGE_GAP..10 * MERGE_GAP + 4);
         let len = 64 << 20;
         assert_eq!(
-            s.plan(len),
-            vec![0..104, 10 * MERGE_GAP..10 * MERGE_GAP + 4]
+            &s.plan(len)[..],
+            [0..104, 10 * MERGE_GAP..10 * MERGE_GAP + 4]
         );
         let mut most = RangeSet::default();
         most.insert(0..len / 2);
         most.insert(len / 2 + 2 * MERGE_GAP..len);
-        assert_eq!(most.plan(len), vec![0..len]);
+        assert_eq!(&most.plan(len)[..], [0..len]);
     }
 
     #[test]

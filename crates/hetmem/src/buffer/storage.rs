@@ -70,6 +70,30 @@ pub struct BufferStorage {
     exposed: AtomicBool,
 }
 
+/// A buffer's own storage, held inline in the buffer (not boxed): a buffer's one heap allocation
+/// is its [`SharedPart`]. Opaque, like [`BufferStorage`], which it derefs to.
+pub struct OwnedStorage(BufferStorage);
+
+impl OwnedStorage {
+    pub(crate) fn new(storage: BufferStorage) -> Self {
+        OwnedStorage(storage)
+    }
+}
+
+impl std::ops::Deref for OwnedStorage {
+    type Target = BufferStorage;
+
+    fn deref(&self) -> &BufferStorage {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for OwnedStorage {
+    fn deref_mut(&mut self) -> &mut BufferStorage {
+        &mut self.0
+    }
+}
+
 impl BufferStorage {
     /// `part`: the buffer's shared part — with the observer, a memory manager's record or
     /// nobody ([`SharedPart::unobserved`]) — and the owner of its copies.

@@ -7,7 +7,7 @@ use std::ops::{Bound, Deref, DerefMut, Range, RangeBounds};
 use super::guards::{DeviceMut, DeviceRef, HostMut, HostRef};
 use super::map_guards::{MapMut, MapRef};
 use super::metrics::BufferMetrics;
-use super::storage::BufferStorage;
+use super::storage::{BufferStorage, OwnedStorage};
 use super::{CoherenceState, Residency, Side};
 use crate::element::{byte_len, cast_len, check_range, Element};
 use crate::error::{Error, Result};
@@ -45,7 +45,7 @@ use crate::transfer::{OwnedTransfer, TransferHandle};
 /// assert_eq!(buf.metrics().host_to_device.bytes, (4 << 20) + 4);
 /// # Ok::<(), hetmem::Error>(())
 /// ```
-pub struct UnifiedBuffer<T: Element, S = Box<BufferStorage>> {
+pub struct UnifiedBuffer<T: Element, S = OwnedStorage> {
     storage: S,
     /// Byte offset of this view in the storage.
     offset: usize,
@@ -92,9 +92,9 @@ fn element_range(range: impl RangeBounds<usize>, len: usize) -> Result<Range<usi
 }
 
 impl<T: Element> UnifiedBuffer<T> {
-    pub(crate) fn from_storage(storage: Box<BufferStorage>, len: usize) -> Self {
+    pub(crate) fn from_storage(storage: BufferStorage, len: usize) -> Self {
         UnifiedBuffer {
-            storage,
+            storage: OwnedStorage::new(storage),
             offset: 0,
             len,
             _element: PhantomData,

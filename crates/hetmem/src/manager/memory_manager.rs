@@ -121,7 +121,7 @@ impl MemoryManager {
         }
         storage.reserve(decision.home, options.zeroed)?;
         self.registry.register(storage.part(), bytes);
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// A buffer holding a copy of `data`, placed automatically.
@@ -150,7 +150,7 @@ impl MemoryManager {
             .context
             .adopted_storage::<T>(memory, SharedPart::new(record))?;
         self.registry.register(storage.part(), byte_len::<T>(len)?);
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// A buffer whose device copy is `block`, device memory made outside hetmem and adopted by
@@ -160,7 +160,7 @@ impl MemoryManager {
         let (storage, len) =
             (self.context).adopted_device_storage::<T>(block, SharedPart::new(record))?;
         self.registry.register(storage.part(), byte_len::<T>(len)?);
-        Ok(UnifiedBuffer::from_storage(Box::new(storage), len))
+        Ok(UnifiedBuffer::from_storage(storage, len))
     }
 
     /// A new named shared-memory segment of `len` zeroed `T`s as a buffer's host copy: another

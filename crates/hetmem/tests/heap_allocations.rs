@@ -1,0 +1,65 @@
+//! What a managed buffer costs the system allocator once the pools are warm: one heap
+//! allocation (its shared part: copies, metric cells and the manager's record), the storage
+//! itself living inline in the buffer and its stale ranges inline in the storage — whatever the
+//! buffer does between its making and its drop.
+//!
+//! `allocation-counter` replaces the global allocator of this test binary only, and counts the
+//! calling thread's allocations.
+
+use std::sync::Arc;
+
+use hetmem::backend::{Backend, HostBackend};
+use hetmem::buffer::{BufferContext, Residency};
+use hetmem::MemoryManager;
+
+fn manager() -> MemoryManager {
+    let backend: Arc<dyn Backend> = Arc::new(HostBackend::new());
+    MemoryManager::new(backend).unwrap()
+}
+
+/// Runs `cycle` twice to warm the pools, this thread's slots and the live list, then counts
+/// the allocations of a third run.
+fn allocations_of(cycle: impl Fn()) -> allocation_counter::AllocationInfo {
+    cycle();
+    cycle();
+    allocation_counter::measure(cycle)
+}
+
+#[test]
+fn a_managed_buffer_is_one_heap_allocation() {
+    let manager = manager();
+    let info = allocations_of(|| {
+        let mut buffer = manager.alloc::<u32>(1 << 18).unwrap();
+        buffer.host_mut().unwrap()[7] = 7;
+        assert_eq!(buffer.host().unwrap()[7], 7);
+    });
+    assert_eq!(info.count_total, 1, "{info:?}");
+    assert_eq!(
+        info.count_current, 0,
+        "given back as the buffer drops: {info:?}"
+    );
+}
+
+/// Two copies moving both ways (a plain context's buffer: on the host backend a manager
+/// shares one allocation, there being nothing to mirror).
+#[test]
+fn a_mirrored_buffer_moving_both_ways_is_still_one() {
+    let context = BufferContext::new(Arc::new(HostBackend::new()));
+    let info = allocations_of(|| {
+        let mut buffer = context
+            .alloc_with::<u32>(1 << 18, Residency::Mirrored)
+            .unwrap();
+        buffer.host_mut().unwrap()[7] = 7;
+        drop(buffer.device_mut().unwrap()); // uploads; the host copy goes stale
+        assert_eq!(buffer.host().unwrap()[7], 7); // downloads
+        buffer.write(3, &[5]).unwrap();
+        drop(buffer.device().unwrap()); // uploads the 4 bytes
+        let moved = buffer.metrics();
+        assert!(
+            moved.host_to_device.bytes > 0 && moved.device_to_host.bytes > 0,
+            "{moved:?}"
+        );
+    });
+    assert_eq!(info.count_total, 1, "{info:?}");
+    assert_eq!(info.count_current, 0, "{info:?}");
+}
