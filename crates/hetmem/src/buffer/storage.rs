@@ -71,7 +71,8 @@ pub struct BufferStorage {
 }
 
 /// A buffer's own storage, held inline in the buffer (not boxed): a buffer's one heap allocation
-/// is its [`SharedPart`]. Opaque, like [`BufferStorage`], which it derefs to.
+/// is its shared part (copies, metric cells, record). Opaque, like [`BufferStorage`], which it
+/// derefs to.
 pub struct OwnedStorage(BufferStorage);
 
 impl OwnedStorage {
