@@ -67,6 +67,7 @@ fn new_id() -> u64 {
 
 impl<T> LeaseCell<T> {
     /// A cell holding `value`, and its owner token.
+    #[inline]
     pub(crate) fn new(value: T) -> (Self, CellOwner) {
         let id = new_id();
         let cell = LeaseCell {

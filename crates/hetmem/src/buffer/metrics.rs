@@ -76,6 +76,7 @@ pub(crate) struct MetricCells {
 }
 
 impl MetricCells {
+    #[inline]
     pub(crate) fn new() -> Self {
         MetricCells {
             created: coarse_nanos(),

@@ -25,6 +25,7 @@ pub(crate) struct SharedPart<O: ?Sized + Observer = dyn Observer> {
 
 impl SharedPart {
     /// The part of a new buffer that `observer` follows, and the owner of its copies.
+    #[inline]
     pub(crate) fn new(observer: impl Observer + 'static) -> (Arc<SharedPart>, CopiesOwner) {
         let (copies, owner) = LeaseCell::new(Slots {
             host: Slot::new(None),
