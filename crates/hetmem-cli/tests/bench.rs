@@ -10,6 +10,7 @@ const REQUIRED: &[&str] = &[
     "transfer.h2d_fresh.256MiB",
     "transfer.batch.h2d.4KiBx1000",
     "alloc.pool_hit",
+    "alloc.pool_hit.free_list",
     "alloc.unpooled",
     "alloc.splitting.4MiB",
     "alloc.first_use.16MiB",

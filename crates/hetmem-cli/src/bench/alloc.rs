@@ -21,6 +21,7 @@ const MIB: usize = 1 << 20;
 
 pub fn register(suite: &mut Suite) {
     suite.case("alloc.pool_hit", pool_hit);
+    suite.case("alloc.pool_hit.free_list", pool_hit_free_list);
     suite.case("alloc.unpooled", unpooled);
     suite.case("alloc.splitting.4MiB", splitting);
     suite.case("alloc.first_use.16MiB", first_use);
@@ -48,6 +49,52 @@ fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
         "alloc.pool_hit",
         &timings,
         "raw backend allocate + release",
+        "ns",
+    ))
+}
+
+/// A pool hit against the bare structure it walks: a thread-local free list per size class of
+/// items as large as a cached block (the block and the `Arc` of its home), popped into a handle
+/// and pushed back — what a pool hit costs without limits, statistics, the visitors' protocol
+/// or checks on the way back. The floor a thread cache can reach on this machine (its items move
+/// through memory; the compiler cannot keep them in registers across the calls).
+fn pool_hit_free_list(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
+    /// A cached block's size: a `DeviceBlock` (five words) and its home's `Arc`.
+    struct Item {
+        _block: [usize; 5],
+        _home: Arc<()>,
+    }
+    thread_local! {
+        static FREE: std::cell::RefCell<Vec<Vec<Item>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let class = black_box(
+        hetmem::pool::SizeClasses::default()
+            .class(MIB)
+            .map_or(0, |c| c.0),
+    );
+    FREE.with(|free| {
+        let mut free = free.borrow_mut();
+        free.resize_with(class + 1, Vec::new);
+        free[class].push(Item {
+            _block: [0; 5],
+            _home: Arc::new(()),
+        });
+    });
+    let pool = CachingAllocator::new(backend.clone());
+    let timings = compare_auto(effort, |side| match side {
+        Side::Hetmem => pool.allocate(MIB).map(drop),
+        Side::Baseline => {
+            let class = black_box(class);
+            let item = FREE.with(|free| free.borrow_mut()[class].pop());
+            let item = black_box(item.expect("one item, popped and pushed back"));
+            FREE.with(|free| free.borrow_mut()[class].push(item));
+            Ok(())
+        }
+    })?;
+    Ok(latency(
+        "alloc.pool_hit.free_list",
+        &timings,
+        "bare thread-local free list of the same items",
         "ns",
     ))
 }
