@@ -50,54 +50,54 @@ impl<T: Send + Default> PerThread<T> {
     /// in teardown deadlocks).
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        match ALIVE.try_with(|_| ()) {
-            Ok(()) => self.with_own(f),
-            Err(_) => self.with_orphans(f),
-        }
+        // One call of `f` whichever slot it gets: called from two places, its body would be
+        // compiled apart from the fast path rather than into it.
+        let mut orphans = None;
+        let mut own = self.enter_while_alive();
+        let value = match own.as_deref_mut() {
+            Some(value) => value,
+            None => self.orphans(&mut orphans),
+        };
+        f(value)
     }
 
-    /// Runs `f` on this thread's own slot: only while [`ALIVE`] lives (see
-    /// [`PerThread::with_while_alive`]).
+    /// This thread's own slot, or `f(None)` once this thread's thread-locals are being torn
+    /// down: for callers with a shared path better than the orphans' slot (a block cached
+    /// there would wait for a trim; in the shared bins any thread reuses it).
     #[inline]
-    fn with_own<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        f(self.enter_while_alive().as_deref_mut())
+    }
+
+    /// This thread inside its own slot, unless its thread-locals are being torn down: then the
+    /// `thread_local` crate may have given the slot to another thread already, and looking it
+    /// up would panic inside a destructor, aborting the process.
+    #[inline]
+    fn enter_while_alive(&self) -> Option<Entered<'_, T>> {
+        // Thread-locals are torn down last registered, first. The `thread_local` crate's
+        // teardown gives this thread's id (and so its slots) to the next thread; it is
+        // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
+        // (just below, on a first use) right after it with nothing between — so whenever
+        // `ALIVE` still lives, so does this thread's id.
+        ALIVE.try_with(|_| ()).ok()?;
         let slot = match self.slots.get() {
             Some(slot) => slot,
             None => self.first_use(),
         };
         // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
         // another thread only after the thread that had it exited: this thread owns the slot.
-        unsafe { slot.with_as_owner(f) }
+        Some(unsafe { slot.enter() })
     }
 
-    /// This thread's own slot, or `f(None)` once this thread's thread-locals are being torn
-    /// down: for callers with a shared path better than the orphans' slot (a block cached
-    /// there would wait for a trim; in the shared bins any thread reuses it).
-    ///
-    /// Why the teardown matters: the `thread_local` crate may have given this thread's slot to
-    /// another thread already, and looking it up would panic inside a destructor, aborting the
-    /// process.
-    #[inline]
-    pub(crate) fn with_while_alive<R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
-        // Thread-locals are torn down last registered, first. The `thread_local` crate's
-        // teardown gives this thread's id (and so its slots) to the next thread; it is
-        // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
-        // (in the first `with` below) right after it with nothing between — so whenever `ALIVE`
-        // still lives, so does this thread's id.
-        match ALIVE.try_with(|_| ()) {
-            Ok(()) => self.with_own(|value| f(Some(value))),
-            Err(_) => f(None),
-        }
-    }
-
-    /// Runs `f` on the orphans' slot (kept out of line: thread teardown only).
+    /// The orphans' slot, locked into `guard` (kept out of line: thread teardown only).
     #[cold]
     #[inline(never)]
-    fn with_orphans<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        f(self
-            .orphans
-            .lock()
-            .unpoisoned()
-            .get_or_insert_with(T::default))
+    fn orphans<'s, 'g>(
+        &'s self,
+        guard: &'g mut Option<std::sync::MutexGuard<'s, Option<T>>>,
+    ) -> &'g mut T {
+        let orphans = guard.insert(self.orphans.lock().unpoisoned());
+        orphans.get_or_insert_with(T::default)
     }
 
     /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
@@ -174,7 +174,7 @@ struct OwnerLock<T> {
 // SAFETY: the lock owns its value; sending it sends the value.
 unsafe impl<T: Send> Send for OwnerLock<T> {}
 // SAFETY: shared access reaches the value only as `&mut T` under mutual exclusion (owner or one
-// visitor, never both: see `with_as_owner`), exactly as `Mutex<T>` does, so the same bound applies.
+// visitor, never both: see `enter`), exactly as `Mutex<T>` does, so the same bound applies.
 unsafe impl<T: Send> Sync for OwnerLock<T> {}
 
 impl<T> OwnerLock<T> {
@@ -189,13 +189,13 @@ impl<T> OwnerLock<T> {
         }
     }
 
-    /// Runs `f` on the value as its owner.
+    /// Enters the value as its owner; the guard lets visitors in again when it drops.
     ///
     /// # Safety
     /// Only one thread — the owner — may call this, ever, unless a happens-before edge (such as
     /// a thread's exit and another's start) separates the calls of two threads.
     #[inline]
-    unsafe fn with_as_owner<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    unsafe fn enter(&self) -> Entered<'_, T> {
         // Only this thread stores `owner`, so a relaxed load sees its own last store.
         assert!(
             !self.owner.load(Ordering::Relaxed),
@@ -214,11 +214,14 @@ impl<T> OwnerLock<T> {
                 yield_now();
             }
         }
-        let _leave = Leave(&self.owner);
-        // SAFETY: `owner` is set and no visitor was seen after the fence, so any visitor that
-        // arrives sees `owner` and waits for `_leave`; no other thread is an owner (the caller's
-        // contract); the `assert!` above rules out this thread's own re-entry.
-        self.value_mut(f)
+        // `owner` is set and no visitor was seen after the fence, so any visitor that arrives
+        // sees `owner` and waits for the guard to drop; no other thread is an owner (the
+        // caller's contract); the `assert!` above rules out this thread's own re-entry.
+        Entered {
+            lock: self,
+            #[cfg(loom)]
+            value: self.value.get_mut(),
+        }
     }
 
     /// Runs `f` on the value from a thread that does not own it: waits for the owner to leave
@@ -254,7 +257,7 @@ impl<T> OwnerLock<T> {
 
     #[cfg(not(loom))]
     fn value_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        // SAFETY: both callers hold the value exclusively (see their SAFETY comments).
+        // SAFETY: the one caller, `visit`, holds the value exclusively (see its SAFETY comment).
         f(unsafe { &mut *self.value.get() })
     }
 
@@ -262,6 +265,48 @@ impl<T> OwnerLock<T> {
     fn value_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: as above; loom checks the exclusion it claims.
         self.value.with_mut(|value| f(unsafe { &mut *value }))
+    }
+}
+
+/// The owner inside its slot ([`OwnerLock::enter`]): the value, until the guard drops and lets
+/// visitors in (also when the caller panics).
+struct Entered<'a, T> {
+    lock: &'a OwnerLock<T>,
+    /// loom's tracked access to the value, held as long as the guard.
+    #[cfg(loom)]
+    value: loom::cell::MutPtr<T>,
+}
+
+impl<T> std::ops::Deref for Entered<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        #[cfg(not(loom))]
+        // SAFETY: the owner holds the value exclusively while the guard lives (see `enter`).
+        let value = unsafe { &*self.lock.value.get() };
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the exclusion it claims.
+        let value = unsafe { &*self.value.deref() };
+        value
+    }
+}
+
+impl<T> std::ops::DerefMut for Entered<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        #[cfg(not(loom))]
+        // SAFETY: the owner holds the value exclusively while the guard lives (see `enter`),
+        // and this borrow of the guard is the only way to it.
+        let value = unsafe { &mut *self.lock.value.get() };
+        #[cfg(loom)]
+        // SAFETY: as above; loom checks the exclusion it claims.
+        let value = unsafe { self.value.deref() };
+        value
+    }
+}
+
+impl<T> Drop for Entered<'_, T> {
+    fn drop(&mut self) {
+        self.lock.owner.store(false, Ordering::Release);
     }
 }
 
@@ -361,8 +406,8 @@ mod loom_tests {
                 thread::spawn(move || slot.with_as_visitor(|v| *v += 10))
             };
             for _ in 0..2 {
-                // SAFETY: this thread is the only one calling `with_as_owner`.
-                unsafe { slot.with_as_owner(|v| *v += 1) };
+                // SAFETY: this thread is the only one calling `enter`.
+                *unsafe { slot.enter() } += 1;
             }
             visitor.join().unwrap();
             assert_eq!(slot.with_as_visitor(|v| *v), 12);

@@ -154,6 +154,7 @@ impl BufferStorage {
     }
 
     /// The two copies (read-locked or frozen slots).
+    #[inline]
     pub(super) fn slots(&self) -> &Slots {
         self.core.part.copies(&self.owner)
     }
