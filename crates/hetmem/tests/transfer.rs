@@ -123,15 +123,10 @@ fn batches_write_every_item(b: &Arc<dyn Backend>) {
             "{plan}"
         );
     } else if !caps.host_addressable && caps.concurrent_queues {
+        // One queue on unified memory (PoCL): more only wake more driver threads per command.
+        let queues = if caps.unified_memory { 1 } else { 2 };
         assert!(
-            matches!(
-                plan,
-                Plan::Batched {
-                    items: 50,
-                    queues: 2,
-                    ..
-                }
-            ),
+            matches!(plan, Plan::Batched { items: 50, queues: q, .. } if q == queues),
             "{plan}"
         );
     }

@@ -155,10 +155,12 @@ impl Unfinished {
     /// whenever the list has doubled since the last sweep, so it stays as long as the work in
     /// flight.
     pub(super) fn keep(&self, raw: cl_event) {
-        self.hold(Held {
-            event: ClEventHandle::new(raw),
-            until: None,
-        });
+        self.keep_handle(ClEventHandle::new(raw));
+    }
+
+    /// [`Unfinished::keep`] of an event already wrapped.
+    pub(super) fn keep_handle(&self, event: ClEventHandle) {
+        self.hold(Held { event, until: None });
     }
 
     /// Holds `waited` (one reference, taken over) until `barrier` (one reference, taken over),

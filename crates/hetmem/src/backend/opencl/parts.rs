@@ -10,7 +10,8 @@
 use std::ptr;
 
 use opencl3::command_queue::{self as clq, CommandQueue};
-use opencl3::types::CL_NON_BLOCKING;
+use opencl3::event::Event as ClEventHandle;
+use opencl3::types::{cl_event, CL_NON_BLOCKING};
 
 use super::event::ClEvent;
 use super::{cl_error, mem, OpenClBackend};
@@ -37,7 +38,7 @@ impl OpenClBackend {
             // SAFETY: the range lies inside the cl_mem (the caller's guarantee); `part.src` is borrowed for the
             // whole call, and `enqueue_parts` waits for every command it enqueued before it
             // returns or unwinds, so the driver never reads it after the borrow ends.
-            let raw = unsafe {
+            unsafe {
                 clq::enqueue_write_buffer(
                     queue.get(),
                     mem(block),
@@ -49,9 +50,7 @@ impl OpenClBackend {
                     ptr::null(),
                 )
             }
-            .map_err(|code| cl_error("clEnqueueWriteBuffer", code))?;
-            self.unfinished.keep(raw);
-            Ok(())
+            .map_err(|code| cl_error("clEnqueueWriteBuffer", code))
         })
     }
 
@@ -69,7 +68,7 @@ impl OpenClBackend {
             let block = blocks[part.block];
             // SAFETY: as in `scatter`; `part.dst` is borrowed mutably for the whole call and
             // nothing else reads or writes it until every enqueued command is done.
-            let raw = unsafe {
+            unsafe {
                 clq::enqueue_read_buffer(
                     queue.get(),
                     mem(block),
@@ -81,9 +80,7 @@ impl OpenClBackend {
                     ptr::null(),
                 )
             }
-            .map_err(|code| cl_error("clEnqueueReadBuffer", code))?;
-            self.unfinished.keep(raw);
-            Ok(())
+            .map_err(|code| cl_error("clEnqueueReadBuffer", code))
         })
     }
 
@@ -91,11 +88,17 @@ impl OpenClBackend {
     /// then waits for every queue used. A part whose enqueue fails is reported (after a
     /// permanent failure, with every part not yet enqueued); a queue whose wait fails reports
     /// every part enqueued on it.
+    ///
+    /// The parts' events are held here, not in the backend's list of unfinished events: once
+    /// every queue's wait has returned they are complete and go at once (PoCL must not meet a
+    /// released event while it is still pending — see `Unfinished`). Holding each in that
+    /// shared list cost a lock per part and status queries on every sweep (1000 writes of
+    /// 4 KiB: ~2000 queries).
     fn enqueue_parts(
         &self,
         queues: &[Queue],
         count: usize,
-        enqueue: &mut dyn FnMut(usize, &CommandQueue) -> Result<()>,
+        enqueue: &mut dyn FnMut(usize, &CommandQueue) -> Result<cl_event>,
     ) -> std::result::Result<(), PartFailures> {
         let mut failures = Failures::default();
         let used = &queues[..queues.len().min(count)];
@@ -119,10 +122,17 @@ impl OpenClBackend {
             }
         };
         let mut on_queue: Vec<Vec<usize>> = vec![Vec::new(); commands.len()];
+        let mut events = PartEvents {
+            held: Vec::with_capacity(count),
+            backend: self,
+        };
         for i in 0..count {
             let q = i % commands.len();
             match enqueue(i, commands[q]) {
-                Ok(()) => on_queue[q].push(i),
+                Ok(raw) => {
+                    events.held.push(ClEventHandle::new(raw));
+                    on_queue[q].push(i);
+                }
                 Err(e) => failures.add(i, e),
             }
             if failures.permanent() {
@@ -135,7 +145,27 @@ impl OpenClBackend {
                 failures.add_all(on_queue[q].iter().copied(), e);
             }
         }
+        if failures.is_empty() {
+            // Every queue's wait returned: every part is complete.
+            events.held.clear();
+        }
         failures.into_result()
+    }
+}
+
+/// The events of a scatter's or gather's parts. Dropped before every queue's wait has
+/// returned — on an unwind, or with a failure — they go to the backend's list of unfinished
+/// events, which lets each go once it completes.
+struct PartEvents<'a> {
+    held: Vec<ClEventHandle>,
+    backend: &'a OpenClBackend,
+}
+
+impl Drop for PartEvents<'_> {
+    fn drop(&mut self) {
+        for event in self.held.drain(..) {
+            self.backend.unfinished.keep_handle(event);
+        }
     }
 }
 

@@ -109,8 +109,9 @@ impl TransferEngine {
         blocks: &mut [&mut DeviceBlock],
         parts: &[WritePart<'_>],
         wave: usize,
+        queues: usize,
     ) -> Result<()> {
-        let queues = self.queues_for(lane, parts.len())?;
+        let queues = self.queues_for(lane, parts.len().min(queues))?;
         for parts in parts.chunks(wave.max(1)) {
             let outcome = self.backend.write_parts(&queues, blocks, parts);
             for i in self.failed_parts(outcome)? {
@@ -130,8 +131,9 @@ impl TransferEngine {
         blocks: &[&DeviceBlock],
         parts: &mut [ReadPart<'_>],
         wave: usize,
+        queues: usize,
     ) -> Result<()> {
-        let queues = self.queues_for(lane, parts.len())?;
+        let queues = self.queues_for(lane, parts.len().min(queues))?;
         for parts in parts.chunks_mut(wave.max(1)) {
             let outcome = self.backend.read_parts(&queues, blocks, parts);
             for i in self.failed_parts(outcome)? {

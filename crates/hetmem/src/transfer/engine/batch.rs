@@ -62,7 +62,11 @@ impl TransferEngine {
                 }
                 // Batched, or Direct: the backend's scattered write makes one call per item
                 // where it cannot enqueue them together.
-                _ => {
+                plan => {
+                    let queues = match plan {
+                        Plan::Batched { queues, .. } => queues,
+                        _ => items.len(),
+                    };
                     let parts: Vec<WritePart> = items
                         .iter()
                         .enumerate()
@@ -74,7 +78,7 @@ impl TransferEngine {
                         .collect();
                     let mut blocks: Vec<&mut DeviceBlock> =
                         items.iter_mut().map(|item| &mut *item.dst).collect();
-                    self.write_parts(lane, &mut blocks, &parts, parts.len())
+                    self.write_parts(lane, &mut blocks, &parts, parts.len(), queues)
                 }
             }
         })

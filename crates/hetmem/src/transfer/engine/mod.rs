@@ -210,7 +210,7 @@ impl TransferEngine {
                     {
                         lane.advance(src.len())
                     }
-                    Plan::Chunked { chunk, .. } => {
+                    Plan::Chunked { chunk, queues, .. } => {
                         let parts: Vec<WritePart> = chunks(src.len(), chunk)
                             .into_iter()
                             .map(|r| WritePart {
@@ -219,7 +219,7 @@ impl TransferEngine {
                                 src: &src[r],
                             })
                             .collect();
-                        self.write_parts(lane, &mut [&mut *dst], &parts, self.chunk_wave())?
+                        self.write_parts(lane, &mut [&mut *dst], &parts, self.chunk_wave(), queues)?
                     }
                     _ => {
                         self.retrying(None, || self.backend.write(lane.queue, dst, offset, src))?;
@@ -263,7 +263,7 @@ impl TransferEngine {
                     {
                         lane.advance(dst.len())
                     }
-                    Plan::Chunked { chunk, .. } => {
+                    Plan::Chunked { chunk, queues, .. } => {
                         let mut parts: Vec<ReadPart> = dst
                             .chunks_mut(chunk)
                             .enumerate()
@@ -273,7 +273,7 @@ impl TransferEngine {
                                 dst: d,
                             })
                             .collect();
-                        self.read_parts(lane, &[src], &mut parts, self.chunk_wave())?
+                        self.read_parts(lane, &[src], &mut parts, self.chunk_wave(), queues)?
                     }
                     _ => {
                         self.retrying(None, || self.backend.read(lane.queue, src, offset, dst))?;

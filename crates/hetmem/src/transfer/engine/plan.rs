@@ -268,8 +268,19 @@ pub fn plan_batch(
         Plan::Batched {
             items,
             bytes,
-            queues: queue_count(caps, config).min(items),
+            queues: batch_queues(caps, config).min(items),
         }
+    }
+}
+
+/// Queues a batch of small writes spreads over: one on unified memory (a CPU device, an
+/// integrated GPU), where the queues share the host's cores and memory and more of them only
+/// wake more of the driver's threads per command (PoCL, 1000 × 4 KiB, against the hand-written
+/// one-queue sequence: one queue 0.80×, two 0.45–0.58×).
+fn batch_queues(caps: &Capabilities, config: &TransferConfig) -> usize {
+    match caps.unified_memory {
+        true => 1,
+        false => queue_count(caps, config),
     }
 }
 
@@ -420,7 +431,11 @@ mod tests {
                 Plan::Batched {
                     items: 1000,
                     bytes: 4_096_000,
-                    queues: config.queues,
+                    queues: if caps.unified_memory {
+                        1
+                    } else {
+                        config.queues
+                    },
                 }
             };
             assert_eq!(got, want, "{caps:?}");
