@@ -59,7 +59,7 @@ impl SharedPart {
     /// The copies for a transfer: readable on its thread until the lease drops, while the
     /// owner cannot change them.
     pub(super) fn lend_copies(self: &Arc<Self>, owner: &CopiesOwner) -> LentCopies {
-        LeaseCell::lease(self.clone(), copies, owner)
+        LeaseCell::lease(self.clone(), copies_of, owner)
     }
 }
 
@@ -69,7 +69,7 @@ pub(crate) type CopiesOwner = CellOwner;
 /// A buffer's copies lent to a transfer.
 pub(super) type LentCopies = Lease<SharedPart, Slots>;
 
-fn copies(part: &SharedPart) -> &LeaseCell<Slots> {
+fn copies_of(part: &SharedPart) -> &LeaseCell<Slots> {
     &part.copies
 }
 

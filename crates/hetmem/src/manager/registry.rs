@@ -170,8 +170,8 @@ pub(crate) struct Totals {
 
 /// One allocation's record: its buffer's observer (which keeps the byte counts right through
 /// resizes and folds the buffer's usage into the registry when the buffer goes), inside the
-/// buffer's [`SharedPart`] beside its metric cells — one allocation for both — which the live list
-/// shares. Holds the registry, so a buffer outliving its manager still reports to it safely;
+/// buffer's [`SharedPart`] beside its metric cells and copies — the buffer's one allocation —
+/// which the live list shares. Holds the registry, so a buffer outliving its manager still reports to it safely;
 /// the cycle this makes with the live list is broken when the buffer goes.
 pub(crate) struct Record {
     registry: Arc<Registry>,
@@ -186,7 +186,7 @@ pub(crate) struct Record {
     backtrace: Option<Arc<Backtrace>>,
 }
 
-/// Live buffers' ledgers (their records and cells) in slots reused through a free list: O(1)
+/// Live buffers' shared parts (their records and cells) in slots reused through a free list: O(1)
 /// insertion and removal without hashing (measured: a `HashMap` with the default hasher cost
 /// ~40 ns per allocation and release).
 #[derive(Default)]
@@ -196,14 +196,14 @@ struct Slab {
 }
 
 impl Slab {
-    fn insert(&mut self, record: Arc<SharedPart>) -> usize {
+    fn insert(&mut self, part: Arc<SharedPart>) -> usize {
         match self.free.pop() {
             Some(slot) => {
-                self.slots[slot] = Some(record);
+                self.slots[slot] = Some(part);
                 slot
             }
             None => {
-                self.slots.push(Some(record));
+                self.slots.push(Some(part));
                 self.slots.len() - 1
             }
         }
