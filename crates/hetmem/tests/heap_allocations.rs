@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use hetmem::backend::{Backend, HostBackend};
 use hetmem::buffer::{BufferContext, Residency};
+use hetmem::pool::{CachingAllocator, CachingConfig};
 use hetmem::MemoryManager;
 
 fn manager() -> MemoryManager {
@@ -62,4 +63,47 @@ fn a_mirrored_buffer_moving_both_ways_is_still_one() {
     });
     assert_eq!(info.count_total, 1, "{info:?}");
     assert_eq!(info.count_current, 0, "{info:?}");
+}
+
+/// A caching allocator's handles live in boxed nodes that the pool keeps: a pool hit moves one
+/// between the thread's cache and the handle, and a block from the shared bins or from the
+/// backend takes an empty node the thread kept — so none of them allocates once warm, beyond
+/// what the backend's own allocation costs.
+#[test]
+fn pool_handouts_allocate_no_node_once_warm() {
+    let backend: Arc<dyn Backend> = Arc::new(HostBackend::new());
+    let write_and_check = |block: &mut hetmem::pool::PooledBlock, value: u8| {
+        let q = backend.default_queue();
+        backend
+            .write(q, block.block_mut(), 0, &[value; 64])
+            .unwrap();
+        let mut back = [0u8; 64];
+        backend.read(q, block.block(), 0, &mut back).unwrap();
+        assert_eq!(back, [value; 64]);
+    };
+    let pool = CachingAllocator::new(backend.clone());
+    let hit = allocations_of(|| write_and_check(&mut pool.allocate(1 << 20).unwrap(), 1));
+    assert_eq!(hit.count_total, 0, "a thread-cache hit: {hit:?}");
+
+    let shared_only = CachingConfig {
+        thread_cache_blocks: 0,
+        ..CachingConfig::default()
+    };
+    let pool = CachingAllocator::with_config(backend.clone(), shared_only);
+    let from_bins = allocations_of(|| write_and_check(&mut pool.allocate(1 << 20).unwrap(), 2));
+    assert_eq!(from_bins.count_total, 0, "a shared-bin hit: {from_bins:?}");
+
+    let pool = CachingAllocator::with_config(backend.clone(), CachingConfig::unpooled());
+    let unpooled = allocations_of(|| write_and_check(&mut pool.allocate(1 << 20).unwrap(), 3));
+    let raw = allocations_of(|| {
+        let mut block = backend.allocate(1 << 20).unwrap();
+        backend
+            .write(backend.default_queue(), &mut block, 0, &[3; 64])
+            .unwrap();
+        backend.release(block).unwrap();
+    });
+    assert_eq!(
+        unpooled.count_total, raw.count_total,
+        "an unpooled handle costs what the backend's allocation costs: {unpooled:?} vs {raw:?}"
+    );
 }

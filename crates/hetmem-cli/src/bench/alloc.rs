@@ -54,18 +54,20 @@ fn pool_hit(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
 }
 
 /// A pool hit against the bare structure it walks: a thread-local free list per size class of
-/// items as large as a cached block (the block and the `Arc` of its home), popped into a handle
-/// and pushed back — what a pool hit costs without limits, statistics, the visitors' protocol
-/// or checks on the way back. The floor a thread cache can reach on this machine (its items move
-/// through memory; the compiler cannot keep them in registers across the calls).
+/// boxed nodes as large as a pool's (a block and the `Arc` of its home), one popped into a handle
+/// and pushed back — what a pool hit costs without limits, statistics, the visitors' protocol or
+/// checks on the way back: the floor a thread cache can reach on this machine.
+// Boxed nodes are the point: the pool moves pointers to them, not the nodes.
+#[allow(clippy::vec_box)]
 fn pool_hit_free_list(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
-    /// A cached block's size: a `DeviceBlock` (five words) and its home's `Arc`.
-    struct Item {
+    /// A pool's node: a `DeviceBlock` (five words), its home's `Arc` and its recorded work.
+    struct Node {
         _block: [usize; 5],
         _home: Arc<()>,
+        _last_use: Option<Box<[u64]>>,
     }
     thread_local! {
-        static FREE: std::cell::RefCell<Vec<Vec<Item>>> = const { std::cell::RefCell::new(Vec::new()) };
+        static FREE: std::cell::RefCell<Vec<Vec<Box<Node>>>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let class = black_box(
         hetmem::pool::SizeClasses::default()
@@ -75,10 +77,11 @@ fn pool_hit_free_list(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Meas
     FREE.with(|free| {
         let mut free = free.borrow_mut();
         free.resize_with(class + 1, Vec::new);
-        free[class].push(Item {
+        free[class].push(Box::new(Node {
             _block: [0; 5],
             _home: Arc::new(()),
-        });
+            _last_use: None,
+        }));
     });
     let pool = CachingAllocator::new(backend.clone());
     let timings = compare_auto(effort, |side| match side {
@@ -86,7 +89,7 @@ fn pool_hit_free_list(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Meas
         Side::Baseline => {
             let class = black_box(class);
             let item = FREE.with(|free| free.borrow_mut()[class].pop());
-            let item = black_box(item.expect("one item, popped and pushed back"));
+            let item = black_box(item.expect("one node, popped and pushed back"));
             FREE.with(|free| free.borrow_mut()[class].push(item));
             Ok(())
         }
@@ -94,7 +97,7 @@ fn pool_hit_free_list(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Meas
     Ok(latency(
         "alloc.pool_hit.free_list",
         &timings,
-        "bare thread-local free list of the same items",
+        "bare thread-local free list of the same nodes",
         "ns",
     ))
 }

@@ -44,11 +44,6 @@ pub struct PartFailures {
 pub(crate) struct Failures(Option<PartFailures>);
 
 impl Failures {
-    /// Whether no part failed.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
     /// Records that part `index` failed with `error`.
     pub(crate) fn add(&mut self, index: usize, error: Error) {
         match &mut self.0 {

@@ -145,11 +145,12 @@ impl OpenClBackend {
                 failures.add_all(on_queue[q].iter().copied(), e);
             }
         }
-        if failures.is_empty() {
+        let result = failures.into_result();
+        if result.is_ok() {
             // Every queue's wait returned: every part is complete.
             events.held.clear();
         }
-        failures.into_result()
+        result
     }
 }
 

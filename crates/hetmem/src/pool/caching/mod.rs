@@ -28,7 +28,7 @@ use maintenance::Schedule;
 pub use maintenance::{Headroom, MaintenancePolicy, MaintenanceReport};
 pub use pooled_block::PooledBlock;
 pub use stats::{CachingStats, OomDiagnosis};
-use thread_caches::{Kept, ThreadSlot};
+use thread_caches::{kept_size, Kept, Node, ThreadSlot};
 
 use super::per_thread::ThreadCacheLimits;
 use super::SizeClasses;
@@ -230,13 +230,13 @@ impl CachingAllocator {
         // A handle is alive (this one), so the cache is open: no need to look.
         let hit = thread_caches::with(|table| {
             let t = table?.entry(inner.id, inner)?;
-            let kept = t.cache.take(class, Kept::size)?;
+            let kept = t.cache.take(class, kept_size)?;
             t.hits += 1;
             t.waste += waste;
             Some(kept)
         });
         match hit {
-            Some(Kept { block, home }) => Ok(PooledBlock::new(block, home, bytes, Some(class))),
+            Some(node) => Ok(PooledBlock::new(node, bytes, Some(class))),
             None => self.allocate_past_thread_cache(bytes, class, size),
         }
     }
@@ -253,12 +253,12 @@ impl CachingAllocator {
         }
         let block = inner.allocate_from_backend(bytes, bytes)?;
         inner.held.add(block.size() as u64);
-        let home = inner.count(|t| {
+        let (home, spare) = inner.count(|t| {
             t.oversize += 1;
             t.backend_allocations += 1;
-            t.home
+            (t.home, t.take_spare())
         });
-        Ok(self.pooled(block, bytes, None, home))
+        Ok(self.pooled(block, bytes, None, home, spare))
     }
 
     /// A block of `class` (`size` bytes) from the shared bin, or else from the resource below.
@@ -292,14 +292,14 @@ impl CachingAllocator {
             }
         };
         inner.held.add(size as u64);
-        let (home, check) = inner.count(|t| {
+        let (home, spare, check) = inner.count(|t| {
             t.waste += (size - bytes) as i64;
-            (t.home, t.slow_call())
+            (t.home, t.take_spare(), t.slow_call())
         });
         if check {
             inner.maybe_maintain();
         }
-        Ok(self.pooled(block, bytes, Some(class), home))
+        Ok(self.pooled(block, bytes, Some(class), home, spare))
     }
 
     /// Takes `block` — memory adopted from outside hetmem by this pool's backend (see
@@ -316,8 +316,8 @@ impl CachingAllocator {
         let size = block.size();
         inner.held.add(size as u64);
         inner.reserved.add(size as u64);
-        let home = inner.count(|t| t.home);
-        Ok(self.pooled(block, size, None, home))
+        let (home, spare) = inner.count(|t| (t.home, t.take_spare()));
+        Ok(self.pooled(block, size, None, home, spare))
     }
 
     /// The home of index `home` (a thread's [`ThreadSlot::home`]).
@@ -325,14 +325,31 @@ impl CachingAllocator {
         self.homes[home & (self.homes.len() - 1)].clone()
     }
 
+    /// A handle on `block`, in this thread's `spare` node or else a new one with home `home`.
     fn pooled(
         &self,
         block: DeviceBlock,
         requested: usize,
         class: Option<usize>,
         home: usize,
+        spare: Option<Kept>,
     ) -> PooledBlock {
-        PooledBlock::new(block, self.home(home), requested, class)
+        PooledBlock::new(self.node(block, home, spare), requested, class)
+    }
+
+    /// `block` in the `spare` node, or in a new one with home `home`.
+    fn node(&self, block: DeviceBlock, home: usize, spare: Option<Kept>) -> Kept {
+        match spare {
+            Some(mut node) => {
+                node.block = Some(block);
+                node
+            }
+            None => Box::new(Node {
+                block: Some(block),
+                home: self.home(home),
+                last_use: None,
+            }),
+        }
     }
 
     /// Releases least-recently-released cached blocks to the resource below until at most
@@ -443,10 +460,13 @@ impl Inner {
                 kept.extend(t.cache.drain(&self.cached));
             }
         });
-        // Each kept `Arc` goes here, outside the tables' locks; the caller holds another.
-        for (class, Kept { block, home: _ }) in kept {
-            self.held.sub(block.size() as u64);
-            self.give_to_shared(block, class, Vec::new());
+        // Each node goes here, outside the tables' locks (with its home's `Arc`; the caller
+        // holds another).
+        for (class, node) in kept {
+            if let Some(block) = node.block {
+                self.held.sub(block.size() as u64);
+                self.give_to_shared(block, class, Vec::new());
+            }
         }
     }
 
@@ -462,14 +482,20 @@ impl Inner {
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut kept = Vec::new();
+        let mut slots = Vec::new();
         thread_caches::for_each(|table| {
             if let Some(mut t) = table.remove(self.id) {
                 kept.extend(t.cache.drain(&self.cached));
+                slots.push(t);
             }
         });
-        for (_, Kept { block, home: _ }) in kept {
-            self.held.sub(block.size() as u64);
-            let _ = self.release_to_backend(block, Vec::new());
+        // The nodes and spares drop here, outside the tables' locks.
+        drop(slots);
+        for (_, node) in kept {
+            if let Some(block) = node.block {
+                self.held.sub(block.size() as u64);
+                let _ = self.release_to_backend(block, Vec::new());
+            }
         }
         // Nobody to report to from a drop; the blocks stay with the resource below.
         let _ = self.evict(0);

@@ -24,12 +24,17 @@ impl MemoryResource for CachingAllocator {
     /// block, it counts as in use without rounding waste until it is deallocated.
     fn allocate(&self, bytes: usize) -> Result<DeviceBlock> {
         let mut pooled = CachingAllocator::allocate(self, bytes)?;
-        let taken = pooled.taken.take().expect("present until drop");
+        let mut node = pooled.node.take().expect("present until drop");
+        let block = node
+            .block
+            .take()
+            .expect("a handed-out node holds its block");
         if pooled.class.is_some() {
-            let waste = (taken.block.size() - bytes) as i64;
+            let waste = (block.size() - bytes) as i64;
             self.inner.count(|t| t.waste -= waste);
         }
-        Ok(taken.block)
+        Inner::spare(node);
+        Ok(block)
     }
 
     /// Caches a block of a class size (held back until `after` finishes); releases any other
@@ -40,10 +45,11 @@ impl MemoryResource for CachingAllocator {
         let class = (self.inner.config.classes.class(size))
             .filter(|&(_, class_size)| class_size == size)
             .map(|(class, _)| class);
+        let (home, spare) = self.inner.count(|t| (t.home, t.take_spare()));
+        let mut node = self.node(block, home, spare);
         let pending: Vec<Event> = after.into_iter().filter(|e| !e.is_finished()).collect();
-        let pending = (!pending.is_empty()).then_some(pending);
-        let home = self.home(self.inner.count(|t| t.home));
-        Inner::give_back(home, block, size, class, pending);
+        node.last_use = (!pending.is_empty()).then(|| pending.into_boxed_slice());
+        Inner::give_back(node, size, size, class);
         Ok(())
     }
 

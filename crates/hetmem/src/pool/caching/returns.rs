@@ -2,11 +2,11 @@
 //! releasing thread's cache when they fit (no lock, no reference count written), else into the
 //! shared bins — held there while device work may still use them — or to the resource below.
 
-use std::sync::Arc;
 use std::time::Instant;
 
+use super::pooled_block::unfinished;
 use super::thread_caches::{self, Kept, ThreadSlot};
-use super::{Cached, Home, Inner};
+use super::{Cached, Inner};
 use crate::backend::{DeviceBlock, Event};
 use crate::sync::{lock, Ordering};
 
@@ -37,28 +37,23 @@ impl Inner {
         }
     }
 
-    /// Takes a block back from a [`PooledBlock`], with the `Arc` to its home it was handed out
-    /// with: both go into this thread's cache when they fit, so neither a lock nor a reference
-    /// count is written.
+    /// Takes a block back from a [`PooledBlock`](super::PooledBlock) in the node it was handed
+    /// out in (`capacity`: the size handed out): both go into this thread's cache when they
+    /// fit, so neither a lock nor a reference count is written and only the node's pointer
+    /// moves.
     #[inline]
-    pub(super) fn give_back(
-        home: Arc<Home>,
-        block: DeviceBlock,
-        requested: usize,
-        class: Option<usize>,
-        pending: Option<Vec<Event>>,
-    ) {
+    pub(super) fn give_back(node: Kept, requested: usize, capacity: usize, class: Option<usize>) {
+        let Some(block) = &node.block else { return };
         let size = block.size();
-        let (Some(class), None) = (class, &pending) else {
-            // Oversized (never cached) or with device work pending (shared bins only).
-            return home
-                .inner
-                .give_back_slowly(block, requested, class, pending);
+        let ours = size == capacity && block.backend() == node.home.backend_id;
+        let (Some(class), true, None) = (class, ours, &node.last_use) else {
+            // Swapped, oversized (never cached), or with device work recorded.
+            return Inner::give_back_slowly(node, requested, capacity, class);
         };
         let waste = (size - requested) as i64;
         // The closure borrows `kept` rather than taking it: moved in, it would be copied into
-        // the closure and out again (measured: a third of the release).
-        let mut kept = Some(Kept { block, home });
+        // the closure and out again.
+        let mut kept = Some(node);
         thread_caches::with(|table| {
             let home = &kept.as_ref()?.home;
             let t = table?.entry(home.id, &home.inner)?;
@@ -70,33 +65,85 @@ impl Inner {
             }
             None::<()>
         });
-        if let Some(Kept { block, home }) = kept {
-            home.inner.give_to_shared_or_back(block, class, Vec::new());
+        if let Some(mut node) = kept {
+            if let Some(block) = node.block.take() {
+                node.home
+                    .inner
+                    .give_to_shared_or_back(block, class, Vec::new());
+            }
+            Inner::spare(node);
         }
     }
 
-    /// Takes back an oversized block, or one with device work pending.
+    /// Takes back a block swapped for another, an oversized one, or one with device work
+    /// recorded (held back in the shared bins while it runs, cached as usual once it is done).
     #[cold]
-    fn give_back_slowly(
-        &self,
-        block: DeviceBlock,
-        requested: usize,
-        class: Option<usize>,
-        pending: Option<Vec<Event>>,
-    ) {
-        let pending = pending.unwrap_or_default();
+    fn give_back_slowly(mut node: Kept, requested: usize, capacity: usize, class: Option<usize>) {
+        let Some(block) = node.block.take() else {
+            return;
+        };
+        let recorded = node.last_use.take();
+        let inner = &node.home.inner;
+        if block.size() != capacity || block.backend() != node.home.backend_id {
+            // What was recorded ran on the swapped-out block, the swapper's now.
+            inner.give_back_foreign(block, capacity, requested, class.is_some());
+            return Inner::spare(node);
+        }
+        let pending: Vec<Event> = unfinished(recorded).collect();
         match class {
+            Some(_) if pending.is_empty() => {
+                // Everything recorded has finished: the fast way.
+                node.block = Some(block);
+                return Inner::give_back(node, requested, capacity, class);
+            }
             Some(class) => {
                 let waste = (block.size() - requested) as i64;
-                self.count(|t| t.waste -= waste);
-                self.give_to_shared_or_back(block, class, pending);
+                inner.count(|t| t.waste -= waste);
+                inner.give_to_shared_or_back(block, class, pending);
             }
-            // Oversized: never cached.
-            None => {
-                self.held.sub(block.size() as u64);
-                let _ = self.release_to_backend(block, pending);
-            }
+            // Oversized (or unpooled, or adopted): never cached.
+            None => return Inner::release_uncached(block, pending, node),
         }
+        Inner::spare(node);
+    }
+
+    /// Releases a block no cache keeps to the resource below, keeping its node among this
+    /// thread's spares in the same visit to the thread's counts (the manager's buffers take
+    /// this way).
+    fn release_uncached(block: DeviceBlock, pending: Vec<Event>, node: Kept) {
+        let inner = &node.home.inner;
+        let size = block.size() as u64;
+        inner.held.sub(size);
+        // Nobody to report a failure to from a drop; the block stays the resource's.
+        let released = inner.upstream.deallocate(block, pending).is_ok();
+        if released {
+            inner.reserved.sub(size);
+        }
+        let mut node = Some(node);
+        thread_caches::with_counts(|table| {
+            let home = &node.as_ref()?.home;
+            // None when closed: nobody reads the counts any more.
+            let t = table.entry(home.id, &home.inner)?;
+            t.backend_releases += u64::from(released);
+            node = t.keep_spare(node.take()?);
+            None::<()>
+        });
+        // Any node left drops here, outside the table: its home's `Arc` may be the last.
+        drop(node);
+    }
+
+    /// Keeps an emptied node among this thread's spares (dropped when there is no room, the
+    /// thread is ending, or the allocator is closed).
+    pub(super) fn spare(node: Kept) {
+        let mut node = Some(node);
+        thread_caches::with(|table| {
+            let home = &node.as_ref()?.home;
+            let t = table?.entry(home.id, &home.inner)?;
+            node = t.keep_spare(node.take()?);
+            None::<()>
+        });
+        // Any node left drops here, outside the table: its home's `Arc` may be the last.
+        drop(node);
     }
 
     /// A block of `class` that no thread cache keeps: into the shared bins, or to the resource

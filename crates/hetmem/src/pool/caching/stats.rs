@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::thread_caches::Kept;
+use super::thread_caches::kept_size;
 use super::Inner;
 use crate::sync::{lock, Ordering};
 
@@ -122,7 +122,7 @@ impl Inner {
         };
         super::thread_caches::for_each(|table| {
             let Some(t) = table.get(self.id) else { return };
-            count_free(&mut t.cache.items().map(Kept::size));
+            count_free(&mut t.cache.items().map(kept_size));
             credit += t.cache.credit();
             thread_bytes += t.cache.bytes();
             waste += t.waste;

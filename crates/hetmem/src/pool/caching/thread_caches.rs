@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use super::{Home, Inner};
-use crate::backend::{DeviceBlock, PerThread};
+use crate::backend::{DeviceBlock, Event, PerThread};
 use crate::pool::per_thread::{ThreadCache, ThreadCacheLimits};
 
 /// The table of every thread.
@@ -90,18 +90,38 @@ impl Table {
     }
 }
 
-/// A block in a thread cache, with the way home it was handed out with.
-pub(super) struct Kept {
-    pub(super) block: DeviceBlock,
+/// A block with the way home it was handed out with and the device work still using it: what a
+/// [`PooledBlock`](super::PooledBlock) holds and a thread cache keeps.
+///
+/// Boxed, so that a pool hit and a release move one pointer rather than the block and its home
+/// (seven words whose copies through memory, not their instructions, set a hit's pace: a
+/// thread-local free list of such items measured 21 ns a pop and push on this VM, of boxed ones
+/// 5.5 ns). A node outlives its block: once the block goes elsewhere (the shared bins, the
+/// resource below, a caller of the [`MemoryResource`](crate::resource::MemoryResource) face)
+/// the empty node waits among its thread's [`spares`](ThreadSlot::take_spare) for the next
+/// block that does not come from a thread cache — so neither a miss nor an unpooled allocation
+/// costs a heap allocation, or the reference count of a home, in the steady state.
+pub(super) struct Node {
+    /// `None` only while the node is a spare.
+    pub(super) block: Option<DeviceBlock>,
     pub(super) home: Arc<Home>,
+    /// Unfinished device work that uses the block: its last-use events. Boxed so that a block
+    /// with none (the hot path) carries one null pointer, which a release only has to test.
+    pub(super) last_use: Option<Box<[Event]>>,
 }
 
-impl Kept {
-    #[inline]
-    pub(super) fn size(&self) -> u64 {
-        self.block.size() as u64
-    }
+/// A block in a thread cache.
+pub(super) type Kept = Box<Node>;
+
+/// The size of a kept block.
+#[inline]
+pub(super) fn kept_size(node: &Kept) -> u64 {
+    node.block.as_ref().map_or(0, |b| b.size() as u64)
 }
+
+/// Most empty nodes a thread keeps for one allocator (64 bytes each): as many blocks as a
+/// thread typically frees before it allocates again.
+const MAX_SPARES: usize = 64;
 
 /// One thread's cache and counters for one allocator. Counters are per thread so that the fast
 /// path writes no shared memory; a snapshot sums them.
@@ -122,6 +142,8 @@ pub(super) struct ThreadSlot {
     /// Calls on this thread that went past its cache, counted so that only every
     /// `MAINTENANCE_STRIDE`th reads the clock to see whether maintenance is due.
     slow_calls: u32,
+    /// Empty nodes for the next blocks that do not come from the cache ([`Node`]).
+    spares: Vec<Kept>,
 }
 
 /// Slow-path calls between two looks at the clock (a clock read costs about as much as a whole
@@ -133,6 +155,21 @@ impl ThreadSlot {
     pub(super) fn slow_call(&mut self) -> bool {
         self.slow_calls = self.slow_calls.wrapping_add(1);
         self.slow_calls % MAINTENANCE_STRIDE == 0
+    }
+
+    /// An empty node, if this thread kept one.
+    pub(super) fn take_spare(&mut self) -> Option<Kept> {
+        self.spares.pop()
+    }
+
+    /// Keeps an emptied node for the next block, unless enough are kept; hands it back then.
+    pub(super) fn keep_spare(&mut self, node: Kept) -> Option<Kept> {
+        debug_assert!(node.block.is_none() && node.last_use.is_none());
+        if self.spares.len() >= MAX_SPARES {
+            return Some(node);
+        }
+        self.spares.push(node);
+        None
     }
 }
 
@@ -151,6 +188,7 @@ impl ThreadSlot {
             backend_releases: 0,
             waste: 0,
             slow_calls: 0,
+            spares: Vec::new(),
         }
     }
 }
