@@ -89,7 +89,12 @@ impl Inner {
             inner.give_back_foreign(block, capacity, requested, class.is_some());
             return Inner::spare(node);
         }
-        let pending: Vec<Event> = unfinished(recorded).collect();
+        // Matched rather than collected from an empty iterator, which costs ~90 instructions
+        // on the manager's every release.
+        let pending: Vec<Event> = match recorded {
+            Some(list) => unfinished(Some(list)).collect(),
+            None => Vec::new(),
+        };
         match class {
             Some(_) if pending.is_empty() => {
                 // Everything recorded has finished: the fast way.

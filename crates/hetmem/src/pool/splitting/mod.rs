@@ -396,12 +396,14 @@ fn is_shortage(e: &Error) -> bool {
     matches!(e, Error::OutOfMemory { .. } | Error::LimitExceeded { .. })
 }
 
+/// Matched rather than `ok_or`, as in [`crate::element::byte_len`]: on the allocation path.
 fn round_up(bytes: usize, to: usize) -> Result<usize> {
-    bytes
-        .checked_next_multiple_of(to)
-        .ok_or(Error::SizeOverflow {
+    match bytes.checked_next_multiple_of(to) {
+        Some(rounded) => Ok(rounded),
+        None => Err(Error::SizeOverflow {
             what: "splitting allocation",
-        })
+        }),
+    }
 }
 
 impl Trim for SplittingResource {
