@@ -74,6 +74,23 @@ pub struct OpenClBackend {
 // are thread-safe except kernels, which hetmem never shares).
 
 impl OpenClBackend {
+    /// A user event and its driver handle (alive while the `UserEvent` is), for wait lists.
+    fn user_event(&self) -> Result<(UserEvent, cl_event)> {
+        let raw = create_user_event(self.context.get())
+            .map_err(|code| cl_error("clCreateUserEvent", code))?;
+        let source = Arc::new(ClEvent::new(raw, self));
+        let event = Event::from_source(source.clone());
+        let user = UserEvent::new(
+            event,
+            Box::new(move |ok| {
+                let status = if ok { CL_COMPLETE } else { -1 };
+                set_user_event_status(source.raw(), status)
+                    .map_err(|code| cl_error("clSetUserEventStatus", code))
+            }),
+        );
+        Ok((user, raw))
+    }
+
     /// The OpenCL context, for building programs and kernels that use this backend's blocks.
     pub fn context(&self) -> &Context {
         &self.context
@@ -539,18 +556,7 @@ impl RawBackend for OpenClBackend {
     }
 
     fn create_user_event(&self) -> Result<UserEvent> {
-        let raw = create_user_event(self.context.get())
-            .map_err(|code| cl_error("clCreateUserEvent", code))?;
-        let source = Arc::new(ClEvent::new(raw, self));
-        let event = Event::from_source(source.clone());
-        Ok(UserEvent::new(
-            event,
-            Box::new(move |ok| {
-                let status = if ok { CL_COMPLETE } else { -1 };
-                set_user_event_status(source.raw(), status)
-                    .map_err(|code| cl_error("clSetUserEventStatus", code))
-            }),
-        ))
+        self.user_event().map(|(user, _)| user)
     }
 
     fn synchronize(&self) -> Result<()> {
