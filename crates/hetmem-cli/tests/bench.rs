@@ -178,6 +178,7 @@ fn check_quick_run(backend: &str) {
         required.push("interop.opencl.kernel_arg".to_owned());
         required.push("interop.opencl.kernel_arg.view".to_owned());
         required.push("transfer.batch.h2d.4KiBx1000.handwritten".to_owned());
+        required.push("transfer.batch.h2d.4KiBx1000.handwritten.held".to_owned());
     }
     if valgrind_present() {
         for hot in ["alloc.pool_hit", "alloc.manager", "alloc.array_pool.1MiB"] {
