@@ -19,6 +19,7 @@ const REQUIRED: &[&str] = &[
     // Run by the hetmem-mimalloc binary, which cargo builds beside hetmem for these tests.
     "alloc.array_pool.1MiB.mimalloc",
     "alloc.object_pool",
+    "alloc.object_pool.opool",
     "alloc.manager",
     "pattern.concurrent.1threads",
     "pattern.concurrent.2threads",

@@ -30,7 +30,9 @@ pub fn register(suite: &mut Suite) {
         &["alloc.array_pool.1MiB", "alloc.array_pool.1MiB.mimalloc"],
         |_, e| array_pool(e),
     );
-    suite.case("alloc.object_pool", |_, e| object_pool(e));
+    suite.case_of_several(&["alloc.object_pool", "alloc.object_pool.opool"], |_, e| {
+        object_pool(e)
+    });
     suite.case("alloc.manager", manager);
 }
 
@@ -269,7 +271,18 @@ fn mimalloc_samples(len: usize, samples: usize) -> std::result::Result<Vec<f64>,
     }
 }
 
-fn object_pool(effort: Effort) -> Result<Measurement> {
+/// A get and return of a scratch vector, against a `Mutex<Vec<T>>` free list and against opool
+/// (a peer crate's pool: a lock-free queue, no per-thread cache).
+fn object_pool(effort: Effort) -> Result<Vec<Measurement>> {
+    struct OpoolScratch;
+    impl opool::PoolAllocator<Vec<u8>> for OpoolScratch {
+        fn allocate(&self) -> Vec<u8> {
+            Vec::with_capacity(4096)
+        }
+        fn reset(&self, v: &mut Vec<u8>) {
+            v.clear();
+        }
+    }
     let scratch = || Vec::<u8>::with_capacity(4096);
     let pool = ObjectPool::builder(scratch)
         .reset(|v: &mut Vec<u8>| {
@@ -293,12 +306,23 @@ fn object_pool(effort: Effort) -> Result<Measurement> {
         }
         Ok(())
     })?;
-    Ok(latency(
-        "alloc.object_pool",
-        &timings,
-        "Mutex<Vec<T>> free list",
-        "ns",
-    ))
+    let opool = opool::Pool::new(64, OpoolScratch);
+    let against_opool = compare_auto(effort, |side| {
+        match side {
+            Side::Hetmem => pool.get().push(black_box(1)),
+            Side::Baseline => opool.get().push(black_box(1)),
+        }
+        Ok(())
+    })?;
+    Ok(vec![
+        latency(
+            "alloc.object_pool",
+            &timings,
+            "Mutex<Vec<T>> free list",
+            "ns",
+        ),
+        latency("alloc.object_pool.opool", &against_opool, "opool", "ns"),
+    ])
 }
 
 /// A 1 MiB buffer from the memory manager, with its default tracking (live allocations listed).

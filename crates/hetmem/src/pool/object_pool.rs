@@ -104,9 +104,14 @@ struct Entry<T> {
     created: Instant,
 }
 
+/// An entry as the pool keeps and lends it: boxed, so that a get and a return move one pointer
+/// rather than the object and its birth time (a `Vec`'s five words moved through memory cost a
+/// get and return 26 ns against 14 ns for opool's; see the caching allocator's `Node`).
+type Boxed<T> = Box<Entry<T>>;
+
 /// One thread's cache and counters (summed by [`ObjectPool::stats`]).
 struct ThreadSlot<T> {
-    cache: ThreadCache<Entry<T>>,
+    cache: ThreadCache<Boxed<T>>,
     gets: u64,
     returns: u64,
     misses: u64,
@@ -172,7 +177,7 @@ pub struct ObjectPool<T: Send + 'static> {
     lifetime: Option<Duration>,
     limits: ThreadCacheLimits,
     threads: PerThread<ThreadSlot<T>>,
-    depot: Mutex<Vec<Entry<T>>>,
+    depot: Mutex<Vec<Boxed<T>>>,
     /// Idle objects in the depot plus every thread cache's credit: never above `max_idle`.
     idle: Budget,
 }
@@ -274,36 +279,36 @@ impl<T: Send + 'static> ObjectPool<T> {
         fresh && self.validate.as_ref().is_none_or(|ok| ok(&entry.value))
     }
 
-    fn new_entry(&self) -> Entry<T> {
-        let entry = Entry {
+    fn new_entry(&self) -> Boxed<T> {
+        let entry = Box::new(Entry {
             value: (self.create)(),
             created: Instant::now(),
-        };
+        });
         self.threads.with(|t| t.created += 1);
         entry
     }
 
-    fn guard(&self, entry: Entry<T>) -> Pooled<'_, T> {
+    fn guard(&self, entry: Boxed<T>) -> Pooled<'_, T> {
         Pooled {
             entry: Some(entry),
             pool: self,
         }
     }
 
-    fn take_from_depot(&self) -> Option<Entry<T>> {
+    fn take_from_depot(&self) -> Option<Boxed<T>> {
         let entry = lock(&self.depot).pop()?;
         self.idle.sub(1);
         Some(entry)
     }
 
-    fn drain_depot(&self) -> Vec<Entry<T>> {
+    fn drain_depot(&self) -> Vec<Boxed<T>> {
         let entries = std::mem::take(&mut *lock(&self.depot));
         self.idle.sub(entries.len() as u64);
         entries
     }
 
     /// Pools `entry` in the depot, or destroys it when `max_idle` objects are idle already.
-    fn keep_in_depot(&self, entry: Entry<T>) {
+    fn keep_in_depot(&self, entry: Boxed<T>) {
         let mut depot = lock(&self.depot);
         if self.idle.try_add(1) {
             depot.push(entry);
@@ -314,7 +319,7 @@ impl<T: Send + 'static> ObjectPool<T> {
         }
     }
 
-    fn put(&self, mut entry: Entry<T>) {
+    fn put(&self, mut entry: Boxed<T>) {
         // User code runs outside any pool lock.
         let keep = self
             .reset
@@ -349,7 +354,7 @@ impl<T: Send + 'static> fmt::Debug for ObjectPool<T> {
 
 /// An object from an [`ObjectPool`]; goes back (reset) when dropped unless detached.
 pub struct Pooled<'a, T: Send + 'static> {
-    entry: Option<Entry<T>>,
+    entry: Option<Boxed<T>>,
     pool: &'a ObjectPool<T>,
 }
 
@@ -358,7 +363,8 @@ impl<T: Send + 'static> Pooled<'_, T> {
     pub fn detach(mut self) -> T {
         let entry = self.entry.take().expect("present until drop");
         self.pool.threads.with(|t| t.detached += 1);
-        entry.value
+        let Entry { value, .. } = *entry;
+        value
     }
 }
 
