@@ -96,12 +96,13 @@ fn handwritten_batch(
     effort: super::harness::Effort,
 ) -> Result<Vec<Measurement>> {
     use hetmem::backend::OpenClBackend;
-    use hetmem::transfer::{BatchWrite, TransferEngine};
+    use hetmem::transfer::TransferEngine;
     use opencl3::event::{create_user_event, set_user_event_status, Event, CL_COMPLETE};
     use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
     use opencl3::types::CL_NON_BLOCKING;
 
     use super::harness::{compare, latency, Side};
+    use super::transfer::write_batch;
 
     let Some(opencl) = backend.as_any().downcast_ref::<OpenClBackend>() else {
         return Ok(Vec::new());
@@ -127,16 +128,7 @@ fn handwritten_batch(
         .map_err(|e| failed("clCreateBuffer", e))?;
     let mut timed = |hold: bool| {
         compare(effort.samples, 1, |side| match side {
-            Side::Hetmem => {
-                let mut items: Vec<BatchWrite> = (blocks.iter_mut().zip(&sources))
-                    .map(|(dst, src)| BatchWrite {
-                        dst,
-                        offset: 0,
-                        src,
-                    })
-                    .collect();
-                engine.write_batch(&mut items)
-            }
+            Side::Hetmem => write_batch(&engine, &mut blocks, &sources),
             Side::Baseline => {
                 let gate =
                     create_user_event(context.get()).map_err(|e| failed("gate", e.into()))?;

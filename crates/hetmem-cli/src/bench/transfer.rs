@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use hetmem::backend::{Backend, BackendKind, CopyRegion};
+use hetmem::backend::{Backend, BackendKind, CopyRegion, DeviceBlock};
 use hetmem::transfer::{BatchWrite, TransferEngine};
 use hetmem::Result;
 
@@ -116,6 +116,23 @@ fn gigabytes_per_second(
 }
 
 /// 1000 writes of 4 KiB as one batch against 1000 raw blocking writes, µs in all.
+/// `sources[i]` into `blocks[i]` at offset 0, as one batch of the engine: the hetmem side of
+/// every `*.batch.*` figure.
+pub fn write_batch(
+    engine: &TransferEngine,
+    blocks: &mut [DeviceBlock],
+    sources: &[Vec<u8>],
+) -> Result<()> {
+    let mut items: Vec<BatchWrite> = (blocks.iter_mut().zip(sources))
+        .map(|(dst, src)| BatchWrite {
+            dst,
+            offset: 0,
+            src,
+        })
+        .collect();
+    engine.write_batch(&mut items)
+}
+
 fn batch(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
     let engine = TransferEngine::new(backend.clone());
     let q = backend.default_queue().clone();
@@ -124,18 +141,7 @@ fn batch(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
         .collect::<Result<Vec<_>>>()?;
     let sources: Vec<Vec<u8>> = (0..1000).map(|i| vec![i as u8; 4 * KIB]).collect();
     let timed = compare(effort.samples, 1, |side| match side {
-        Side::Hetmem => {
-            let mut items: Vec<BatchWrite> = blocks
-                .iter_mut()
-                .zip(&sources)
-                .map(|(dst, src)| BatchWrite {
-                    dst,
-                    offset: 0,
-                    src,
-                })
-                .collect();
-            engine.write_batch(&mut items)
-        }
+        Side::Hetmem => write_batch(&engine, &mut blocks, &sources),
         Side::Baseline => blocks
             .iter_mut()
             .zip(&sources)

@@ -33,10 +33,11 @@ mod measured {
 
     use hetmem::backend::WgpuBackend;
     use hetmem::pool::CachingAllocator;
-    use hetmem::transfer::{BatchWrite, TransferEngine};
+    use hetmem::transfer::TransferEngine;
 
     use super::super::harness::{compare, compare_auto, latency, Effort, Side};
     use super::super::report::Better;
+    use super::super::transfer::write_batch;
     use super::*;
 
     fn wgpu_of(backend: &Arc<dyn Backend>) -> Option<&WgpuBackend> {
@@ -174,14 +175,7 @@ mod measured {
         let sources: Vec<Vec<u8>> = (0..N).map(|i| vec![i as u8; LEN]).collect();
         let timed = compare(effort.samples, 1, |side| match side {
             Side::Hetmem => {
-                let mut items: Vec<BatchWrite> = (blocks.iter_mut().zip(&sources))
-                    .map(|(dst, src)| BatchWrite {
-                        dst,
-                        offset: 0,
-                        src,
-                    })
-                    .collect();
-                engine.write_batch(&mut items)?;
+                write_batch(&engine, &mut blocks, &sources)?;
                 backend.enqueue_marker(&q)?.wait()
             }
             Side::Baseline => {
