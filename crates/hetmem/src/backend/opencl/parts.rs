@@ -87,9 +87,9 @@ impl OpenClBackend {
 
     /// Calls `enqueue(i, queue, wait)` for parts `0..count`, part `i` on queue
     /// `i % queues.len()`, then waits for every queue used. `wait` is the wait list of the part's
-    /// command: the gate for each queue's first command, empty for the rest. A part whose enqueue fails is reported (after a
-    /// permanent failure, with every part not yet enqueued); a queue whose wait fails reports
-    /// every part enqueued on it.
+    /// command: the gate for each queue's first command, empty for the rest. A part whose
+    /// enqueue fails is reported (after a permanent failure, with every part not yet enqueued); a
+    /// queue whose wait fails reports every part enqueued on it.
     ///
     /// The parts' events are held here, not in the backend's list of unfinished events: once
     /// every queue's wait has returned they are complete and go at once (PoCL must not meet a
