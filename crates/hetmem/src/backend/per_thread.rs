@@ -19,6 +19,14 @@
 //! pooled item as its thread ends) may no longer have its slot: it uses the *orphans'* slot, one
 //! per `PerThread` shared under a lock, which visitors see like any other. Counts made then stay
 //! in the sums.
+//!
+//! A thread finds its slot through [`RECENT`], a small table of the slots it entered last keyed
+//! by the `PerThread`'s id: one thread-local load and a compare, where the `thread_local`
+//! crate's look-up (its thread handle, the bucket, the entry's presence flag) and the teardown
+//! check took a chain of five dependent loads on every entry.
+
+use std::cell::Cell;
+use std::sync::atomic::AtomicUsize;
 
 use thread_local::ThreadLocal;
 
@@ -35,6 +43,8 @@ pub(crate) struct PerThread<T: Send> {
     /// The slot of threads being torn down, made on first use. A plain std lock (`const`, for
     /// statics; not model-checked): only thread teardown takes it, besides visitors.
     orphans: std::sync::Mutex<Option<T>>,
+    /// This `PerThread`'s key in every thread's [`RECENT`], given on first use (0: none yet).
+    id: AtomicUsize,
 }
 
 impl<T: Send + Default> PerThread<T> {
@@ -42,6 +52,7 @@ impl<T: Send + Default> PerThread<T> {
         PerThread {
             slots: ThreadLocal::new(),
             orphans: std::sync::Mutex::new(None),
+            id: AtomicUsize::new(0),
         }
     }
 
@@ -69,24 +80,64 @@ impl<T: Send + Default> PerThread<T> {
         f(self.enter_while_alive().as_deref_mut())
     }
 
-    /// This thread inside its own slot, unless its thread-locals are being torn down: then the
-    /// `thread_local` crate may have given the slot to another thread already, and looking it
-    /// up would panic inside a destructor, aborting the process.
+    /// This thread inside its own slot, unless its thread-locals are being torn down (see
+    /// [`PerThread::look_up`]).
     #[inline]
     fn enter_while_alive(&self) -> Option<Entered<'_, T>> {
-        // Thread-locals are torn down last registered, first. The `thread_local` crate's
-        // teardown gives this thread's id (and so its slots) to the next thread; it is
-        // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
-        // (just below, on a first use) right after it with nothing between — so whenever
-        // `ALIVE` still lives, so does this thread's id.
-        ALIVE.try_with(|_| ()).ok()?;
-        let slot = match self.slots.get() {
-            Some(slot) => slot,
-            None => self.first_use(),
+        // Relaxed: the id is only compared; a thread that sees 0 takes the slow path.
+        let id = self.id.load(std::sync::atomic::Ordering::Relaxed);
+        let (of, slot) = RECENT.with(|recent| recent[id % RECENT_WAYS].get());
+        let slot = if of == id {
+            // SAFETY: only `look_up` files slots in this thread's `RECENT`, each this thread's
+            // own slot of the `PerThread` with that id — ids are never reused, so this one, which
+            // `&self` keeps alive — and `Alive`'s drop empties `RECENT` before the slots can pass
+            // to another thread.
+            unsafe { &*slot.cast::<OwnerLock<T>>() }
+        } else {
+            self.look_up()?
         };
         // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
         // another thread only after the thread that had it exited: this thread owns the slot.
         Some(unsafe { slot.enter() })
+    }
+
+    /// This thread's slot, filed in [`RECENT`]; `None` once its thread-locals are being torn
+    /// down: then the `thread_local` crate may have given the slot to another thread already,
+    /// and looking it up would panic inside a destructor, aborting the process.
+    #[cold]
+    #[inline(never)]
+    fn look_up(&self) -> Option<&OwnerLock<T>> {
+        // Thread-locals are torn down last registered, first. The `thread_local` crate's
+        // teardown gives this thread's id (and so its slots) to the next thread; it is
+        // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
+        // (just below, on a first use) right after it with nothing between — so whenever
+        // `ALIVE` still lives, so does this thread's id, and `Alive`'s drop (which empties
+        // `RECENT`) comes before the id is given away or right after with nothing between.
+        ALIVE.try_with(|_| ()).ok()?;
+        let slot = self.slots.get_or(|| {
+            // Before this thread's first fence, so that it fences the way visitors expect.
+            OwnerLock::new(T::default(), barrier::choose())
+        });
+        let id = self.id();
+        RECENT.with(|recent| {
+            recent[id % RECENT_WAYS].set((id, (slot as *const OwnerLock<T>).cast()))
+        });
+        Some(slot)
+    }
+
+    /// This `PerThread`'s id, given now if it has none.
+    fn id(&self) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+        let id = self.id.load(Relaxed);
+        if id != 0 {
+            return id;
+        }
+        let mine = NEXT_ID.fetch_add(1, Relaxed);
+        match self.id.compare_exchange(0, mine, Relaxed, Relaxed) {
+            Ok(_) => mine,
+            Err(theirs) => theirs,
+        }
     }
 
     /// The orphans' slot, locked into `guard` (kept out of line: thread teardown only).
@@ -98,17 +149,6 @@ impl<T: Send + Default> PerThread<T> {
     ) -> &'g mut T {
         let orphans = guard.insert(self.orphans.lock().unpoisoned());
         orphans.get_or_insert_with(T::default)
-    }
-
-    /// This thread's slot, made (kept out of line: the slot's alignment would make every caller
-    /// align its stack frame).
-    #[cold]
-    #[inline(never)]
-    fn first_use(&self) -> &OwnerLock<T> {
-        self.slots.get_or(|| {
-            // Before this thread's first fence, so that it fences the way visitors expect.
-            OwnerLock::new(T::default(), barrier::choose())
-        })
     }
 
     /// Runs `f` on every thread's slot in turn. All are held from before the first `f` to
@@ -139,16 +179,35 @@ impl<T: Send + Default> PerThread<T> {
     }
 }
 
+/// Entries in [`RECENT`]: more than the `PerThread`s a thread's hot loop uses at once (a pool's,
+/// its statistics', the thread caches').
+const RECENT_WAYS: usize = 16;
+
+/// A slot in [`RECENT`]: the id of its `PerThread` (`usize::MAX`: empty, no id is) and the
+/// slot, an `OwnerLock<T>` of that `PerThread`'s `T`.
+type Filed = (usize, *const ());
+
+const EMPTY: Filed = (usize::MAX, std::ptr::null());
+
 thread_local! {
     /// Lives until this thread's thread-locals are torn down ([`PerThread::with_while_alive`]).
     static ALIVE: Alive = const { Alive };
+
+    /// The slots this thread entered last, at their `PerThread`'s id modulo the ways (a
+    /// direct-mapped cache). No destructor, so reaching it costs no state check and works
+    /// in teardown too.
+    static RECENT: [Cell<Filed>; RECENT_WAYS] = const { [const { Cell::new(EMPTY) }; RECENT_WAYS] };
 }
 
 /// A thread-local with a destructor, so that its key reports the teardown.
 struct Alive;
 
 impl Drop for Alive {
-    fn drop(&mut self) {}
+    /// From here on the thread's slots may pass to another thread: forget them.
+    fn drop(&mut self) {
+        // `try_with`: `RECENT` has no destructor, so it never fails; nothing to do if it did.
+        let _ = RECENT.try_with(|recent| recent.iter().for_each(|filed| filed.set(EMPTY)));
+    }
 }
 
 /// A value its owner thread takes without read-modify-writes and others take by the
@@ -457,6 +516,38 @@ mod tests {
         counters.for_each(|c| rest += *c);
         let total = collected.load(std::sync::atomic::Ordering::Relaxed) + rest;
         assert_eq!(total, 2 * per_thread);
+    }
+
+    /// More `PerThread`s than `RECENT` has ways, used in turn and some dropped and replaced on
+    /// the way: each keeps its own count (a slot filed under another id, or a dropped one's,
+    /// would mix them).
+    #[test]
+    fn many_per_threads_share_the_recent_table() {
+        let mut all: Vec<PerThread<u64>> =
+            (0..RECENT_WAYS * 2 + 3).map(|_| PerThread::new()).collect();
+        for round in 0..3u64 {
+            for (i, counter) in all.iter().enumerate() {
+                counter.with(|c| *c += i as u64 + 1);
+            }
+            // Replace every third: new ids, never a dropped one's.
+            for i in (round as usize..all.len()).step_by(3) {
+                all[i] = PerThread::new();
+            }
+        }
+        let mut expected = vec![0u64; all.len()];
+        for round in 0..3usize {
+            for (i, e) in expected.iter_mut().enumerate() {
+                *e += i as u64 + 1;
+                if i >= round && (i - round) % 3 == 0 {
+                    *e = 0;
+                }
+            }
+        }
+        for (counter, expected) in all.iter().zip(expected) {
+            let mut sum = 0;
+            counter.for_each(|c| sum += *c);
+            assert_eq!(sum, expected);
+        }
     }
 
     #[test]
