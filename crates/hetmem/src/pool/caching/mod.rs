@@ -348,6 +348,9 @@ impl CachingAllocator {
                 block: Some(block),
                 home: self.home(home),
                 last_use: None,
+                requested: 0,
+                capacity: 0,
+                class: None,
             }),
         }
     }

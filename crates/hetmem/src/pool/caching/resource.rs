@@ -29,7 +29,7 @@ impl MemoryResource for CachingAllocator {
             .block
             .take()
             .expect("a handed-out node holds its block");
-        if pooled.class.is_some() {
+        if node.class.is_some() {
             let waste = (block.size() - bytes) as i64;
             self.inner.count(|t| t.waste -= waste);
         }
@@ -49,7 +49,8 @@ impl MemoryResource for CachingAllocator {
         let mut node = self.node(block, home, spare);
         let pending: Vec<Event> = after.into_iter().filter(|e| !e.is_finished()).collect();
         node.last_use = (!pending.is_empty()).then(|| pending.into_boxed_slice());
-        Inner::give_back(node, size, size, class);
+        (node.requested, node.capacity, node.class) = (size, size, class);
+        Inner::give_back(node);
         Ok(())
     }
 

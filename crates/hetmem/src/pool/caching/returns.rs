@@ -38,19 +38,19 @@ impl Inner {
     }
 
     /// Takes a block back from a [`PooledBlock`](super::PooledBlock) in the node it was handed
-    /// out in (`capacity`: the size handed out): both go into this thread's cache when they
+    /// out in (which says what was handed out): both go into this thread's cache when they
     /// fit, so neither a lock nor a reference count is written and only the node's pointer
     /// moves.
     #[inline]
-    pub(super) fn give_back(node: Kept, requested: usize, capacity: usize, class: Option<usize>) {
+    pub(super) fn give_back(node: Kept) {
         let Some(block) = &node.block else { return };
         let size = block.size();
-        let ours = size == capacity && block.backend() == node.home.backend_id;
-        let (Some(class), true, None) = (class, ours, &node.last_use) else {
+        let ours = size == node.capacity && block.backend() == node.home.backend_id;
+        let (Some(class), true, None) = (node.class, ours, &node.last_use) else {
             // Swapped, oversized (never cached), or with device work recorded.
-            return Inner::give_back_slowly(node, requested, capacity, class);
+            return Inner::give_back_slowly(node);
         };
-        let waste = (size - requested) as i64;
+        let waste = (size - node.requested) as i64;
         // The closure borrows `kept` rather than taking it: moved in, it would be copied into
         // the closure and out again.
         let mut kept = Some(node);
@@ -78,10 +78,11 @@ impl Inner {
     /// Takes back a block swapped for another, an oversized one, or one with device work
     /// recorded (held back in the shared bins while it runs, cached as usual once it is done).
     #[cold]
-    fn give_back_slowly(mut node: Kept, requested: usize, capacity: usize, class: Option<usize>) {
+    fn give_back_slowly(mut node: Kept) {
         let Some(block) = node.block.take() else {
             return;
         };
+        let (requested, capacity, class) = (node.requested, node.capacity, node.class);
         let recorded = node.last_use.take();
         let inner = &node.home.inner;
         if block.size() != capacity || block.backend() != node.home.backend_id {
@@ -99,7 +100,7 @@ impl Inner {
             Some(_) if pending.is_empty() => {
                 // Everything recorded has finished: the fast way.
                 node.block = Some(block);
-                return Inner::give_back(node, requested, capacity, class);
+                return Inner::give_back(node);
             }
             Some(class) => {
                 let waste = (block.size() - requested) as i64;

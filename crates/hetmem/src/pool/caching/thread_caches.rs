@@ -96,7 +96,8 @@ impl Table {
 /// Boxed, so that a pool hit and a release move one pointer rather than the block and its home
 /// (seven words whose copies through memory, not their instructions, set a hit's pace: a
 /// thread-local free list of such items measured 21 ns a pop and push on this VM, of boxed ones
-/// 5.5 ns). A node outlives its block: once the block goes elsewhere (the shared bins, the
+/// 5.5 ns). The node also holds what the handle knows of the hand-out, so that the handle is
+/// that one pointer too. A node outlives its block: once the block goes elsewhere (the shared bins, the
 /// resource below, a caller of the [`MemoryResource`](crate::resource::MemoryResource) face)
 /// the empty node waits among its thread's [`spares`](ThreadSlot::take_spare) for the next
 /// block that does not come from a thread cache — so neither a miss nor an unpooled allocation
@@ -108,6 +109,13 @@ pub(super) struct Node {
     /// Unfinished device work that uses the block: its last-use events. Boxed so that a block
     /// with none (the hot path) carries one null pointer, which a release only has to test.
     pub(super) last_use: Option<Box<[Event]>>,
+    /// The hand-out, kept here rather than in the [`PooledBlock`](super::PooledBlock) so that
+    /// the handle is one pointer (see there): the bytes asked for,
+    pub(super) requested: usize,
+    /// the size of the block handed out (a block of another size coming back was swapped in),
+    pub(super) capacity: usize,
+    /// and its size class (`None`: not a class size, never cached).
+    pub(super) class: Option<usize>,
 }
 
 /// A block in a thread cache.
