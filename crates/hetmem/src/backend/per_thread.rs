@@ -26,6 +26,7 @@
 //! check took a chain of five dependent loads on every entry.
 
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::sync::atomic::AtomicUsize;
 
 use thread_local::ThreadLocal;
@@ -39,7 +40,7 @@ use std::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 
 /// A `T` per thread, `T::default()` on a thread's first use.
 pub(crate) struct PerThread<T: Send> {
-    slots: ThreadLocal<OwnerLock<T>>,
+    slots: ThreadLocal<SlotBox<T>>,
     /// The slot of threads being torn down, made on first use. A plain std lock (`const`, for
     /// statics; not model-checked): only thread teardown takes it, besides visitors.
     orphans: std::sync::Mutex<Option<T>>,
@@ -90,8 +91,8 @@ impl<T: Send + Default> PerThread<T> {
         let slot = if of == id {
             // SAFETY: only `look_up` files slots in this thread's `RECENT`, each this thread's
             // own slot of the `PerThread` with that id — ids are never reused, so this one, which
-            // `&self` keeps alive — and `Alive`'s drop empties `RECENT` before the slots can pass
-            // to another thread.
+            // `&self` keeps alive (and its `SlotBox`, at the same address) — and `Alive`'s drop
+            // empties `RECENT` before the slots can pass to another thread.
             unsafe { &*slot.cast::<OwnerLock<T>>() }
         } else {
             self.look_up()?
@@ -116,13 +117,11 @@ impl<T: Send + Default> PerThread<T> {
         ALIVE.try_with(|_| ()).ok()?;
         let slot = self.slots.get_or(|| {
             // Before this thread's first fence, so that it fences the way visitors expect.
-            OwnerLock::new(T::default(), barrier::choose())
+            SlotBox::new(OwnerLock::new(T::default(), barrier::choose()))
         });
         let id = self.id();
-        RECENT.with(|recent| {
-            recent[id % RECENT_WAYS].set((id, (slot as *const OwnerLock<T>).cast()))
-        });
-        Some(slot)
+        RECENT.with(|recent| recent[id % RECENT_WAYS].set((id, slot.as_ptr().cast())));
+        Some(slot.get())
     }
 
     /// This `PerThread`'s id, given now if it has none.
@@ -163,7 +162,7 @@ impl<T: Send + Default> PerThread<T> {
     /// that owner, which waits for `f`): the pools' `f`s touch only the slot and atomics.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
         barrier::heavy();
-        let slots: Vec<&OwnerLock<T>> = self.slots.iter().collect();
+        let slots: Vec<&OwnerLock<T>> = self.slots.iter().map(SlotBox::get).collect();
         let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
         // Taken before the first `f` too, for the snapshot; a thread holding it waits for
         // nobody, so no owner or visitor waits on a cycle.
@@ -209,6 +208,40 @@ impl Drop for Alive {
         let _ = RECENT.try_with(|recent| recent.iter().for_each(|filed| filed.set(EMPTY)));
     }
 }
+
+/// A thread's [`OwnerLock`], on the heap at a fixed address: its owner (through [`RECENT`]) and
+/// its visitors reach it from the one pointer kept here. A pointer taken from a reference the
+/// `ThreadLocal` handed out would not stay valid: Miri finds it invalidated by the first
+/// visitor's write.
+struct SlotBox<T>(NonNull<OwnerLock<T>>);
+
+impl<T> SlotBox<T> {
+    fn new(lock: OwnerLock<T>) -> Self {
+        SlotBox(NonNull::new(Box::into_raw(Box::new(lock))).expect("a box is never null"))
+    }
+
+    fn get(&self) -> &OwnerLock<T> {
+        // SAFETY: the pointer came from `Box::into_raw` and is freed only by `drop`, after
+        // every borrow of `self`; all access is shared (the lock's cells do the rest).
+        unsafe { self.0.as_ref() }
+    }
+
+    fn as_ptr(&self) -> *const OwnerLock<T> {
+        self.0.as_ptr()
+    }
+}
+
+impl<T> Drop for SlotBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: from `Box::into_raw`, freed here only, with no borrow of `self` left.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
+
+// SAFETY: a `SlotBox` owns its lock as a `Box` would; the lock is `Send` and `Sync` for `T: Send`.
+unsafe impl<T: Send> Send for SlotBox<T> {}
+// SAFETY: as above: shared access goes through `&OwnerLock<T>`, which is `Sync` for `T: Send`.
+unsafe impl<T: Send> Sync for SlotBox<T> {}
 
 /// A value its owner thread takes without read-modify-writes and others take by the
 /// asymmetric protocol above.
