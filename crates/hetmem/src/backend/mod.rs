@@ -55,6 +55,7 @@ mod held;
 mod holding;
 mod host;
 mod lease;
+mod lent;
 mod mapped;
 #[cfg(feature = "opencl")]
 mod opencl;
@@ -82,6 +83,7 @@ pub use counters::BackendUsage;
 pub(crate) use counters::UsageCounters;
 pub(crate) use held::Held;
 pub(crate) use lease::{CellOwner, Lease, LeaseCell};
+pub(crate) use lent::{Lent, LentNode};
 pub(crate) use mapped::{Mapping, MappingMut};
 pub(crate) use slot::{Slot, SlotRead, SlotWrite};
 

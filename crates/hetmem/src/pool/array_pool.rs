@@ -8,6 +8,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use super::per_thread::{PerThread, ThreadCache, ThreadCacheLimits};
+use crate::backend::{Lent, LentNode};
 use crate::element::{byte_len, Element};
 use crate::error::{Error, Result};
 use crate::gauge::Budget;
@@ -72,18 +73,30 @@ impl ArrayPoolStats {
     }
 }
 
+/// An array and what its rental asked for.
+struct Rental<T> {
+    array: Box<[T]>,
+    /// Elements rented: the handle's length.
+    len: usize,
+    /// The bucket the array returns to; `None` past the largest bucket (never kept).
+    bucket: Option<usize>,
+}
+
+/// An array in the node it is lent in, as the pool keeps it: one pointer to move.
+type Node<T> = Box<LentNode<ArrayPool<T>, Rental<T>>>;
+
 /// The arrays one bucket keeps, most recently returned last.
-type Bucket<T> = Mutex<Vec<Box<[T]>>>;
+type Bucket<T> = Mutex<Vec<Node<T>>>;
 
 /// One thread's cache and counters (summed by [`ArrayPool::stats`]).
-struct ThreadSlot<T> {
-    cache: ThreadCache<Box<[T]>>,
+struct ThreadSlot<T: Element> {
+    cache: ThreadCache<Node<T>>,
     rented: u64,
     returned: u64,
     allocated: u64,
 }
 
-impl<T> Default for ThreadSlot<T> {
+impl<T: Element> Default for ThreadSlot<T> {
     fn default() -> Self {
         ThreadSlot {
             cache: ThreadCache::default(),
@@ -137,56 +150,63 @@ impl<T: Element> ArrayPool<T> {
     }
 
     /// An array of `len` elements (capacity: its bucket's size), returned to the pool on drop.
+    #[inline]
     pub fn rent(&self, len: usize) -> Result<Rented<'_, T>> {
-        if len == 0 {
-            return Err(Error::ZeroLength { what: "array rent" });
-        }
-        byte_len::<T>(len)?;
-        if len > self.config.max_len {
-            let array = zeroed(len)?;
-            self.threads.with(|t| {
-                t.rented += 1;
-                t.allocated += 1;
-            });
-            return Ok(Rented {
-                array: Some(array),
-                len,
-                bucket: None,
-                pool: self,
-            });
+        if len == 0 || len > self.config.max_len {
+            return self.rent_unpooled(len);
         }
         let bucket = self.bucket(len);
         let local = self.threads.with(|t| {
             t.rented += 1;
-            t.cache.take(bucket, |a| bytes_of(a))
+            t.cache.take(bucket, |node| bytes_of(&node.item.array))
         });
-        let array = match local {
-            Some(array) => array,
-            None => {
-                let shared = lock(&self.buckets[bucket]).pop();
-                match shared {
-                    Some(array) => {
-                        self.retained.sub(bytes_of(&array));
-                        array
-                    }
-                    None => {
-                        let array = zeroed(self.config.min_len << bucket);
-                        if array.is_err() {
-                            self.threads.with(|t| t.rented -= 1);
-                        }
-                        let array = array?;
-                        self.threads.with(|t| t.allocated += 1);
-                        array
-                    }
-                }
-            }
+        let mut node = match local {
+            Some(node) => node,
+            None => self.rent_past_thread_cache(bucket)?,
         };
-        Ok(Rented {
-            array: Some(array),
+        node.item.len = len;
+        Ok(Rented(Lent::lend(self, node)))
+    }
+
+    /// Zero elements (refused), or more than the largest bucket: an array of its own.
+    #[cold]
+    #[inline(never)]
+    fn rent_unpooled(&self, len: usize) -> Result<Rented<'_, T>> {
+        if len == 0 {
+            return Err(Error::ZeroLength { what: "array rent" });
+        }
+        let array = zeroed(byte_len::<T>(len).map(|_| len)?)?;
+        self.threads.with(|t| {
+            t.rented += 1;
+            t.allocated += 1;
+        });
+        let rental = Rental {
+            array,
             len,
+            bucket: None,
+        };
+        Ok(Rented(Lent::lend(self, LentNode::new(rental))))
+    }
+
+    /// An array of `bucket` from the shared bucket, or else a new one (the rent is counted).
+    #[inline(never)]
+    fn rent_past_thread_cache(&self, bucket: usize) -> Result<Node<T>> {
+        let shared = lock(&self.buckets[bucket]).pop();
+        if let Some(node) = shared {
+            self.retained.sub(bytes_of(&node.item.array));
+            return Ok(node);
+        }
+        let array = zeroed(self.config.min_len << bucket);
+        if array.is_err() {
+            self.threads.with(|t| t.rented -= 1);
+        }
+        let array = array?;
+        self.threads.with(|t| t.allocated += 1);
+        Ok(LentNode::new(Rental {
+            array,
+            len: 0,
             bucket: Some(bucket),
-            pool: self,
-        })
+        }))
     }
 
     /// Empties the thread caches into the shared buckets, then drops `fraction` (0.0 to 1.0) of
@@ -198,8 +218,8 @@ impl<T: Element> ArrayPool<T> {
         for bucket in self.buckets.iter() {
             let mut arrays = lock(bucket);
             let drop_count = ((arrays.len() as f64 * fraction).ceil() as usize).min(arrays.len());
-            for array in arrays.drain(..drop_count) {
-                freed += bytes_of(&array);
+            for node in arrays.drain(..drop_count) {
+                freed += bytes_of(&node.item.array);
             }
         }
         self.retained.sub(freed);
@@ -215,7 +235,7 @@ impl<T: Element> ArrayPool<T> {
             let mut arrays = lock(bucket);
             while self.retained.used() > limit {
                 match arrays.pop() {
-                    Some(array) => self.retained.sub(bytes_of(&array)),
+                    Some(node) => self.retained.sub(bytes_of(&node.item.array)),
                     None => break,
                 }
             }
@@ -242,36 +262,38 @@ impl<T: Element> ArrayPool<T> {
         (len.trailing_zeros() - self.min_len_log2) as usize
     }
 
-    fn give_back(&self, array: Box<[T]>, bucket: Option<usize>) {
+    fn give_back(&self, node: Node<T>) {
         let limits = ThreadCacheLimits {
             items_per_class: self.config.thread_cache_arrays,
             bytes: self.config.thread_cache_bytes,
         };
+        let bucket = node.item.bucket;
         let rejected = self.threads.with(|t| {
             t.returned += 1;
             let bucket = bucket?;
-            let size = bytes_of(&array);
-            t.cache.keep(array, bucket, size, limits, &self.retained)
+            let size = bytes_of(&node.item.array);
+            t.cache.keep(node, bucket, size, limits, &self.retained)
         });
-        if let (Some(array), Some(bucket)) = (rejected, bucket) {
-            self.keep_shared(array, bucket);
+        if let (Some(node), Some(bucket)) = (rejected, bucket) {
+            self.keep_shared(node, bucket);
         }
     }
 
-    fn keep_shared(&self, array: Box<[T]>, bucket: usize) {
+    fn keep_shared(&self, node: Node<T>, bucket: usize) {
         let mut arrays = lock(&self.buckets[bucket]);
-        if arrays.len() < self.config.arrays_per_bucket && self.retained.try_add(bytes_of(&array)) {
-            arrays.push(array);
+        let size = bytes_of(&node.item.array);
+        if arrays.len() < self.config.arrays_per_bucket && self.retained.try_add(size) {
+            arrays.push(node);
         }
     }
 
     /// Moves every thread cache's arrays into the shared buckets.
     fn flush_threads(&self) {
-        let mut arrays = Vec::new();
+        let mut nodes = Vec::new();
         self.threads
-            .for_each(|t| arrays.extend(t.cache.drain(&self.retained)));
-        for (bucket, array) in arrays {
-            self.keep_shared(array, bucket);
+            .for_each(|t| nodes.extend(t.cache.drain(&self.retained)));
+        for (bucket, node) in nodes {
+            self.keep_shared(node, bucket);
         }
     }
 }
@@ -311,37 +333,41 @@ fn bytes_of<T>(array: &[T]) -> u64 {
 }
 
 /// An array rented from an [`ArrayPool`]: derefs to `[T]` of the requested length.
-pub struct Rented<'a, T: Element> {
-    array: Option<Box<[T]>>,
-    len: usize,
-    bucket: Option<usize>,
-    pool: &'a ArrayPool<T>,
-}
+///
+/// One pointer, to the node that holds the array, its length and the pool's address (see
+/// [`Lent`]): returned in a `Result`, a handle of several words cost half a rent and return.
+pub struct Rented<'a, T: Element>(Lent<'a, ArrayPool<T>, Rental<T>>);
 
 impl<T: Element> Rented<'_, T> {
+    fn rental(&self) -> &Rental<T> {
+        self.0.item().expect("present until drop")
+    }
+
     /// Elements available without reallocating: the bucket size (or `len` when unpooled).
     pub fn capacity(&self) -> usize {
-        self.array.as_ref().map_or(0, |a| a.len())
+        self.rental().array.len()
     }
 }
 
 impl<T: Element> Deref for Rented<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        &self.array.as_ref().expect("present until drop")[..self.len]
+        let rental = self.rental();
+        &rental.array[..rental.len]
     }
 }
 
 impl<T: Element> DerefMut for Rented<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.array.as_mut().expect("present until drop")[..self.len]
+        let rental = self.0.item_mut().expect("present until drop");
+        &mut rental.array[..rental.len]
     }
 }
 
 impl<T: Element> Drop for Rented<'_, T> {
     fn drop(&mut self) {
-        if let Some(array) = self.array.take() {
-            self.pool.give_back(array, self.bucket);
+        if let Some((pool, node)) = self.0.take_back() {
+            pool.give_back(node);
         }
     }
 }
@@ -349,7 +375,7 @@ impl<T: Element> Drop for Rented<'_, T> {
 impl<T: Element + fmt::Debug> fmt::Debug for Rented<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rented")
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("capacity", &self.capacity())
             .finish()
     }
