@@ -236,7 +236,7 @@ impl CachingAllocator {
             Some(kept)
         });
         match hit {
-            Some(node) => Ok(PooledBlock::new(node, bytes, Some(class))),
+            Some(node) => Ok(PooledBlock::cached(node, bytes)),
             None => self.allocate_past_thread_cache(bytes, class, size),
         }
     }

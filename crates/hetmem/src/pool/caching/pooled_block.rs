@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::thread_caches::{kept_size, Kept, Node};
+use super::thread_caches::{Kept, Node};
 use super::Inner;
 use crate::backend::{DeviceBlock, Event};
 
@@ -23,11 +23,18 @@ pub struct PooledBlock {
 }
 
 impl PooledBlock {
-    #[inline]
+    /// `node`'s block, handed out for `requested` bytes of `class`.
     pub(super) fn new(mut node: Kept, requested: usize, class: Option<usize>) -> Self {
-        node.capacity = kept_size(&node) as usize;
-        node.requested = requested;
+        node.capacity = node.block.as_ref().map_or(0, DeviceBlock::size);
         node.class = class;
+        Self::cached(node, requested)
+    }
+
+    /// A node from a thread cache, handed out again for `requested` bytes: its block, capacity
+    /// and class are what they were when it was kept.
+    #[inline]
+    pub(super) fn cached(mut node: Kept, requested: usize) -> Self {
+        node.requested = requested;
         PooledBlock { node: Some(node) }
     }
 

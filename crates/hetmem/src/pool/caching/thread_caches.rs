@@ -121,10 +121,11 @@ pub(super) struct Node {
 /// A block in a thread cache.
 pub(super) type Kept = Box<Node>;
 
-/// The size of a kept block.
+/// The size of a kept block: its node's capacity, which a cache admits only when it is the
+/// block's size ([`Inner::give_back`]).
 #[inline]
 pub(super) fn kept_size(node: &Kept) -> u64 {
-    node.block.as_ref().map_or(0, |b| b.size() as u64)
+    node.capacity as u64
 }
 
 /// Most empty nodes a thread keeps for one allocator (64 bytes each): as many blocks as a
