@@ -38,29 +38,53 @@ use loom::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 #[cfg(not(loom))]
 use std::{cell::UnsafeCell, sync::atomic::AtomicBool, thread::yield_now};
 
-/// A `T` per thread, `T::default()` on a thread's first use.
-pub(crate) struct PerThread<T: Send> {
-    slots: ThreadLocal<SlotBox<T>>,
+/// A `T` per thread, `T::default()` on a thread's first use; beside it an `S` that its thread
+/// reaches without entering (see [`PerThread::shared`]).
+pub(crate) struct PerThread<T: Send, S: Send + Sync = ()> {
+    slots: ThreadLocal<SlotBox<T, S>>,
     /// The slot of threads being torn down, made on first use. A plain std lock (`const`, for
     /// statics; not model-checked): only thread teardown takes it, besides visitors.
     orphans: std::sync::Mutex<Option<T>>,
+    /// The `S` of threads being torn down, made on first use.
+    orphans_shared: std::sync::OnceLock<S>,
     /// This `PerThread`'s key in every thread's [`RECENT`], given on first use (0: none yet).
     id: AtomicUsize,
 }
 
-impl<T: Send + Default> PerThread<T> {
+impl<T: Send + Default, S: Send + Sync + Default> PerThread<T, S> {
     pub(crate) const fn new() -> Self {
         PerThread {
             slots: ThreadLocal::new(),
             orphans: std::sync::Mutex::new(None),
+            orphans_shared: std::sync::OnceLock::new(),
             id: AtomicUsize::new(0),
+        }
+    }
+
+    /// This thread's `S` and `true`; or, while its thread-locals are torn down, the `S` all
+    /// such threads share and `false`. No entry, no fence: for values other threads only read
+    /// — counters its thread alone writes with a plain load and store of an atomic (where the
+    /// `S` is shared, `false`, with read-modify-writes).
+    #[inline(always)]
+    pub(crate) fn shared(&self) -> (&S, bool) {
+        match self.slot() {
+            Some(slot) => (&slot.shared, true),
+            None => (self.orphans_shared.get_or_init(S::default), false),
+        }
+    }
+
+    /// Runs `f` on every thread's `S` (the torn-down threads' too), entering nothing.
+    pub(crate) fn for_each_shared(&self, mut f: impl FnMut(&S)) {
+        self.slots.iter().for_each(|slot| f(&slot.get().shared));
+        if let Some(orphans) = self.orphans_shared.get() {
+            f(orphans);
         }
     }
 
     /// Runs `f` on this thread's slot, or on the orphans' slot while this thread's
     /// thread-locals are torn down. `f` must not re-enter the same `PerThread` (it panics, or
     /// in teardown deadlocks).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // One call of `f` whichever slot it gets: called from two places, its body would be
         // compiled apart from the fast path rather than into it.
@@ -85,21 +109,27 @@ impl<T: Send + Default> PerThread<T> {
     /// [`PerThread::look_up`]).
     #[inline]
     fn enter_while_alive(&self) -> Option<Entered<'_, T>> {
+        let slot = self.slot()?;
+        // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
+        // another thread only after the thread that had it exited: this thread owns the slot.
+        Some(unsafe { slot.lock.enter() })
+    }
+
+    /// This thread's slot, unless its thread-locals are being torn down.
+    #[inline(always)]
+    fn slot(&self) -> Option<&Slot<T, S>> {
         // Relaxed: the id is only compared; a thread that sees 0 takes the slow path.
         let id = self.id.load(std::sync::atomic::Ordering::Relaxed);
         let (of, slot) = RECENT.with(|recent| recent[id % RECENT_WAYS].get());
-        let slot = if of == id {
+        if of == id {
             // SAFETY: only `look_up` files slots in this thread's `RECENT`, each this thread's
             // own slot of the `PerThread` with that id — ids are never reused, so this one, which
             // `&self` keeps alive (and its `SlotBox`, at the same address) — and `Alive`'s drop
             // empties `RECENT` before the slots can pass to another thread.
-            unsafe { &*slot.cast::<OwnerLock<T>>() }
+            Some(unsafe { &*slot.cast::<Slot<T, S>>() })
         } else {
-            self.look_up()?
-        };
-        // SAFETY: `ThreadLocal::get_or` hands every thread its own entry, and an entry passes to
-        // another thread only after the thread that had it exited: this thread owns the slot.
-        Some(unsafe { slot.enter() })
+            self.look_up()
+        }
     }
 
     /// This thread's slot, filed in [`RECENT`]; `None` once its thread-locals are being torn
@@ -107,7 +137,7 @@ impl<T: Send + Default> PerThread<T> {
     /// and looking it up would panic inside a destructor, aborting the process.
     #[cold]
     #[inline(never)]
-    fn look_up(&self) -> Option<&OwnerLock<T>> {
+    fn look_up(&self) -> Option<&Slot<T, S>> {
         // Thread-locals are torn down last registered, first. The `thread_local` crate's
         // teardown gives this thread's id (and so its slots) to the next thread; it is
         // registered at this thread's first look-up of any `ThreadLocal` — before `ALIVE`, or
@@ -117,7 +147,10 @@ impl<T: Send + Default> PerThread<T> {
         ALIVE.try_with(|_| ()).ok()?;
         let slot = self.slots.get_or(|| {
             // Before this thread's first fence, so that it fences the way visitors expect.
-            SlotBox::new(OwnerLock::new(T::default(), barrier::choose()))
+            SlotBox::new(Slot {
+                lock: OwnerLock::new(T::default(), barrier::choose()),
+                shared: S::default(),
+            })
         });
         let id = self.id();
         RECENT.with(|recent| recent[id % RECENT_WAYS].set((id, slot.as_ptr().cast())));
@@ -162,7 +195,7 @@ impl<T: Send + Default> PerThread<T> {
     /// that owner, which waits for `f`): the pools' `f`s touch only the slot and atomics.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&mut T)) {
         barrier::heavy();
-        let slots: Vec<&OwnerLock<T>> = self.slots.iter().map(SlotBox::get).collect();
+        let slots: Vec<&OwnerLock<T>> = self.slots.iter().map(|slot| &slot.get().lock).collect();
         let _announced: Vec<_> = slots.iter().map(|slot| slot.announce()).collect();
         // Taken before the first `f` too, for the snapshot; a thread holding it waits for
         // nobody, so no owner or visitor waits on a cycle.
@@ -183,7 +216,7 @@ impl<T: Send + Default> PerThread<T> {
 const RECENT_WAYS: usize = 16;
 
 /// A slot in [`RECENT`]: the id of its `PerThread` (`usize::MAX`: empty, no id is) and the
-/// slot, an `OwnerLock<T>` of that `PerThread`'s `T`.
+/// slot, a `Slot<T, S>` of that `PerThread`'s `T` and `S`.
 type Filed = (usize, *const ());
 
 const EMPTY: Filed = (usize::MAX, std::ptr::null());
@@ -209,39 +242,46 @@ impl Drop for Alive {
     }
 }
 
-/// A thread's [`OwnerLock`], on the heap at a fixed address: its owner (through [`RECENT`]) and
-/// its visitors reach it from the one pointer kept here. A pointer taken from a reference the
+/// One thread's value under its lock, and beside it what its thread writes without one.
+struct Slot<T, S> {
+    lock: OwnerLock<T>,
+    shared: S,
+}
+
+/// A thread's [`Slot`], on the heap at a fixed address: its owner (through [`RECENT`]) and its
+/// visitors reach it from the one pointer kept here. A pointer taken from a reference the
 /// `ThreadLocal` handed out would not stay valid: Miri finds it invalidated by the first
 /// visitor's write.
-struct SlotBox<T>(NonNull<OwnerLock<T>>);
+struct SlotBox<T, S>(NonNull<Slot<T, S>>);
 
-impl<T> SlotBox<T> {
-    fn new(lock: OwnerLock<T>) -> Self {
-        SlotBox(NonNull::new(Box::into_raw(Box::new(lock))).expect("a box is never null"))
+impl<T, S> SlotBox<T, S> {
+    fn new(slot: Slot<T, S>) -> Self {
+        SlotBox(NonNull::new(Box::into_raw(Box::new(slot))).expect("a box is never null"))
     }
 
-    fn get(&self) -> &OwnerLock<T> {
+    fn get(&self) -> &Slot<T, S> {
         // SAFETY: the pointer came from `Box::into_raw` and is freed only by `drop`, after
         // every borrow of `self`; all access is shared (the lock's cells do the rest).
         unsafe { self.0.as_ref() }
     }
 
-    fn as_ptr(&self) -> *const OwnerLock<T> {
+    fn as_ptr(&self) -> *const Slot<T, S> {
         self.0.as_ptr()
     }
 }
 
-impl<T> Drop for SlotBox<T> {
+impl<T, S> Drop for SlotBox<T, S> {
     fn drop(&mut self) {
         // SAFETY: from `Box::into_raw`, freed here only, with no borrow of `self` left.
         drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
 
-// SAFETY: a `SlotBox` owns its lock as a `Box` would; the lock is `Send` and `Sync` for `T: Send`.
-unsafe impl<T: Send> Send for SlotBox<T> {}
-// SAFETY: as above: shared access goes through `&OwnerLock<T>`, which is `Sync` for `T: Send`.
-unsafe impl<T: Send> Sync for SlotBox<T> {}
+// SAFETY: a `SlotBox` owns its slot as a `Box` would; the lock is `Send` and `Sync` for
+// `T: Send`, and `S` is both.
+unsafe impl<T: Send, S: Send + Sync> Send for SlotBox<T, S> {}
+// SAFETY: as above: shared access goes through `&OwnerLock<T>`, `Sync` for `T: Send`, and `&S`.
+unsafe impl<T: Send, S: Send + Sync> Sync for SlotBox<T, S> {}
 
 /// A value its owner thread takes without read-modify-writes and others take by the
 /// asymmetric protocol above.
@@ -581,6 +621,29 @@ mod tests {
             counter.for_each(|c| sum += *c);
             assert_eq!(sum, expected);
         }
+    }
+
+    /// Each thread's `S` is its own (so it may count with a plain load and store), and a sum
+    /// over them sees every thread's, the ended threads' too.
+    #[test]
+    fn shared_values_are_each_threads_own() {
+        let counts = PerThread::<(), AtomicU64>::new();
+        let per_thread = if cfg!(miri) { 50 } else { 10_000 };
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..per_thread {
+                        let (count, alone) = counts.shared();
+                        assert!(alone);
+                        let n = count.load(std::sync::atomic::Ordering::Relaxed);
+                        count.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let mut sum = 0;
+        counts.for_each_shared(|c| sum += c.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(sum, 2 * per_thread);
     }
 
     #[test]
