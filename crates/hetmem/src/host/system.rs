@@ -175,13 +175,14 @@ pub(crate) enum Stopwatch {
     Coarse(u64),
 }
 
-/// Transfers shorter than this are timed on the coarse clock ([`Stopwatch::for_transfer`]).
-const EXACTLY_TIMED_BYTES: usize = 64 << 10;
-
 impl Stopwatch {
+    /// Transfers from this size up are timed exactly; shorter ones cost less than an exact
+    /// start and stop ([`Stopwatch::for_transfer`]).
+    pub(crate) const EXACT_FROM: usize = 64 << 10;
+
     /// Started now, on the exact clock.
     #[inline]
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         #[cfg(not(miri))]
         return Stopwatch::Exact(quanta::Instant::now());
         #[cfg(miri)]
@@ -189,13 +190,13 @@ impl Stopwatch {
     }
 
     /// Started now for a transfer of `bytes`: on the exact clock from
-    /// [`EXACTLY_TIMED_BYTES`] up, where its cost is under a percent of the copy; below, on the
+    /// [`Stopwatch::EXACT_FROM`] bytes up, where its cost is under a percent of the copy; below, on the
     /// coarse clock, whose readings cost a few nanoseconds. A short transfer then reads as zero
     /// or as whole clock ticks (1–4 ms), with a chance of straddling a tick equal to its length
     /// over the tick's — so a sum over many is right, and any one is not.
     #[inline]
     pub(crate) fn for_transfer(bytes: usize) -> Self {
-        if bytes >= EXACTLY_TIMED_BYTES {
+        if bytes >= Self::EXACT_FROM {
             Self::start()
         } else {
             Stopwatch::Coarse(coarse_nanos())

@@ -1,7 +1,6 @@
 //! Running a transfer's parts and retrying what failed transiently, part by part, under the
 //! engine's [`RetryPolicy`](super::super::RetryPolicy).
 
-use crate::host::Stopwatch;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 
@@ -25,11 +24,10 @@ impl TransferEngine {
             return Ok(());
         }
         crate::trace::span!("hetmem.transfer", ?direction, bytes);
-        let running = self.counters.begin();
-        let start = Stopwatch::for_transfer(bytes);
+        let running = self.counters.begin(direction, bytes);
         match transfer() {
             Ok(()) => {
-                running.finish(direction, bytes, start.elapsed());
+                running.finish();
                 Ok(())
             }
             Err(e) => {

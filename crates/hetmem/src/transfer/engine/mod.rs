@@ -190,6 +190,14 @@ impl TransferEngine {
             offset,
             src.len(),
         )?;
+        if src.len() <= self.config.direct_max && !self.config.verify {
+            // The common small write: one call, planned by a comparison.
+            return self.run(Direction::HostToDevice, src.len(), || {
+                self.retrying(None, || self.backend.write(lane.queue, dst, offset, src))?;
+                lane.advance(src.len());
+                Ok(())
+            });
+        }
         self.run(Direction::HostToDevice, src.len(), || {
             self.until_intact(lane, || {
                 match self.plan_on(lane, src.len()) {
