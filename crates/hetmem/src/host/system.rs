@@ -178,7 +178,7 @@ pub(crate) enum Stopwatch {
 impl Stopwatch {
     /// Transfers from this size up are timed exactly; shorter ones cost less than an exact
     /// start and stop ([`Stopwatch::for_transfer`]).
-    pub(crate) const EXACT_FROM: usize = 64 << 10;
+    const EXACT_FROM: usize = 64 << 10;
 
     /// Started now, on the exact clock.
     #[inline]

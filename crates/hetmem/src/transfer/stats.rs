@@ -35,11 +35,12 @@ pub struct DirectionStats {
     pub transfers: u64,
     /// Bytes moved.
     pub bytes: u64,
-    /// Time spent moving them. Transfers of 64 KiB and more are timed exactly. Shorter ones
-    /// cost less than timing them would: a transfer engine times one in 32 on each thread and
-    /// direction and counts the others at their average (exact while there are few, close over
-    /// many); a buffer's own figures read the coarse monotonic clock (1–4 ms ticks), so each
-    /// short one counts as zero or whole ticks — right on average over many, not over a few.
+    /// Time spent moving them. A transfer engine times transfers of 1 MiB and more exactly, and
+    /// one in 32 shorter ones on each thread and direction, counting the others at their
+    /// average (exact while there are few, close over many): timing each would cost up to half
+    /// a 4 KiB copy. A buffer's own figures time 64 KiB and more exactly and read shorter ones on
+    /// the coarse monotonic clock (1–4 ms ticks): each counts as zero or whole ticks — right on
+    /// average over many, not over a few.
     pub time: Duration,
     /// Fastest single transfer of at least 1 MiB, in bytes per second (0 if none).
     pub peak_bandwidth: f64,
@@ -108,11 +109,10 @@ impl DirectionCounters {
 /// start and end of a transfer) — and a snapshot sums them. The peaks stay shared: only
 /// transfers of 1 MiB and more touch them.
 ///
-/// Short transfers (under [`Stopwatch::EXACT_FROM`]) are timed by sampling: one in
-/// [`SAMPLED_ONE_IN`] on each thread and direction starts a stopwatch, and the rest count at the
-/// sampled ones' average. A start and a stop cost ~18 ns on the 2-vCPU VM, where a 4 KiB copy
-/// takes ~30: timing each would cost more than half a copy, the coarse clock (two ~4 ns
-/// readings) a quarter.
+/// Transfers under [`EXACTLY_TIMED_FROM`] are timed by sampling: one in [`SAMPLED_ONE_IN`] on
+/// each thread and direction starts a stopwatch, and the rest count at the sampled ones'
+/// average. A start and a stop cost ~20 ns on the 2-vCPU VM, where a 4 KiB copy takes ~30 and a
+/// 64 KiB one ~1400 (1.5%); the coarse clock's two readings cost ~8.
 pub(crate) struct EngineCounters {
     threads: PerThread<(), Tally>,
     peaks: [AtomicU64; 3],
@@ -120,6 +120,9 @@ pub(crate) struct EngineCounters {
 
 /// Short transfers per timed one (see [`EngineCounters`]).
 const SAMPLED_ONE_IN: u64 = 32;
+
+/// Transfers of this size and more are each timed (a stopwatch costs under 0.1% of them).
+const EXACTLY_TIMED_FROM: usize = 1 << 20;
 
 /// One thread's counts (sums wrap: the in-flight count is decremented by adding `u64::MAX`).
 #[derive(Default)]
@@ -133,7 +136,7 @@ struct Tally {
 struct Moved {
     transfers: AtomicU64,
     bytes: AtomicU64,
-    /// Time of the transfers timed exactly (those of [`Stopwatch::EXACT_FROM`] bytes and more).
+    /// Time of the transfers timed exactly (those of [`EXACTLY_TIMED_FROM`] bytes and more).
     nanos: AtomicU64,
     /// Short transfers begun, counting towards the next sample.
     begun: AtomicU64,
@@ -211,7 +214,7 @@ impl EngineCounters {
     pub(crate) fn begin(&self, direction: Direction, bytes: usize) -> Running<'_> {
         let (tally, alone) = self.threads.shared();
         add(&tally.in_flight, 1, alone);
-        let timing = if bytes >= Stopwatch::EXACT_FROM {
+        let timing = if bytes >= EXACTLY_TIMED_FROM {
             Timing::Exact
         } else if add(&tally.moved[direction as usize].begun, 1, alone) % SAMPLED_ONE_IN == 1 {
             Timing::Sampled
