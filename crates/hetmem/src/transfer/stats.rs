@@ -36,7 +36,7 @@ pub struct DirectionStats {
     /// Bytes moved.
     pub bytes: u64,
     /// Time spent moving them. A transfer engine times transfers of 1 MiB and more exactly, and
-    /// one in 32 shorter ones on each thread and direction, counting the others at their
+    /// one in 128 shorter ones on each thread and direction, counting the others at their
     /// average (exact while there are few, close over many): timing each would cost up to half
     /// a 4 KiB copy. A buffer's own figures time 64 KiB and more exactly and read shorter ones on
     /// the coarse monotonic clock (1–4 ms ticks): each counts as zero or whole ticks — right on
@@ -119,7 +119,7 @@ pub(crate) struct EngineCounters {
 }
 
 /// Short transfers per timed one (see [`EngineCounters`]).
-const SAMPLED_ONE_IN: u64 = 32;
+const SAMPLED_ONE_IN: u64 = 128;
 
 /// Transfers of this size and more are each timed (a stopwatch costs under 0.1% of them).
 const EXACTLY_TIMED_FROM: usize = 1 << 20;

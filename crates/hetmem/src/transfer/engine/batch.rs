@@ -41,7 +41,7 @@ impl TransferEngine {
         let mut total = 0usize;
         for item in items.iter() {
             check_block(
-                self.backend.id(),
+                self.backend_id,
                 "batch destination",
                 item.dst,
                 item.offset,

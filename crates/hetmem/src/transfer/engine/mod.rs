@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use super::stats::{Direction, EngineCounters, TransferStats};
 use crate::backend::{
-    check_block, Backend, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart, WritePart,
+    check_block, Backend, BackendId, Capabilities, CopyRegion, DeviceBlock, Queue, ReadPart,
+    WritePart,
 };
 use crate::error::{Error, Result};
 use crate::pool::{PinnedConfig, PinnedPool};
@@ -39,6 +40,8 @@ use verify::check_crc;
 /// has arrived when the call returns, work enqueued on the queue afterwards runs after it.
 pub struct TransferEngine {
     backend: Arc<dyn Backend>,
+    /// `backend.id()`, read once: every transfer checks its blocks against it.
+    backend_id: BackendId,
     /// Read once: plans are made on every transfer.
     caps: Capabilities,
     /// The default queue first, then the extra queues chunks and batches spread over.
@@ -72,6 +75,7 @@ impl TransferEngine {
             queues.push(backend.create_queue()?);
         }
         Ok(TransferEngine {
+            backend_id: backend.id(),
             caps,
             queues,
             // Up to 256 MiB of page-locked memory kept for reuse.
@@ -184,7 +188,7 @@ impl TransferEngine {
         src: &[u8],
     ) -> Result<()> {
         check_block(
-            self.backend.id(),
+            self.backend_id,
             "transfer destination",
             dst,
             offset,
@@ -252,7 +256,7 @@ impl TransferEngine {
         offset: usize,
         dst: &mut [u8],
     ) -> Result<()> {
-        check_block(self.backend.id(), "transfer source", src, offset, dst.len())?;
+        check_block(self.backend_id, "transfer source", src, offset, dst.len())?;
         self.run(Direction::DeviceToHost, dst.len(), || {
             self.until_intact(lane, || {
                 match self.plan_read_on(lane, dst.len()) {
@@ -349,8 +353,8 @@ impl TransferEngine {
         dst_offset: usize,
         len: usize,
     ) -> Result<()> {
-        check_block(self.backend.id(), "copy source", src, src_offset, len)?;
-        check_block(self.backend.id(), "copy destination", dst, dst_offset, len)?;
+        check_block(self.backend_id, "copy source", src, src_offset, len)?;
+        check_block(self.backend_id, "copy destination", dst, dst_offset, len)?;
         self.run(Direction::DeviceToDevice, len, || {
             self.retrying(None, || {
                 self.backend

@@ -25,14 +25,8 @@ impl TransferEngine {
         if plan == Plan::Direct {
             return self.copy(src, src_offset, dst, dst_offset, len);
         }
-        check_block(self.backend.id(), "copy source", src, src_offset, len)?;
-        check_block(
-            target.backend.id(),
-            "copy destination",
-            dst,
-            dst_offset,
-            len,
-        )?;
+        check_block(self.backend_id, "copy source", src, src_offset, len)?;
+        check_block(target.backend_id, "copy destination", dst, dst_offset, len)?;
         self.run(Direction::DeviceToDevice, len, || {
             if plan == Plan::Peer {
                 let copied = self.retrying(None, || {
@@ -66,7 +60,7 @@ impl TransferEngine {
 
     /// The plan for a cross-device copy of `len` bytes to `target`.
     pub fn plan_copy_to(&self, target: &TransferEngine, len: usize) -> Plan {
-        if target.backend.id() == self.backend.id() {
+        if target.backend_id == self.backend_id {
             return Plan::Direct;
         }
         if self.backend.can_copy_to(target.backend.as_ref()) {
