@@ -334,8 +334,9 @@ fn bytes_of<T>(array: &[T]) -> u64 {
 
 /// An array rented from an [`ArrayPool`]: derefs to `[T]` of the requested length.
 ///
-/// One pointer, to the node that holds the array, its length and the pool's address (see
-/// [`Lent`]): returned in a `Result`, a handle of several words cost half a rent and return.
+/// One pointer, to the node that holds the array, its length and the pool's address: returned
+/// in a `Result`, a handle of several words cost half a rent and return (see
+/// `docs/ARCHITECTURE.md`, "Handles are one pointer").
 pub struct Rented<'a, T: Element>(Lent<'a, ArrayPool<T>, Rental<T>>);
 
 impl<T: Element> Rented<'_, T> {
