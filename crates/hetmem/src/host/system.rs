@@ -189,9 +189,9 @@ impl Stopwatch {
         return Stopwatch::Exact(std::time::Instant::now());
     }
 
-    /// Started now for a transfer of `bytes`: on the exact clock from
-    /// [`Stopwatch::EXACT_FROM`] bytes up, where its cost is under a percent of the copy; below, on the
-    /// coarse clock, whose readings cost a few nanoseconds. A short transfer then reads as zero
+    /// Started now for a transfer of `bytes`: on the exact clock from [`Stopwatch::EXACT_FROM`]
+    /// bytes up, where its cost is under a percent of the copy; below, on the coarse clock,
+    /// whose readings cost a few nanoseconds. A short transfer then reads as zero
     /// or as whole clock ticks (1–4 ms), with a chance of straddling a tick equal to its length
     /// over the tick's — so a sum over many is right, and any one is not.
     #[inline]

@@ -97,11 +97,12 @@ impl Table {
 /// (seven words whose copies through memory, not their instructions, set a hit's pace: a
 /// thread-local free list of such items measured 21 ns a pop and push on this VM, of boxed ones
 /// 5.5 ns). The node also holds what the handle knows of the hand-out, so that the handle is
-/// that one pointer too. A node outlives its block: once the block goes elsewhere (the shared bins, the
-/// resource below, a caller of the [`MemoryResource`](crate::resource::MemoryResource) face)
-/// the empty node waits among its thread's [`spares`](ThreadSlot::take_spare) for the next
-/// block that does not come from a thread cache — so neither a miss nor an unpooled allocation
-/// costs a heap allocation, or the reference count of a home, in the steady state.
+/// that one pointer too. A node outlives its block: once the block goes elsewhere (the shared
+/// bins, the resource below, a caller of the
+/// [`MemoryResource`](crate::resource::MemoryResource) face) the empty node waits among its
+/// thread's [`spares`](ThreadSlot::take_spare) for the next block that does not come from a
+/// thread cache — so neither a miss nor an unpooled allocation costs a heap allocation, or the
+/// reference count of a home, in the steady state.
 pub(super) struct Node {
     /// `None` only while the node is a spare.
     pub(super) block: Option<DeviceBlock>,
