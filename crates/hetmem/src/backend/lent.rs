@@ -31,6 +31,9 @@ impl<P, I> LentNode<P, I> {
 // SAFETY: a node at rest is an `I` and an address never followed; it is followed only through
 // a `Lent`, whose own `Send` needs `&P: Send` (its `PhantomData<&P>`).
 unsafe impl<P, I: Send> Send for LentNode<P, I> {}
+// SAFETY: through `&LentNode` only the `I` is reached (as `&I`); the address is followed only by
+// `Lent::take_back`, which takes `&mut`.
+unsafe impl<P, I: Sync> Sync for LentNode<P, I> {}
 
 /// An item lent by `pool` for `'a`: one pointer, to its node. `None` only once taken back.
 pub(crate) struct Lent<'a, P, I> {

@@ -175,7 +175,8 @@ impl<T: Element> ArrayPool<T> {
         if len == 0 {
             return Err(Error::ZeroLength { what: "array rent" });
         }
-        let array = zeroed(byte_len::<T>(len).map(|_| len)?)?;
+        byte_len::<T>(len)?;
+        let array = zeroed(len)?;
         self.threads.with(|t| {
             t.rented += 1;
             t.allocated += 1;
@@ -401,6 +402,25 @@ mod tests {
             pool.stats().bytes_retained,
             config.arrays_per_bucket as u64 * 64
         );
+    }
+
+    /// A rented array is shared and sent across threads as a boxed slice would be.
+    #[test]
+    fn rented_arrays_are_send_and_sync() {
+        fn check<X: Send + Sync>() {}
+        check::<Rented<'static, f32>>();
+        let pool = ArrayPool::<u32>::new();
+        let mut a = pool.rent(100).unwrap();
+        a.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32);
+        let sums: Vec<u32> = std::thread::scope(|s| {
+            let a = &a;
+            let halves = [
+                s.spawn(|| a[..50].iter().sum()),
+                s.spawn(|| a[50..].iter().sum()),
+            ];
+            halves.map(|h| h.join().unwrap()).to_vec()
+        });
+        assert_eq!(sums, vec![(0..50).sum::<u32>(), (50..100).sum::<u32>()]);
     }
 
     #[test]
