@@ -1,7 +1,7 @@
 //! What a managed buffer costs the system allocator once the pools are warm: one heap
 //! allocation (its shared part: copies, metric cells and the manager's record), the storage
 //! itself living inline in the buffer and its stale ranges inline in the storage — whatever the
-//! buffer does between its making and its drop.
+//! buffer does between its making and its drop; and none where it is made of a parked one.
 //!
 //! `allocation-counter` replaces the global allocator of this test binary only, and counts the
 //! calling thread's allocations.
@@ -13,9 +13,19 @@ use hetmem::buffer::{BufferContext, Residency};
 use hetmem::pool::{CachingAllocator, CachingConfig};
 use hetmem::MemoryManager;
 
-fn manager() -> MemoryManager {
+/// A manager keeping `parked` dropped buffers per thread.
+fn manager(parked: usize) -> MemoryManager {
     let backend: Arc<dyn Backend> = Arc::new(HostBackend::new());
-    MemoryManager::new(backend).unwrap()
+    let builder = MemoryManager::builder().backend(backend);
+    builder.parked_buffers(parked).build().unwrap()
+}
+
+/// Makes a buffer of a MiB, writes and reads it, and drops it.
+fn use_a_buffer(manager: &MemoryManager) {
+    let mut buffer = manager.alloc::<u32>(1 << 18).unwrap();
+    assert_eq!(buffer.host().unwrap()[7], 0, "a new buffer reads as zeros");
+    buffer.host_mut().unwrap()[7] = 7;
+    assert_eq!(buffer.host().unwrap()[7], 7);
 }
 
 /// Runs `cycle` twice to warm the pools, this thread's slots and the live list, then counts
@@ -28,17 +38,21 @@ fn allocations_of(cycle: impl Fn()) -> allocation_counter::AllocationInfo {
 
 #[test]
 fn a_managed_buffer_is_one_heap_allocation() {
-    let manager = manager();
-    let info = allocations_of(|| {
-        let mut buffer = manager.alloc::<u32>(1 << 18).unwrap();
-        buffer.host_mut().unwrap()[7] = 7;
-        assert_eq!(buffer.host().unwrap()[7], 7);
-    });
+    let manager = manager(0);
+    let info = allocations_of(|| use_a_buffer(&manager));
     assert_eq!(info.count_total, 1, "{info:?}");
     assert_eq!(
         info.count_current, 0,
         "given back as the buffer drops: {info:?}"
     );
+}
+
+#[test]
+fn a_buffer_made_of_a_parked_one_allocates_nothing() {
+    let manager = manager(hetmem::manager::PARKED_PER_THREAD);
+    let info = allocations_of(|| use_a_buffer(&manager));
+    assert_eq!(info.count_total, 0, "{info:?}");
+    assert_eq!(manager.stats().parked.reuses, 2, "{:?}", manager.stats());
 }
 
 /// Two copies moving both ways (a plain context's buffer: on the host backend a manager

@@ -65,6 +65,13 @@ fn new_id() -> u64 {
     })
 }
 
+impl CellOwner {
+    /// A token of no cell: what is left where a cell's own token was handed on.
+    pub(crate) fn none() -> Self {
+        CellOwner { id: u64::MAX }
+    }
+}
+
 impl<T> LeaseCell<T> {
     /// A cell holding `value`, and its owner token.
     #[inline]

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::shared_part::{CopiesOwner, SharedPart};
+use super::shell::{Shape, Shell};
 use super::storage::BufferStorage;
 use super::UnifiedBuffer;
 use crate::backend::{
@@ -279,6 +280,33 @@ impl BufferContext {
         pooled: bool,
         part: (Arc<SharedPart>, CopiesOwner),
     ) -> Result<BufferStorage> {
+        let shape = self.shape_for::<T>(len, residency, strategy)?;
+        Ok(self.storage_of(shape, pooled, part))
+    }
+
+    /// The storage of a new buffer of `shape` (from [`BufferContext::shape_for`]).
+    pub(crate) fn storage_of(
+        &self,
+        shape: Shape,
+        pooled: bool,
+        part: (Arc<SharedPart>, CopiesOwner),
+    ) -> BufferStorage {
+        let Shape {
+            len,
+            shared,
+            strategy,
+        } = shape;
+        BufferStorage::new(self.shared.clone(), len, shared, strategy, pooled, part)
+    }
+
+    /// The shape of a new buffer of `len` elements of `T` with `residency` and `strategy`,
+    /// checked against the device as [`BufferContext::storage_for`] checks it.
+    pub(crate) fn shape_for<T: Element>(
+        &self,
+        len: usize,
+        residency: Residency,
+        strategy: Option<Strategy>,
+    ) -> Result<Shape> {
         self.shared.check_open("allocating a buffer")?;
         if len == 0 {
             return Err(Error::ZeroLength { what: "buffer" });
@@ -304,14 +332,16 @@ impl BufferContext {
                 })
             }
         };
-        Ok(BufferStorage::new(
-            self.shared.clone(),
-            bytes,
+        Ok(Shape {
+            len: bytes,
             shared,
             strategy,
-            pooled,
-            part,
-        ))
+        })
+    }
+
+    /// The storage of a buffer made of a parked `shell` (see [`BufferStorage::from_shell`]).
+    pub(crate) fn storage_from_shell(&self, shell: Shell) -> BufferStorage {
+        BufferStorage::from_shell(self.shared.clone(), shell)
     }
 
     /// A buffer holding a copy of `data`, valid on the host.

@@ -60,7 +60,7 @@ impl BufferEvent {
 pub(crate) struct MetricCells {
     /// When it was made, on the coarse clock ([`coarse_nanos`]): a buffer's age is read to the
     /// tick, and a precise reading would cost every allocation ~20 ns.
-    created: u64,
+    created: AtomicU64,
     /// The [`coarse_nanos`] reading of the last access, plus one (0: never accessed).
     last_access: AtomicU64,
     pub(crate) transfers: DirectionCounters,
@@ -79,13 +79,22 @@ impl MetricCells {
     #[inline]
     pub(crate) fn new() -> Self {
         MetricCells {
-            created: coarse_nanos(),
+            created: AtomicU64::new(coarse_nanos()),
             last_access: AtomicU64::new(0),
             transfers: DirectionCounters::default(),
             last_event: AtomicU64::new(0),
             blocks: [AtomicUsize::new(0), AtomicUsize::new(0)],
             trace: OnceLock::new(),
         }
+    }
+
+    /// The cells of a buffer made now, the blocks' handles kept (a parked buffer's shell made
+    /// into a new buffer keeps its blocks). Not traced: managers that record park nothing.
+    pub(crate) fn reset(&self) {
+        self.created.store(coarse_nanos(), Ordering::Relaxed);
+        self.last_access.store(0, Ordering::Relaxed);
+        self.transfers.reset();
+        self.last_event.store(0, Ordering::Relaxed);
     }
 
     /// Stamps an access (a guard, a read, a write) on the coarse clock: to the scheduler's tick
@@ -153,7 +162,7 @@ impl MetricCells {
 
     /// How long ago the buffer was made, to the coarse clock's tick.
     pub(crate) fn age(&self) -> Duration {
-        Duration::from_nanos(coarse_nanos().saturating_sub(self.created))
+        Duration::from_nanos(coarse_nanos().saturating_sub(self.created()))
     }
 
     /// Whether the buffer was ever accessed (no clock read, unlike [`MetricCells::last_access`]).
@@ -161,10 +170,14 @@ impl MetricCells {
         self.last_access.load(Ordering::Relaxed) != 0
     }
 
+    fn created(&self) -> u64 {
+        self.created.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn last_access(&self) -> Option<Instant> {
         let stamp = self.last_access.load(Ordering::Relaxed).checked_sub(1)?;
         // Never before the buffer was made: the stamp is at least `created`.
-        let ago = Duration::from_nanos(coarse_nanos().saturating_sub(stamp.max(self.created)));
+        let ago = Duration::from_nanos(coarse_nanos().saturating_sub(stamp.max(self.created())));
         let now = Instant::now();
         Some(now.checked_sub(ago).unwrap_or(now))
     }

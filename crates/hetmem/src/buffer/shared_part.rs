@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::metrics::MetricCells;
+use super::shell::Shell;
 use super::tracker::Slots;
 use crate::backend::{CellOwner, Lease, LeaseCell, Slot};
 
@@ -90,6 +91,15 @@ pub(crate) trait Observer: Send + Sync {
     /// The buffer is gone (called once, as it drops, after its memory went back), with its
     /// final cells.
     fn retired(&self, cells: &MetricCells);
+
+    /// The buffer is going, whole: no transfer or device work of the user's can use its
+    /// blocks. The observer may keep it as `shell` for a buffer like it — `None`: kept, and
+    /// counted gone here, not in [`Observer::retired`] — or hand it back to be let go as usual.
+    /// `cells` are its cells.
+    fn park(&self, shell: Shell, cells: &MetricCells) -> Option<Shell> {
+        let _ = cells;
+        Some(shell)
+    }
 
     /// For finding out which observer this is.
     fn as_any(&self) -> &dyn std::any::Any;

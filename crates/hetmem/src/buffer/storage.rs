@@ -42,6 +42,7 @@ use super::lent_device::LentDevice;
 use super::metrics::BufferMetrics;
 use super::range_set::RangeSet;
 use super::shared_part::{CopiesOwner, SharedPart};
+use super::shell::{Shape, Shell};
 use super::tracker::{
     allocated, allocated_mut, host_bytes, host_bytes_mut, side_bit, Slots, Tracker,
 };
@@ -124,6 +125,18 @@ impl BufferStorage {
         }
     }
 
+    /// A buffer made of a parked `shell`: its part and blocks kept, its cells as new, its
+    /// contents uninitialised (zeros on first use, as for any new buffer).
+    pub(crate) fn from_shell(ctx: Arc<ContextShared>, shell: Shell) -> Self {
+        shell.part.reset();
+        let Shape {
+            len,
+            shared,
+            strategy,
+        } = shell.shape;
+        BufferStorage::new(ctx, len, shared, strategy, true, (shell.part, shell.owner))
+    }
+
     /// Waits for a transfer in flight and takes it in, so that the validity mirror is exact
     /// for the decisions an operation through `&mut self` makes.
     pub(super) fn settle(&mut self) {
@@ -172,6 +185,11 @@ impl BufferStorage {
             Side::Device => slots.device.get_mut(),
         };
         core.allocate_into(side, slot)
+    }
+
+    /// Whether the first use fills the buffer with zeros (see [`BufferStorage::reserve`]).
+    pub(crate) fn set_zero_fill(&mut self, zero_fill: bool) {
+        self.core.zero_fill = zero_fill;
     }
 
     /// Makes `block` — adopted host memory holding the buffer's contents — the host copy: the
@@ -547,15 +565,62 @@ impl BufferStorage {
 }
 
 impl Drop for BufferStorage {
-    /// Waits for a transfer in flight, then lets the device block go with the user's pending
-    /// work recorded on it.
+    /// Waits for a transfer in flight; then, where no device work of the user's can use the
+    /// blocks, offers the buffer whole to its observer to park ([`Observer::park`]); otherwise
+    /// lets the device block go with the user's pending work recorded on it.
+    ///
+    /// [`Observer::park`]: super::Observer::park
     fn drop(&mut self) {
         let exposed = *self.exposed.get_mut();
+        if !exposed && self.park() {
+            return;
+        }
         let (core, _, slots, _) = self.parts_mut();
         let device = slots.device.get_mut().take();
         core.retire(device, exposed);
         let part = &self.core.part;
         part.observer.retired(part);
+    }
+}
+
+impl BufferStorage {
+    /// Offers this buffer, going, to its observer as a [`Shell`] — settled, and only where its
+    /// blocks are of its context's pools (not adopted, pinned or unpooled memory): a shell is
+    /// made again into a pooled buffer. Whether the observer kept it.
+    fn park(&mut self) -> bool {
+        let held = {
+            let (core, _, slots, _) = self.parts_mut();
+            let (host, device) = (slots.host.get_mut(), slots.device.get_mut());
+            let pools = (core.pooled && !core.pinned)
+                && (!core.shared || core.ctx.host_addressable)
+                && host.as_ref().is_none_or(|b| core.pool(Side::Host).owns(b))
+                && device
+                    .as_ref()
+                    .is_none_or(|b| core.pool(Side::Device).owns(b));
+            if !pools {
+                return false;
+            }
+            [host, device].map(|slot| slot.as_ref().map_or(0, PooledBlock::capacity))
+        };
+        let core = &self.core;
+        let shell = Shell {
+            part: core.part.clone(),
+            owner: std::mem::replace(&mut self.owner, CopiesOwner::none()),
+            shape: Shape {
+                len: core.len,
+                shared: core.shared,
+                strategy: core.strategy,
+            },
+            held,
+        };
+        let part = &self.core.part;
+        match part.observer.park(shell, part) {
+            None => true,
+            Some(shell) => {
+                self.owner = shell.owner;
+                false
+            }
+        }
     }
 }
 

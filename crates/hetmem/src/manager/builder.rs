@@ -2,8 +2,9 @@
 //! tracking level of a [`MemoryManager`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use super::parking::PARKED_PER_THREAD;
 use super::registry::{Registry, Tracking};
 use super::MemoryManager;
 use crate::backend::{Backend, HostBackend};
@@ -17,7 +18,7 @@ use crate::pool::{
 use crate::record::Recorder;
 use crate::resource::{
     AllocationFailure, FailureCallbackResource, LimitingResource, MemoryLimit, MemoryResource,
-    PlainResource,
+    PlainResource, Trim,
 };
 use crate::transfer::TransferConfig;
 
@@ -82,6 +83,7 @@ pub struct MemoryManagerBuilder {
     maintenance: Option<MaintenancePolicy>,
     headroom: Option<f64>,
     tracking: Option<Tracking>,
+    parked_buffers: Option<usize>,
     recorder: Option<Arc<Recorder>>,
     transfers: TransferConfig,
 }
@@ -206,6 +208,17 @@ impl MemoryManagerBuilder {
         self
     }
 
+    /// How many dropped buffers each thread keeps whole — record, cells and blocks — to make
+    /// the next buffer of the same length, label and placement of (default
+    /// [`PARKED_PER_THREAD`]; 0: none). Buffers a device guard exposed, pinned or unpooled
+    /// ones are never kept, nor any where allocations are recorded or their backtraces
+    /// taken. A thread keeps at most 64 MiB of blocks so; trimming, memory pressure and
+    /// [`MemoryManager::maintain`] let them go to their pools.
+    pub fn parked_buffers(mut self, per_thread: usize) -> Self {
+        self.parked_buffers = Some(per_thread);
+        self
+    }
+
     /// How much to record per allocation (default: `HETMEM_TRACK` if set, otherwise
     /// [`Tracking::Outstanding`]). Set here, it overrides the environment.
     pub fn tracking(mut self, tracking: Tracking) -> Self {
@@ -273,9 +286,14 @@ impl MemoryManagerBuilder {
             [device_below, host_below],
         )?;
         let queue = context.queue().key();
+        let parked = self.parked_buffers.unwrap_or(PARKED_PER_THREAD);
+        let registry = Arc::new(Registry::new(tracking, recorder, queue, parked));
+        // Attached last, so that pressure lets parked buffers go into the pools before the
+        // pools give back what they cache.
+        limit.attach(Arc::downgrade(&registry) as Weak<dyn Trim>);
         Ok(MemoryManager {
             context,
-            registry: Arc::new(Registry::new(tracking, recorder, queue)),
+            registry,
             limit,
             caps,
             splitting: [device_split, host_split],

@@ -17,7 +17,13 @@ pub struct Maintainer {
 }
 
 impl Maintainer {
-    pub(crate) fn start(pools: Vec<CachingAllocator>, interval: Duration) -> Result<Self> {
+    /// Runs `first` (letting parked buffers go to the pools), then each pool's maintenance,
+    /// every `interval`.
+    pub(crate) fn start(
+        first: impl Fn() + Send + 'static,
+        pools: Vec<CachingAllocator>,
+        interval: Duration,
+    ) -> Result<Self> {
         if interval.is_zero() {
             return Err(Error::invalid("a maintenance interval of zero would spin"));
         }
@@ -26,6 +32,7 @@ impl Maintainer {
             .name("hetmem-maintenance".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    first();
                     for pool in &pools {
                         // A failed release is retried on the next run; nobody else to tell.
                         let _ = pool.maintain();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::maintainer::{self, Maintainer};
 use super::placement::{decide, Decision};
 use super::recommend::{recommend, Recommendation};
-use super::registry::{Outstanding, Registry, Tracking, Usage};
+use super::registry::{record_of, Outstanding, Registry, Tracking, Usage};
 use super::snapshot::{self, MemorySnapshot};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
@@ -107,15 +107,22 @@ impl MemoryManager {
     fn allocate<T: Element>(&self, len: usize, options: AllocOptions) -> Result<UnifiedBuffer<T>> {
         let bytes = byte_len::<T>(len)?;
         let decision = self.decide(&options, bytes)?;
+        let shape = (self.context).shape_for::<T>(len, decision.residency, decision.strategy)?;
         let pooled = options.mode != AllocMode::Unpooled;
+        if pooled && decision.placement != Placement::HostPinned {
+            let parking = &self.registry.parking;
+            let label = &options.label;
+            if let Some(shell) = parking.take(&shape, decision.home, label, decision.placement) {
+                let mut storage = self.context.storage_from_shell(shell);
+                storage.set_zero_fill(options.zeroed);
+                if let Some(record) = record_of(storage.part()) {
+                    self.registry.reuse(record, bytes);
+                }
+                return Ok(UnifiedBuffer::from_storage(storage, len));
+            }
+        }
         let record = self.registry.record(options.label, decision.placement);
-        let mut storage = self.context.storage_for::<T>(
-            len,
-            decision.residency,
-            decision.strategy,
-            pooled,
-            SharedPart::new(record),
-        )?;
+        let mut storage = (self.context).storage_of(shape, pooled, SharedPart::new(record));
         if decision.placement == Placement::HostPinned {
             storage.pin_host();
         }
@@ -201,9 +208,11 @@ impl MemoryManager {
         self.registry.recorder.as_ref()
     }
 
-    /// Runs both pools' maintenance now (idle release and pressure trims, as the policy set on
-    /// the builder says); returns what it gave back.
+    /// Lets the parked buffers go to their pools, then runs both pools' maintenance now (idle
+    /// release and pressure trims, as the policy set on the builder says); returns what it gave
+    /// back.
     pub fn maintain(&self) -> Result<MaintenanceReport> {
+        self.registry.parking.drain();
         let device = self.context.device_pool().maintain()?;
         Ok(maintainer::sum(
             device,
@@ -211,14 +220,21 @@ impl MemoryManager {
         ))
     }
 
-    /// Runs maintenance on a background thread every `interval` until the returned
-    /// [`Maintainer`] drops (the pools also run it from their own calls when it is due).
+    /// Runs [`MemoryManager::maintain`] on a background thread every `interval` until the
+    /// returned [`Maintainer`] drops (the pools also run theirs from their own calls when it
+    /// is due).
     pub fn start_maintenance(&self, interval: Duration) -> Result<Maintainer> {
         let pools = vec![
             self.context.device_pool().clone(),
             self.context.host_pool().clone(),
         ];
-        Maintainer::start(pools, interval)
+        let registry = Arc::downgrade(&self.registry);
+        let unpark = move || {
+            if let Some(registry) = registry.upgrade() {
+                registry.parking.drain();
+            }
+        };
+        Maintainer::start(unpark, pools, interval)
     }
 
     /// The memory limit in bytes, if one is set.
@@ -237,8 +253,10 @@ impl MemoryManager {
         MemoryStats::collect(self)
     }
 
-    /// Starts new peak windows (buffer bytes and both pools) at the current values.
+    /// Starts new peak windows (buffer bytes and both pools) at the current values (parked
+    /// buffers go to their pools first, so that the pools' in-use windows start exact).
     pub fn reset_peaks(&self) {
+        self.registry.parking.drain();
         self.registry.live_bytes.reset_peak();
         self.context.device_pool().reset_peaks();
         self.context.host_pool().reset_peaks();
@@ -297,6 +315,14 @@ impl MemoryManager {
             .ok_or(Error::ForeignBuffer {
                 what: "describing an allocation",
             })
+    }
+}
+
+impl Drop for MemoryManager {
+    /// Lets the parked buffers go (they hold the registry, which holds them); buffers still
+    /// alive are let go as they drop.
+    fn drop(&mut self) {
+        self.registry.parking.close();
     }
 }
 

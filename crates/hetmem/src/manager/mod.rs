@@ -25,6 +25,7 @@ mod memory_manager;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod options;
+mod parking;
 mod placement;
 mod recommend;
 mod registry;
@@ -35,6 +36,7 @@ pub use builder::MemoryManagerBuilder;
 pub use maintainer::Maintainer;
 pub use memory_manager::MemoryManager;
 pub use options::{AccessPattern, AllocMode, AllocOptions, Placement};
+pub use parking::{ParkedStats, PARKED_PER_THREAD};
 pub use placement::{decide, Decision, LARGE_SEQUENTIAL};
 pub use recommend::{
     recommend, Advice, Recommendation, MANY_TRANSFERS, ROUND_TRIPS, SMALL_TRANSFER,

@@ -4,17 +4,19 @@
 
 use std::backtrace::Backtrace;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::parking::Parking;
 use super::Placement;
 use crate::backend::PerThread;
-use crate::buffer::{BufferEvent, MetricCells, Observer, SharedPart};
+use crate::buffer::{BufferEvent, MetricCells, Observer, SharedPart, Shell};
 use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
 use crate::host::coarse_nanos;
 use crate::record::{Action, Recorder};
+use crate::resource::Trim;
 use crate::sync::{lock, Mutex};
 use crate::transfer::{Direction, DirectionStats};
 
@@ -179,7 +181,10 @@ pub(crate) struct Record {
     /// allocation leaves no trace in the books), `UNLISTED` when live allocations are not
     /// listed.
     slot: AtomicUsize,
-    id: u64,
+    /// Its number; a parked buffer made into a new one takes a new number.
+    id: AtomicU64,
+    /// Its buffer is parked ([`Parking`]): listed, but no live allocation.
+    parked: AtomicBool,
     bytes: AtomicUsize,
     label: Option<Arc<str>>,
     placement: Placement,
@@ -223,6 +228,7 @@ impl Slab {
             .iter()
             .flatten()
             .filter_map(|l| Some((record_of(l)?, &***l)))
+            .filter(|(r, _)| !r.parked.load(Ordering::Relaxed))
     }
 }
 
@@ -244,12 +250,24 @@ pub(crate) struct Registry {
     /// The queue its buffers' work is ordered on (its key), the stream of every event it
     /// records.
     pub(crate) queue: usize,
+    /// Buffers dropped whole, kept for the next like them.
+    pub(crate) parking: Parking,
 }
 
 impl Registry {
-    pub(crate) fn new(tracking: Tracking, recorder: Option<Arc<Recorder>>, queue: usize) -> Self {
+    /// `parked_per_thread`: buffers each thread keeps whole for the next like them — none where
+    /// allocations are recorded or their backtraces taken (a parked buffer made into a new one
+    /// would have neither).
+    pub(crate) fn new(
+        tracking: Tracking,
+        recorder: Option<Arc<Recorder>>,
+        queue: usize,
+        parked_per_thread: usize,
+    ) -> Self {
         static MANAGERS: AtomicU64 = AtomicU64::new(0);
+        let parks = recorder.is_none() && tracking < Tracking::Backtraces;
         Registry {
+            parking: Parking::new(if parks { parked_per_thread } else { 0 }),
             recorder,
             queue,
             trace_tag: MANAGERS.fetch_add(1, Ordering::Relaxed) << 40,
@@ -277,7 +295,8 @@ impl Registry {
         Record {
             registry: self.clone(),
             slot: AtomicUsize::new(UNREGISTERED),
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: AtomicU64::new(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            parked: AtomicBool::new(false),
             bytes: AtomicUsize::new(0),
             label,
             placement,
@@ -294,27 +313,42 @@ impl Registry {
         };
         record.bytes.store(bytes, Ordering::Relaxed);
         if let Some(recorder) = &self.recorder {
-            part.trace_to(recorder.clone(), self.trace_tag | record.id, self.queue);
+            let id = self.trace_tag | record.id();
+            part.trace_to(recorder.clone(), id, self.queue);
             let label = record.label.as_deref();
             recorder.record(
                 Action::Alloc,
-                self.trace_tag | record.id,
+                id,
                 bytes as u64,
                 label,
                 Some(record.placement),
                 self.queue,
             );
         }
-        self.counts.with(|c| {
-            c.allocations += 1;
-            c.bytes_allocated += bytes as u64;
-        });
-        self.add_live(bytes);
+        self.count_new(bytes);
         let slot = match self.tracking >= Tracking::Outstanding {
             true => lock(&self.live).insert(part.clone()),
             false => UNLISTED,
         };
         record.slot.store(slot, Ordering::Relaxed);
+    }
+
+    /// Counts a buffer made of `record`'s parked one, of `bytes` bytes, as new: a new number,
+    /// listed again. (Parked buffers are never recorded.)
+    pub(crate) fn reuse(&self, record: &Record, bytes: usize) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        record.id.store(id, Ordering::Relaxed);
+        record.bytes.store(bytes, Ordering::Relaxed);
+        self.count_new(bytes);
+        record.parked.store(false, Ordering::Relaxed);
+    }
+
+    fn count_new(&self, bytes: usize) {
+        self.counts.with(|c| {
+            c.allocations += 1;
+            c.bytes_allocated += bytes as u64;
+        });
+        self.add_live(bytes);
     }
 
     fn grow(&self, bytes: usize) {
@@ -338,10 +372,16 @@ impl Registry {
         self.live_bytes.sub(bytes as u64);
     }
 
+    /// Counts the buffer of `record` (with its `cells`) gone, and unlists it.
     fn release(&self, record: &Record, cells: &MetricCells) {
+        self.count_release(record, cells);
+        record.unlist();
+    }
+
+    fn count_release(&self, record: &Record, cells: &MetricCells) {
         if let Some(recorder) = &self.recorder {
             let bytes = record.bytes.load(Ordering::Relaxed) as u64;
-            let id = self.trace_tag | record.id;
+            let id = self.trace_tag | record.id();
             recorder.record(Action::Free, id, bytes, None, None, self.queue);
         }
         let bytes = record.bytes.load(Ordering::Relaxed);
@@ -351,10 +391,6 @@ impl Registry {
             fold(&mut c.dropped, record, cells);
         });
         self.live_bytes.sub(bytes as u64);
-        let slot = record.slot.load(Ordering::Relaxed);
-        if slot < UNREGISTERED {
-            lock(&self.live).remove(slot);
-        }
     }
 
     /// Every thread's counters, summed in one snapshot ([`PerThread::for_each`] holds every
@@ -434,7 +470,7 @@ fn merge(usage: &mut Vec<Usage>, more: Usage) {
 }
 
 /// The record in `part`, if a manager's record follows it.
-fn record_of(part: &SharedPart) -> Option<&Record> {
+pub(super) fn record_of(part: &SharedPart) -> Option<&Record> {
     part.observer.as_any().downcast_ref::<Record>()
 }
 
@@ -461,7 +497,7 @@ fn fold(usage: &mut Vec<Usage>, record: &Record, cells: &MetricCells) {
 /// whole list, so that the last events' ages compare).
 fn describe(r: &Record, m: &MetricCells, now: u64) -> Outstanding {
     Outstanding {
-        id: r.id,
+        id: r.id(),
         bytes: r.bytes.load(Ordering::Relaxed),
         label: r.label.clone(),
         placement: r.placement,
@@ -491,11 +527,43 @@ impl Drop for Registry {
     }
 }
 
+impl Record {
+    fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// Whether it has `label` and `placement`.
+    pub(super) fn is(&self, label: &Option<Arc<str>>, placement: Placement) -> bool {
+        self.placement == placement
+            && match (&self.label, label) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                (a, b) => a.is_none() && b.is_none(),
+            }
+    }
+
+    /// Takes its buffer off the live list (where it is listed).
+    pub(super) fn unlist(&self) {
+        let slot = self.slot.load(Ordering::Relaxed);
+        if slot < UNREGISTERED {
+            lock(&self.registry.live).remove(slot);
+        }
+    }
+}
+
+impl Trim for Registry {
+    /// Lets the parked buffers go; their blocks go to their pools, so nothing is given back
+    /// under the limit yet.
+    fn trim(&self) -> Result<u64> {
+        self.parking.drain();
+        Ok(0)
+    }
+}
+
 impl Observer for Record {
     fn resized(&self, old: usize, new: usize) {
         self.bytes.store(new, Ordering::Relaxed);
         if let Some(recorder) = &self.registry.recorder {
-            let id = self.registry.trace_tag | self.id;
+            let id = self.registry.trace_tag | self.id();
             let queue = self.registry.queue;
             recorder.record(Action::Resize, id, new as u64, None, None, queue);
         }
@@ -510,6 +578,21 @@ impl Observer for Record {
         if self.slot.load(Ordering::Relaxed) != UNREGISTERED {
             self.registry.release(self, cells);
         }
+    }
+
+    /// Parks a made buffer where its thread's shelf has room, counting it gone (it stays
+    /// listed, marked parked).
+    fn park(&self, shell: Shell, cells: &MetricCells) -> Option<Shell> {
+        if self.slot.load(Ordering::Relaxed) == UNREGISTERED {
+            return Some(shell);
+        }
+        self.parked.store(true, Ordering::Relaxed);
+        let refused = self.registry.parking.park(shell);
+        match refused {
+            Some(_) => self.parked.store(false, Ordering::Relaxed),
+            None => self.registry.count_release(self, cells),
+        }
+        refused
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

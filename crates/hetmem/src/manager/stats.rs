@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::MemoryManager;
+use super::{MemoryManager, ParkedStats};
 use crate::backend::HostBackend;
 use crate::host::SourceStats;
 use crate::pool::{CachingStats, PinnedStats, SplittingResource, SplittingStats};
@@ -36,6 +36,10 @@ pub struct MemoryStats {
     pub device_segments: SplittingStats,
     /// The same under the host pool.
     pub host_segments: SplittingStats,
+    /// Buffers dropped whole and kept for the next like them (see
+    /// [`MemoryManagerBuilder::parked_buffers`](super::MemoryManagerBuilder::parked_buffers)):
+    /// their blocks count cached in `device` and `host` here.
+    pub parked: ParkedStats,
     /// The pool of shared allocations (SVM, managed memory) of `Placement::Shared` buffers, on
     /// devices that have them (zero elsewhere).
     pub shared: CachingStats,
@@ -56,15 +60,28 @@ impl MemoryStats {
         // One snapshot of every thread's counters: each release counted has its allocation
         // counted, so releases ≤ allocations.
         let totals = registry.totals();
+        let parked = registry.parking.stats();
+        let pool = |pool: &crate::pool::CachingAllocator, side: usize| {
+            let mut stats = pool.stats();
+            stats.bytes_in_use -= parked.bytes[side].min(stats.bytes_in_use);
+            stats.bytes_cached += parked.bytes[side];
+            stats.cached_blocks += parked.blocks[side];
+            if parked.blocks[side] > 0 {
+                let largest = stats.largest_cached_block.max(parked.largest_block);
+                stats.largest_cached_block = largest;
+            }
+            stats
+        };
         MemoryStats {
+            parked,
             allocations: totals.allocations,
             releases: totals.releases,
             bytes_current: registry.live_bytes.get(),
             bytes_peak: registry.live_bytes.peak(),
             bytes_allocated: totals.bytes_allocated,
             bytes_released: totals.bytes_released,
-            device: ctx.device_pool().stats(),
-            host: ctx.host_pool().stats(),
+            device: pool(ctx.device_pool(), 1),
+            host: pool(ctx.host_pool(), 0),
             shared: ctx.shared_pool().map(|p| p.stats()).unwrap_or_default(),
             device_segments: segments(&manager.splitting[0]),
             host_segments: segments(&manager.splitting[1]),
@@ -120,13 +137,14 @@ impl MemoryStats {
     /// Requests the pools served from memory they held, and those that took memory from their
     /// backends, all pools: the caching allocators' class hits and misses, and where a splitting
     /// allocator serves a pool, its carves and reuses (every request comes down to it) with
-    /// those that needed a new segment or a commit as the misses.
+    /// those that needed a new segment or a commit as the misses. A buffer made of a parked
+    /// one is a hit.
     pub fn pool_requests(&self) -> (u64, u64) {
         let pairs = [
             (&self.device, &self.device_segments),
             (&self.host, &self.host_segments),
         ];
-        let (mut hits, mut misses) = (self.shared.hits, self.shared.misses);
+        let (mut hits, mut misses) = (self.shared.hits + self.parked.reuses, self.shared.misses);
         for (cache, split) in pairs {
             if split.carves + split.reuses == 0 {
                 (hits, misses) = (hits + cache.hits, misses + cache.misses);

@@ -92,6 +92,15 @@ impl DirectionCounters {
         }
     }
 
+    /// Back to nothing recorded (a parked buffer made into a new one).
+    pub(crate) fn reset(&self) {
+        for c in &self.cells {
+            for cell in [&c.transfers, &c.bytes, &c.nanos, &c.peak] {
+                cell.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub(crate) fn get(&self, direction: Direction) -> DirectionStats {
         let c = &self.cells[direction as usize];
         DirectionStats {

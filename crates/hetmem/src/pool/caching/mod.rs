@@ -381,6 +381,11 @@ impl CachingAllocator {
         self.inner.stats()
     }
 
+    /// Whether `block` was handed out by this pool (and goes back to it).
+    pub(crate) fn owns(&self, block: &PooledBlock) -> bool {
+        block.home_id() == self.inner.id
+    }
+
     /// Blocks of another backend that came back in place of this pool's own (see
     /// [`PooledBlock::block_mut`]), for the caller to release to the backend they came from.
     pub fn take_foreign_blocks(&self) -> Vec<DeviceBlock> {

@@ -75,6 +75,11 @@ impl PooledBlock {
         self.len() == 0
     }
 
+    /// The key of the pool it came from.
+    pub(super) fn home_id(&self) -> u64 {
+        self.node().home.id
+    }
+
     /// Bytes actually reserved (the class size).
     pub fn capacity(&self) -> usize {
         self.node().capacity
