@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::maintainer::{self, Maintainer};
 use super::placement::{decide, Decision};
 use super::recommend::{recommend, Recommendation};
-use super::registry::{record_of, Outstanding, Registry, Tracking, Usage};
+use super::registry::{Outstanding, Registry, Tracking, Usage};
 use super::snapshot::{self, MemorySnapshot};
 use super::stats::{MemoryStats, StatsScope};
 use super::{AllocMode, AllocOptions, MemoryManagerBuilder};
@@ -110,14 +110,11 @@ impl MemoryManager {
         let shape = (self.context).shape_for::<T>(len, decision.residency, decision.strategy)?;
         let pooled = options.mode != AllocMode::Unpooled;
         if pooled && decision.placement != Placement::HostPinned {
-            let parking = &self.registry.parking;
-            let label = &options.label;
-            if let Some(shell) = parking.take(&shape, decision.home, label, decision.placement) {
+            let (label, placement) = (&options.label, decision.placement);
+            let parked = (self.registry).take_parked(&shape, decision.home, label, placement);
+            if let Some(shell) = parked {
                 let mut storage = self.context.storage_from_shell(shell);
                 storage.set_zero_fill(options.zeroed);
-                if let Some(record) = record_of(storage.part()) {
-                    self.registry.reuse(record, bytes);
-                }
                 return Ok(UnifiedBuffer::from_storage(storage, len));
             }
         }
@@ -212,7 +209,7 @@ impl MemoryManager {
     /// release and pressure trims, as the policy set on the builder says); returns what it gave
     /// back.
     pub fn maintain(&self) -> Result<MaintenanceReport> {
-        self.registry.parking.drain();
+        self.registry.unpark_all();
         let device = self.context.device_pool().maintain()?;
         Ok(maintainer::sum(
             device,
@@ -231,7 +228,7 @@ impl MemoryManager {
         let registry = Arc::downgrade(&self.registry);
         let unpark = move || {
             if let Some(registry) = registry.upgrade() {
-                registry.parking.drain();
+                registry.unpark_all();
             }
         };
         Maintainer::start(unpark, pools, interval)
@@ -256,7 +253,7 @@ impl MemoryManager {
     /// Starts new peak windows (buffer bytes and both pools) at the current values (parked
     /// buffers go to their pools first, so that the pools' in-use windows start exact).
     pub fn reset_peaks(&self) {
-        self.registry.parking.drain();
+        self.registry.unpark_all();
         self.registry.live_bytes.reset_peak();
         self.context.device_pool().reset_peaks();
         self.context.host_pool().reset_peaks();
@@ -322,7 +319,7 @@ impl Drop for MemoryManager {
     /// Lets the parked buffers go (they hold the registry, which holds them); buffers still
     /// alive are let go as they drop.
     fn drop(&mut self) {
-        self.registry.parking.close();
+        self.registry.close_parking();
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::parking::Parking;
+use super::parking::{Parking, Shelf};
 use super::Placement;
 use crate::backend::PerThread;
 use crate::buffer::{BufferEvent, MetricCells, Observer, SharedPart, Shell};
@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::gauge::PeakGauge;
 use crate::host::coarse_nanos;
 use crate::record::{Action, Recorder};
-use crate::resource::Trim;
 use crate::sync::{lock, Mutex};
 use crate::transfer::{Direction, DirectionStats};
 
@@ -134,10 +133,15 @@ impl Usage {
         self.buffers += 1;
         self.bytes += record.bytes.load(Ordering::Relaxed) as u64;
         self.unused += u64::from(!m.accessed());
-        self.host_to_device
-            .merge(&m.transfers.get(Direction::HostToDevice));
-        self.device_to_host
-            .merge(&m.transfers.get(Direction::DeviceToHost));
+        let each_way = [
+            (&mut self.host_to_device, Direction::HostToDevice),
+            (&mut self.device_to_host, Direction::DeviceToHost),
+        ];
+        for (total, direction) in each_way {
+            if m.transfers.any(direction) {
+                total.merge(&m.transfers.get(direction));
+            }
+        }
     }
 
     /// Bytes moved each way over the bytes allocated: how many times the data went across.
@@ -148,10 +152,10 @@ impl Usage {
 }
 
 /// What one thread counted: counters that only ever grow, and the usage of the buffers dropped
-/// on it. Per thread (no atomic read-modify-write or lock on an allocation or a release),
-/// summed in one snapshot.
+/// on it; and the buffers it parked. Per thread (no atomic read-modify-write or lock on an
+/// allocation or a release), summed in one snapshot.
 #[derive(Default)]
-struct Counts {
+pub(super) struct Counts {
     allocations: u64,
     releases: u64,
     bytes_allocated: u64,
@@ -159,6 +163,22 @@ struct Counts {
     /// Usage of the buffers dropped on this thread per label and placement. A list: there are
     /// few labels, and a scan compares pointers first where hashing would read every byte.
     dropped: Vec<Usage>,
+    pub(super) shelf: Shelf,
+}
+
+impl Counts {
+    /// Counts a buffer of `bytes` bytes made.
+    pub(super) fn made(&mut self, bytes: usize) {
+        self.allocations += 1;
+        self.bytes_allocated += bytes as u64;
+    }
+
+    /// Counts the buffer of `record` (with its `cells`) gone.
+    pub(super) fn released(&mut self, record: &Record, cells: &MetricCells) {
+        self.releases += 1;
+        self.bytes_released += record.bytes() as u64;
+        fold(&mut self.dropped, record, cells);
+    }
 }
 
 /// The counters of every thread, summed ([`Registry::totals`]).
@@ -182,9 +202,9 @@ pub(crate) struct Record {
     /// listed.
     slot: AtomicUsize,
     /// Its number; a parked buffer made into a new one takes a new number.
-    id: AtomicU64,
+    pub(super) id: AtomicU64,
     /// Its buffer is parked ([`Parking`]): listed, but no live allocation.
-    parked: AtomicBool,
+    pub(super) parked: AtomicBool,
     bytes: AtomicUsize,
     label: Option<Arc<str>>,
     placement: Placement,
@@ -234,8 +254,8 @@ impl Slab {
 
 pub(crate) struct Registry {
     tracking: Tracking,
-    next_id: AtomicU64,
-    counts: PerThread<Counts>,
+    pub(super) next_id: AtomicU64,
+    pub(super) counts: PerThread<Counts>,
     /// Bytes of live buffers: shared, for its exact peak.
     pub(crate) live_bytes: PeakGauge,
     live: Mutex<Slab>,
@@ -250,8 +270,9 @@ pub(crate) struct Registry {
     /// The queue its buffers' work is ordered on (its key), the stream of every event it
     /// records.
     pub(crate) queue: usize,
-    /// Buffers dropped whole, kept for the next like them.
-    pub(crate) parking: Parking,
+    /// The rules of the buffers dropped whole and kept for the next like them (each thread's
+    /// are in its `counts`).
+    pub(super) parking: Parking,
 }
 
 impl Registry {
@@ -333,21 +354,8 @@ impl Registry {
         record.slot.store(slot, Ordering::Relaxed);
     }
 
-    /// Counts a buffer made of `record`'s parked one, of `bytes` bytes, as new: a new number,
-    /// listed again. (Parked buffers are never recorded.)
-    pub(crate) fn reuse(&self, record: &Record, bytes: usize) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        record.id.store(id, Ordering::Relaxed);
-        record.bytes.store(bytes, Ordering::Relaxed);
-        self.count_new(bytes);
-        record.parked.store(false, Ordering::Relaxed);
-    }
-
     fn count_new(&self, bytes: usize) {
-        self.counts.with(|c| {
-            c.allocations += 1;
-            c.bytes_allocated += bytes as u64;
-        });
+        self.counts.with(|c| c.made(bytes));
         self.add_live(bytes);
     }
 
@@ -357,7 +365,7 @@ impl Registry {
     }
 
     /// Adds `bytes` to the live bytes and to the peaks of the open scopes.
-    fn add_live(&self, bytes: usize) {
+    pub(super) fn add_live(&self, bytes: usize) {
         self.live_bytes.add(bytes as u64);
         if self.open_scopes.load(Ordering::Relaxed) > 0 {
             let now = self.live_bytes.get();
@@ -374,23 +382,14 @@ impl Registry {
 
     /// Counts the buffer of `record` (with its `cells`) gone, and unlists it.
     fn release(&self, record: &Record, cells: &MetricCells) {
-        self.count_release(record, cells);
-        record.unlist();
-    }
-
-    fn count_release(&self, record: &Record, cells: &MetricCells) {
         if let Some(recorder) = &self.recorder {
-            let bytes = record.bytes.load(Ordering::Relaxed) as u64;
+            let bytes = record.bytes() as u64;
             let id = self.trace_tag | record.id();
             recorder.record(Action::Free, id, bytes, None, None, self.queue);
         }
-        let bytes = record.bytes.load(Ordering::Relaxed);
-        self.counts.with(|c| {
-            c.releases += 1;
-            c.bytes_released += bytes as u64;
-            fold(&mut c.dropped, record, cells);
-        });
-        self.live_bytes.sub(bytes as u64);
+        self.counts.with(|c| c.released(record, cells));
+        self.live_bytes.sub(record.bytes() as u64);
+        record.unlist();
     }
 
     /// Every thread's counters, summed in one snapshot ([`PerThread::for_each`] holds every
@@ -532,6 +531,11 @@ impl Record {
         self.id.load(Ordering::Relaxed)
     }
 
+    /// Its buffer's length in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     /// Whether it has `label` and `placement`.
     pub(super) fn is(&self, label: &Option<Arc<str>>, placement: Placement) -> bool {
         self.placement == placement
@@ -547,15 +551,6 @@ impl Record {
         if slot < UNREGISTERED {
             lock(&self.registry.live).remove(slot);
         }
-    }
-}
-
-impl Trim for Registry {
-    /// Lets the parked buffers go; their blocks go to their pools, so nothing is given back
-    /// under the limit yet.
-    fn trim(&self) -> Result<u64> {
-        self.parking.drain();
-        Ok(0)
     }
 }
 
@@ -586,13 +581,7 @@ impl Observer for Record {
         if self.slot.load(Ordering::Relaxed) == UNREGISTERED {
             return Some(shell);
         }
-        self.parked.store(true, Ordering::Relaxed);
-        let refused = self.registry.parking.park(shell);
-        match refused {
-            Some(_) => self.parked.store(false, Ordering::Relaxed),
-            None => self.registry.count_release(self, cells),
-        }
-        refused
+        self.registry.park(self, shell, cells)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

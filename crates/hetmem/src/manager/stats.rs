@@ -60,7 +60,7 @@ impl MemoryStats {
         // One snapshot of every thread's counters: each release counted has its allocation
         // counted, so releases ≤ allocations.
         let totals = registry.totals();
-        let parked = registry.parking.stats();
+        let parked = registry.parked();
         let pool = |pool: &crate::pool::CachingAllocator, side: usize| {
             let mut stats = pool.stats();
             stats.bytes_in_use -= parked.bytes[side].min(stats.bytes_in_use);

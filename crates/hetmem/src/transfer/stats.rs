@@ -101,6 +101,15 @@ impl DirectionCounters {
         }
     }
 
+    /// Whether any transfer went `direction` (one load, where [`DirectionCounters::get`] reads
+    /// four).
+    pub(crate) fn any(&self, direction: Direction) -> bool {
+        self.cells[direction as usize]
+            .transfers
+            .load(Ordering::Relaxed)
+            > 0
+    }
+
     pub(crate) fn get(&self, direction: Direction) -> DirectionStats {
         let c = &self.cells[direction as usize];
         DirectionStats {
