@@ -21,6 +21,7 @@ const REQUIRED: &[&str] = &[
     "alloc.object_pool",
     "alloc.object_pool.opool",
     "alloc.manager",
+    "alloc.manager.unparked",
     "pattern.concurrent.1threads",
     "pattern.concurrent.2threads",
     "pattern.replay.waste_pct",

@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex};
 
 use hetmem::backend::Backend;
+use hetmem::manager::PARKED_PER_THREAD;
 use hetmem::pool::{
     ArrayPool, CachingAllocator, CachingConfig, ObjectPool, SplittingConfig, SplittingResource,
 };
@@ -33,7 +34,8 @@ pub fn register(suite: &mut Suite) {
     suite.case_of_several(&["alloc.object_pool", "alloc.object_pool.opool"], |_, e| {
         object_pool(e)
     });
-    suite.case("alloc.manager", manager);
+    suite.case("alloc.manager", |b, e| manager(b, e, true));
+    suite.case("alloc.manager.unparked", |b, e| manager(b, e, false));
 }
 
 /// Raw allocate + release of `bytes`, the baseline of every device allocation figure.
@@ -325,15 +327,26 @@ fn object_pool(effort: Effort) -> Result<Vec<Measurement>> {
     ])
 }
 
-/// A 1 MiB buffer from the memory manager, with its default tracking (live allocations listed).
-fn manager(backend: &Arc<dyn Backend>, effort: Effort) -> Result<Measurement> {
-    let manager = MemoryManager::new(backend.clone())?;
+/// A 1 MiB buffer from the memory manager, with its default tracking (live allocations listed):
+/// made of the one dropped before, parked on this thread (`alloc.manager`), or — with parking
+/// off, as for a buffer unlike any parked — a new record and a block from the pools
+/// (`alloc.manager.unparked`).
+fn manager(backend: &Arc<dyn Backend>, effort: Effort, parked: bool) -> Result<Measurement> {
+    let manager = MemoryManager::builder()
+        .backend(backend.clone())
+        .parked_buffers(if parked { PARKED_PER_THREAD } else { 0 })
+        .build()?;
     let timings = compare_auto(effort, |side| match side {
         Side::Hetmem => manager.alloc::<u8>(MIB).map(|b| drop(black_box(b))),
         Side::Baseline => raw(backend, MIB),
     })?;
+    let id = if parked {
+        "alloc.manager"
+    } else {
+        "alloc.manager.unparked"
+    };
     Ok(latency(
-        "alloc.manager",
+        id,
         &timings,
         "raw backend allocate + release",
         "ns",

@@ -92,6 +92,11 @@ pub(crate) trait Observer: Send + Sync {
     /// final cells.
     fn retired(&self, cells: &MetricCells);
 
+    /// Whether [`Observer::park`] may keep the buffer (asked first: making a shell costs).
+    fn parks(&self) -> bool {
+        false
+    }
+
     /// The buffer is going, whole: no transfer or device work of the user's can use its
     /// blocks. The observer may keep it as `shell` for a buffer like it — `None`: kept, and
     /// counted gone here, not in [`Observer::retired`] — or hand it back to be let go as usual.

@@ -588,6 +588,9 @@ impl BufferStorage {
     /// blocks are of its context's pools (not adopted, pinned or unpooled memory): a shell is
     /// made again into a pooled buffer. Whether the observer kept it.
     fn park(&mut self) -> bool {
+        if !self.core.part.observer.parks() {
+            return false;
+        }
         let held = {
             let (core, _, slots, _) = self.parts_mut();
             let (host, device) = (slots.host.get_mut(), slots.device.get_mut());

@@ -145,11 +145,8 @@ impl Shelf {
 impl Registry {
     /// Parks the buffer of `record` as `shell` where its thread's shelf has room, counting it
     /// gone (`cells`: its cells) in the same entry of the thread's slot; it stays listed,
-    /// marked parked. Otherwise hands it back.
+    /// marked parked. Otherwise hands it back. (Asked only where parking is on.)
     pub(super) fn park(&self, record: &Record, shell: Shell, cells: &MetricCells) -> Option<Shell> {
-        if !self.parking.is_on() {
-            return Some(shell);
-        }
         record.parked.store(true, Ordering::Relaxed);
         let refused = self.counts.with(|c| {
             let refused = self.parking.park(&mut c.shelf, shell);

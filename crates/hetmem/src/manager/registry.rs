@@ -575,12 +575,14 @@ impl Observer for Record {
         }
     }
 
+    /// A made buffer, where the manager parks buffers.
+    fn parks(&self) -> bool {
+        self.registry.parking.is_on() && self.slot.load(Ordering::Relaxed) != UNREGISTERED
+    }
+
     /// Parks a made buffer where its thread's shelf has room, counting it gone (it stays
     /// listed, marked parked).
     fn park(&self, shell: Shell, cells: &MetricCells) -> Option<Shell> {
-        if self.slot.load(Ordering::Relaxed) == UNREGISTERED {
-            return Some(shell);
-        }
         self.registry.park(self, shell, cells)
     }
 
