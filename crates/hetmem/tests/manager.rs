@@ -13,13 +13,7 @@ use hetmem::manager::{
 use hetmem::Error;
 use proptest::prelude::*;
 
-fn manager(backend: &Arc<dyn Backend>) -> MemoryManager {
-    MemoryManager::builder()
-        .backend(backend.clone())
-        .tracking(Tracking::Outstanding)
-        .build()
-        .unwrap()
-}
+use common::manager;
 
 /// The invariants every snapshot keeps.
 fn check_invariants(s: &MemoryStats) {

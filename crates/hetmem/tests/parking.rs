@@ -12,13 +12,7 @@ use hetmem::manager::{AllocMode, AllocOptions, MemoryManager, Placement, Trackin
 
 const MIB: usize = 1 << 20;
 
-fn manager(backend: &Arc<dyn Backend>) -> MemoryManager {
-    MemoryManager::builder()
-        .backend(backend.clone())
-        .tracking(Tracking::Outstanding)
-        .build()
-        .unwrap()
-}
+use common::manager;
 
 fn on_device() -> AllocOptions {
     AllocOptions::new().placement(Placement::Device)

@@ -566,10 +566,9 @@ impl BufferStorage {
 
 impl Drop for BufferStorage {
     /// Waits for a transfer in flight; then, where no device work of the user's can use the
-    /// blocks, offers the buffer whole to its observer to park ([`Observer::park`]); otherwise
-    /// lets the device block go with the user's pending work recorded on it.
-    ///
-    /// [`Observer::park`]: super::Observer::park
+    /// blocks, offers the buffer whole to its observer to park (a manager keeps it for the
+    /// next buffer like it); otherwise lets the device block go with the user's pending work
+    /// recorded on it.
     fn drop(&mut self) {
         let exposed = *self.exposed.get_mut();
         if !exposed && self.park() {

@@ -12,6 +12,15 @@ use hetmem::backend::{Backend, HostBackend};
 
 pub mod buffers;
 
+/// A manager over `backend` that lists its live buffers, whatever `HETMEM_TRACK` says.
+pub fn manager(backend: &Arc<dyn Backend>) -> hetmem::MemoryManager {
+    hetmem::MemoryManager::builder()
+        .backend(backend.clone())
+        .tracking(hetmem::manager::Tracking::Outstanding)
+        .build()
+        .unwrap()
+}
+
 /// Every byte of `block`, read on the backend's default queue.
 pub fn block_contents(b: &Arc<dyn Backend>, block: &hetmem::backend::DeviceBlock) -> Vec<u8> {
     let mut out = vec![0u8; block.size()];
