@@ -219,6 +219,13 @@ impl MemoryStats {
             bytes(self.bytes_peak),
             bytes(self.bytes_allocated),
         );
+        let parked = &self.parked;
+        if parked.buffers + parked.reuses > 0 {
+            let held = bytes(parked.bytes.iter().sum());
+            let now = format!("{} ({held})", parked.buffers);
+            let reused = format!("{} reused", parked.reuses);
+            row(&mut out, "parked buffers", now, "-".into(), reused);
+        }
         let pools = [
             ("device pool", &self.device),
             ("host pool", &self.host),
