@@ -38,6 +38,9 @@ fn a_dropped_buffer_is_made_again_reading_as_new(backend: &Arc<dyn Backend>) {
     assert!(m.outstanding().is_empty(), "a parked buffer is not live");
     assert_eq!(s.device.bytes_in_use, 0, "its block counts cached: {s:?}");
     assert!(s.device.bytes_cached >= MIB as u64, "{s:?}");
+    assert_eq!(s.parked.blocks[1], 1, "its device block: {:?}", s.parked);
+    assert!(s.parked.largest_block[1] >= MIB as u64, "{:?}", s.parked);
+    assert!(s.device.largest_cached_block >= MIB as u64, "{s:?}");
     let summary = s.summary();
     assert!(summary.contains("parked buffers"), "{summary}");
     let carves = s.device_segments.carves;

@@ -54,8 +54,8 @@ pub struct ParkedStats {
     pub bytes: [u64; 2],
     /// Blocks among them, host and device.
     pub blocks: [u64; 2],
-    /// The largest block among them.
-    pub largest_block: u64,
+    /// The largest host and the largest device block among them.
+    pub largest_block: [u64; 2],
     /// Buffers made of a parked one so far.
     pub reuses: u64,
 }
@@ -136,7 +136,7 @@ impl Shelf {
             for (side, &held) in shell.held.iter().enumerate() {
                 stats.bytes[side] += held as u64;
                 stats.blocks[side] += u64::from(held > 0);
-                stats.largest_block = stats.largest_block.max(held as u64);
+                stats.largest_block[side] = stats.largest_block[side].max(held as u64);
             }
         }
     }

@@ -66,10 +66,8 @@ impl MemoryStats {
             stats.bytes_in_use -= parked.bytes[side].min(stats.bytes_in_use);
             stats.bytes_cached += parked.bytes[side];
             stats.cached_blocks += parked.blocks[side];
-            if parked.blocks[side] > 0 {
-                let largest = stats.largest_cached_block.max(parked.largest_block);
-                stats.largest_cached_block = largest;
-            }
+            let largest = stats.largest_cached_block.max(parked.largest_block[side]);
+            stats.largest_cached_block = largest;
             stats
         };
         MemoryStats {
