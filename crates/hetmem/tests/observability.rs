@@ -36,6 +36,10 @@ fn publish_metrics_reaches_a_real_recorder_with_the_snapshot_values() {
     assert_eq!(allocations, &DebugValue::Counter(2));
     let (_, releases) = find(MetricKind::Counter, "hetmem_releases_total");
     assert_eq!(releases, &DebugValue::Counter(1));
+    let (_, parked) = find(MetricKind::Gauge, "hetmem_buffers_parked");
+    assert_eq!(parked, &DebugValue::Gauge(1.0.into()), "b is parked");
+    let (_, reuses) = find(MetricKind::Counter, "hetmem_parked_reuses_total");
+    assert_eq!(reuses, &DebugValue::Counter(0));
     let directions = values
         .iter()
         .filter(|(k, ..)| k.key().name() == "hetmem_transfer_bytes_total")

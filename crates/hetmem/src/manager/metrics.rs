@@ -12,8 +12,9 @@ impl MemoryManager {
     ///
     /// Gauges: `hetmem_buffers_live`, `hetmem_bytes_current`, `hetmem_bytes_peak`,
     /// `hetmem_bytes_reserved`, `hetmem_bytes_in_use`, `hetmem_bytes_cached`,
-    /// `hetmem_pool_hit_rate`, `hetmem_fragmentation`, `hetmem_transfers_in_flight`.
-    /// Counters: `hetmem_allocations_total`, `hetmem_releases_total`,
+    /// `hetmem_pool_hit_rate`, `hetmem_fragmentation`, `hetmem_transfers_in_flight`,
+    /// `hetmem_buffers_parked`.
+    /// Counters: `hetmem_allocations_total`, `hetmem_releases_total`, `hetmem_parked_reuses_total`,
     /// `hetmem_transfer_bytes_total` and `hetmem_transfers_total` (label `direction`),
     /// `hetmem_transfer_retries_total`, `hetmem_transfer_failures_total`.
     pub fn publish_metrics(&self) {
@@ -29,8 +30,10 @@ impl MemoryManager {
         gauge!("hetmem_pool_hit_rate", &b).set(s.hit_rate());
         gauge!("hetmem_fragmentation", &b).set(s.fragmentation());
         gauge!("hetmem_transfers_in_flight", &b).set(s.transfers.in_flight as f64);
+        gauge!("hetmem_buffers_parked", &b).set(s.parked.buffers as f64);
         counter!("hetmem_allocations_total", &b).absolute(s.allocations);
         counter!("hetmem_releases_total", &b).absolute(s.releases);
+        counter!("hetmem_parked_reuses_total", &b).absolute(s.parked.reuses);
         counter!("hetmem_transfer_retries_total", &b).absolute(s.transfers.retries);
         counter!("hetmem_transfer_failures_total", &b).absolute(s.transfers.failures);
         let t = &s.transfers;
