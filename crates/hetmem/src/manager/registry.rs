@@ -475,14 +475,7 @@ pub(super) fn record_of(part: &SharedPart) -> Option<&Record> {
 
 /// Adds `record` (with its buffer's `cells`) to its label and placement's entry in `usage`.
 fn fold(usage: &mut Vec<Usage>, record: &Record, cells: &MetricCells) {
-    let same = |u: &Usage| {
-        u.placement == record.placement
-            && match (&u.label, &record.label) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-                (a, b) => a.is_none() && b.is_none(),
-            }
-    };
-    match usage.iter_mut().find(|u| same(u)) {
+    match usage.iter_mut().find(|u| record.is(&u.label, u.placement)) {
         Some(entry) => entry.add(record, cells),
         None => {
             let mut entry = Usage::new(record.label.clone(), record.placement);
