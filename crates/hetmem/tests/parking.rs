@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hetmem::backend::Backend;
 use hetmem::manager::{AllocMode, AllocOptions, MemoryManager, Placement, Tracking};
@@ -78,6 +79,24 @@ fn a_dropped_buffer_is_made_again_reading_as_new(backend: &Arc<dyn Backend>) {
         (usage[0].label.as_deref(), usage[0].buffers),
         (Some("weights"), 3)
     );
+}
+
+/// A buffer dropped with an upload in flight behind a gate on its queue waits for it before it
+/// is parked: the buffer made of it reads zeros on both sides once everything has landed.
+fn a_transfer_in_flight_lands_before_its_buffer_is_parked(backend: &Arc<dyn Backend>) {
+    let m = manager(backend);
+    let n = MIB / 4;
+    let buffer = m.from_slice_with(&vec![5u32; n], on_device()).unwrap();
+    let gate = common::Gate::close(backend, m.context().queue(), Duration::from_millis(80));
+    let upload = buffer.prefetch_to_device().unwrap();
+    drop(buffer);
+    drop(gate);
+    drop(upload);
+    let again = m.alloc_with::<u32>(n, on_device()).unwrap();
+    assert_eq!(m.stats().parked.reuses, 1);
+    assert_eq!(again.to_vec().unwrap(), vec![0; n]);
+    backend.synchronize().unwrap();
+    assert_eq!(common::device_contents(backend, &again), vec![0; n]);
 }
 
 fn only_a_like_buffer_is_made_of_a_parked_one(backend: &Arc<dyn Backend>) {
@@ -242,6 +261,7 @@ common::backend_suite!(
     ],
     [
         a_dropped_buffer_is_made_again_reading_as_new,
+        a_transfer_in_flight_lands_before_its_buffer_is_parked,
         only_a_like_buffer_is_made_of_a_parked_one,
         exposed_adopted_and_unpooled_buffers_are_never_parked,
         trim_pressure_and_maintenance_let_parked_buffers_go,
