@@ -208,12 +208,12 @@ impl MemoryManagerBuilder {
         self
     }
 
-    /// How many dropped buffers each thread keeps whole — record, cells and blocks — to make
-    /// the next buffer of the same length, label and placement of (default
-    /// [`PARKED_PER_THREAD`]; 0: none). Buffers a device guard exposed, pinned or unpooled
-    /// ones are never kept, nor any where allocations are recorded or their backtraces
-    /// taken. A thread keeps at most 64 MiB of blocks so; trimming, memory pressure and
-    /// [`MemoryManager::maintain`] let them go to their pools.
+    /// How many dropped buffers each thread keeps whole — record, cells and blocks — for the
+    /// next buffer of the same length, label and placement it makes (default
+    /// [`PARKED_PER_THREAD`]; 0: none). Buffers a device guard exposed and pinned, unpooled or
+    /// adopted memory are never kept, nor anything where allocations are recorded or their
+    /// backtraces taken. A thread keeps at most 64 MiB of blocks so; trimming, memory
+    /// pressure and [`MemoryManager::maintain`] let them go to their pools.
     pub fn parked_buffers(mut self, per_thread: usize) -> Self {
         self.parked_buffers = Some(per_thread);
         self

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{MemoryManager, ParkedStats};
 use crate::backend::HostBackend;
+use crate::buffer::Side;
 use crate::host::SourceStats;
 use crate::pool::{CachingStats, PinnedStats, SplittingResource, SplittingStats};
 use crate::transfer::{DirectionStats, TransferStats};
@@ -61,7 +62,8 @@ impl MemoryStats {
         // counted, so releases ≤ allocations.
         let totals = registry.totals();
         let parked = registry.parked();
-        let pool = |pool: &crate::pool::CachingAllocator, side: usize| {
+        let pool = |pool: &crate::pool::CachingAllocator, side: Side| {
+            let side = side as usize;
             let mut stats = pool.stats();
             stats.bytes_in_use -= parked.bytes[side].min(stats.bytes_in_use);
             stats.bytes_cached += parked.bytes[side];
@@ -78,8 +80,8 @@ impl MemoryStats {
             bytes_peak: registry.live_bytes.peak(),
             bytes_allocated: totals.bytes_allocated,
             bytes_released: totals.bytes_released,
-            device: pool(ctx.device_pool(), 1),
-            host: pool(ctx.host_pool(), 0),
+            device: pool(ctx.device_pool(), Side::Device),
+            host: pool(ctx.host_pool(), Side::Host),
             shared: ctx.shared_pool().map(|p| p.stats()).unwrap_or_default(),
             device_segments: segments(&manager.splitting[0]),
             host_segments: segments(&manager.splitting[1]),
